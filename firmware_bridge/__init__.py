@@ -1,0 +1,1 @@
+"""On-van bridge: MQTT commands to serial frames for the vehicle control unit, and back."""

@@ -1,0 +1,73 @@
+"""The ``fleet`` command: one typer app; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from fleet import __version__
+from fleet.errors import FleetError
+
+app = typer.Typer(
+    name="fleet",
+    help="Plan, dispatch and watch a fleet of autonomous electric delivery vans.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"fleet {__version__}")
+
+
+def _register() -> None:
+    # Each command module defines ``register(app)``, adding its commands or its group;
+    # every module is listed here so that `fleet --help` shows them all.
+    modules: list[object] = []
+    for module in modules:
+        module.register(app)  # type: ignore[attr-defined]
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: a FleetError becomes one clear line on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except FleetError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors come here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

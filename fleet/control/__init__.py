@@ -1,0 +1,1 @@
+"""The controller service: fleet state, dispatch, acknowledgements, re-planning."""

@@ -1,0 +1,1 @@
+"""MQTT topics and versioned message schemas, signing, and clocks. Light enough for a van."""

@@ -1,0 +1,1 @@
+"""Road network from OpenStreetMap: graph, operating area, snapping, matrices, geometry."""

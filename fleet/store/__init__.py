@@ -1,0 +1,1 @@
+"""Persistence: orders, plans, van state and an append-only event log."""

@@ -1,0 +1,1 @@
+"""Simulation: simulated vehicle control units, van kinematics and energy, the fleet simulator."""
