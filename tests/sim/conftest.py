@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from fleet.model import DepotId, ParcelId, VanId
+from sim.trace import (
+    BreakdownRecord,
+    Delivered,
+    Departure,
+    Drive,
+    Loaded,
+    ParcelInfo,
+    Replan,
+    SocSample,
+    Trace,
+    Unloaded,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 POA_PBF = REPO / "configs" / "sites" / "data" / "poa_osm.pbf"
@@ -125,3 +140,47 @@ def tiny_scenario(tmp_path: Path, tiny_site: Path, van_file: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(SCENARIO_TOML.format(van=van_file))
     return path
+
+
+A, B = VanId("ST-1-01"), VanId("ST-1-02")
+ST = DepotId("ST-1")
+
+
+def _p(
+    i: int, earliest: int | None = None, latest: int | None = None, urgent: bool = False
+) -> ParcelInfo:
+    return ParcelInfo(ParcelId(f"P{i}"), 0.0, 0.0, 10.0, 0.1, earliest, latest, 0, urgent)
+
+
+@pytest.fixture()
+def make_trace() -> Callable[[], Trace]:
+    """A small hand-made day: two vans, five parcels, a breakdown and a re-plan."""
+    return _small_trace
+
+
+def _small_trace() -> Trace:
+    tr = Trace(scenario="t", mode="fast", seed=1, start_s=0.0, end_s=20_000.0)
+    tr.vans = {A: ST, B: ST}
+    tr.add_parcels([_p(1, 1000, 2000), _p(2, None, 3000, urgent=True), _p(3), _p(4), _p(5)])
+    for i in (1, 2, 3, 4):
+        tr.loaded.append(Loaded(100.0, A, ParcelId(f"P{i}"), ST))
+    tr.departures.append(Departure(A, 100.0, 40.0, 0.4, 4))
+    tr.drives.append(Drive(A, 100.0, 500.0, 4000.0, 1.2, 4, ()))
+    tr.delivered.append(Delivered(1500.0, A, ParcelId("P1")))  # on time
+    tr.delivered.append(Delivered(3500.0, A, ParcelId("P2")))  # late by 500 s
+    tr.soc.append(SocSample(A, 3500.0, 80.0))
+    # A breaks down with P3, P4 aboard; they go back to the station and B takes them
+    tr.breakdowns.append(BreakdownRecord(4000.0, A, 0.0, 0.0, (ParcelId("P3"), ParcelId("P4"))))
+    for i in (3, 4):
+        tr.unloaded.append(Unloaded(5800.0, A, ParcelId(f"P{i}"), ST, "breakdown"))
+    tr.replans.append(Replan(4000.0, "breakdown", "A", 2))
+    tr.loaded.append(Loaded(6000.0, B, ParcelId("P3"), ST))
+    tr.loaded.append(Loaded(6100.0, B, ParcelId("P4"), ST))
+    tr.departures.append(Departure(B, 6100.0, 20.0, 0.2, 2))
+    tr.drives.append(Drive(B, 6100.0, 6500.0, 6000.0, 1.8, 2, ()))
+    tr.drives.append(Drive(B, 7000.0, 7500.0, 2000.0, 0.6, 0, ()))
+    tr.soc.append(SocSample(B, 7500.0, 55.5))
+    tr.delivered.append(Delivered(6500.0, B, ParcelId("P3")))
+    tr.delivered.append(Delivered(6600.0, B, ParcelId("P4")))
+    tr.finish(20_000.0, {ParcelId("P5"): ("too_heavy", "P5 weighs too much")})
+    return tr
