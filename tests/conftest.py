@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.brokers"]  # broker fixtures: embedded and Mosquitto
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 
