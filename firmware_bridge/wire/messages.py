@@ -152,6 +152,9 @@ def _pack(st: struct.Struct, name: str, *values: int) -> bytes:
         ) from exc
 
 
+HELLO_FLAG_LINK_UP = 0x01
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     """Handshake: each side announces its role, versions and session; see docs/serial.md."""
@@ -166,6 +169,7 @@ class Hello:
     session: int  # random, non-zero, new at every open of the port / boot
     peer_session: int  # the peer's session this side has seen (0: none yet)
     heartbeat_ms: int  # the sender's heartbeat interval
+    link_up: bool = False  # the sender has seen the peer echo its session (needs no reply)
 
     def encode_payload(self) -> bytes:
         return _pack(
@@ -174,7 +178,7 @@ class Hello:
             self.role,
             self.version_min,
             self.version_max,
-            0,
+            HELLO_FLAG_LINK_UP if self.link_up else 0,
             self.session,
             self.peer_session,
             self.heartbeat_ms,
@@ -183,10 +187,13 @@ class Hello:
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:
         _check_len("HELLO", data, cls._ST.size)
-        role, vmin, vmax, _reserved, session, peer, hb = cls._ST.unpack(data)
+        role, vmin, vmax, flags, session, peer, hb = cls._ST.unpack(data)
         if session == 0:
             raise WireError("HELLO: session must be non-zero")
-        return cls(_enum(Role, role, "HELLO.role"), vmin, vmax, session, peer, hb)
+        if flags & ~HELLO_FLAG_LINK_UP:
+            raise WireError(f"HELLO: unknown flag bits 0x{flags:02x}")
+        role_ = _enum(Role, role, "HELLO.role")
+        return cls(role_, vmin, vmax, session, peer, hb, bool(flags & HELLO_FLAG_LINK_UP))
 
 
 @dataclass(frozen=True, slots=True)

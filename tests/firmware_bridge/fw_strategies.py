@@ -21,6 +21,7 @@ hello = st.builds(
     session=st.integers(1, 0xFFFF_FFFF),
     peer_session=u32,
     heartbeat_ms=u16,
+    link_up=st.booleans(),
 )
 heartbeat = st.builds(wire.Heartbeat, uptime_ms=u32)
 ack = st.just(wire.Ack())

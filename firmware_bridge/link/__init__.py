@@ -1,0 +1,48 @@
+"""The serial link: a sans-I/O protocol core, byte transports, and the asyncio adapter."""
+
+from firmware_bridge.link.core import (
+    BadFrame,
+    Delivered,
+    Discarded,
+    EstopAcked,
+    LinkConfig,
+    LinkCore,
+    LinkDown,
+    LinkEvent,
+    LinkStats,
+    LinkUp,
+    Received,
+    Rejected,
+    VersionMismatch,
+)
+from firmware_bridge.link.serial_link import SerialLink, url_opener
+from firmware_bridge.link.transport import (
+    FdTransport,
+    Listener,
+    PtyPair,
+    Transport,
+    open_serial_url,
+)
+
+__all__ = [
+    "BadFrame",
+    "Delivered",
+    "Discarded",
+    "EstopAcked",
+    "FdTransport",
+    "LinkConfig",
+    "LinkCore",
+    "LinkDown",
+    "LinkEvent",
+    "LinkStats",
+    "LinkUp",
+    "Listener",
+    "PtyPair",
+    "Received",
+    "Rejected",
+    "SerialLink",
+    "Transport",
+    "VersionMismatch",
+    "open_serial_url",
+    "url_opener",
+]

@@ -1,0 +1,640 @@
+"""The link protocol as a sans-I/O state machine: bytes and time in, bytes and events out.
+
+:class:`LinkCore` knows nothing of ports, threads or clocks: the caller feeds received bytes
+(``receive``), calls ``poll(now)`` at ``next_deadline()``, and writes ``take_output()``.
+The same core runs in the bridge and in the simulated VCU. Rules (``docs/serial.md``):
+
+* Sequenced messages carry seq 1..65535 (wrapping to 1) and are delivered in order, exactly
+  once within a session; the receiver acknowledges cumulatively (every frame's header
+  ``ack``), re-acknowledges duplicates without delivering them, holds frames that arrive past
+  a gap and answers the gap with NAK(SEQ_GAP). Up to ``window`` frames are in flight; they are
+  resent after ``ack_timeout_s``; when the oldest has gone ``max_retries`` times unanswered the
+  peer is declared lost (LinkDown) and retries slow to the HELLO pace until it answers. A new
+  session (port reopened, peer rebooted) resends unacknowledged messages with new numbers:
+  across a port reopen delivery is at least once, so commands are idempotent above the link.
+* HELLO opens a session. Each side picks a random non-zero session number at every (re)start;
+  a HELLO from a new peer session restarts both sequence spaces. The link is *up* when this
+  side has seen the peer's session and the peer has echoed ours.
+* Every frame proves the sender alive; a side that has sent nothing for ``heartbeat_s`` sends
+  a HEARTBEAT. No valid frame for ``peer_timeout_s`` means the peer is lost.
+* EMERGENCY_STOP is unsequenced: it goes out ahead of all queued bytes and is repeated every
+  ``estop_retry_s`` until an ESTOP_ACK with its id returns — even while the link is down.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from firmware_bridge.errors import LinkError
+from firmware_bridge.wire import (
+    PROTOCOL_VERSION,
+    Ack,
+    EmergencyStop,
+    EstopAck,
+    FaultKind,
+    Frame,
+    FrameDecoder,
+    FrameFault,
+    Heartbeat,
+    Hello,
+    Message,
+    Nak,
+    NakReason,
+    Role,
+    encode_frame,
+)
+
+SEQ_MAX = 0xFFFF
+HALF = 0x8000
+RX_AHEAD_MAX = 1024  # frames held past a gap (at most the largest sender window)
+
+
+def next_seq(seq: int) -> int:
+    """1..65535, wrapping to 1 (0 means "not sequenced")."""
+    return 1 if seq >= SEQ_MAX else seq + 1
+
+
+def seq_distance(a: int, b: int) -> int:
+    """How many steps forward from ``a`` to ``b`` in the 1..65535 cycle (0 = same)."""
+    return (b - a) % SEQ_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    role: Role
+    heartbeat_s: float = 0.25
+    peer_timeout_s: float = 1.0
+    ack_timeout_s: float = 0.05
+    max_retries: int = 8
+    window: int = 16
+    max_queue: int = 512
+    hello_interval_s: float = 0.2
+    estop_retry_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= 1024:
+            raise ValueError(f"window {self.window}: expected 1..1024")
+        if not self.peer_timeout_s > self.heartbeat_s > 0:
+            raise ValueError("need peer_timeout_s > heartbeat_s > 0")
+
+
+# ---- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An application message from the peer (sequenced ones in order, exactly once each)."""
+
+    message: Message
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    peer_session: int
+    peer_restarted: bool  # the peer's session changed since the last time the link was up
+    resumed: bool  # same sessions as before a peer timeout: nothing was reset
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    ticket: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The peer refused a message for good (NAK with a non-retry reason)."""
+
+    ticket: int
+    message: Message
+    reason: NakReason
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """A queued message was dropped by :meth:`LinkCore.discard_pending`."""
+
+    ticket: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class EstopAcked:
+    estop_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    fault: FrameFault
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMismatch:
+    peer_min: int
+    peer_max: int
+
+
+LinkEvent = (
+    Received
+    | LinkUp
+    | LinkDown
+    | Delivered
+    | Rejected
+    | Discarded
+    | EstopAcked
+    | BadFrame
+    | VersionMismatch
+)
+
+
+@dataclass(slots=True)
+class LinkStats:
+    frames_tx: int = 0
+    frames_rx: int = 0
+    bytes_tx: int = 0
+    bytes_rx: int = 0
+    retransmits: int = 0
+    bad_frames: int = 0
+    naks_tx: int = 0
+    naks_rx: int = 0
+    duplicates_rx: int = 0
+    sessions: int = 0
+    estops_tx: int = 0
+
+
+@dataclass(slots=True)
+class _InFlight:
+    ticket: int
+    message: Message
+    sent_at: float
+    tries: int
+
+
+@dataclass(slots=True)
+class _Estop:
+    estop_id: int
+    reason: int
+    next_at: float = field(default=0.0)
+
+
+def _random_session() -> int:
+    return secrets.randbits(32) or 1
+
+
+class LinkCore:
+    """One end of the serial link. Not thread-safe: one owner calls every method."""
+
+    def __init__(
+        self, config: LinkConfig, *, new_session: Callable[[], int] = _random_session
+    ) -> None:
+        self.config = config
+        self.stats = LinkStats()
+        self._new_session = new_session
+        self._decoder = FrameDecoder()
+        self._session = 0
+        self._peer_session = 0
+        self._peer_confirmed = False
+        self._was_up_with = 0  # peer session of the last time the link was up
+        self._up = False
+        self._timed_out = False
+        self._started = False
+        # transmit side
+        self._queue: deque[tuple[int, Message]] = deque()
+        self._inflight: OrderedDict[int, _InFlight] = OrderedDict()
+        self._tx_seq = 0  # last sequence number used
+        self._ticket = 0
+        self._estop_id = 0
+        self._estops: dict[int, _Estop] = {}
+        self._hello_due = 0.0
+        self._last_tx = float("-inf")
+        self._last_rx = 0.0
+        # receive side
+        self._rx_seq = 0  # last in-order sequence accepted
+        self._rx_ahead: dict[int, Frame] = {}  # frames past a gap, held until it is filled
+        self._ack_pending = False
+        self._gap_nak_for = -1  # the expected seq we last sent a SEQ_GAP NAK for
+        self._gap_nak_at = float("-inf")
+        self._crc_nak_at = float("-inf")
+        self._version_nak_at = float("-inf")
+        self._last_estop_rx = -1
+        # output
+        self._urgent: list[bytes] = []
+        self._normal: list[bytes] = []
+        self._events: list[LinkEvent] = []
+
+    # ---- state ------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    @property
+    def session(self) -> int:
+        return self._session
+
+    @property
+    def peer_session(self) -> int:
+        return self._peer_session
+
+    @property
+    def last_estop_id(self) -> int:
+        """The id of the last emergency stop this side sent (0: none)."""
+        return self._estop_id
+
+    @property
+    def queued(self) -> int:
+        """Sequenced messages not yet acknowledged (queued or in flight)."""
+        return len(self._queue) + len(self._inflight)
+
+    def estop_pending(self) -> bool:
+        return bool(self._estops)
+
+    # ---- commands ---------------------------------------------------------------------
+
+    def start(self, now: float) -> list[LinkEvent]:
+        """Open a new session (at start, after the port was reopened, after retries ran out)."""
+        self._started = True
+        self._session = self._new_session()
+        self.stats.sessions += 1
+        self._peer_confirmed = False
+        if self._up:
+            self._up = False
+        self._reset_sequences()
+        self._last_rx = now
+        self._timed_out = False
+        self._send_hello(now)
+        return self._take_events()
+
+    def send(self, message: Message, now: float) -> int:
+        """Queue a sequenced message and send it if the window allows; returns its ticket
+        (followed later by a Delivered, Rejected or Discarded event)."""
+        if not message.SEQUENCED:
+            raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
+        if len(self._queue) + len(self._inflight) >= self.config.max_queue:
+            raise LinkError(
+                f"link queue full ({self.config.max_queue} messages unacknowledged); "
+                f"refusing {message.TYPE.name}"
+            )
+        self._ticket += 1
+        self._queue.append((self._ticket, message))
+        self._pump(now)
+        return self._ticket
+
+    def send_now(self, message: Message, now: float) -> None:
+        """Send an unsequenced message (telemetry, …) once, behind urgent traffic."""
+        if message.SEQUENCED:
+            raise LinkError(f"{message.TYPE.name} is sequenced; use send()")
+        if isinstance(message, EmergencyStop):
+            raise LinkError("use emergency_stop() for EMERGENCY_STOP")
+        self._emit(message, seq=0, urgent=False, now=now)
+
+    def emergency_stop(self, now: float, reason: int = 0) -> int:
+        """Send EMERGENCY_STOP ahead of everything; repeat until acknowledged."""
+        self._estop_id = next_seq(self._estop_id)
+        estop = _Estop(self._estop_id, reason, next_at=now + self.config.estop_retry_s)
+        self._estops[estop.estop_id] = estop
+        self.stats.estops_tx += 1
+        self._emit(EmergencyStop(estop.estop_id, reason), seq=0, urgent=True, now=now)
+        return estop.estop_id
+
+    def port_lost(self, reason: str) -> list[LinkEvent]:
+        """The port vanished: the link is down until :meth:`start` runs on a reopened port."""
+        self._decoder = FrameDecoder()
+        self._urgent.clear()
+        self._normal.clear()
+        if self._up:
+            self._up = False
+            self._events.append(LinkDown(f"port lost: {reason}"))
+        self._started = False
+        return self._take_events()
+
+    def discard_pending(self) -> list[LinkEvent]:
+        """Drop every queued and in-flight sequenced message (reported as Discarded)."""
+        for ticket, message in self._queue:
+            self._events.append(Discarded(ticket, message))
+        for item in self._inflight.values():
+            self._events.append(Discarded(item.ticket, item.message))
+        self._queue.clear()
+        self._inflight.clear()
+        return self._take_events()
+
+    # ---- input --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[LinkEvent]:
+        self.stats.bytes_rx += len(data)
+        for result in self._decoder.feed(data):
+            if isinstance(result, Frame):
+                self._on_frame(result, now)
+            else:
+                self._on_fault(result, now)
+        self._pump(now)
+        return self._take_events()
+
+    def poll(self, now: float) -> list[LinkEvent]:
+        """Run the timers: retransmissions, heartbeats, handshake, peer timeout."""
+        cfg = self.config
+        if not self._started:
+            return []
+        if self._up and now - self._last_rx > cfg.peer_timeout_s:
+            self._up = False
+            self._timed_out = True
+            self._events.append(
+                LinkDown(f"no valid frame from the peer for {now - self._last_rx:.2f} s")
+            )
+        for estop in self._estops.values():
+            if now >= estop.next_at:
+                estop.next_at = now + cfg.estop_retry_s
+                self.stats.retransmits += 1
+                self._emit(EmergencyStop(estop.estop_id, estop.reason), 0, urgent=True, now=now)
+        if self._inflight:
+            oldest = next(iter(self._inflight.values()))
+            # while the peer is lost, keep trying at the HELLO pace
+            timeout = cfg.ack_timeout_s if self._up else cfg.hello_interval_s
+            if now - oldest.sent_at >= timeout:
+                if self._up and oldest.tries > cfg.max_retries:
+                    self._up = False
+                    self._timed_out = True
+                    self._events.append(
+                        LinkDown(
+                            f"seq {next(iter(self._inflight))} ({oldest.message.TYPE.name}) "
+                            f"unacknowledged after {oldest.tries} tries"
+                        )
+                    )
+                self._retransmit_all(now)
+        if not self._up and now >= self._hello_due:
+            self._send_hello(now)
+        self._pump(now)
+        if now - self._last_tx >= cfg.heartbeat_s:
+            self._emit(Heartbeat(int(now * 1000) & 0xFFFF_FFFF), 0, urgent=False, now=now)
+        return self._take_events()
+
+    def next_deadline(self) -> float:
+        """The latest time by which :meth:`poll` must run again."""
+        cfg = self.config
+        t = self._last_tx + cfg.heartbeat_s
+        t = min(t, self._last_rx + cfg.peer_timeout_s if self._up else self._hello_due)
+        if self._inflight:
+            timeout = cfg.ack_timeout_s if self._up else cfg.hello_interval_s
+            t = min(t, next(iter(self._inflight.values())).sent_at + timeout)
+        for estop in self._estops.values():
+            t = min(t, estop.next_at)
+        return t
+
+    def take_output(self) -> bytes:
+        """Bytes to write now: a leading delimiter, urgent frames, then the rest."""
+        if not self._urgent and not self._normal:
+            return b""
+        out = b"".join([b"\x00", *self._urgent, *self._normal])
+        self._urgent.clear()
+        self._normal.clear()
+        return out
+
+    def take_urgent_output(self) -> bytes:
+        """Only the urgent bytes (emergency stop and its acknowledgement)."""
+        if not self._urgent:
+            return b""
+        out = b"".join([b"\x00", *self._urgent])
+        self._urgent.clear()
+        return out
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _take_events(self) -> list[LinkEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def _emit(self, message: Message, seq: int, *, urgent: bool, now: float) -> None:
+        data = encode_frame(message, seq=seq, ack=self._rx_seq)
+        self._ack_pending = False
+        (self._urgent if urgent else self._normal).append(data)
+        self.stats.frames_tx += 1
+        self.stats.bytes_tx += len(data)
+        self._last_tx = now
+
+    def _send_hello(self, now: float) -> None:
+        self._hello_due = now + self.config.hello_interval_s
+        hello = Hello(
+            role=self.config.role,
+            version_min=PROTOCOL_VERSION,
+            version_max=PROTOCOL_VERSION,
+            session=self._session,
+            peer_session=self._peer_session,
+            heartbeat_ms=round(self.config.heartbeat_s * 1000),
+            link_up=self._up,
+        )
+        self._emit(hello, 0, urgent=False, now=now)
+
+    def _reset_sequences(self) -> None:
+        # Unacknowledged messages go back to the head of the queue, in order, for new numbers.
+        for seq in reversed(list(self._inflight)):
+            item = self._inflight[seq]
+            self._queue.appendleft((item.ticket, item.message))
+        self._inflight.clear()
+        self._tx_seq = 0
+        self._rx_seq = 0
+        self._rx_ahead.clear()
+        self._ack_pending = False
+        self._gap_nak_for = -1
+
+    def _pump(self, now: float) -> None:
+        """Send queued sequenced messages while the window allows, then a bare ACK if owed."""
+        if self._up:
+            while self._queue and len(self._inflight) < self.config.window:
+                ticket, message = self._queue.popleft()
+                self._tx_seq = next_seq(self._tx_seq)
+                self._inflight[self._tx_seq] = _InFlight(ticket, message, now, 1)
+                self._emit(message, self._tx_seq, urgent=False, now=now)
+        if self._ack_pending:
+            self._emit(Ack(), 0, urgent=False, now=now)
+
+    def _retransmit_all(self, now: float) -> None:
+        for seq, item in self._inflight.items():
+            item.sent_at = now
+            item.tries += 1
+            self.stats.retransmits += 1
+            self._emit(item.message, seq, urgent=False, now=now)
+
+    def _on_ack(self, ack: int) -> None:
+        if not self._inflight or ack == 0:
+            return
+        first = next(iter(self._inflight))
+        # ack acknowledges every in-flight seq from `first` up to and including `ack`
+        span = seq_distance(first, ack)
+        if span >= len(self._inflight):
+            return  # an old or foreign ack
+        for _ in range(span + 1):
+            _, item = self._inflight.popitem(last=False)
+            self._events.append(Delivered(item.ticket))
+        if self._inflight:
+            # retries are counted for the oldest frame from when it became the oldest
+            next(iter(self._inflight.values())).tries = 1
+
+    def _on_frame(self, frame: Frame, now: float) -> None:
+        self.stats.frames_rx += 1
+        msg = frame.message
+        if isinstance(msg, Hello):
+            self._on_hello(msg, now)
+            return
+        if not self._peer_session:
+            # Before any HELLO we cannot trust sequence numbers; e-stops still count.
+            if isinstance(msg, EmergencyStop):
+                self._on_estop(msg, now)
+            return
+        self._last_rx = now
+        if self._timed_out and self._peer_confirmed:
+            self._timed_out = False
+            self._up = True
+            self._events.append(LinkUp(self._peer_session, False, resumed=True))
+        if self._up:
+            if isinstance(msg, Nak) and not msg.reason.asks_retransmit:
+                # the refused frame is inside this header's ack: report it as refused first
+                self._on_nak(msg, now)
+            self._on_ack(frame.ack)
+        if isinstance(msg, EmergencyStop):
+            self._on_estop(msg, now)
+        elif isinstance(msg, EstopAck):
+            if self._estops.pop(msg.estop_id, None) is not None:
+                self._events.append(EstopAcked(msg.estop_id))
+        elif isinstance(msg, Nak):
+            if msg.reason.asks_retransmit:
+                self._on_nak(msg, now)
+        elif isinstance(msg, Heartbeat | Ack):
+            pass
+        elif msg.SEQUENCED:
+            self._on_sequenced(frame, now)
+        else:
+            self._events.append(Received(msg, 0))
+
+    def _on_estop(self, msg: EmergencyStop, now: float) -> None:
+        self._emit(EstopAck(msg.estop_id), 0, urgent=True, now=now)
+        if msg.estop_id != self._last_estop_rx:
+            self._last_estop_rx = msg.estop_id
+            self._events.append(Received(msg, 0))
+
+    def _on_sequenced(self, frame: Frame, now: float) -> None:
+        if not self._up:
+            return  # the peer has not echoed our session yet; it will resend
+        ahead = seq_distance(self._rx_seq, frame.seq)
+        if ahead == 1:
+            self._accept(frame)
+            # frames that arrived past the gap follow in order
+            while (nxt := self._rx_ahead.pop(next_seq(self._rx_seq), None)) is not None:
+                self._accept(nxt)
+        elif ahead == 0 or ahead >= HALF:
+            self.stats.duplicates_rx += 1
+            self._ack_pending = True  # re-acknowledge; do not deliver twice
+        elif ahead <= RX_AHEAD_MAX:
+            if frame.seq in self._rx_ahead:
+                self.stats.duplicates_rx += 1
+            self._rx_ahead[frame.seq] = frame
+            self._nak_gap(frame.seq, now)
+        else:
+            self._nak_gap(frame.seq, now)
+
+    def _accept(self, frame: Frame) -> None:
+        self._rx_seq = frame.seq
+        self._ack_pending = True
+        self._gap_nak_for = -1
+        self._events.append(Received(frame.message, frame.seq))
+
+    def _nak_gap(self, seq: int, now: float) -> None:
+        expected = next_seq(self._rx_seq)
+        if self._gap_nak_for == expected and now - self._gap_nak_at < self.config.ack_timeout_s:
+            return
+        self._gap_nak_for = expected
+        self._gap_nak_at = now
+        self._send_nak(NakReason.SEQ_GAP, seq, now)
+
+    def _send_nak(self, reason: NakReason, ref: int, now: float) -> None:
+        self.stats.naks_tx += 1
+        self._emit(Nak(reason, ref), 0, urgent=False, now=now)
+
+    def _on_nak(self, msg: Nak, now: float) -> None:
+        self.stats.naks_rx += 1
+        if msg.reason.asks_retransmit:
+            if self._inflight:
+                seq, oldest = next(iter(self._inflight.items()))
+                # the receiver holds what came after the gap: resend the oldest only, at most
+                # once per quarter of the ack timeout
+                if now - oldest.sent_at >= self.config.ack_timeout_s / 4:
+                    oldest.sent_at = now
+                    oldest.tries += 1
+                    self.stats.retransmits += 1
+                    self._emit(oldest.message, seq, urgent=False, now=now)
+            return
+        item = self._inflight.pop(msg.ref_seq, None) if self._up else None
+        if item is not None:
+            self._events.append(Rejected(item.ticket, item.message, msg.reason))
+
+    def _on_hello(self, hello: Hello, now: float) -> None:
+        if hello.role == self.config.role:
+            self._events.append(
+                BadFrame(
+                    FrameFault(
+                        FaultKind.BAD_PAYLOAD,
+                        f"HELLO from a peer with our role {hello.role.name}",
+                        0,
+                    )
+                )
+            )
+            return
+        if not hello.version_min <= PROTOCOL_VERSION <= hello.version_max:
+            self._events.append(VersionMismatch(hello.version_min, hello.version_max))
+            if now - self._version_nak_at >= self.config.hello_interval_s:
+                self._version_nak_at = now
+                self._send_nak(NakReason.BAD_VERSION, 0, now)
+            return
+        self._last_rx = now
+        new_peer = hello.session != self._peer_session
+        if new_peer:
+            self._peer_session = hello.session
+            self._reset_sequences()
+            if self._up:
+                self._up = False
+                self._events.append(LinkDown("the peer started a new session"))
+        self._peer_confirmed = hello.peer_session == self._session
+        if self._peer_confirmed and not self._up:
+            self._up = True
+            self._timed_out = False
+            restarted = self._was_up_with not in (0, self._peer_session)
+            self._was_up_with = self._peer_session
+            self._events.append(LinkUp(self._peer_session, restarted, resumed=False))
+        # Answer every HELLO whose sender still waits for our echo (it says so in link_up);
+        # an answer from a side that is up carries link_up and needs no answer: no ping-pong.
+        if not hello.link_up or not self._peer_confirmed:
+            self._send_hello(now)
+
+    def _on_fault(self, fault: FrameFault, now: float) -> None:
+        self.stats.bad_frames += 1
+        self._events.append(BadFrame(fault))
+        if not self._up:
+            return
+        if fault.kind.damaged:
+            if now - self._crc_nak_at >= self.config.ack_timeout_s / 4:
+                self._crc_nak_at = now
+                self._send_nak(NakReason.CRC, 0, now)
+            return
+        if fault.kind is FaultKind.VERSION:
+            if now - self._version_nak_at >= self.config.hello_interval_s:
+                self._version_nak_at = now
+                self._send_nak(NakReason.BAD_VERSION, fault.seq or 0, now)
+            return
+        seq = fault.seq or 0
+        if seq and seq == next_seq(self._rx_seq):
+            # a well-checksummed frame we cannot use: consume its number and refuse it for good
+            self._rx_seq = seq
+            self._ack_pending = True
+            reason = (
+                NakReason.UNKNOWN_TYPE
+                if fault.kind is FaultKind.UNKNOWN_TYPE
+                else NakReason.BAD_PAYLOAD
+            )
+            self._send_nak(reason, seq, now)
