@@ -40,7 +40,9 @@ def version() -> None:
 def _register() -> None:
     # Each command module defines ``register(app)``, adding its commands or its group;
     # every module is listed here so that `fleet --help` shows them all.
-    modules: list[object] = []
+    from fleet.cli import site
+
+    modules: list[object] = [site]
     for module in modules:
         module.register(app)  # type: ignore[attr-defined]
 

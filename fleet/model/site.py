@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleet.model.ids import DepotId
 from fleet.model.toml_table import Table, parse_clock
@@ -68,6 +69,12 @@ def load_site(path: Path) -> Site:
     osm_file = s.path("osm_file")
     area_file = s.path("operating_area_file")
     timezone = s.string("timezone")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise s.error(
+            "timezone", f"expected an IANA time zone such as 'Europe/Lisbon', got {timezone!r}"
+        ) from exc
     snap_max_m = s.number("snap_max_m", "m", gt=0)
     s.finish()
     excluded = tuple(roads.string_list("exclude_highways", default=[]))
