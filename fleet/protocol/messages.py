@@ -97,6 +97,7 @@ class StopKind(StrEnum):
     STATION = "station"
     DOOR = "door"
     CHARGE = "charge"
+    START = "start"  # where the van was when a re-plan began (first node of such an order)
 
 
 class NodeActionType(StrEnum):

@@ -1,0 +1,195 @@
+"""The controller's own topics: dispatcher requests, replies, and the event stream.
+
+The ``fleet`` CLI reaches a running controller through the broker (it may run on another
+machine): it subscribes to ``.../controller/reply/{client_id}``, publishes a :class:`Request`
+on ``.../controller/request`` at QoS 1, and waits for the :class:`Reply` with the same
+``request_id``. Requests are idempotent by ``request_id`` where it matters (a re-sent
+dispatch of the same plan is recognised by the plan's content hash, not applied twice).
+Every event the controller records is also published on ``.../controller/events``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue, StringConstraints
+
+from fleet.protocol.messages import (
+    MAX_TEXT,
+    Header,
+    Ident,
+    InstantActionType,
+    Lat,
+    Lon,
+    ParcelIdStr,
+    Strict,
+    Text,
+    Timestamp,
+    VanIdStr,
+)
+from fleet.protocol.topics import CLIENT_ID_PATTERN
+
+ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
+MAX_LISTED = 10_000  # vans, parcels or events named in one request or reply
+MAX_CSV_CHARS = 16 * 1024 * 1024
+
+Scalar = str | int | float | bool | None
+
+
+# -- requests -------------------------------------------------------------------------------
+class DispatchBody(Strict):
+    """Hand a plan to the controller; it verifies it and sends each van its order."""
+
+    command: Literal["dispatch"] = "dispatch"
+    plan: dict[str, JsonValue] = Field(description="The plan.json document (docs/plan.md).")
+    orders_csv: Annotated[str, StringConstraints(max_length=MAX_CSV_CHARS)] = Field(
+        description="The orders file the plan was made from (verification needs the parcels)."
+    )
+    orders_name: Annotated[str, StringConstraints(max_length=255)] = "orders.csv"
+
+
+class AddParcelsBody(Strict):
+    """Urgent parcels added during the day: re-planned onto the running fleet."""
+
+    command: Literal["add_parcels"] = "add_parcels"
+    orders_csv: Annotated[str, StringConstraints(max_length=MAX_CSV_CHARS)]
+    orders_name: Annotated[str, StringConstraints(max_length=255)] = "urgent.csv"
+
+
+class StatusBody(Strict):
+    command: Literal["status"] = "status"
+    van_ids: tuple[VanIdStr, ...] = Field(default=(), max_length=MAX_LISTED)  # () = all
+
+
+class CancelParcelsBody(Strict):
+    command: Literal["cancel_parcels"] = "cancel_parcels"
+    parcel_ids: tuple[ParcelIdStr, ...] = Field(min_length=1, max_length=MAX_LISTED)
+
+
+class CancelVansBody(Strict):
+    """Cancel each van's order and re-plan its undelivered parcels onto the others."""
+
+    command: Literal["cancel_vans"] = "cancel_vans"
+    van_ids: tuple[VanIdStr, ...] = Field(min_length=1, max_length=MAX_LISTED)
+
+
+class InstantBody(Strict):
+    """Pause, resume or emergency-stop vans (or every known van with ``all_vans``)."""
+
+    command: Literal["instant"] = "instant"
+    action: InstantActionType
+    van_ids: tuple[VanIdStr, ...] = Field(default=(), max_length=MAX_LISTED)
+    all_vans: bool = False
+
+
+class EventsBody(Strict):
+    command: Literal["events"] = "events"
+    after_id: int = Field(default=0, ge=0, description="Return events with a larger id.")
+    limit: int = Field(default=100, ge=1, le=MAX_LISTED)
+    van_id: VanIdStr | None = None
+    parcel_id: ParcelIdStr | None = None
+
+
+RequestBody = Annotated[
+    DispatchBody
+    | AddParcelsBody
+    | StatusBody
+    | CancelParcelsBody
+    | CancelVansBody
+    | InstantBody
+    | EventsBody,
+    Field(discriminator="command"),
+]
+
+
+class Request(Strict):
+    header: Header
+    request_id: Ident
+    client_id: ClientId = Field(description="The reply goes to .../controller/reply/{client_id}.")
+    body: RequestBody
+
+
+# -- replies --------------------------------------------------------------------------------
+class VanMode(StrEnum):
+    UNKNOWN = "unknown"  # in a plan, never heard from
+    IDLE = "idle"
+    DRIVING = "driving"
+    AT_STOP = "at_stop"
+    PAUSED = "paused"  # paused or emergency-stopped
+    CHARGING = "charging"
+    ERROR = "error"  # a fatal error: out of service until cleared
+    STALE = "stale"  # connected but silent for longer than the configured time
+    OFFLINE = "offline"  # its connection said OFFLINE or the broker fired its last will
+
+
+class VanStatus(Strict):
+    van_id: VanIdStr
+    mode: VanMode
+    in_service: bool
+    lon: Lon | None = None
+    lat: Lat | None = None
+    speed_mps: float = Field(default=0.0, ge=0.0)
+    soc_pct: float | None = Field(default=None, ge=0.0, le=100.0)
+    remaining_range_m: float | None = Field(default=None, ge=0.0)
+    load_kg: float = Field(default=0.0, ge=0.0)
+    volume_m3: float = Field(default=0.0, ge=0.0)
+    parcels_on_board: int = Field(default=0, ge=0)
+    order_id: Ident | None = None
+    order_update_id: int | None = None
+    order_confirmed: bool = False
+    current_stop: Annotated[str, StringConstraints(max_length=200)] = ""
+    next_stop: Annotated[str, StringConstraints(max_length=200)] = ""
+    next_eta: Timestamp | None = None
+    last_seen: Timestamp | None = None
+    errors: tuple[Text, ...] = Field(default=(), max_length=64)
+
+
+class StatusResult(Strict):
+    kind: Literal["status"] = "status"
+    vans: tuple[VanStatus, ...] = Field(max_length=MAX_LISTED)
+    parcels_by_status: dict[Annotated[str, StringConstraints(max_length=32)], int]
+    counters: dict[Annotated[str, StringConstraints(max_length=64)], int] = Field(
+        description="Messages received, rejected by reason, throttled, re-plans, ..."
+    )
+
+
+class Event(Strict):
+    """One entry of the controller's append-only event log."""
+
+    header: Header
+    event_id: int = Field(ge=1)
+    time: Timestamp
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")]
+    van_id: VanIdStr | None = None
+    parcel_id: ParcelIdStr | None = None
+    detail: Annotated[str, StringConstraints(max_length=4 * MAX_TEXT)] = ""
+    data: dict[Annotated[str, StringConstraints(max_length=64)], Scalar] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+class EventsResult(Strict):
+    kind: Literal["events"] = "events"
+    events: tuple[Event, ...] = Field(max_length=MAX_LISTED)
+
+
+class CommandResult(Strict):
+    """What a dispatch, cancel, pause, resume, estop or add_parcels did."""
+
+    kind: Literal["command"] = "command"
+    message: Annotated[str, StringConstraints(max_length=4 * MAX_TEXT)]
+    affected: tuple[Annotated[str, StringConstraints(max_length=64)], ...] = Field(
+        default=(), max_length=MAX_LISTED
+    )
+
+
+ReplyResult = Annotated[StatusResult | EventsResult | CommandResult, Field(discriminator="kind")]
+
+
+class Reply(Strict):
+    header: Header
+    request_id: Ident
+    ok: bool
+    error: Annotated[str, StringConstraints(max_length=64 * MAX_TEXT)] = ""
+    result: ReplyResult | None = None
