@@ -1,0 +1,1297 @@
+"""The controller's decisions, without I/O: inputs in, writes and messages out.
+
+Every input is a method taking the current time (``now_s``, epoch seconds from the caller's
+clock): a plan to dispatch, a van's state, connection or factsheet, a bad message, a tick of
+the clock, a dispatcher command, the result of a re-plan. The core updates its picture of the
+fleet and queues what must happen; :meth:`ControllerCore.drain` hands it over as an
+:class:`Output`: the :class:`~fleet.store.records.Changes` to write in one transaction, then
+the messages to send (unsigned, with a placeholder header the sender replaces), then the
+re-plans to run. The asyncio service (``fleet.control.service``) and the simulator's fast
+mode both drive this same object.
+
+Order life cycle, per van: a route becomes an order whose released base reaches
+``release_ahead_stops`` beyond the last stop the van reached; a stop where the van loads
+parcels that a line-haul van has yet to bring is not released until they are at the station.
+Each change of the base or horizon is a new ``order_update_id``. An order is re-sent with
+exponential backoff until the van's state echoes it, and given up after a bound (with an
+event). A fatal van error, a van offline mid-route for too long, or a cancelled van takes the
+van out of service and re-plans its parcels onto the others; so does an urgent parcel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+
+from fleet.control.config import ControllerConfig
+from fleet.control.orders import (
+    RoutePath,
+    base_path,
+    epoch_to_local,
+    join,
+    local_to_epoch,
+    make_order,
+    released,
+    route_path,
+)
+from fleet.errors import ControlError, VerificationError
+from fleet.model.ids import ParcelId
+from fleet.model.parcel import Parcel
+from fleet.model.plan import Leg, Plan, StopKind
+from fleet.model.van import VanSpec
+from fleet.protocol import (
+    ActionStatus,
+    Connection,
+    ConnectionState,
+    ErrorLevel,
+    Factsheet,
+    InstantAction,
+    InstantActions,
+    InstantActionType,
+    Node,
+    NodeActionType,
+    Order,
+    State,
+    format_timestamp,
+    make_header,
+    parse_timestamp,
+)
+from fleet.protocol.control_api import StatusResult, VanMode, VanStatus
+from fleet.store.records import (
+    TERMINAL_STATUSES,
+    Changes,
+    EventRecord,
+    ParcelRecord,
+    ParcelStatus,
+    PendingInstant,
+    PlanRecord,
+    Snapshot,
+    VanRecord,
+    VanStateRecord,
+)
+
+log = logging.getLogger(__name__)
+
+VerifyFn = Callable[[Plan, Sequence[Parcel]], list[str]]
+BAD_MESSAGE_EVENT_EVERY_S = 60.0  # at most one bad_message event per van and reason per minute
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    van_id: str
+    message: Order | InstantActions
+    urgent: bool = False  # emergency stops go out ahead of everything else
+
+
+@dataclass(frozen=True, slots=True)
+class VanNow:
+    """A van as a re-plan must take it (contract section 2)."""
+
+    van_id: str
+    lon: float
+    lat: float
+    soc_pct: float
+    parcels_on_board: tuple[ParcelId, ...]
+    in_service: bool
+    free_from_s: float  # seconds after local midnight of the plan day
+
+
+@dataclass(frozen=True, slots=True)
+class ReplanRequest:
+    replan_id: str
+    cause: str
+    day: date
+    timezone: str
+    now_s: float
+    vans: tuple[VanNow, ...]
+    parcels: tuple[Parcel, ...]  # every parcel still to deliver, on board ones included
+    # where each of those parcels is: "warehouse", "station" or "on_board"
+    parcel_location: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Output:
+    changes: Changes
+    sends: list[Outgoing]
+    replans: list[ReplanRequest]
+
+
+@dataclass(slots=True)
+class _Van:
+    """Mutable working copy of a van; persisted as a VanRecord when it changes."""
+
+    rec: VanRecord
+    path: RoutePath | None = None
+    state: State | None = None
+    seen_s: float | None = None
+    stale: bool = False
+    done_actions: set[str] = field(default_factory=set)
+    action_index: dict[str, tuple[int, NodeActionType, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    factsheet: Factsheet | None = None
+
+    @property
+    def van_id(self) -> str:
+        return self.rec.van_id
+
+    @property
+    def order(self) -> Order | None:
+        return self.rec.order
+
+    @property
+    def active(self) -> bool:
+        """Holds an order it is (or will be) driving."""
+        r = self.rec
+        return r.order is not None and r.released > 0 and not r.finished and not r.cancelled
+
+
+class ControllerCore:
+    def __init__(
+        self,
+        *,
+        config: ControllerConfig,
+        van: VanSpec,
+        roster: Mapping[str, tuple[float, float]],
+        verify: VerifyFn,
+        snapshot: Snapshot | None = None,
+        now_s: float = 0.0,
+    ) -> None:
+        """``roster`` maps each van of the site to its home depot (lon, lat)."""
+        self.config = config
+        self.van_spec = van
+        self.roster = dict(roster)
+        self._verify = verify
+        self._vans: dict[str, _Van] = {}
+        self._parcels: dict[str, ParcelRecord] = {}
+        self._plans: dict[str, PlanRecord] = {}
+        self._day: date | None = None
+        self._timezone = "UTC"
+        self.counters: Counter[str] = Counter()
+        self._changes = Changes()
+        self._sends: list[Outgoing] = []
+        self._replans: list[ReplanRequest] = []
+        self._replan_in_flight: str | None = None
+        self._replan_waiting: list[str] = []
+        self._next_flush_s = 0.0
+        self._dirty_states: set[str] = set()
+        self._bad_event_at: dict[tuple[str, str], float] = {}
+        self._instant_seq = 0
+        if snapshot is not None:
+            self._restore(snapshot, now_s)
+
+    # ------------------------------------------------------------------ restore / persist
+    def _restore(self, snap: Snapshot, now_s: float) -> None:
+        for p in snap.parcels:
+            self._parcels[p.parcel.id] = p
+        for plan in snap.plans:
+            self._plans[plan.plan_id] = plan
+            self._day = date.fromisoformat(plan.day)
+            self._timezone = plan.timezone
+        for rec in snap.vans:
+            v = _Van(rec=rec)
+            if rec.order is not None:
+                v.path = RoutePath(rec.order.nodes, rec.order.edges)
+                self._index_actions(v)
+            self._vans[rec.van_id] = v
+        for s in snap.van_states:
+            v = self._van(s.van_id)
+            v.state, v.seen_s = s.state, s.seen_s
+            if v.order is not None and s.state.order_id == v.order.order_id:
+                for a in s.state.action_states:
+                    if a.status in (ActionStatus.FINISHED, ActionStatus.FAILED):
+                        v.done_actions.add(a.action_id)
+        # Everything unconfirmed is re-sent at once: the van ignores what it already has.
+        for v in self._vans.values():
+            r = v.rec
+            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and v.order:
+                self._queue_order(v, now_s, resend=True)
+            for pending in r.pending_instants:
+                self._sends.append(Outgoing(v.van_id, pending.message, _urgent(pending.message)))
+        self._event(
+            "controller_started",
+            now_s,
+            detail=f"{len(self._vans)} vans, {len(self._parcels)} parcels restored",
+        )
+        waiting = [v.rec.replan_cause for v in self._vans.values() if v.rec.replan_cause]
+        if waiting or self._unassigned_parcels():
+            self._start_replan("resume: " + ("; ".join(waiting) or "unassigned parcels"), now_s)
+
+    def drain(self) -> Output:
+        """Everything decided since the last drain: write ``changes``, then send, then re-plan."""
+        out = Output(self._changes, self._sends, self._replans)
+        self._changes, self._sends, self._replans = Changes(), [], []
+        return out
+
+    def _save(self, v: _Van) -> None:
+        self._changes.vans[v.van_id] = v.rec
+
+    def _set(self, v: _Van, **changes: object) -> None:
+        v.rec = replace(v.rec, **changes)  # type: ignore[arg-type]
+        self._save(v)
+
+    def _set_parcel(self, rec: ParcelRecord, **changes: object) -> ParcelRecord:
+        new = replace(rec, **changes)  # type: ignore[arg-type]
+        self._parcels[rec.parcel.id] = new
+        self._changes.parcels[rec.parcel.id] = new
+        return new
+
+    def _event(
+        self,
+        kind: str,
+        now_s: float,
+        *,
+        van_id: str | None = None,
+        parcel_id: str | None = None,
+        detail: str = "",
+        **data: str | int | float | bool | None,
+    ) -> None:
+        self._changes.events.append(
+            EventRecord(kind, now_s, van_id, parcel_id, detail[:2000], dict(data))
+        )
+        log.info(
+            "%s %s %s %s", kind, van_id or "", parcel_id or "", detail, extra={"van_id": van_id}
+        )
+
+    def _van(self, van_id: str) -> _Van:
+        v = self._vans.get(van_id)
+        if v is None:
+            v = self._vans[van_id] = _Van(rec=VanRecord(van_id=van_id))
+        return v
+
+    def knows_van(self, van_id: str) -> bool:
+        return van_id in self.roster or van_id in self._vans
+
+    # ------------------------------------------------------------------ dispatch
+    def dispatch(
+        self, plan: Plan, parcels: Sequence[Parcel], plan_id: str, document: str, now_s: float
+    ) -> str:
+        """Verify ``plan`` and send each van its order; refuse with a :class:`FleetError`."""
+        if plan_id in self._plans:
+            return f"plan {plan_id} was already dispatched; nothing sent again"
+        problems = self._verify(plan, parcels)
+        if problems:
+            self._event("plan_refused", now_s, detail="; ".join(problems[:20]), plan=plan_id)
+            raise VerificationError(problems)
+        refusal = self._dispatch_refusal(plan, parcels)
+        if refusal:
+            self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
+            raise ControlError(f"plan {plan_id} refused: {refusal}")
+        self._day, self._timezone = plan.day, plan.timezone
+        record = PlanRecord(
+            plan_id, "plan", "dispatch", now_s, plan.day.isoformat(), plan.timezone, document
+        )
+        self._plans[plan_id] = record
+        self._changes.plans.append(record)
+        for p in parcels:
+            self._parcels[p.id] = ParcelRecord(p, ParcelStatus.PLANNED, plan_id)
+        self._assign_parcels(plan, plan_id)
+        for u in plan.unserved:
+            rec = self._parcels.get(u.parcel_id)
+            if rec is not None:
+                self._set_parcel(
+                    rec, status=ParcelStatus.UNSERVED, detail=f"{u.reason.value}: {u.detail}"
+                )
+        for p in parcels:
+            self._changes.parcels[p.id] = self._parcels[p.id]
+        to_epoch = local_to_epoch(plan.day, plan.timezone)
+        for route in plan.routes:
+            if not route.trips:
+                continue
+            v = self._van(route.van_id)
+            path = route_path(route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps)
+            self._new_order(v, plan_id, path, plan_id, now_s)
+        self._event(
+            "plan_dispatched",
+            now_s,
+            detail=f"{len(plan.routes)} vans, {len(parcels)} parcels, "
+            f"{len(plan.unserved)} unserved",
+            plan=plan_id,
+        )
+        return (
+            f"plan {plan_id}: {len(plan.routes)} orders, {len(parcels)} parcels "
+            f"({len(plan.unserved)} unserved)"
+        )
+
+    def _dispatch_refusal(self, plan: Plan, parcels: Sequence[Parcel]) -> str:
+        known = [p.id for p in parcels if p.id in self._parcels]
+        if known:
+            rec = self._parcels[known[0]]
+            return (
+                f"{len(known)} parcel(s) are already known to the controller, e.g. {known[0]!r} "
+                f"({rec.status.value}, from {rec.source})"
+            )
+        for route in plan.routes:
+            if self.roster and route.van_id not in self.roster:
+                return f"van {route.van_id!r} is not in this site's fleet"
+            v = self._vans.get(route.van_id)
+            if v is not None and v.active:
+                assert v.order is not None
+                return (
+                    f"van {route.van_id} is still running order {v.order.order_id}; cancel it "
+                    "(fleet cancel --van) or wait until it finishes"
+                )
+        return ""
+
+    def _assign_parcels(self, plan: Plan, source: str) -> None:
+        for route in plan.routes:
+            for stop in route.stops():
+                for pid in stop.parcels_delivered:
+                    rec = self._parcels.get(pid)
+                    if rec is None:
+                        continue
+                    if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
+                        self._set_parcel(rec, line_haul_van=route.van_id, source=source)
+                    else:
+                        self._set_parcel(rec, last_mile_van=route.van_id, source=source)
+
+    # ------------------------------------------------------------------ orders
+    def _new_order(
+        self, v: _Van, order_id: str, path: RoutePath, source: str, now_s: float
+    ) -> None:
+        """Give ``v`` a new order; it is held back (a draft) until its first stop may go."""
+        v.path = path
+        v.done_actions.clear()
+        draft = make_order(
+            make_header(self.config.name, 0, now_s), v.van_id, order_id, 0, released(path, 1)
+        )
+        self._set(
+            v,
+            order=draft,
+            source=source,
+            released=0,
+            sent=False,
+            confirmed=False,
+            gave_up=False,
+            rejected="",
+            cancelled=False,
+            finished=False,
+            reached_seq=None,
+            lateness_s=0.0,
+            attempts=0,
+        )
+        self._index_actions(v)
+        self._release(v, now_s, force=False)
+
+    def _index_actions(self, v: _Van) -> None:
+        v.action_index = {}
+        if v.path is None:
+            return
+        for i, node in enumerate(v.path.nodes):
+            for a in node.actions:
+                v.action_index[a.action_id] = (i, a.action_type, a.parcel_ids)
+
+    def _release_target(self, v: _Van) -> int:
+        assert v.path is not None
+        r = v.rec
+        if self._replan_in_flight is not None and r.released > 0:
+            return r.released  # hold the bases still while a re-plan is being made
+        reached_idx = 0 if r.reached_seq is None else r.reached_seq // 2
+        want = min(len(v.path.nodes), reached_idx + 1 + self.config.release_ahead_stops)
+        for i in range(r.released, want):
+            if self._waits_for_line_haul(v, v.path.nodes[i]):
+                want = i
+                break
+        return max(r.released, want)
+
+    def _waits_for_line_haul(self, v: _Van, node: Node) -> bool:
+        for action in node.actions:
+            if action.action_type is not NodeActionType.LOAD:
+                continue
+            for pid in action.parcel_ids:
+                rec = self._parcels.get(pid)
+                if (
+                    rec is not None
+                    and rec.line_haul_van not in (None, v.van_id)
+                    and rec.status in (ParcelStatus.PLANNED, ParcelStatus.LOADED)
+                ):
+                    return True
+        return False
+
+    def _release(self, v: _Van, now_s: float, *, force: bool) -> None:
+        """Release as far as allowed; send an update if anything changed (or ``force``)."""
+        if v.path is None or v.rec.cancelled or v.rec.finished:
+            return
+        r = v.rec
+        assert r.order is not None
+        target = self._release_target(v)
+        if target == 0:  # held back: keep the draft (it may have changed) for a restart
+            if (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
+                draft = make_order(
+                    r.order.header, v.van_id, r.order.order_id, 0, released(v.path, 1)
+                )
+                self._set(v, order=draft)
+            return
+        if target == r.released and not force:
+            return
+        update_id = r.order.order_update_id + 1 if r.sent else 0
+        order = make_order(
+            make_header(self.config.name, 0, now_s),
+            v.van_id,
+            r.order.order_id,
+            update_id,
+            released(v.path, target),
+        )
+        self._set(
+            v,
+            order=order,
+            released=target,
+            sent=True,
+            confirmed=False,
+            gave_up=False,
+            rejected="",
+            first_sent_s=now_s,
+            next_send_s=now_s + self.config.resend_first_s,
+            attempts=1,
+        )
+        self._changes.orders_sent.append((v.van_id, r.source, order))
+        self._queue_order(v, now_s, resend=False)
+        self._event(
+            "order_sent",
+            now_s,
+            van_id=v.van_id,
+            detail=f"order {order.order_id} update {update_id}: {target} of "
+            f"{len(order.nodes)} stops released",
+            order_id=order.order_id,
+            order_update_id=update_id,
+        )
+
+    def _queue_order(self, v: _Van, now_s: float, *, resend: bool) -> None:
+        assert v.order is not None
+        self._sends.append(Outgoing(v.van_id, v.order))
+        if resend:
+            self.counters["orders_resent"] += 1
+
+    def _replace_horizon(self, v: _Van, tail: RoutePath | None, source: str, now_s: float) -> None:
+        """Keep ``v``'s released base, follow it with ``tail`` (None: nothing), send the update."""
+        assert v.order is not None
+        base = base_path(v.order)
+        v.path = base if tail is None else join(base, tail)
+        if v.path.nodes == v.order.nodes and v.path.edges == v.order.edges:
+            return
+        self._set(v, source=source)
+        self._index_actions(v)
+        self._release(v, now_s, force=True)
+
+    # ------------------------------------------------------------------ van messages
+    def on_state(self, van_id: str, state: State, now_s: float) -> None:
+        self.counters["states"] += 1
+        v = self._van(van_id)
+        previous = v.state
+        v.state, v.seen_s = state, now_s
+        self._dirty_states.add(van_id)
+        if v.stale:
+            v.stale = False
+            self._event("van_fresh", now_s, van_id=van_id, detail="reporting again")
+        r = v.rec
+        order = r.order
+        if order is not None and r.sent and state.order_id == order.order_id:
+            if not r.confirmed and state.order_update_id >= order.order_update_id:
+                self._set(v, confirmed=True)
+                self.counters["orders_confirmed"] += 1
+                self._event(
+                    "order_confirmed",
+                    now_s,
+                    van_id=van_id,
+                    detail=f"order {order.order_id} update {order.order_update_id}",
+                    rtt_s=round(now_s - r.first_sent_s, 4),
+                )
+            if state.action_states:
+                self._apply_actions(v, state, now_s)
+            seq = state.last_node_sequence_id
+            if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
+                self._reached(v, seq, now_s)
+        if state.errors and (previous is None or previous.errors != state.errors):
+            self._check_errors(v, state, now_s)
+        elif not state.errors and v.rec.fatal:
+            self._fatal_cleared(v, now_s)
+        if v.rec.pending_instants:
+            self._confirm_instants(v, state, now_s)
+
+    def _reached(self, v: _Van, seq: int, now_s: float) -> None:
+        order = v.rec.order
+        assert order is not None
+        index = seq // 2
+        lateness = v.rec.lateness_s
+        if 0 <= index < len(order.nodes) and order.nodes[index].planned_arrival:
+            lateness = now_s - parse_timestamp(order.nodes[index].planned_arrival or "")
+        finished = seq >= order.last_sequence_id
+        self._set(v, reached_seq=seq, lateness_s=lateness, finished=finished)
+        if finished:
+            self._event("order_finished", now_s, van_id=v.van_id, detail=f"order {order.order_id}")
+            return
+        self._release(v, now_s, force=False)
+
+    def _apply_actions(self, v: _Van, state: State, now_s: float) -> None:
+        for a in state.action_states:
+            if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
+                continue
+            if a.action_id in v.done_actions or a.action_id not in v.action_index:
+                continue
+            v.done_actions.add(a.action_id)
+            _, kind, parcel_ids = v.action_index[a.action_id]
+            failed = (
+                set(parcel_ids) if a.status is ActionStatus.FAILED else set(a.failed_parcel_ids)
+            )
+            why = a.result_description or f"{kind.value} failed"
+            for pid in parcel_ids:
+                rec = self._parcels.get(pid)
+                if rec is None or rec.status in TERMINAL_STATUSES:
+                    continue
+                if pid in failed:
+                    self._parcel_failed(v, rec, kind, why, now_s)
+                else:
+                    self._parcel_done(v, rec, kind, now_s)
+
+    def _parcel_done(self, v: _Van, rec: ParcelRecord, kind: NodeActionType, now_s: float) -> None:
+        pid = rec.parcel.id
+        if kind is NodeActionType.LOAD and rec.status in (
+            ParcelStatus.PLANNED,
+            ParcelStatus.AT_STATION,
+        ):
+            self._set_parcel(rec, status=ParcelStatus.LOADED, holder=v.van_id)
+            self._event("parcel_loaded", now_s, van_id=v.van_id, parcel_id=pid)
+        elif (
+            kind is NodeActionType.UNLOAD
+            and rec.status is ParcelStatus.LOADED
+            and rec.holder == v.van_id
+        ):
+            self._set_parcel(rec, status=ParcelStatus.AT_STATION, holder=None)
+            self._event("parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid)
+            if rec.last_mile_van in self._vans:
+                self._release(self._vans[rec.last_mile_van], now_s, force=False)
+        elif (
+            kind is NodeActionType.DELIVER
+            and rec.status is ParcelStatus.LOADED
+            and rec.holder == v.van_id
+        ):
+            self._set_parcel(rec, status=ParcelStatus.DELIVERED)
+            self.counters["parcels_delivered"] += 1
+            self._event("parcel_delivered", now_s, van_id=v.van_id, parcel_id=pid)
+
+    def _parcel_failed(
+        self, v: _Van, rec: ParcelRecord, kind: NodeActionType, why: str, now_s: float
+    ) -> None:
+        if kind is NodeActionType.UNLOAD:  # still on board: the van brings it back
+            self._event(
+                "parcel_unload_failed", now_s, van_id=v.van_id, parcel_id=rec.parcel.id, detail=why
+            )
+            return
+        self._set_parcel(rec, status=ParcelStatus.FAILED, detail=f"{kind.value}: {why}")
+        self._event("parcel_failed", now_s, van_id=v.van_id, parcel_id=rec.parcel.id, detail=why)
+
+    def _check_errors(self, v: _Van, state: State, now_s: float) -> None:
+        order = v.rec.order
+        for e in state.errors:
+            refs = {r.key: r.value for r in e.references}
+            if (
+                e.error_type == "order_update_error"
+                and order is not None
+                and refs.get("order_id") == order.order_id
+                and refs.get("order_update_id") == str(order.order_update_id)
+                and not v.rec.rejected
+                and not v.rec.confirmed
+            ):
+                self._set(v, rejected=e.description or "rejected")
+                self._event(
+                    "order_rejected",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"order {order.order_id} update {order.order_update_id}: "
+                    f"{e.description}",
+                )
+        fatal = [e for e in state.errors if e.level is ErrorLevel.FATAL]
+        if fatal and not v.rec.fatal:
+            what = "; ".join(f"{e.error_type}: {e.description}" for e in fatal)
+            self._set(v, fatal=True)
+            self._event("van_error", now_s, van_id=v.van_id, detail=what)
+            self._take_out_of_service(v, f"fatal error: {what}", now_s)
+        elif not fatal and v.rec.fatal:
+            self._fatal_cleared(v, now_s)
+
+    def _fatal_cleared(self, v: _Van, now_s: float) -> None:
+        self._set(v, fatal=False)
+        self._event("van_error_cleared", now_s, van_id=v.van_id)
+        if not v.rec.in_service and v.rec.out_reason.startswith("fatal error"):
+            self._set(v, in_service=True, out_reason="")
+            self._event("van_in_service", now_s, van_id=v.van_id, detail="fatal error cleared")
+
+    def on_connection(self, van_id: str, message: Connection, now_s: float) -> None:
+        self.counters["connections"] += 1
+        v = self._van(van_id)
+        state = message.connection_state
+        if state.value == v.rec.connection:
+            return
+        self._set(v, connection=state.value, connection_since_s=now_s)
+        if state is ConnectionState.ONLINE:
+            self._event("van_online", now_s, van_id=van_id)
+            r = v.rec
+            if r.sent and not r.confirmed and not r.gave_up and v.order is not None:
+                self._set(v, first_sent_s=now_s, next_send_s=now_s, attempts=0)
+            if not r.in_service and r.out_reason.startswith("offline"):
+                self._set(v, in_service=True, out_reason="")
+                self._event("van_in_service", now_s, van_id=van_id, detail="back online")
+        else:
+            self._event("van_offline", now_s, van_id=van_id, detail=state.value)
+
+    def on_factsheet(self, van_id: str, message: Factsheet, now_s: float) -> None:
+        self.counters["factsheets"] += 1
+        v = self._van(van_id)
+        if v.factsheet is None or v.factsheet.model_dump(exclude={"header"}) != message.model_dump(
+            exclude={"header"}
+        ):
+            self._event(
+                "van_factsheet",
+                now_s,
+                van_id=van_id,
+                detail=f"{message.model} firmware {message.firmware_version}",
+            )
+        v.factsheet = message
+
+    def on_bad_message(
+        self, topic: str, reason: str, detail: str, van_id: str | None, now_s: float
+    ) -> None:
+        """A message that could not be used: counted; an event at most once a minute per cause."""
+        self.counters[f"rejected_{reason}"] += 1
+        key = (van_id or topic, reason)
+        if now_s - self._bad_event_at.get(key, -1e18) >= BAD_MESSAGE_EVENT_EVERY_S:
+            self._bad_event_at[key] = now_s
+            self._event(
+                "bad_message",
+                now_s,
+                van_id=van_id,
+                detail=f"{topic}: {reason}: {detail}"[:2000],
+                reason=reason,
+            )
+
+    def on_throttled(self, van_id: str, dropped: int, now_s: float) -> None:
+        self.counters["throttled"] += dropped
+        self._event(
+            "van_throttled",
+            now_s,
+            van_id=van_id,
+            detail=f"{dropped} messages dropped above {self.config.max_messages_per_van_per_s:g}/s",
+            dropped=dropped,
+        )
+
+    # ------------------------------------------------------------------ the clock
+    def tick(self, now_s: float) -> None:
+        cfg = self.config
+        for v in self._vans.values():
+            r = v.rec
+            offline = r.connection in (
+                ConnectionState.OFFLINE.value,
+                ConnectionState.CONNECTION_BROKEN.value,
+            )
+            if (
+                not offline
+                and not v.stale
+                and v.seen_s is not None
+                and now_s - v.seen_s > cfg.stale_after_s
+            ):
+                v.stale = True
+                self._event(
+                    "van_stale",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"silent for {now_s - v.seen_s:.0f} s",
+                )
+            if (
+                offline
+                and r.in_service
+                and v.active
+                and now_s - r.connection_since_s >= cfg.offline_replan_after_s
+            ):
+                self._take_out_of_service(
+                    v, f"offline for {now_s - r.connection_since_s:.0f} s mid-route", now_s
+                )
+            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and not offline:
+                self._maybe_resend(v, now_s)
+            if r.pending_instants and not offline:
+                self._resend_instants(v, now_s)
+        if now_s >= self._next_flush_s:
+            self._next_flush_s = now_s + cfg.flush_interval_s
+            for van_id in self._dirty_states:
+                v = self._vans[van_id]
+                assert v.state is not None and v.seen_s is not None
+                self._changes.van_states[van_id] = VanStateRecord(van_id, v.state, v.seen_s)
+            self._dirty_states.clear()
+
+    def _maybe_resend(self, v: _Van, now_s: float) -> None:
+        r = v.rec
+        if now_s < r.next_send_s or v.order is None:
+            return
+        if now_s - r.first_sent_s >= self.config.resend_give_up_s:
+            self._set(v, gave_up=True)
+            self._event(
+                "order_gave_up",
+                now_s,
+                van_id=v.van_id,
+                detail=f"order {v.order.order_id} update {v.order.order_update_id} unconfirmed "
+                f"after {r.attempts} sends in {now_s - r.first_sent_s:.0f} s",
+            )
+            return
+        delay = min(self.config.resend_max_s, self.config.resend_first_s * 2**r.attempts)
+        self._set(v, attempts=r.attempts + 1, next_send_s=now_s + delay)
+        self._queue_order(v, now_s, resend=True)
+
+    # ------------------------------------------------------------------ instant actions
+    def instant(
+        self, action: InstantActionType, van_ids: Iterable[str], now_s: float, *, reason: str = ""
+    ) -> list[str]:
+        """Send ``action`` to each van; returns the vans it went to."""
+        sent: list[str] = []
+        for van_id in van_ids:
+            if not self.knows_van(van_id):
+                raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
+        for van_id in van_ids:
+            v = self._van(van_id)
+            self._instant_seq += 1
+            action_id = f"I{int(now_s * 1000):x}.{self._instant_seq}"
+            message = InstantActions(
+                header=make_header(self.config.name, 0, now_s),
+                van_id=van_id,
+                actions=(
+                    InstantAction(action_id=action_id, action_type=action, reason=reason[:500]),
+                ),
+            )
+            urgent = _urgent(message)
+            pending = PendingInstant(
+                message,
+                now_s,
+                now_s + (self.config.estop_resend_s if urgent else self.config.resend_first_s),
+                1,
+            )
+            self._set(v, pending_instants=(*v.rec.pending_instants, pending))
+            self._sends.append(Outgoing(van_id, message, urgent))
+            self._event(
+                "instant_sent",
+                now_s,
+                van_id=van_id,
+                detail=f"{action.value} ({action_id})" + (f": {reason}" if reason else ""),
+                action=action.value,
+            )
+            if (
+                action is InstantActionType.RESUME
+                and not v.rec.in_service
+                and (v.rec.out_reason.startswith("cancelled"))
+            ):
+                self._set(v, in_service=True, out_reason="")
+                self._event("van_in_service", now_s, van_id=van_id, detail="resumed by dispatcher")
+            sent.append(van_id)
+        return sent
+
+    def _confirm_instants(self, v: _Van, state: State, now_s: float) -> None:
+        seen = {a.action_id for a in state.action_states}
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_id in seen:
+                self._event(
+                    "instant_confirmed",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"{action.action_type.value} ({action.action_id})",
+                    rtt_s=round(now_s - p.first_sent_s, 4),
+                )
+            else:
+                keep.append(p)
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
+
+    def _resend_instants(self, v: _Van, now_s: float) -> None:
+        keep: list[PendingInstant] = []
+        changed = False
+        for p in v.rec.pending_instants:
+            if now_s < p.next_send_s:
+                keep.append(p)
+                continue
+            changed = True
+            urgent = _urgent(p.message)
+            if now_s - p.first_sent_s >= self.config.resend_give_up_s:
+                self._event(
+                    "instant_gave_up",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"{p.message.actions[0].action_type.value} unconfirmed after "
+                    f"{p.attempts} sends",
+                )
+                continue
+            step = (
+                self.config.estop_resend_s
+                if urgent
+                else min(self.config.resend_max_s, self.config.resend_first_s * 2**p.attempts)
+            )
+            keep.append(replace(p, next_send_s=now_s + step, attempts=p.attempts + 1))
+            self._sends.append(Outgoing(v.van_id, p.message, urgent))
+        if changed:
+            self._set(v, pending_instants=tuple(keep))
+
+    # ------------------------------------------------------------------ dispatcher commands
+    def cancel_vans(self, van_ids: Sequence[str], now_s: float) -> str:
+        for van_id in van_ids:
+            if not self.knows_van(van_id):
+                raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
+        self.instant(
+            InstantActionType.CANCEL_ORDER, van_ids, now_s, reason="cancelled by dispatcher"
+        )
+        for van_id in van_ids:
+            v = self._van(van_id)
+            self._set(v, cancelled=True)
+            self._take_out_of_service(v, "cancelled by dispatcher", now_s, truncate=False)
+        return f"cancelled {len(van_ids)} van(s); their parcels are being re-planned"
+
+    def cancel_parcels(self, parcel_ids: Sequence[str], now_s: float) -> str:
+        unknown = [p for p in parcel_ids if p not in self._parcels]
+        if unknown:
+            raise ControlError(f"unknown parcel(s): {', '.join(unknown[:10])}")
+        problems: list[str] = []
+        for pid in parcel_ids:
+            rec = self._parcels[pid]
+            if rec.status in TERMINAL_STATUSES:
+                problems.append(f"{pid} is already {rec.status.value}")
+                continue
+            for v in self._vans.values():
+                spot = self._base_action_of(v, pid)
+                if spot:
+                    problems.append(
+                        f"{pid} is in van {v.van_id}'s released stop {spot}; cancel the van "
+                        "(fleet cancel --van) to stop it"
+                    )
+        if problems:
+            raise ControlError("cannot cancel: " + "; ".join(problems))
+        touched: set[str] = set()
+        for pid in parcel_ids:
+            rec = self._parcels[pid]
+            on_board = rec.status is ParcelStatus.LOADED
+            self._set_parcel(
+                rec,
+                status=ParcelStatus.CANCELLED,
+                detail="cancelled by dispatcher"
+                + (f"; stays on board of {rec.holder}" if on_board else ""),
+            )
+            self._event("parcel_cancelled", now_s, parcel_id=pid, van_id=rec.holder)
+            for v in self._vans.values():
+                if self._drop_from_horizon(v, pid):
+                    touched.add(v.van_id)
+        for van_id in sorted(touched):
+            v = self._vans[van_id]
+            self._index_actions(v)
+            self._release(v, now_s, force=v.active)
+        return f"cancelled {len(parcel_ids)} parcel(s); {len(touched)} order(s) updated"
+
+    def _base_action_of(self, v: _Van, pid: str) -> str:
+        """The released, not yet reached node holding an action on ``pid`` ("" if none)."""
+        if not v.active or v.path is None:
+            return ""
+        reached = v.rec.reached_seq if v.rec.reached_seq is not None else -1
+        for node in v.path.nodes[: v.rec.released]:
+            if node.sequence_id > reached and any(pid in a.parcel_ids for a in node.actions):
+                return node.node_id
+        return ""
+
+    def _drop_from_horizon(self, v: _Van, pid: str) -> bool:
+        if v.path is None or v.rec.cancelled or v.rec.finished:
+            return False
+        start = v.rec.released
+        nodes = list(v.path.nodes)
+        changed = False
+        for i in range(start, len(nodes)):
+            node = nodes[i]
+            if not any(pid in a.parcel_ids for a in node.actions):
+                continue
+            actions = tuple(
+                a.model_copy(update={"parcel_ids": tuple(p for p in a.parcel_ids if p != pid)})
+                for a in node.actions
+            )
+            actions = tuple(
+                a for a in actions if a.parcel_ids or a.action_type is NodeActionType.CHARGE
+            )
+            nodes[i] = node.model_copy(update={"actions": actions})
+            changed = True
+        if changed:
+            v.path = RoutePath(tuple(nodes), v.path.edges)
+        return changed
+
+    def add_parcels(self, parcels: Sequence[Parcel], now_s: float) -> str:
+        """Urgent parcels: recorded, then re-planned onto the running fleet."""
+        if self._day is None:
+            raise ControlError("no plan has been dispatched yet: plan and dispatch first")
+        known = [p.id for p in parcels if p.id in self._parcels]
+        if known:
+            raise ControlError(f"parcel(s) already known: {', '.join(known[:10])}")
+        if not parcels:
+            raise ControlError("no parcels to add")
+        for p in parcels:
+            rec = ParcelRecord(p, ParcelStatus.PLANNED, "urgent")
+            self._parcels[p.id] = rec
+            self._changes.parcels[p.id] = rec
+        self._event("parcels_added", now_s, detail=f"{len(parcels)} urgent parcel(s)")
+        self._start_replan(f"urgent order: {len(parcels)} parcel(s)", now_s)
+        return f"added {len(parcels)} parcel(s); re-planning"
+
+    # ------------------------------------------------------------------ re-planning
+    def _take_out_of_service(
+        self, v: _Van, reason: str, now_s: float, *, truncate: bool = True
+    ) -> None:
+        if not v.rec.in_service and v.rec.replan_cause:
+            return
+        self._set(v, in_service=False, out_reason=reason, replan_cause=reason)
+        self._event("van_out_of_service", now_s, van_id=v.van_id, detail=reason)
+        if truncate and v.active and v.order is not None:
+            self._replace_horizon(v, None, v.rec.source, now_s)
+        self._start_replan(f"{v.van_id}: {reason}", now_s)
+
+    def _unassigned_parcels(self) -> list[ParcelRecord]:
+        return [
+            r
+            for r in self._parcels.values()
+            if r.status is ParcelStatus.PLANNED
+            and r.line_haul_van is None
+            and r.last_mile_van is None
+            and r.source == "urgent"
+        ]
+
+    def _start_replan(self, cause: str, now_s: float) -> None:
+        if self._day is None:
+            self._event("replan_skipped", now_s, detail=f"{cause}: no plan dispatched")
+            return
+        if self._replan_in_flight is not None:
+            self._replan_waiting.append(cause)
+            return
+        replan_id = f"R{len(self._plans) + 1:04d}-{int(now_s) % 100000:05d}"
+        request = self._replan_request(replan_id, cause, now_s)
+        self._replan_in_flight = replan_id
+        self._replans.append(request)
+        self.counters["replans"] += 1
+        self._event(
+            "replan_started",
+            now_s,
+            detail=f"{cause}: {len(request.parcels)} parcels, "
+            f"{sum(v.in_service for v in request.vans)} vans in service",
+            replan=replan_id,
+        )
+
+    def _replan_request(self, replan_id: str, cause: str, now_s: float) -> ReplanRequest:
+        assert self._day is not None
+        to_local = epoch_to_local(self._day, self._timezone)
+        now_local = to_local(now_s)
+        committed: set[str] = set()  # delivered by a base that will still be driven
+        after_base: dict[str, tuple[str, ...]] = {}
+        vans: list[VanNow] = []
+        for van_id in sorted(set(self.roster) | set(self._vans)):
+            v = self._vans.get(van_id)
+            vans.append(self._van_now(van_id, v, to_local, now_local, committed, after_base))
+        location: dict[str, str] = {}
+        parcels: list[Parcel] = []
+        on_board = {p for ps in after_base.values() for p in ps}
+        for rec in self._parcels.values():
+            pid = rec.parcel.id
+            if rec.status in TERMINAL_STATUSES or pid in committed:
+                continue
+            parcels.append(rec.parcel)
+            if pid in on_board or rec.status is ParcelStatus.LOADED:
+                location[pid] = "on_board"
+            elif rec.status is ParcelStatus.AT_STATION or pid in self._unloaded_in_bases():
+                location[pid] = "station"
+            else:
+                location[pid] = "warehouse"
+        return ReplanRequest(
+            replan_id,
+            cause,
+            self._day,
+            self._timezone,
+            now_s,
+            tuple(vans),
+            tuple(parcels),
+            location,
+        )
+
+    def _unloaded_in_bases(self) -> set[str]:
+        out: set[str] = set()
+        for v in self._vans.values():
+            if not v.active or v.path is None or not v.rec.in_service:
+                continue
+            for node in v.path.nodes[: v.rec.released]:
+                for a in node.actions:
+                    if a.action_type is NodeActionType.UNLOAD and a.action_id not in v.done_actions:
+                        out.update(a.parcel_ids)
+        return out
+
+    def _van_now(
+        self,
+        van_id: str,
+        v: _Van | None,
+        to_local: Callable[[float], float],
+        now_local: float,
+        committed: set[str],
+        after_base: dict[str, tuple[str, ...]],
+    ) -> VanNow:
+        home = self.roster.get(van_id)
+        state = v.state if v is not None else None
+        soc = state.battery.soc_pct if state is not None else 100.0
+        board: list[str] = [
+            r.parcel.id
+            for r in self._parcels.values()
+            if r.status is ParcelStatus.LOADED and r.holder == van_id
+        ]
+        lon, lat = home if home is not None else (0.0, 0.0)
+        if state is not None and state.position is not None:
+            lon, lat = state.position.lon, state.position.lat
+        free_s = now_local
+        in_service = v is None or (v.rec.in_service and not v.rec.cancelled)
+        if v is not None and v.active and in_service and v.path is not None:
+            reached = v.rec.reached_seq if v.rec.reached_seq is not None else -1
+            base = v.path.nodes[: v.rec.released]
+            dist_m = 0.0
+            for i, node in enumerate(base):
+                if node.sequence_id <= reached:
+                    continue
+                if i > 0:
+                    dist_m += v.path.edges[i - 1].length_m
+                for a in node.actions:
+                    if a.action_id in v.done_actions:
+                        continue
+                    if a.action_type is NodeActionType.LOAD:
+                        board.extend(p for p in a.parcel_ids if p not in board)
+                    elif a.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                        board = [p for p in board if p not in a.parcel_ids]
+                        if a.action_type is NodeActionType.DELIVER:
+                            committed.update(a.parcel_ids)
+            end = base[-1]
+            lon, lat = end.lon, end.lat
+            if end.planned_departure:
+                free_s = max(
+                    now_local, to_local(parse_timestamp(end.planned_departure)) + v.rec.lateness_s
+                )
+            soc -= (
+                dist_m
+                / 1000.0
+                * self.van_spec.consumption_kwh_per_km
+                / self.van_spec.battery_kwh
+                * 100.0
+            )
+        after_base[van_id] = tuple(board)
+        return VanNow(
+            van_id,
+            lon,
+            lat,
+            max(0.0, min(100.0, soc)),
+            tuple(ParcelId(p) for p in board),
+            in_service,
+            free_s,
+        )
+
+    def replan_done(self, replan_id: str, plan: Plan, document: str, now_s: float) -> None:
+        if replan_id != self._replan_in_flight:
+            log.warning("ignoring result of re-plan %s (not in flight)", replan_id)
+            return
+        self._replan_in_flight = None
+        parcels = [
+            self._parcels[p].parcel for p in self._plan_parcel_ids(plan) if p in self._parcels
+        ]
+        problems = self._verify(plan, parcels)
+        if problems:
+            self._replan_failed(
+                replan_id, "the re-plan failed verification: " + "; ".join(problems[:10]), now_s
+            )
+            return
+        assert self._day is not None
+        cause = "; ".join(v.rec.replan_cause for v in self._vans.values() if v.rec.replan_cause)
+        record = PlanRecord(
+            replan_id, "replan", cause[:2000], now_s, plan.day.isoformat(), plan.timezone, document
+        )
+        self._plans[replan_id] = record
+        self._changes.plans.append(record)
+        planned: set[str] = set()
+        for route in plan.routes:
+            for stop in route.stops():
+                planned.update(stop.parcels_delivered)
+        for pid in planned:
+            rec = self._parcels.get(pid)
+            if rec is not None:
+                self._set_parcel(rec, line_haul_van=None, last_mile_van=None)
+        self._assign_parcels(plan, replan_id)
+        to_epoch = local_to_epoch(self._day, self._timezone)
+        routed = {r.van_id for r in plan.routes if r.trips}
+        for route in plan.routes:
+            if not route.trips:
+                continue
+            v = self._van(route.van_id)
+            if not v.rec.in_service:
+                self._event(
+                    "replan_route_ignored",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"{replan_id} gave a route to a van out of service",
+                )
+                continue
+            if v.active and v.order is not None:
+                base = base_path(v.order)
+                tail = route_path(
+                    route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps, after=base.nodes[-1]
+                )
+                self._replace_horizon(v, tail, replan_id, now_s)
+            else:
+                path = route_path(route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps)
+                self._new_order(v, replan_id, path, replan_id, now_s)
+        for v in self._vans.values():
+            if v.van_id not in routed and v.active and v.rec.in_service and v.order is not None:
+                self._replace_horizon(v, None, replan_id, now_s)
+            if v.rec.replan_cause:
+                self._set(v, replan_cause="")
+        for u in plan.unserved:
+            rec = self._parcels.get(u.parcel_id)
+            if rec is None or rec.status in TERMINAL_STATUSES:
+                continue
+            if rec.status is ParcelStatus.LOADED:
+                self._set_parcel(rec, detail=f"on board of {rec.holder}; re-plan: {u.reason.value}")
+            else:
+                self._set_parcel(
+                    rec,
+                    status=ParcelStatus.UNSERVED,
+                    detail=f"re-plan: {u.reason.value}: {u.detail}",
+                )
+                self._event(
+                    "parcel_unserved",
+                    now_s,
+                    parcel_id=u.parcel_id,
+                    detail=f"{u.reason.value}: {u.detail}",
+                )
+        self._event(
+            "replan_applied",
+            now_s,
+            detail=f"{len(routed)} vans, {len(planned)} parcels planned, "
+            f"{len(plan.unserved)} unserved",
+            replan=replan_id,
+        )
+        for v in self._vans.values():
+            if v.active and v.rec.in_service:
+                self._release(v, now_s, force=False)
+        self._next_replan(now_s)
+
+    @staticmethod
+    def _plan_parcel_ids(plan: Plan) -> list[str]:
+        ids: list[str] = []
+        for route in plan.routes:
+            for stop in route.stops():
+                ids.extend(stop.parcels_delivered)
+        ids.extend(u.parcel_id for u in plan.unserved)
+        return ids
+
+    def replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
+        if replan_id != self._replan_in_flight:
+            return
+        self._replan_in_flight = None
+        self._replan_failed(replan_id, error, now_s)
+
+    def _replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
+        self.counters["replans_failed"] += 1
+        self._event("replan_failed", now_s, detail=error[:2000], replan=replan_id)
+        for v in self._vans.values():
+            if v.active and v.rec.in_service:
+                self._release(v, now_s, force=False)
+        self._next_replan(now_s)
+
+    def _next_replan(self, now_s: float) -> None:
+        if self._replan_waiting:
+            causes, self._replan_waiting = self._replan_waiting, []
+            self._start_replan("; ".join(causes), now_s)
+
+    @property
+    def replan_in_flight(self) -> str | None:
+        return self._replan_in_flight
+
+    # ------------------------------------------------------------------ queries
+    def status(self, van_ids: Sequence[str], now_s: float) -> StatusResult:
+        wanted = list(van_ids) or sorted(set(self.roster) | set(self._vans))
+        unknown = [w for w in wanted if not self.knows_van(w)]
+        if unknown:
+            raise ControlError(f"unknown van(s): {', '.join(unknown[:10])}")
+        by_status = Counter(r.status.value for r in self._parcels.values())
+        return StatusResult(
+            vans=tuple(self._van_status(w, now_s) for w in wanted),
+            parcels_by_status=dict(by_status),
+            counters=dict(self.counters),
+        )
+
+    def _van_status(self, van_id: str, now_s: float) -> VanStatus:
+        v = self._vans.get(van_id)
+        if v is None:
+            return VanStatus(van_id=van_id, mode=VanMode.UNKNOWN, in_service=True)
+        s, r, order = v.state, v.rec, v.rec.order
+        current = nxt = ""
+        eta: str | None = None
+        if order is not None and not r.cancelled:
+            idx = -1 if r.reached_seq is None else r.reached_seq // 2
+            if 0 <= idx < len(order.nodes):
+                current = _stop_name(order.nodes[idx])
+            if 0 <= idx + 1 < len(order.nodes):
+                node = order.nodes[idx + 1]
+                nxt = _stop_name(node)
+                if node.planned_arrival:
+                    eta_s = max(now_s, parse_timestamp(node.planned_arrival) + r.lateness_s)
+                    eta = format_timestamp(eta_s)
+        return VanStatus(
+            van_id=van_id,
+            mode=self._mode(v, now_s),
+            in_service=r.in_service,
+            lon=s.position.lon if s and s.position else None,
+            lat=s.position.lat if s and s.position else None,
+            speed_mps=s.speed_mps if s else 0.0,
+            soc_pct=s.battery.soc_pct if s else None,
+            remaining_range_m=s.battery.remaining_range_m if s else None,
+            load_kg=s.load.load_kg if s else 0.0,
+            volume_m3=s.load.volume_m3 if s else 0.0,
+            parcels_on_board=len(s.load.parcel_ids) if s else 0,
+            order_id=order.order_id if order else None,
+            order_update_id=order.order_update_id if order else None,
+            order_confirmed=r.confirmed,
+            current_stop=current,
+            next_stop=nxt,
+            next_eta=eta,
+            last_seen=format_timestamp(v.seen_s) if v.seen_s is not None else None,
+            errors=tuple(
+                f"{e.level.value} {e.error_type}: {e.description}"[:500] for e in s.errors[:64]
+            )
+            if s
+            else (),
+        )
+
+    def _mode(self, v: _Van, now_s: float) -> VanMode:
+        r, s = v.rec, v.state
+        if r.connection in (ConnectionState.OFFLINE.value, ConnectionState.CONNECTION_BROKEN.value):
+            return VanMode.OFFLINE
+        if s is None:
+            return VanMode.UNKNOWN
+        if v.stale or (v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s):
+            return VanMode.STALE
+        if r.fatal:
+            return VanMode.ERROR
+        if s.paused or s.emergency_stop:
+            return VanMode.PAUSED
+        if s.battery.charging:
+            return VanMode.CHARGING
+        if s.driving:
+            return VanMode.DRIVING
+        if v.active:
+            return VanMode.AT_STOP
+        return VanMode.IDLE
+
+    def parcel(self, parcel_id: str) -> ParcelRecord | None:
+        return self._parcels.get(parcel_id)
+
+    def van_record(self, van_id: str) -> VanRecord | None:
+        v = self._vans.get(van_id)
+        return v.rec if v else None
+
+
+def _urgent(message: InstantActions) -> bool:
+    return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
+
+
+def _stop_name(node: Node) -> str:
+    return f"{node.node_id} {node.kind.value}" + (f" {node.ref}" if node.ref else "")

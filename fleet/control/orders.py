@@ -1,0 +1,201 @@
+"""Turning a van's planned route into the nodes and edges of an :class:`~fleet.protocol.Order`.
+
+Pure: no clock, no I/O. Every stop of every trip becomes one node, in order; the road from the
+previous stop (the plan's ``geometry_in``) becomes the edge before it. Where one trip ends and
+the next starts at the same depot, the two stops stay two nodes joined by a zero-length edge,
+so every node maps to exactly one planned stop. Node ``n{i}`` is the i-th stop, edge ``e{i}``
+joins ``n{i}`` to ``n{i+1}``, action ``n{i}.{k}`` is the k-th action at ``n{i}``; ids are
+positional, which is safe because the released base (a prefix) never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from fleet.model.plan import Leg, Stop, VanRoute
+from fleet.model.plan import StopKind as PlanStopKind
+from fleet.protocol import (
+    Edge,
+    Header,
+    Node,
+    NodeAction,
+    NodeActionType,
+    Order,
+    StopKind,
+    format_timestamp,
+)
+
+# A depot stop is counted as a charge if the plan leaves it with this much more charge.
+CHARGE_NOTICE_PCT = 0.5
+ARRIVAL_TOLERANCE_M = 25.0
+EARTH_RADIUS_M = 6_371_000.0
+
+
+def local_to_epoch(day: date, timezone: str) -> Callable[[float], float]:
+    """Seconds after local midnight of ``day`` in ``timezone`` → UTC epoch seconds."""
+    midnight_s = datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).timestamp()
+    return lambda local_s: midnight_s + local_s
+
+
+def epoch_to_local(day: date, timezone: str) -> Callable[[float], float]:
+    midnight_s = datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).timestamp()
+    return lambda epoch_s: epoch_s - midnight_s
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePath:
+    """A route as protocol nodes and edges, nothing released yet."""
+
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+
+
+def _kind(stop: Stop) -> StopKind:
+    return StopKind(stop.kind.value)
+
+
+def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeAction, ...]:
+    actions: list[NodeAction] = []
+
+    def add(kind: NodeActionType, parcels: Sequence[str], target: float | None = None) -> None:
+        actions.append(
+            NodeAction(
+                action_id=f"n{i}.{len(actions)}",
+                action_type=kind,
+                parcel_ids=tuple(parcels),
+                duration_s=max(0.0, stop.dwell_s),
+                target_soc_pct=target,
+            )
+        )
+
+    if stop.parcels_delivered:
+        unload = stop.kind is PlanStopKind.STATION or leg is Leg.LINE_HAUL
+        add(NodeActionType.UNLOAD if unload else NodeActionType.DELIVER, stop.parcels_delivered)
+    if stop.parcels_loaded:
+        add(NodeActionType.LOAD, stop.parcels_loaded)
+    charged = prev is not None and stop.soc_pct > prev.soc_pct + CHARGE_NOTICE_PCT
+    if stop.kind is PlanStopKind.CHARGE or charged:
+        add(NodeActionType.CHARGE, (), target=min(100.0, stop.soc_pct))
+    return tuple(actions)
+
+
+def _straight_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance, only for joining a base to a re-plan that did not start there."""
+    lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+def route_path(
+    route: VanRoute,
+    to_epoch: Callable[[float], float],
+    *,
+    top_speed_mps: float,
+    after: Node | None = None,
+) -> RoutePath:
+    """Nodes and edges for every stop of ``route`` (all unreleased).
+
+    With ``after`` (the last node of a van's released base) the path continues that order:
+    nodes are numbered from the next position and the first edge leaves ``after``. A
+    re-plan's ``start`` stop is where ``after`` is, so it is dropped and its road to the
+    next stop becomes that first edge.
+    """
+    stops = list(route.stops())
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+    prev_stop: Stop | None = None
+    prev_node: Node | None = after
+    if after is not None and stops and stops[0].kind is PlanStopKind.START:
+        prev_stop = stops.pop(0)
+    first_index = 0 if after is None else after.sequence_id // 2 + 1
+    for stop in stops:
+        i = first_index + len(nodes)
+        node = Node(
+            node_id=f"n{i}",
+            sequence_id=2 * i,
+            released=False,
+            kind=_kind(stop),
+            ref=stop.ref[:64],
+            lon=stop.lon,
+            lat=stop.lat,
+            allowed_deviation_m=ARRIVAL_TOLERANCE_M,
+            planned_arrival=format_timestamp(to_epoch(stop.arrival_s)),
+            planned_departure=format_timestamp(to_epoch(stop.departure_s)),
+            actions=_actions(i, stop, prev_stop, route.leg),
+        )
+        if prev_node is not None:
+            here = (stop.lon, stop.lat)
+            there = (prev_node.lon, prev_node.lat)
+            if prev_stop is not None:
+                length_m = max(0.0, stop.dist_so_far_m - prev_stop.dist_so_far_m)
+                geometry = tuple(stop.geometry_in) or (there, here)
+            else:  # nothing planned between them: the van's own stack finds the road
+                length_m, geometry = _straight_m(there, here), (there, here)
+            edges.append(
+                Edge(
+                    edge_id=f"e{i - 1}",
+                    sequence_id=2 * i - 1,
+                    released=False,
+                    start_node_id=prev_node.node_id,
+                    end_node_id=node.node_id,
+                    length_m=length_m,
+                    max_speed_mps=top_speed_mps,
+                    trajectory=geometry if len(geometry) >= 2 else (geometry[0], geometry[0]),
+                )
+            )
+        nodes.append(node)
+        prev_stop, prev_node = stop, node
+    return RoutePath(tuple(nodes), tuple(edges))
+
+
+def released(path: RoutePath, count: int) -> RoutePath:
+    """``path`` with its first ``count`` nodes (and the edges between them) released."""
+    count = max(1, min(count, len(path.nodes)))
+    nodes = tuple(
+        n if n.released == (i < count) else n.model_copy(update={"released": i < count})
+        for i, n in enumerate(path.nodes)
+    )
+    edges = tuple(
+        e if e.released == (i + 1 < count) else e.model_copy(update={"released": i + 1 < count})
+        for i, e in enumerate(path.edges)
+    )
+    return RoutePath(nodes, edges)
+
+
+def make_order(
+    header: Header, van_id: str, order_id: str, update_id: int, path: RoutePath
+) -> Order:
+    """Validate and build the order (structure checked exactly as a van will)."""
+    return Order.model_validate(
+        {
+            "header": header,
+            "van_id": van_id,
+            "order_id": order_id,
+            "order_update_id": update_id,
+            "nodes": path.nodes,
+            "edges": path.edges,
+        },
+        strict=False,
+    )
+
+
+def path_of(order: Order) -> RoutePath:
+    return RoutePath(order.nodes, order.edges)
+
+
+def base_path(order: Order) -> RoutePath:
+    """Only the released base of ``order``."""
+    count = len(order.base_nodes)
+    return RoutePath(order.nodes[:count], order.edges[: count - 1])
+
+
+def join(head: RoutePath, tail: RoutePath) -> RoutePath:
+    """``head`` then ``tail`` (made by :func:`route_path` with ``after=head.nodes[-1]``)."""
+    return RoutePath(head.nodes + tail.nodes, head.edges + tail.edges)

@@ -1,0 +1,255 @@
+"""The controller core's decisions, driven by protocol-level vans in simulated time."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fleet.control.config import ControllerConfig
+from fleet.errors import ControlError, VerificationError
+from fleet.model import Parcel, ParcelId
+from fleet.protocol import (
+    Connection,
+    ConnectionState,
+    InstantActionType,
+    OrderVerdict,
+    make_header,
+)
+from fleet.store import ParcelStatus
+from tests.control.harness import Harness
+from tests.support import plans
+
+
+def _status(h: Harness, pid: str) -> ParcelStatus:
+    rec = h.core.parcel(pid)
+    assert rec is not None
+    return rec.status
+
+
+def _connection(h: Harness, van_id: str, state: ConnectionState) -> None:
+    message = Connection(
+        header=make_header(van_id, 1, h.now_s), van_id=van_id, connection_state=state
+    )
+    h.core.on_connection(van_id, message, h.now_s)
+    if state is ConnectionState.ONLINE:
+        h.connected.add(van_id)
+    else:
+        h.connected.discard(van_id)
+    h.pump()
+
+
+def test_dispatch_sends_the_line_haul_and_holds_the_last_mile_until_parcels_arrive() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    (order,) = h.orders
+    assert order.van_id == "WH-PORTO-01" and order.order_update_id == 0
+    # release_ahead_stops=1: the depot and the station are released, the return is horizon
+    assert [n.released for n in order.nodes] == [True, True, False]
+    assert h.orders_for("ST-A-01") == []
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.PLANNED}
+
+
+def test_a_whole_day_flows_to_delivered_through_order_updates() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    assert h.core.van_record("WH-PORTO-01").confirmed  # type: ignore[union-attr]
+    h.drive("WH-PORTO-01")  # loads at the warehouse
+    assert _status(h, "P1") is ParcelStatus.LOADED
+    h.drive("WH-PORTO-01")  # unloads at the station
+    assert _status(h, "P1") is ParcelStatus.AT_STATION
+    last_mile = h.orders_for("ST-A-01")
+    assert last_mile and last_mile[0].order_update_id == 0
+    h.drive("ST-A-01", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+    updates = [o.order_update_id for o in h.orders_for("ST-A-01")]
+    assert updates == sorted(updates) and len(set(updates)) >= 3  # base extended stop by stop
+    assert all(v is not OrderVerdict.REJECTED for _, v in h.verdicts)
+    assert "order_finished" in h.kinds()
+
+
+def test_a_failed_hand_over_marks_the_parcel_failed() -> None:
+    h = Harness()
+    h.vans["ST-A-01"].fail_parcels.add("P2")
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 10)
+    assert _status(h, "P2") is ParcelStatus.FAILED
+    assert "nobody home" in h.core.parcel("P2").detail  # type: ignore[union-attr]
+    assert _status(h, "P1") is ParcelStatus.DELIVERED
+
+
+def test_an_unconfirmed_order_is_resent_with_backoff_then_given_up() -> None:
+    config = ControllerConfig(
+        release_ahead_stops=1, resend_first_s=1.0, resend_max_s=4.0, resend_give_up_s=20.0
+    )
+    h = Harness(config=config)
+    h.connected.discard("WH-PORTO-01")  # the van never hears it, but the link looks fine
+    h.dispatch(plans.plan(), plans.parcels())
+    sent_at: list[float] = []
+    for _ in range(100):
+        h.now_s += 0.5
+        h.core.tick(h.now_s)
+        out = h.pump()
+        if out.sends:
+            sent_at.append(h.now_s)
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(sent_at)]
+    assert gaps[:3] == [2.0, 4.0, 4.0]  # doubles, capped at resend_max_s
+    assert "order_gave_up" in h.kinds()
+    assert sent_at[-1] - h.events[0].time_s <= 20.5
+
+
+def test_a_confirmed_order_is_not_resent() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    sent = len(h.orders)
+    h.advance(60, report=True)
+    assert len(h.orders) == sent
+
+
+def test_a_plan_that_fails_verification_is_refused_and_nothing_is_sent() -> None:
+    h = Harness(
+        verify=lambda plan, parcels: ["WH-PORTO-01 trip 0 exceeds payload: 1200 kg > 1000 kg"]
+    )
+    with pytest.raises(VerificationError, match="exceeds payload"):
+        h.dispatch(plans.plan(), plans.parcels())
+    assert h.orders == [] and "plan_refused" in h.kinds()
+    assert h.core.parcel("P1") is None
+
+
+def test_the_same_plan_twice_is_dispatched_once() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    sent = len(h.orders)
+    assert "already dispatched" in h.dispatch(plans.plan(), plans.parcels())
+    assert len(h.orders) == sent
+
+
+def test_a_plan_for_a_busy_van_is_refused() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    other = plans.plan([plans.line_haul_route(("Q1",))])
+    q1 = Parcel(id=ParcelId("Q1"), lon=-8.62, lat=41.16, weight_kg=1.0, volume_m3=0.01)
+    with pytest.raises(ControlError, match="still running order P-test"):
+        h.dispatch(other, [q1], plan_id="P-other")
+
+
+def test_a_van_that_echoes_progress_gets_more_of_its_route_released() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 2)
+    orders = h.orders_for("WH-PORTO-01")
+    assert [len(o.base_nodes) for o in orders] == [2, 3]
+    assert [o.order_update_id for o in orders] == [0, 1]
+    assert ("WH-PORTO-01", OrderVerdict.UPDATE) in h.verdicts
+
+
+def test_a_silent_van_becomes_stale_and_fresh_again() -> None:
+    h = Harness(config=ControllerConfig(stale_after_s=10.0))
+    h.report("WH-PORTO-01")
+    h.advance(11)
+    assert "van_stale" in h.kinds()
+    assert h.core.status(["WH-PORTO-01"], h.now_s).vans[0].mode.value == "stale"
+    h.report("WH-PORTO-01")
+    assert "van_fresh" in h.kinds()
+
+
+def test_a_fatal_error_replans_the_vans_parcels_onto_another_van() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)  # all four parcels now wait at the station
+    h.report("ST-A-01")
+    h.vans["ST-A-01"].fatal("traction inverter fault")
+    h.report("ST-A-01")
+    assert "van_error" in h.kinds() and "replan_started" in h.kinds()
+    (request,) = h.replans
+    assert "ST-A-01: fatal error" in request.cause
+    assert {p.id for p in request.parcels} == {"P1", "P2", "P3", "P4"}
+    assert set(request.parcel_location.values()) == {"station"}
+    by_van = {v.van_id: v for v in request.vans}
+    assert not by_van["ST-A-01"].in_service and by_van["ST-A-02"].in_service
+    # The planner answers: ST-A-02 takes all four.
+    new_plan = plans.plan([plans.last_mile_route(van="ST-A-02")])
+    h.core.replan_done(request.replan_id, new_plan, "{}", h.now_s)
+    h.pump()
+    assert "replan_applied" in h.kinds()
+    h.drive("ST-A-02", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+
+
+def test_a_van_offline_mid_route_is_replanned_after_the_grace_time() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, offline_replan_after_s=60.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 2)  # loaded, P1 delivered; P2..P4 on board
+    _connection(h, "ST-A-01", ConnectionState.CONNECTION_BROKEN)
+    h.advance(30)
+    assert h.replans == []
+    h.advance(31)
+    (request,) = h.replans
+    assert "offline" in request.cause
+    by_van = {v.van_id: v for v in request.vans}
+    assert set(by_van["ST-A-01"].parcels_on_board) == {"P2", "P3", "P4"}
+    _connection(h, "ST-A-01", ConnectionState.ONLINE)
+    assert h.core.van_record("ST-A-01").in_service  # type: ignore[union-attr]
+
+
+def test_cancelling_a_parcel_in_the_horizon_updates_the_order() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01")  # loaded: P3 is on board, its door still in the horizon
+    before = h.orders_for("ST-A-01")[-1]
+    h.core.cancel_parcels(["P3"], h.now_s)
+    h.pump()
+    after = h.orders_for("ST-A-01")[-1]
+    assert after.order_update_id == before.order_update_id + 1
+    horizon = [a for n in after.nodes if not n.released for a in n.actions]
+    assert all("P3" not in a.parcel_ids for a in horizon)
+    assert _status(h, "P3") is ParcelStatus.CANCELLED
+    assert "stays on board of ST-A-01" in h.core.parcel("P3").detail  # type: ignore[union-attr]
+    assert h.verdicts[-1] == ("ST-A-01", OrderVerdict.UPDATE)
+
+
+def test_cancelling_a_parcel_already_released_is_refused() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    with pytest.raises(ControlError, match="released stop"):
+        h.core.cancel_parcels(["P1"], h.now_s)
+
+
+def test_an_emergency_stop_goes_out_first_and_is_resent_until_confirmed() -> None:
+    h = Harness(config=ControllerConfig(estop_resend_s=0.5))
+    h.report()
+    h.connected.discard("ST-A-02")
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-02"], h.now_s)
+    out = h.pump()
+    assert out.sends and all(s.urgent for s in out.sends)
+    h.advance(0.6)
+    assert len([i for i in h.instants if i.van_id == "ST-A-02"]) == 0  # the van is unreachable
+    h.connected.add("ST-A-02")
+    h.advance(0.6)
+    assert h.vans["ST-A-02"].emergency_stop
+    h.report("ST-A-02")
+    assert "instant_confirmed" in h.kinds()
+    sent = len(h.instants)
+    h.advance(5)
+    assert len(h.instants) == sent
+
+
+def test_cancelling_a_van_sends_cancel_and_replans() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.core.cancel_vans(["WH-PORTO-01"], h.now_s)
+    h.pump()
+    assert h.vans["WH-PORTO-01"].cancelled
+    (request,) = h.replans
+    assert "cancelled by dispatcher" in request.cause
+
+
+def test_unknown_vans_are_refused() -> None:
+    h = Harness()
+    with pytest.raises(ControlError, match="unknown van"):
+        h.core.instant(InstantActionType.PAUSE, ["NOPE-01"], h.now_s)
