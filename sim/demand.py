@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, RoadError
 from fleet.model import Parcel, ParcelId
-from sim.scenario import Demand
+from fleet.roads import RoadNetwork
+from sim.scenario import Demand, Scenario
 from sim.trace import LonLat, ParcelInfo
 
 _EARTH_M_PER_DEG = 111_320.0
@@ -73,7 +74,7 @@ def _point_along(line: Sequence[LonLat], cum_m: np.ndarray, at_m: float, offset_
         norm = math.hypot(ex, ey)
         lon += -ey / norm * offset_m / (k * _EARTH_M_PER_DEG)
         lat += ex / norm * offset_m / _EARTH_M_PER_DEG
-    return lon, lat
+    return float(lon), float(lat)
 
 
 def sample_demand(
@@ -157,3 +158,29 @@ def sample_demand(
             )
         )
     return DayDemand(parcels=tuple(parcels), info=tuple(info))
+
+
+def road_lines(net: RoadNetwork, classes: Sequence[str]) -> list[list[LonLat]]:
+    """The geometry of every drivable road link of ``net`` whose class is in ``classes``."""
+    p = net.prepared
+    known_codes = [i for i, c in enumerate(p.classes) if c in set(classes)]
+    drivable = np.zeros(len(p.link_u), dtype=np.bool_)
+    drivable[p.edge_link] = True
+    chosen = np.nonzero(drivable & np.isin(p.link_class, known_codes))[0]
+    out: list[list[LonLat]] = []
+    for link in chosen.tolist():
+        a, b = int(p.geom_offsets[link]), int(p.geom_offsets[link + 1])
+        out.append(list(zip(p.geom_lon[a:b].tolist(), p.geom_lat[a:b].tolist(), strict=True)))
+    return out
+
+
+def day_demand(scenario: Scenario, net: RoadNetwork) -> DayDemand:
+    """The scenario's parcels on ``net``, drawn with the scenario's seed."""
+    try:
+        net.edges_of_class(scenario.demand.road_classes)
+    except RoadError as exc:
+        raise ConfigError(f"{scenario.file}: [demand] road_classes: {exc}") from exc
+    lines = road_lines(net, scenario.demand.road_classes)
+    return sample_demand(
+        scenario.demand, scenario.seed, scenario.run.start_s, scenario.run.end_s, lines
+    )

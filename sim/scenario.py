@@ -385,14 +385,16 @@ def _demand(t: Table, run: RunSettings) -> Demand:
 
 def _fleet(t: Table, site: Site) -> Fleet:
     warehouse_vans = t.integer("warehouse_vans", "vans", ge=0, default=site.warehouse.vans)
-    default_station = t.integer("station_vans", "vans at each station", ge=0, default=-1)
+    default_station: int | None = None
+    if t.has("station_vans"):
+        default_station = t.integer("station_vans", "vans at each station", ge=0)
     by_id = t.table("by_station", optional=True)
     counts: dict[DepotId, int] = {}
     for st in site.stations:
         if by_id.has(st.id):
             counts[st.id] = by_id.integer(st.id, "vans", ge=0)
         else:
-            counts[st.id] = st.vans if default_station < 0 else default_station
+            counts[st.id] = st.vans if default_station is None else default_station
     known = {st.id for st in site.stations}
     unknown = sorted(set(by_id.keys()) - known)
     if unknown:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import ConfigError
-from sim.demand import sample_demand
+from fleet.roads import load_network
+from sim.demand import day_demand, sample_demand
 from sim.scenario import load_scenario
 
 # two straight streets: a 1 km one (east-west) and a 3 km one (north-south)
@@ -72,3 +73,13 @@ def test_no_roads_of_the_classes_is_a_config_error(tiny_scenario: Path) -> None:
     d = load_scenario(tiny_scenario).demand
     with pytest.raises(ConfigError, match=r"\[demand\] road_classes"):
         sample_demand(d, 1, 7 * 3600, 19 * 3600, [])
+
+
+def test_shipped_small_scenario_draws_plain_parcels_on_its_city(configs_dir: Path) -> None:
+    sc = load_scenario(configs_dir / "scenarios" / "poa_small.toml")
+    net = load_network(sc.site, sc.van)
+    day = day_demand(sc, net)
+    assert len(day.parcels) == sc.demand.parcels
+    assert all(type(p.lon) is float and type(p.lat) is float for p in day.parcels)
+    snaps = net.snap_many([p.lon for p in day.parcels], [p.lat for p in day.parcels])
+    assert bool(snaps.ok.all())  # every address is on a road the van may use

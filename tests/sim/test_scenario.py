@@ -175,3 +175,16 @@ def test_distributions_stay_in_bounds_and_are_seeded() -> None:
     assert 2.5 < float(np.median(a)) < 3.5
     t = Distribution(kind="triangular", low=1.0, high=3.0, mode=2.0)
     assert abs(float(t.sample(np.random.default_rng(2), 20000).mean()) - t.mean) < 0.02
+
+
+@pytest.mark.parametrize("name", ["normal", "heavy", "bad_day", "poa_small"])
+def test_shipped_scenarios_load(configs_dir: Path, name: str) -> None:
+    sc = load_scenario(configs_dir / "scenarios" / f"{name}.toml")
+    assert sc.name == name
+    assert sc.fleet.total >= 3 and sc.demand.parcels > 0
+
+
+def test_bad_day_has_every_kind_of_event(configs_dir: Path) -> None:
+    sc = load_scenario(configs_dir / "scenarios" / "bad_day.toml")
+    kinds = {type(e) for e in sc.events}
+    assert kinds == {Breakdown, RoadClosure, LinkLoss, SerialCorruption, ControllerRestart}
