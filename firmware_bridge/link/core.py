@@ -73,6 +73,9 @@ class LinkConfig:
     max_queue: int = 512
     hello_interval_s: float = 0.2
     estop_retry_s: float = 0.02
+    # The line's rate (bits/s, 10 bits a byte). Resend timers add the time the bytes in
+    # flight take on the line, so a slow line is not flooded with resends. 0: no allowance.
+    line_baud: int = 115_200
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 1024:
@@ -176,6 +179,7 @@ class _InFlight:
     message: Message
     sent_at: float
     tries: int
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -299,7 +303,7 @@ class LinkCore:
     def emergency_stop(self, now: float, reason: int = 0) -> int:
         """Send EMERGENCY_STOP ahead of everything; repeat until acknowledged."""
         self._estop_id = next_seq(self._estop_id)
-        estop = _Estop(self._estop_id, reason, next_at=now + self.config.estop_retry_s)
+        estop = _Estop(self._estop_id, reason, next_at=now + self._estop_retry_after_s())
         self._estops[estop.estop_id] = estop
         self.stats.estops_tx += 1
         self._emit(EmergencyStop(estop.estop_id, reason), seq=0, urgent=True, now=now)
@@ -351,14 +355,13 @@ class LinkCore:
             )
         for estop in self._estops.values():
             if now >= estop.next_at:
-                estop.next_at = now + cfg.estop_retry_s
+                estop.next_at = now + self._estop_retry_after_s()
                 self.stats.retransmits += 1
                 self._emit(EmergencyStop(estop.estop_id, estop.reason), 0, urgent=True, now=now)
         if self._inflight:
             oldest = next(iter(self._inflight.values()))
             # while the peer is lost, keep trying at the HELLO pace
-            timeout = cfg.ack_timeout_s if self._up else cfg.hello_interval_s
-            if now - oldest.sent_at >= timeout:
+            if now - oldest.sent_at >= self._resend_after_s():
                 if self._up and oldest.tries > cfg.max_retries:
                     self._up = False
                     self._timed_out = True
@@ -382,8 +385,7 @@ class LinkCore:
         t = self._last_tx + cfg.heartbeat_s
         t = min(t, self._last_rx + cfg.peer_timeout_s if self._up else self._hello_due)
         if self._inflight:
-            timeout = cfg.ack_timeout_s if self._up else cfg.hello_interval_s
-            t = min(t, next(iter(self._inflight.values())).sent_at + timeout)
+            t = min(t, next(iter(self._inflight.values())).sent_at + self._resend_after_s())
         for estop in self._estops.values():
             t = min(t, estop.next_at)
         return t
@@ -407,17 +409,33 @@ class LinkCore:
 
     # ---- internals ----------------------------------------------------------------------
 
+    def _estop_retry_after_s(self) -> float:
+        cfg = self.config
+        line_s = 2 * 32 * 10 / cfg.line_baud if cfg.line_baud > 0 else 0.0
+        return cfg.estop_retry_s + line_s
+
+    def _resend_after_s(self) -> float:
+        """How long the oldest in-flight frame waits for its acknowledgement."""
+        cfg = self.config
+        if not self._up:
+            return cfg.hello_interval_s
+        if cfg.line_baud <= 0:
+            return cfg.ack_timeout_s
+        in_flight = sum(item.size for item in self._inflight.values())
+        return cfg.ack_timeout_s + 2 * in_flight * 10 / cfg.line_baud
+
     def _take_events(self) -> list[LinkEvent]:
         events, self._events = self._events, []
         return events
 
-    def _emit(self, message: Message, seq: int, *, urgent: bool, now: float) -> None:
+    def _emit(self, message: Message, seq: int, *, urgent: bool, now: float) -> int:
         data = encode_frame(message, seq=seq, ack=self._rx_seq)
         self._ack_pending = False
         (self._urgent if urgent else self._normal).append(data)
         self.stats.frames_tx += 1
         self.stats.bytes_tx += len(data)
         self._last_tx = now
+        return len(data)
 
     def _send_hello(self, now: float) -> None:
         self._hello_due = now + self.config.hello_interval_s
@@ -450,8 +468,9 @@ class LinkCore:
             while self._queue and len(self._inflight) < self.config.window:
                 ticket, message = self._queue.popleft()
                 self._tx_seq = next_seq(self._tx_seq)
-                self._inflight[self._tx_seq] = _InFlight(ticket, message, now, 1)
-                self._emit(message, self._tx_seq, urgent=False, now=now)
+                item = _InFlight(ticket, message, now, 1)
+                self._inflight[self._tx_seq] = item
+                item.size = self._emit(message, self._tx_seq, urgent=False, now=now)
         if self._ack_pending:
             self._emit(Ack(), 0, urgent=False, now=now)
 
@@ -492,6 +511,8 @@ class LinkCore:
         if self._timed_out and self._peer_confirmed:
             self._timed_out = False
             self._up = True
+            if self._inflight:
+                next(iter(self._inflight.values())).tries = 1
             self._events.append(LinkUp(self._peer_session, False, resumed=True))
         if self._up:
             if isinstance(msg, Nak) and not msg.reason.asks_retransmit:

@@ -288,7 +288,10 @@ class SerialLink:
             await asyncio.sleep(0)
 
     async def _pacer(self) -> None:
-        slice_bytes = max(1, int(self._baud / BITS_PER_BYTE * PACE_SLICE_S))
+        """Hand bytes to the port no faster than the line carries them, keeping at most
+        PACE_SLICE_S (wall) of bytes ahead of the line, so urgent bytes wait at most that."""
+        rate = self._baud / BITS_PER_BYTE  # bytes per clock second
+        ahead_s = PACE_SLICE_S * self._clock.factor  # in clock seconds
         line_free_at = self._clock.monotonic()
         current = b""
         while True:
@@ -300,18 +303,18 @@ class SerialLink:
                 else:
                     self._pace_wake.clear()
                     await self._pace_wake.wait()
-                    line_free_at = max(line_free_at, self._clock.monotonic())
                     continue
-            # An urgent burst cuts in at the next slice: it starts with a delimiter, so it
+            now = self._clock.monotonic()
+            line_free_at = max(line_free_at, now)
+            if line_free_at - now >= ahead_s:
+                await self._clock.sleep(line_free_at - now - ahead_s / 2)
+                continue
+            budget = max(1, int((now + ahead_s - line_free_at) * rate))
+            piece, current = current[:budget], current[budget:]
+            # An urgent burst cuts in at the next piece: it starts with a delimiter, so it
             # decodes cleanly; a frame it cut in two is lost and retransmitted by the link.
-            piece, current = current[:slice_bytes], current[slice_bytes:]
             if current and self._pace_urgent:
                 self._pace_normal.appendleft(current)
                 current = b""
             self._write(piece, urgent=False)
-            line_free_at = max(line_free_at, self._clock.monotonic()) + (
-                len(piece) * BITS_PER_BYTE / self._baud
-            )
-            wait = line_free_at - self._clock.monotonic()
-            if wait > 0:
-                await self._clock.sleep(wait)
+            line_free_at += len(piece) / rate

@@ -1,0 +1,396 @@
+"""A simulated vehicle control unit that speaks the serial protocol of ``docs/serial.md``.
+
+It drives a :class:`sim.vehicle.Vehicle` along the segments a bridge sends, reports telemetry
+at 10 Hz and on every event, answers stop / emergency stop / resume / door, reports faults,
+and can misbehave on purpose (:class:`VcuFaults`): drop or corrupt a share of the line's
+bytes, stall, raise a fatal fault, reboot. Its line is paced at ``baud`` (default 115200, the
+rate of real VCU serial interfaces; 0 turns pacing off) so bandwidth problems show in tests.
+
+Where it listens (``serial`` argument of :func:`vcu_port`):
+
+* ``pty`` — a new pseudo-terminal pair; the bridge opens the printed ``/dev/pts/N`` path;
+* ``socket://HOST:PORT`` — the VCU *listens* there (the serial device end of the line),
+  and a bridge given the same URL connects to it; one bridge at a time;
+* anything else — a pyserial URL or device the VCU opens as a client (``/dev/ttyUSB1``, …).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from firmware_bridge import wire
+from firmware_bridge.errors import PortError
+from firmware_bridge.link import (
+    LinkConfig,
+    LinkDown,
+    LinkEvent,
+    LinkUp,
+    Listener,
+    PtyPair,
+    Received,
+    SerialLink,
+    Transport,
+    url_opener,
+)
+from firmware_bridge.link.serial_link import Opener
+from fleet.model import VanSpec
+from fleet.protocol.clock import Clock
+from sim.vehicle import EventKind, Vehicle, VehicleEvent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BAUD = 115_200
+
+
+@dataclass(frozen=True, slots=True)
+class VcuFaults:
+    """Misbehaviour switched on by the test or the engineer. Times are VCU uptime seconds."""
+
+    corrupt: float = 0.0  # share of bytes flipped, each direction
+    drop: float = 0.0  # share of bytes lost, each direction
+    stall_at_s: float | None = None
+    stall_s: float = 10.0
+    fatal_at_s: float | None = None
+    reboot_at_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("corrupt", "drop"):
+            share = getattr(self, name)
+            if not 0.0 <= share < 1.0:
+                raise ValueError(f"fault share {name}={share}: expected 0 ≤ share < 1")
+
+
+@dataclass(frozen=True, slots=True)
+class VcuConfig:
+    baud: int = DEFAULT_BAUD
+    telemetry_hz: float = 10.0
+    tick_s: float = 0.02
+    link: LinkConfig = field(default_factory=lambda: LinkConfig(wire.Role.VCU))
+
+
+class ByteNoise:
+    """Drops and corrupts bytes with the given shares (seeded, so runs repeat)."""
+
+    def __init__(self, drop: float, corrupt: float, rng: random.Random) -> None:
+        self.drop = drop
+        self.corrupt = corrupt
+        self.rng = rng
+        self.dropped = 0
+        self.corrupted = 0
+
+    def __call__(self, data: bytes) -> bytes:
+        out = bytearray()
+        rnd = self.rng.random
+        for byte in data:
+            r = rnd()
+            if r < self.drop:
+                self.dropped += 1
+                continue
+            if r < self.drop + self.corrupt:
+                self.corrupted += 1
+                byte ^= self.rng.randrange(1, 256)
+            out.append(byte)
+        return bytes(out)
+
+
+@dataclass
+class VcuPort:
+    """How the VCU reaches its line; ``close()`` releases a pty or a listening socket."""
+
+    opener: Opener
+    description: str
+    close: Callable[[], None]
+    path: str | None = None  # the pty slave path a bridge should open
+
+
+def vcu_port(serial: str) -> VcuPort:
+    """Build the VCU's end of the line from ``pty``, ``socket://HOST:PORT`` or a pyserial URL."""
+    if serial == "pty":
+        pair = PtyPair()
+
+        async def open_pty() -> Transport:
+            return pair.transport()
+
+        return VcuPort(open_pty, f"pseudo-terminal {pair.slave_path}", pair.close, pair.slave_path)
+    if serial.startswith("socket://"):
+        parts = urlsplit(serial)
+        if not parts.hostname or parts.port is None:
+            raise PortError(f"{serial!r}: expected socket://HOST:PORT")
+        listener = Listener(parts.hostname, parts.port)
+        return VcuPort(
+            listener.accept,
+            f"listening on socket://{listener.host}:{listener.port}",
+            listener.close,
+            f"socket://{listener.host}:{listener.port}",
+        )
+    return VcuPort(url_opener(serial), f"serial {serial}", lambda: None)
+
+
+class SimulatedVcu:
+    """The VCU's firmware: mission bookkeeping, command handling, telemetry, faults."""
+
+    def __init__(
+        self,
+        port: VcuPort,
+        vehicle: Vehicle,
+        *,
+        clock: Clock,
+        config: VcuConfig | None = None,
+        faults: VcuFaults | None = None,
+        on_estop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.port = port
+        self.vehicle = vehicle
+        self.clock = clock
+        self.config = config or VcuConfig()
+        self.faults = faults or VcuFaults()
+        self.on_estop = on_estop
+        rng = random.Random(self.faults.seed)
+        noisy = self.faults.drop > 0 or self.faults.corrupt > 0
+        self.tx_noise = ByteNoise(self.faults.drop, self.faults.corrupt, rng) if noisy else None
+        self.rx_noise = ByteNoise(self.faults.drop, self.faults.corrupt, rng) if noisy else None
+        self.mission_id = 0
+        self.wp_queued = 0
+        self.estop_id = 0
+        self.fault_bits = 0
+        self.boots = 0
+        # what was applied, for tests that check nothing is applied twice
+        self.applied_segments: list[tuple[int, int]] = []
+        self.duplicates_ignored = 0
+        self.estops_received: list[int] = []
+        self._link: SerialLink | None = None
+        self._boot_at = 0.0
+        self._link_lost_at: float | None = None
+        self._done_faults: set[str] = set()
+        self.link_up = asyncio.Event()
+
+    # ---- lifetime ------------------------------------------------------------------------
+
+    @property
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self._boot_at
+
+    @property
+    def link(self) -> SerialLink:
+        assert self._link is not None, "the VCU is not running"
+        return self._link
+
+    async def run(self) -> None:
+        """Run until cancelled; a scheduled reboot restarts the firmware in place."""
+        while True:
+            rebooted = await self._boot()
+            if not rebooted:
+                return
+
+    async def _boot(self) -> bool:
+        self.boots += 1
+        self._boot_at = self.clock.monotonic()
+        self.mission_id = 0
+        self.wp_queued = 0
+        self.estop_id = 0
+        self.fault_bits = 0
+        self.link_up.clear()
+        self.vehicle.clear_route()
+        self.vehicle.release_estop()
+        self.vehicle.resume()
+        self.vehicle.speed_mps = 0.0  # a reboot cuts the drive
+        link = SerialLink(
+            self.port.opener,
+            config=self.config.link,
+            clock=self.clock,
+            on_event=self._on_link_event,
+            baud=self.config.baud,
+            tx_filter=self.tx_noise,
+            rx_filter=self.rx_noise,
+            reopen_s=0.2,
+            name="vcu",
+        )
+        self._link = link
+        async with link:
+            return await self._tick_loop()
+
+    async def _tick_loop(self) -> bool:
+        cfg = self.config
+        last = self.clock.monotonic()
+        next_telemetry = last
+        period = 1.0 / cfg.telemetry_hz
+        while True:
+            await self.clock.sleep(cfg.tick_s)
+            now = self.clock.monotonic()
+            if self._scheduled_faults():
+                return True  # reboot
+            events = self.vehicle.step(max(0.0, now - last))
+            last = now
+            eventful = self._on_vehicle_events(events)
+            if eventful or now >= next_telemetry:
+                self.send_telemetry()
+                next_telemetry = now + period
+
+    def _scheduled_faults(self) -> bool:
+        f = self.faults
+        up = self.uptime_s
+        if f.stall_at_s is not None and up >= f.stall_at_s and "stall" not in self._done_faults:
+            self._done_faults.add("stall")
+            log.warning("vcu: stalling for %.1f s (fault injection)", f.stall_s)
+            self.link.stall(f.stall_s)
+        if f.fatal_at_s is not None and up >= f.fatal_at_s and "fatal" not in self._done_faults:
+            self._done_faults.add("fatal")
+            log.warning("vcu: fatal fault (fault injection)")
+            self.vehicle.set_fatal()
+            self.fault_bits |= wire.FaultBit.FATAL
+            self._report(wire.FaultCode.FATAL, wire.Severity.FATAL, 0xF00D)
+        if f.reboot_at_s is not None and up >= f.reboot_at_s and "reboot" not in self._done_faults:
+            self._done_faults.add("reboot")
+            log.warning("vcu: rebooting (fault injection)")
+            return True
+        return False
+
+    # ---- telemetry ---------------------------------------------------------------------
+
+    def telemetry(self) -> wire.Telemetry:
+        v = self.vehicle
+        bits = self.fault_bits
+        if v.soc_pct < 10.0:
+            bits |= wire.FaultBit.BATTERY_LOW
+        if v.battery_empty:
+            bits |= wire.FaultBit.BATTERY_EMPTY
+        if v.estopped:
+            bits |= wire.FaultBit.ESTOP_LATCHED
+        return wire.Telemetry(
+            uptime_ms=int(self.uptime_s * 1000) & 0xFFFF_FFFF,
+            lon_e7=wire.to_e7(v.lon),
+            lat_e7=wire.to_e7(v.lat),
+            heading_cdeg=round(v.heading_deg * 100) % 36000,
+            speed_cmps=min(0xFFFF, round(v.speed_mps * 100)),
+            soc_cpct=min(10000, max(0, round(v.soc_pct * 100))),
+            range_m=round(v.remaining_range_km * 1000),
+            odometer_m=round(v.odometer_m) & 0xFFFF_FFFF,
+            mission_id=self.mission_id,
+            last_wp=wire.WP_NONE if v.last_wp is None else v.last_wp,
+            wp_queued=self.wp_queued,
+            drive_state=v.state,
+            door=v.door,
+            fault_bits=bits,
+            estop_id=self.estop_id,
+        )
+
+    def send_telemetry(self) -> None:
+        if self._link is not None:
+            self._link.send_now(self.telemetry())
+
+    def _report(self, code: wire.FaultCode, severity: wire.Severity, arg: int) -> None:
+        try:
+            self.link.send(wire.FaultReport(code, severity, self.fault_bits, arg & 0xFFFF_FFFF))
+        except Exception:
+            log.exception("vcu: cannot queue fault report %s", code.name)
+
+    def _on_vehicle_events(self, events: list[VehicleEvent]) -> bool:
+        """Handle what the vehicle reported; True when telemetry should go out now."""
+        for event in events:
+            if event.kind is EventKind.BATTERY_EMPTY:
+                odo = round(self.vehicle.odometer_m)
+                self._report(wire.FaultCode.BATTERY_EMPTY, wire.Severity.ERROR, odo)
+        return bool(events)
+
+    # ---- commands ------------------------------------------------------------------------
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        if isinstance(event, Received):
+            self._on_message(event.message)
+        elif isinstance(event, LinkUp):
+            self.link_up.set()
+            if self._link_lost_at is not None:
+                lost_ms = round((self.clock.monotonic() - self._link_lost_at) * 1000)
+                self._link_lost_at = None
+                self.fault_bits &= ~wire.FaultBit.LINK_LOST
+                self._report(wire.FaultCode.LINK_RESTORED, wire.Severity.INFO, lost_ms)
+            self.send_telemetry()
+        elif isinstance(event, LinkDown):
+            self.link_up.clear()
+            if self._link_lost_at is None:
+                # the bridge is gone: finish the segments already held, then hold (no action
+                # needed: the vehicle stops at the end of what it was given)
+                log.warning("vcu: link down: %s", event.reason)
+                self._link_lost_at = self.clock.monotonic()
+                self.fault_bits |= wire.FaultBit.LINK_LOST
+                self._report(wire.FaultCode.LINK_LOST, wire.Severity.WARNING, 0)
+
+    def _on_message(self, msg: wire.Message) -> None:
+        v = self.vehicle
+        if isinstance(msg, wire.EmergencyStop):
+            v.emergency_stop()
+            self.estop_id = msg.estop_id
+            self.estops_received.append(msg.estop_id)
+            if self.on_estop is not None:
+                self.on_estop(msg.estop_id)
+        elif isinstance(msg, wire.DriveSegment):
+            self._on_segment(msg)
+        elif isinstance(msg, wire.Stop):
+            if msg.mode is wire.StopMode.HOLD:
+                v.pause()
+            else:
+                v.clear_route()
+                self.mission_id = 0
+                self.wp_queued = 0
+        elif isinstance(msg, wire.Resume):
+            if v.estopped:
+                if msg.estop_id != self.estop_id:
+                    log.warning(
+                        "vcu: RESUME names e-stop %d but %d is latched: ignored",
+                        msg.estop_id,
+                        self.estop_id,
+                    )
+                    return
+                v.release_estop()
+            v.resume()
+        elif isinstance(msg, wire.Door):
+            ok = v.open_door() if msg.open else v.close_door()
+            if ok:
+                self.fault_bits &= ~wire.FaultBit.DOOR_BLOCKED
+            else:
+                self.fault_bits |= wire.FaultBit.DOOR_BLOCKED
+                speed = round(v.speed_mps * 100)
+                self._report(wire.FaultCode.DOOR_REFUSED, wire.Severity.WARNING, speed)
+        self.send_telemetry()
+
+    def _on_segment(self, seg: wire.DriveSegment) -> None:
+        v = self.vehicle
+        if v.fatal or v.battery_empty:
+            self.fault_bits |= wire.FaultBit.SEGMENT_REJECTED
+            self._report(wire.FaultCode.SEGMENT_REFUSED, wire.Severity.ERROR, v.state)
+            return
+        if seg.mission_id != self.mission_id:
+            if seg.first_wp != 0:
+                self.fault_bits |= wire.FaultBit.SEGMENT_REJECTED
+                self._report(wire.FaultCode.SEGMENT_MISSION, wire.Severity.WARNING, seg.mission_id)
+                return
+            v.clear_route()
+            self.mission_id = seg.mission_id
+            self.wp_queued = 0
+        if seg.first_wp < self.wp_queued:
+            self.duplicates_ignored += 1
+            return
+        if seg.first_wp > self.wp_queued:
+            self.fault_bits |= wire.FaultBit.SEGMENT_REJECTED
+            self._report(wire.FaultCode.SEGMENT_GAP, wire.Severity.WARNING, self.wp_queued)
+            return
+        self.fault_bits &= ~wire.FaultBit.SEGMENT_REJECTED
+        v.append(
+            [(wire.from_e7(lon), wire.from_e7(lat)) for lon, lat in seg.waypoints],
+            first_index=seg.first_wp,
+            speed_cap_mps=seg.speed_cap_cmps / 100.0,
+            stop_at_end=seg.stop_at_end,
+            dwell_s=float(seg.dwell_s),
+        )
+        self.wp_queued += len(seg.waypoints)
+        self.applied_segments.append((seg.mission_id, seg.first_wp))
+
+
+def make_vehicle(spec: VanSpec, lon: float, lat: float, soc_pct: float = 100.0) -> Vehicle:
+    return Vehicle(spec, lon=lon, lat=lat, soc_pct=soc_pct)
