@@ -1,0 +1,29 @@
+"""The on-van bridge: MQTT commands ⇄ serial frames (``docs/bridge.md``)."""
+
+from firmware_bridge.bridge.config import (
+    BridgeSettings,
+    BrokerSettings,
+    VanProfile,
+    load_mqtt_login,
+    load_signing_key,
+    parse_broker_url,
+)
+from firmware_bridge.bridge.core import BridgeCore
+from firmware_bridge.bridge.mission import Mission, base_waypoints, cut_segments
+from firmware_bridge.bridge.service import BridgeService
+from firmware_bridge.bridge.spool import Spool
+
+__all__ = [
+    "BridgeCore",
+    "BridgeService",
+    "BridgeSettings",
+    "BrokerSettings",
+    "Mission",
+    "Spool",
+    "VanProfile",
+    "base_waypoints",
+    "cut_segments",
+    "load_mqtt_login",
+    "load_signing_key",
+    "parse_broker_url",
+]

@@ -1,0 +1,178 @@
+"""The bridge's settings and the files it reads: the van's signing key and MQTT login.
+
+Both files are TOML as written by ``fleet broker credentials`` (docs/security.md)::
+
+    # vans/<van>/signing.key                 # vans/<van>/mqtt.toml
+    key_id = "WH-PORTO-01.k1"                [mqtt]
+    secret_hex = "…64 hex digits…"           host = "127.0.0.1"
+                                             port = 1883
+                                             username = "WH-PORTO-01"
+                                             password = "…"
+                                             [tls]                 # optional
+                                             port = 8883
+                                             ca_file = "ca.crt"    # relative to the file
+                                             cert_file = "client.crt"
+                                             key_file = "client.key"
+
+Unknown keys, missing keys and wrong types fail with the file and key named.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from firmware_bridge import wire
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.link import LinkConfig
+from fleet.protocol import SigningKey
+
+
+class ConfigFileError(BridgeError):
+    """A key file, MQTT login file or broker URL is wrong (file and key named)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: TlsSettings | None = None
+
+    def describe(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        who = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{who}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class VanProfile:
+    """What the factsheet says about the van (defaults: the L4 light truck of configs/van.toml)."""
+
+    model: str = "L4 light truck"
+    firmware_version: str = "fleet-bridge 0.1.0"
+    top_speed_mps: float = 60 / 3.6
+    payload_kg: float = 1000.0
+    cargo_volume_m3: float = 24.0
+    battery_kwh: float = 48.0
+    range_m: float = 160_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    van_id: str
+    serial_url: str
+    broker: BrokerSettings
+    keys: tuple[SigningKey, ...]
+    state_dir: Path
+    topic_prefix: str = ""
+    client_id: str = ""  # default: fleet-van-<van_id>
+    baud: int = 115_200  # pacing of our writes; 0: none (tests, benchmarks)
+    link: LinkConfig = field(default_factory=lambda: LinkConfig(wire.Role.BRIDGE))
+    spool_max_messages: int = 10_000
+    max_command_age_s: float = 60.0
+    reconnect_s: float = 1.0
+    keepalive_s: int = 10
+    profile: VanProfile = field(default_factory=VanProfile)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.client_id or f"fleet-van-{self.van_id}"
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigFileError(f"{what} {path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{what} {path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigFileError(f"{what} {path}: cannot read: {exc}") from exc
+
+
+def _take(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigFileError(f"{where}: missing key {key!r}")
+    value = table.pop(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigFileError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _no_more(table: dict[str, Any], where: str) -> None:
+    if table:
+        raise ConfigFileError(f"{where}: unknown key(s) {', '.join(sorted(table))}")
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    data = _read_toml(path, "signing key file")
+    where = str(path)
+    key_id = _take(data, "key_id", str, where)
+    secret_hex = _take(data, "secret_hex", str, where)
+    _no_more(data, where)
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError as exc:
+        raise ConfigFileError(f"{where}: secret_hex is not hexadecimal") from exc
+    try:
+        return SigningKey(key_id=key_id, secret=secret)
+    except ValueError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from exc
+
+
+def load_mqtt_login(path: Path) -> BrokerSettings:
+    data = _read_toml(path, "MQTT login file")
+    mqtt = data.pop("mqtt", None)
+    if not isinstance(mqtt, dict):
+        raise ConfigFileError(f"{path}: missing table [mqtt]")
+    where = f"{path} [mqtt]"
+    host = _take(mqtt, "host", str, where)
+    port = _take(mqtt, "port", int, where)
+    username = _take(mqtt, "username", str, where)
+    password = _take(mqtt, "password", str, where)
+    _no_more(mqtt, where)
+    tls = None
+    tls_table = data.pop("tls", None)
+    if tls_table is not None:
+        if not isinstance(tls_table, dict):
+            raise ConfigFileError(f"{path}: [tls] must be a table")
+        where = f"{path} [tls]"
+        port = _take(tls_table, "port", int, where)
+        base = path.parent
+        tls = TlsSettings(
+            ca_file=base / _take(tls_table, "ca_file", str, where),
+            cert_file=base / _take(tls_table, "cert_file", str, where),
+            key_file=base / _take(tls_table, "key_file", str, where),
+        )
+        _no_more(tls_table, where)
+    _no_more(data, str(path))
+    if not 0 < port < 65536:
+        raise ConfigFileError(f"{path}: port {port} outside 1..65535")
+    return BrokerSettings(host=host, port=port, username=username, password=password, tls=tls)
+
+
+def parse_broker_url(url: str) -> BrokerSettings:
+    """``mqtt://[user:password@]host[:port]`` (``mqtts://`` is set up with --mqtt-config)."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigFileError(f"broker URL {url!r}: expected mqtt://HOST[:PORT]")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ConfigFileError(f"broker URL {url!r}: bad port") from exc
+    return BrokerSettings(
+        host=parts.hostname, port=port, username=parts.username, password=parts.password
+    )

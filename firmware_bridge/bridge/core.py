@@ -1,0 +1,542 @@
+"""The bridge's decisions, sans I/O: MQTT commands and VCU reports in, serial frames and
+MQTT states out. The asyncio service (:mod:`firmware_bridge.bridge.service`) only carries
+bytes and time; everything here is tested without a broker, a port or a clock.
+
+Rules (``docs/bridge.md``):
+
+* every command is decoded, then verified (signed for this van, fresh, not replayed); a
+  refused one becomes an error in state and changes nothing;
+* an accepted order (or update) sends the VCU the released base only, as drive segments,
+  at most :data:`SEGMENTS_AHEAD` ahead of what the VCU acknowledged; the horizon never leaves
+  the bridge;
+* instant actions map to STOP(HOLD) / RESUME / STOP(ABORT) / EMERGENCY_STOP / DOOR;
+* telemetry becomes State at 1 Hz (``tick``) and on every event (node reached, drive state,
+  door, faults, e-stop, command accepted or refused);
+* the VCU link lost → a fatal ``vcu_link_lost`` error and no further segments; when it comes
+  back the bridge re-syncs from the VCU's telemetry (same mission: continue where it stands;
+  rebooted VCU: a new mission from the first waypoint not yet reached).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from firmware_bridge import wire
+from firmware_bridge.bridge.mission import Mission, Waypoint, base_waypoints, cut_segments
+from fleet.protocol import (
+    ActionState,
+    ActionStatus,
+    Battery,
+    CommandVerifier,
+    DecodeError,
+    EdgeState,
+    ErrorLevel,
+    ErrorReference,
+    InstantActions,
+    InstantActionType,
+    Load,
+    NodeActionType,
+    NodeState,
+    Order,
+    OrderVerdict,
+    State,
+    VanError,
+    VanPosition,
+    decide_order,
+    decode,
+    make_header,
+)
+from fleet.protocol.errors import SignatureError
+
+log = logging.getLogger(__name__)
+
+SEGMENTS_AHEAD = 32  # drive segments queued on the link beyond what the VCU acknowledged
+STATE_PERIOD_S = 1.0
+RECENT_ERRORS = 8  # refused commands kept in state
+RECENT_ERROR_S = 300.0
+
+
+# ---- what the core asks the service to do ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendSerial:
+    message: wire.Message
+    tag: str  # reported back through on_delivered / on_send_failed
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyStopSerial:
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardSerial:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PublishState:
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCounters:
+    """Persist the verifier's anti-replay counters (before the next command is accepted)."""
+
+    counters: dict[str, int]
+
+
+Action = SendSerial | EmergencyStopSerial | DiscardSerial | PublishState | SaveCounters
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCounters:
+    commands_accepted: int = 0
+    commands_refused: int = 0
+    segments_sent: int = 0
+
+
+@dataclass
+class _InstantState:
+    action_id: str
+    action_type: str
+    status: ActionStatus
+    description: str = ""
+
+
+@dataclass
+class _Recent:
+    error: VanError
+    at_s: float
+
+
+@dataclass
+class BridgeCore:
+    van_id: str
+    verifier: CommandVerifier
+    mission_ids: int = field(default_factory=lambda: secrets.randbits(31) or 1)
+
+    def __post_init__(self) -> None:
+        self.order: Order | None = None
+        self.cancelled = False
+        self.waypoints: list[Waypoint] = []
+        self.mission: Mission | None = None
+        self.telemetry: wire.Telemetry | None = None
+        self.link_up = False
+        self.awaiting_sync = True
+        self.last_node_seq: int | None = None
+        self.last_order_wp: int | None = None
+        self.parcels_on_board: list[str] = []
+        self._finished_nodes: set[int] = set()
+        self._instant: deque[_InstantState] = deque(maxlen=32)
+        self._recent: deque[_Recent] = deque(maxlen=RECENT_ERRORS)
+        self._vcu_faults: dict[str, VanError] = {}
+        self._last_estop_sent = 0
+        self._message_id = 0
+        self._last_state_s = float("-inf")
+        self._state_key: tuple[object, ...] = ()
+        self.spool_dropped = 0
+        self.accepted = 0
+        self.refused = 0
+        self.segments_sent = 0
+
+    # ---- MQTT commands -------------------------------------------------------------------
+
+    def on_order_payload(self, payload: bytes, now_s: float, *, topic: str = "") -> list[Action]:
+        try:
+            order = decode(Order, payload, topic=topic)
+            self.verifier.verify(order, now_s, topic=topic)
+        except SignatureError as exc:
+            return self._refuse("signature_error", exc.reason, str(exc), now_s)
+        except DecodeError as exc:
+            return self._refuse("validation_error", exc.reason, str(exc), now_s)
+        actions: list[Action] = [SaveCounters(self.verifier.last_message_ids)]
+        decision = decide_order(
+            self.order,
+            order,
+            van_id=self.van_id,
+            last_node_sequence_id=self.last_node_seq,
+            cancelled=self.cancelled,
+        )
+        error = decision.error()
+        if error is not None:
+            self.refused += 1
+            log.warning("van %s: order refused: %s", self.van_id, error.description)
+            self._recent.append(_Recent(error, now_s))
+            return [*actions, *self._state_now(now_s)]
+        self.accepted += 1
+        if decision.verdict is OrderVerdict.DUPLICATE:
+            return actions
+        if decision.verdict is OrderVerdict.NEW:
+            self._start_order(order)
+        else:
+            self._update_order(order)
+        actions += self._pump()
+        return [*actions, *self._state_now(now_s)]
+
+    def on_instant_payload(self, payload: bytes, now_s: float, *, topic: str = "") -> list[Action]:
+        try:
+            msg = decode(InstantActions, payload, topic=topic)
+            self.verifier.verify(msg, now_s, topic=topic)
+        except SignatureError as exc:
+            return self._refuse("signature_error", exc.reason, str(exc), now_s)
+        except DecodeError as exc:
+            return self._refuse("validation_error", exc.reason, str(exc), now_s)
+        self.accepted += 1
+        actions: list[Action] = []
+        # an emergency stop goes out before anything else in the same message
+        ordered = sorted(
+            msg.actions, key=lambda a: a.action_type is not InstantActionType.EMERGENCY_STOP
+        )
+        for ia in ordered:
+            actions += self._instant_action(ia.action_id, ia.action_type)
+        actions.append(SaveCounters(self.verifier.last_message_ids))
+        return [*actions, *self._state_now(now_s)]
+
+    def _instant_action(self, action_id: str, kind: InstantActionType) -> list[Action]:
+        tag = f"ia:{action_id}"
+        self._instant.append(_InstantState(action_id, kind.value, ActionStatus.RUNNING))
+        if kind is InstantActionType.EMERGENCY_STOP:
+            return [EmergencyStopSerial(tag)]
+        if kind is InstantActionType.PAUSE:
+            return [SendSerial(wire.Stop(wire.StopMode.HOLD), tag)]
+        if kind is InstantActionType.RESUME:
+            latched = self.telemetry.estop_id if self.telemetry is not None else 0
+            estop_id = latched or self._last_estop_sent
+            return [SendSerial(wire.Resume(estop_id), tag)]
+        if kind is InstantActionType.CANCEL_ORDER:
+            self.cancelled = True
+            self.mission = None
+            return [SendSerial(wire.Stop(wire.StopMode.ABORT), tag)]
+        if kind is InstantActionType.OPEN_DOOR:
+            return [SendSerial(wire.Door(open=True), tag)]
+        return [SendSerial(wire.Door(open=False), tag)]
+
+    def estop_sent(self, estop_id: int) -> None:
+        self._last_estop_sent = estop_id
+
+    def _refuse(self, error_type: str, reason: str, detail: str, now_s: float) -> list[Action]:
+        self.refused += 1
+        log.warning("van %s: command refused (%s): %s", self.van_id, reason, detail)
+        error = VanError(
+            error_type=error_type,
+            level=ErrorLevel.WARNING,
+            description=detail[:500],
+            references=(ErrorReference(key="reason", value=reason[:200]),),
+        )
+        self._recent.append(_Recent(error, now_s))
+        return self._state_now(now_s)
+
+    # ---- orders and missions ---------------------------------------------------------------
+
+    def _start_order(self, order: Order) -> None:
+        self.order = order
+        self.cancelled = False
+        self.last_node_seq = None
+        self.last_order_wp = None
+        self._finished_nodes = set()
+        self.waypoints = base_waypoints(order)
+        self._new_mission(0)
+
+    def _update_order(self, order: Order) -> None:
+        self.order = order
+        self.waypoints = base_waypoints(order)
+        if self.mission is not None:
+            self.mission.extend(self.waypoints)
+        elif not self.cancelled:
+            self._new_mission(self._first_unreached())
+
+    def _first_unreached(self) -> int:
+        return 0 if self.last_order_wp is None else self.last_order_wp + 1
+
+    def _new_mission(self, start: int) -> None:
+        self.mission_ids = (self.mission_ids % 0xFFFF_FFFE) + 1
+        segments = cut_segments(self.waypoints, mission_id=self.mission_ids, start=start)
+        self.mission = Mission(self.mission_ids, start, segments)
+
+    def _pump(self) -> list[Action]:
+        m = self.mission
+        if m is None or not self.link_up or self.awaiting_sync or self.cancelled:
+            return []
+        out: list[Action] = []
+        while m.sent < len(m.segments) and m.sent - m.delivered < SEGMENTS_AHEAD:
+            seg = m.segments[m.sent]
+            out.append(SendSerial(seg, f"seg:{m.mission_id}:{m.sent}"))
+            m.sent += 1
+            self.segments_sent += 1
+        return out
+
+    # ---- link and VCU ----------------------------------------------------------------------
+
+    def on_link_up(self) -> list[Action]:
+        self.link_up = True
+        self.awaiting_sync = True  # wait for the VCU to say what it holds
+        self._vcu_faults.pop("vcu_link_lost", None)
+        return []
+
+    def on_link_down(self, reason: str, now_s: float) -> list[Action]:
+        self.link_up = False
+        self._vcu_faults["vcu_link_lost"] = VanError(
+            error_type="vcu_link_lost",
+            level=ErrorLevel.FATAL,
+            description=f"no heartbeat from the vehicle control unit: {reason}"[:500],
+        )
+        if self.mission is not None:
+            self.mission.sent = self.mission.delivered
+        return [DiscardSerial(), *self._state_now(now_s)]
+
+    def on_delivered(self, tag: str) -> list[Action]:
+        kind, _, rest = tag.partition(":")
+        if kind == "seg":
+            mission_id, _, index = rest.partition(":")
+            m = self.mission
+            if m is not None and str(m.mission_id) == mission_id:
+                m.delivered = max(m.delivered, int(index) + 1)
+            return self._pump()
+        self._instant_status(rest, ActionStatus.FINISHED)
+        return []
+
+    def on_send_failed(self, tag: str, why: str) -> list[Action]:
+        kind, _, rest = tag.partition(":")
+        if kind == "ia":
+            self._instant_status(rest, ActionStatus.FAILED, why)
+        return []
+
+    def _instant_status(self, action_id: str, status: ActionStatus, why: str = "") -> None:
+        for st in self._instant:
+            if st.action_id == action_id:
+                st.status = status
+                st.description = why
+
+    def on_telemetry(self, t: wire.Telemetry, now_s: float) -> list[Action]:
+        self.telemetry = t
+        out: list[Action] = []
+        if self.awaiting_sync and self.link_up:
+            self.awaiting_sync = False
+            out += self._resync(t)
+        self._track_progress(t)
+        out += self._pump()
+        key = self._event_key(t)
+        if key != self._state_key or now_s - self._last_state_s >= STATE_PERIOD_S:
+            out += self._state_now(now_s)
+        return out
+
+    def on_fault_report(self, f: wire.FaultReport, now_s: float) -> list[Action]:
+        code = f.code
+        if code in (wire.FaultCode.LINK_LOST, wire.FaultCode.LINK_RESTORED):
+            return []
+        level = ErrorLevel.FATAL if f.severity >= wire.Severity.ERROR else ErrorLevel.WARNING
+        error = VanError(
+            error_type="vehicle_fault",
+            level=level,
+            description=f"VCU fault {code.name} ({f.severity.name}), detail {f.arg}",
+            references=(ErrorReference(key="fault_code", value=code.name),),
+        )
+        if level is ErrorLevel.FATAL:
+            self._vcu_faults[f"vcu:{code.name}"] = error
+        else:
+            self._recent.append(_Recent(error, now_s))
+        return self._state_now(now_s)
+
+    def _resync(self, t: wire.Telemetry) -> list[Action]:
+        m = self.mission
+        if m is None:
+            return []
+        if t.mission_id == m.mission_id:
+            m.resync(t.wp_queued)
+            return []
+        # the VCU holds something else (it rebooted): a new mission from where the van is
+        log.warning(
+            "van %s: VCU holds mission %d, expected %d; starting a new mission",
+            self.van_id,
+            t.mission_id,
+            m.mission_id,
+        )
+        start = self._first_unreached()
+        if start >= len(self.waypoints):
+            self.mission = None
+            return []
+        self._new_mission(start)
+        return []
+
+    def _track_progress(self, t: wire.Telemetry) -> None:
+        m = self.mission
+        if m is None or t.mission_id != m.mission_id or t.last_wp == wire.WP_NONE:
+            return
+        reached = m.order_wp(t.last_wp)
+        if self.last_order_wp is None or reached > self.last_order_wp:
+            self.last_order_wp = reached
+        dwelling = t.drive_state is wire.DriveState.DWELLING
+        for idx in range(len(self.waypoints)):
+            wp = self.waypoints[idx]
+            if idx > self.last_order_wp:
+                break
+            if wp.node_seq is None:
+                continue
+            if self.last_node_seq is None or wp.node_seq > self.last_node_seq:
+                self.last_node_seq = wp.node_seq
+            done = idx < self.last_order_wp or not (dwelling and idx == self.last_order_wp)
+            if done and wp.node_seq not in self._finished_nodes:
+                self._finish_node(wp.node_seq)
+
+    def _finish_node(self, seq: int) -> None:
+        self._finished_nodes.add(seq)
+        assert self.order is not None
+        node = self.order.nodes[seq // 2]
+        for action in node.actions:
+            if action.action_type is NodeActionType.LOAD:
+                for p in action.parcel_ids:
+                    if p not in self.parcels_on_board:
+                        self.parcels_on_board.append(p)
+            elif action.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                gone = set(action.parcel_ids)
+                self.parcels_on_board = [p for p in self.parcels_on_board if p not in gone]
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def _event_key(self, t: wire.Telemetry) -> tuple[object, ...]:
+        return (
+            t.drive_state,
+            t.door,
+            t.fault_bits,
+            t.estop_id,
+            self.last_node_seq,
+            self.link_up,
+            len(self._vcu_faults),
+        )
+
+    def tick(self, now_s: float) -> list[Action]:
+        """Call at least once a second: the 1 Hz state."""
+        if now_s - self._last_state_s >= STATE_PERIOD_S:
+            return self._state_now(now_s)
+        return []
+
+    def _state_now(self, now_s: float) -> list[Action]:
+        self._last_state_s = now_s
+        if self.telemetry is not None:
+            self._state_key = self._event_key(self.telemetry)
+        return [PublishState(self.build_state(now_s))]
+
+    def next_message_id(self, now_s: float) -> int:
+        # strictly increasing, also across restarts: never below the time in milliseconds
+        self._message_id = max(self._message_id + 1, int(now_s * 1000))
+        return self._message_id
+
+    def build_state(self, now_s: float) -> State:
+        t = self.telemetry
+        order = self.order
+        errors = list(self._vcu_faults.values())
+        errors += [r.error for r in self._recent if now_s - r.at_s <= RECENT_ERROR_S]
+        if (
+            t is not None
+            and t.fault_bits & wire.FaultBit.FATAL
+            and not any(
+                e.error_type == "vehicle_fault" and e.level is ErrorLevel.FATAL for e in errors
+            )
+        ):
+            errors.append(
+                VanError(
+                    error_type="vehicle_fault",
+                    level=ErrorLevel.FATAL,
+                    description="the VCU reports a fatal fault",
+                )
+            )
+        if self.spool_dropped:
+            errors.append(
+                VanError(
+                    error_type="spool_overflow",
+                    level=ErrorLevel.WARNING,
+                    description=f"{self.spool_dropped} state messages made while the broker "
+                    "was unreachable were dropped (oldest first)",
+                )
+            )
+        node_states: list[NodeState] = []
+        edge_states: list[EdgeState] = []
+        action_states: list[ActionState] = []
+        last_node_id = None
+        if order is not None and not self.cancelled:
+            reached = -1 if self.last_node_seq is None else self.last_node_seq
+            for node in order.nodes:
+                if node.sequence_id > reached:
+                    node_states.append(
+                        NodeState(
+                            node_id=node.node_id,
+                            sequence_id=node.sequence_id,
+                            released=node.released,
+                        )
+                    )
+                elif node.sequence_id == reached:
+                    last_node_id = node.node_id
+                for a in node.actions:
+                    status = (
+                        ActionStatus.FINISHED
+                        if node.sequence_id in self._finished_nodes
+                        else ActionStatus.RUNNING
+                        if node.sequence_id == reached
+                        else ActionStatus.WAITING
+                    )
+                    action_states.append(
+                        ActionState(
+                            action_id=a.action_id,
+                            action_type=a.action_type.value,
+                            status=status,
+                        )
+                    )
+            for edge in order.edges:
+                if edge.sequence_id > reached:
+                    edge_states.append(
+                        EdgeState(
+                            edge_id=edge.edge_id,
+                            sequence_id=edge.sequence_id,
+                            released=edge.released,
+                        )
+                    )
+        elif order is not None:
+            last_node_id = None
+        for ia in self._instant:
+            action_states.append(
+                ActionState(
+                    action_id=ia.action_id,
+                    action_type=ia.action_type,
+                    status=ia.status,
+                    result_description=ia.description[:500],
+                )
+            )
+        if t is None:
+            return State(
+                header=make_header(self.van_id, self.next_message_id(now_s), now_s),
+                van_id=self.van_id,
+                order_id=order.order_id if order else None,
+                order_update_id=order.order_update_id if order else 0,
+                node_states=tuple(node_states),
+                edge_states=tuple(edge_states),
+                battery=Battery(soc_pct=0.0, remaining_range_m=0.0),
+                load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
+                action_states=tuple(action_states),
+                errors=tuple(errors[:64]),
+            )
+        return State(
+            header=make_header(self.van_id, self.next_message_id(now_s), now_s),
+            van_id=self.van_id,
+            order_id=order.order_id if order else None,
+            order_update_id=order.order_update_id if order else 0,
+            last_node_id=last_node_id,
+            last_node_sequence_id=self.last_node_seq if order and not self.cancelled else None,
+            node_states=tuple(node_states),
+            edge_states=tuple(edge_states),
+            driving=t.drive_state is wire.DriveState.DRIVING,
+            paused=t.drive_state is wire.DriveState.PAUSED,
+            emergency_stop=bool(t.fault_bits & wire.FaultBit.ESTOP_LATCHED),
+            door_open=t.door is not wire.DoorState.CLOSED,
+            position=VanPosition(lon=t.lon, lat=t.lat, heading_deg=t.heading_cdeg / 100.0),
+            speed_mps=t.speed_cmps / 100.0,
+            odometer_m=float(t.odometer_m),
+            battery=Battery(soc_pct=t.soc_cpct / 100.0, remaining_range_m=float(t.range_m)),
+            load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
+            action_states=tuple(action_states),
+            errors=tuple(errors[:64]),
+        )

@@ -1,0 +1,145 @@
+"""From an MQTT order to serial drive segments: the released base only, never the horizon.
+
+The released base's road geometry becomes one list of waypoints (lon/lat in 1e-7 degree):
+node 0's position first, then each released edge's trajectory to its end node. Each node
+knows the index of its waypoint. The waypoints are cut into :class:`wire.DriveSegment` frames
+that never span a node and never hold more than :data:`wire.MAX_WAYPOINTS`; a segment that
+ends at a stop with actions asks the VCU to stop there for the actions' planned time.
+
+A *mission* is what one VCU holds: waypoints ``start .. end`` of the order, numbered from 0
+on the VCU. The first mission of an order starts at waypoint 0; after a VCU reboot the bridge
+starts a new mission at the first waypoint not yet reached. Pure code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from firmware_bridge import wire
+from fleet.protocol import Order, StopKind
+
+SAME_POINT_M = 0.5
+_M_PER_DEG = math.radians(1.0) * 6_371_008.8
+MAX_CAP_CMPS = 0xFFFF
+
+
+def _near(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    lat = math.radians(a[1] / 1e7)
+    dx = (a[0] - b[0]) / 1e7 * _M_PER_DEG * math.cos(lat)
+    dy = (a[1] - b[1]) / 1e7 * _M_PER_DEG
+    return math.hypot(dx, dy) < SAME_POINT_M
+
+
+@dataclass(frozen=True, slots=True)
+class Waypoint:
+    lon_e7: int
+    lat_e7: int
+    cap_cmps: int  # speed cap on the way to this point
+    node_seq: int | None = None  # the node this waypoint is, if any
+    stop: bool = False  # stop here for the node's actions
+    dwell_s: int = 0
+
+
+def _cap_cmps(speed_mps: float) -> int:
+    return max(1, min(MAX_CAP_CMPS, math.floor(speed_mps * 100)))
+
+
+def base_waypoints(order: Order) -> list[Waypoint]:
+    """The released base as waypoints (see the module docstring)."""
+    nodes = order.nodes
+    first = nodes[0]
+    first_cap = _cap_cmps(order.edges[0].max_speed_mps) if order.edges else 100
+    out = [
+        Waypoint(
+            wire.to_e7(first.lon), wire.to_e7(first.lat), first_cap, node_seq=first.sequence_id
+        )
+    ]
+    for i, edge in enumerate(order.edges):
+        if not edge.released:
+            break
+        end = nodes[i + 1]
+        cap = _cap_cmps(edge.max_speed_mps)
+        points = [(wire.to_e7(lon), wire.to_e7(lat)) for lon, lat in edge.trajectory]
+        end_pt = (wire.to_e7(end.lon), wire.to_e7(end.lat))
+        if points and _near(points[-1], end_pt):
+            points[-1] = end_pt
+        else:
+            points.append(end_pt)
+        for pt in points[:-1]:
+            if not _near(pt, (out[-1].lon_e7, out[-1].lat_e7)):
+                out.append(Waypoint(pt[0], pt[1], cap))
+        stop = end.kind is not StopKind.START and bool(end.actions)
+        dwell = round(sum(a.duration_s for a in end.actions)) if stop else 0
+        out.append(
+            Waypoint(end_pt[0], end_pt[1], cap, node_seq=end.sequence_id, stop=stop, dwell_s=dwell)
+        )
+    return out
+
+
+def cut_segments(
+    waypoints: list[Waypoint], *, mission_id: int, start: int, end: int | None = None
+) -> list[wire.DriveSegment]:
+    """Segments for ``waypoints[start:end]``, numbered from 0 within the mission."""
+    end = len(waypoints) if end is None else end
+    out: list[wire.DriveSegment] = []
+    i = start
+    while i < end:
+        cap = waypoints[i].cap_cmps
+        j = i
+        pts: list[tuple[int, int]] = []
+        while j < end and len(pts) < wire.MAX_WAYPOINTS and waypoints[j].cap_cmps == cap:
+            wp = waypoints[j]
+            pts.append((wp.lon_e7, wp.lat_e7))
+            j += 1
+            if wp.node_seq is not None:
+                break  # a segment never runs past a node
+        last = waypoints[j - 1]
+        out.append(
+            wire.DriveSegment(
+                mission_id=mission_id,
+                first_wp=i - start,
+                speed_cap_cmps=cap,
+                dwell_s=min(0xFFFF, last.dwell_s),
+                stop_at_end=last.stop,
+                waypoints=tuple(pts),
+            )
+        )
+        i = j
+    return out
+
+
+@dataclass
+class Mission:
+    """The part of an order a VCU holds under one mission id."""
+
+    mission_id: int
+    start: int  # order waypoint index of mission waypoint 0
+    segments: list[wire.DriveSegment]
+    sent: int = 0  # segments handed to the link
+    delivered: int = 0  # segments the VCU acknowledged
+
+    @property
+    def end(self) -> int:
+        """Order waypoint index just past the last one in the mission."""
+        if not self.segments:
+            return self.start
+        last = self.segments[-1]
+        return self.start + last.first_wp + len(last.waypoints)
+
+    def order_wp(self, mission_wp: int) -> int:
+        return self.start + mission_wp
+
+    def extend(self, waypoints: list[Waypoint]) -> None:
+        """Append the segments for waypoints released since the mission was cut."""
+        self.segments += cut_segments(
+            waypoints, mission_id=self.mission_id, start=self.start, end=None
+        )[len(self.segments) :]
+
+    def resync(self, wp_queued: int) -> None:
+        """The VCU says it holds mission waypoints ``0 .. wp_queued - 1``: send from there."""
+        for k, seg in enumerate(self.segments):
+            if seg.first_wp >= wp_queued:
+                self.sent = self.delivered = k
+                return
+        self.sent = self.delivered = len(self.segments)

@@ -1,0 +1,371 @@
+"""The bridge process: the serial link, one MQTT session (aiomqtt, the only module that
+imports it), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
+
+``async with BridgeService(settings, clock) as bridge: await bridge.wait_closed()`` — or
+``await bridge.run()`` — runs until cancelled. Named tasks in one task group:
+``serial`` (inside :class:`SerialLink`), ``mqtt`` (connect, subscribe, receive; reconnect
+every ``reconnect_s``), ``publisher`` (spooled messages first, in order, then live ones),
+``ticker`` (the 1 Hz state). MQTT with TCP_NODELAY, QoS 1 commands, a retained ``connection``
+with a last will of CONNECTION_BROKEN, a retained factsheet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+from collections import deque
+from pathlib import Path
+
+import aiomqtt
+
+from firmware_bridge import wire
+from firmware_bridge.bridge.config import BridgeSettings
+from firmware_bridge.bridge.core import (
+    Action,
+    BridgeCore,
+    DiscardSerial,
+    EmergencyStopSerial,
+    PublishState,
+    SaveCounters,
+    SendSerial,
+)
+from firmware_bridge.bridge.spool import Spool
+from firmware_bridge.errors import LinkError, SpoolError
+from firmware_bridge.link import (
+    Delivered,
+    Discarded,
+    EstopAcked,
+    LinkDown,
+    LinkEvent,
+    LinkUp,
+    Received,
+    Rejected,
+    SerialLink,
+    url_opener,
+)
+from fleet.protocol import (
+    PROTOCOL_VERSION,
+    CommandVerifier,
+    Connection,
+    ConnectionState,
+    Factsheet,
+    InstantActionType,
+    Topics,
+    VanTopic,
+    encode,
+    make_header,
+)
+from fleet.protocol.clock import Clock
+
+log = logging.getLogger(__name__)
+
+COUNTERS_FILE = "replay-counters.json"
+OUTBOX_MAX = 256
+TICK_S = 0.25
+
+
+def load_counters(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SpoolError(f"{path}: cannot read the anti-replay counters: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in data.items()
+    ):
+        raise SpoolError(f"{path}: expected an object of command kind → message id")
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def save_counters(path: Path, counters: dict[str, int]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(counters, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class BridgeService:
+    def __init__(self, settings: BridgeSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topics = Topics(settings.topic_prefix)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._counters_path = settings.state_dir / COUNTERS_FILE
+        verifier = CommandVerifier(
+            settings.van_id,
+            settings.keys,
+            max_age_s=settings.max_command_age_s,
+            last_message_ids=load_counters(self._counters_path),
+        )
+        self.core = BridgeCore(settings.van_id, verifier)
+        self.spool = Spool(settings.state_dir / "spool", max_messages=settings.spool_max_messages)
+        self.link = SerialLink(
+            url_opener(settings.serial_url),
+            config=settings.link,
+            clock=clock,
+            on_event=self._on_link_event,
+            baud=settings.baud,
+            name=f"bridge {settings.van_id}",
+        )
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_wake = asyncio.Event()
+        self._tickets: dict[int, str] = {}
+        self._estop_tags: dict[int, str] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self.states_published = 0
+
+    # ---- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BridgeService:
+        self._runner = asyncio.create_task(self.run(), name=f"bridge {self.settings.van_id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def run(self) -> None:
+        async with self.link, asyncio.TaskGroup() as tg:
+            tg.create_task(self._mqtt_loop(), name="mqtt")
+            tg.create_task(self._publisher(), name="publisher")
+            tg.create_task(self._ticker(), name="ticker")
+
+    # ---- actions --------------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendSerial):
+                try:
+                    self._tickets[self.link.send(action.message)] = action.tag
+                except LinkError as exc:
+                    self._apply(self.core.on_send_failed(action.tag, str(exc)))
+            elif isinstance(action, EmergencyStopSerial):
+                estop_id = self.link.emergency_stop()
+                self.core.estop_sent(estop_id)
+                self._estop_tags[estop_id] = action.tag
+            elif isinstance(action, DiscardSerial):
+                self.link.discard_pending()
+            elif isinstance(action, PublishState):
+                topic = self.topics.van(self.settings.van_id, VanTopic.STATE)
+                self._publish(topic, encode(action.state))
+            elif isinstance(action, SaveCounters):
+                try:
+                    save_counters(self._counters_path, action.counters)
+                except OSError as exc:
+                    log.error(
+                        "cannot save anti-replay counters to %s: %s", self._counters_path, exc
+                    )
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        now = self.clock.time()
+        core = self.core
+        if isinstance(event, Received):
+            msg = event.message
+            if isinstance(msg, wire.Telemetry):
+                self._apply(core.on_telemetry(msg, now))
+            elif isinstance(msg, wire.FaultReport):
+                self._apply(core.on_fault_report(msg, now))
+        elif isinstance(event, Delivered):
+            tag = self._tickets.pop(event.ticket, None)
+            if tag is not None:
+                self._apply(core.on_delivered(tag))
+        elif isinstance(event, Rejected | Discarded):
+            tag = self._tickets.pop(event.ticket, None)
+            if tag is not None:
+                why = "refused by the VCU" if isinstance(event, Rejected) else "link lost"
+                self._apply(core.on_send_failed(tag, why))
+        elif isinstance(event, EstopAcked):
+            tag = self._estop_tags.pop(event.estop_id, None)
+            if tag is not None:
+                self._apply(core.on_delivered(tag))
+        elif isinstance(event, LinkUp):
+            log.info("van %s: VCU link up", self.settings.van_id)
+            self._apply(core.on_link_up())
+        elif isinstance(event, LinkDown):
+            log.error("van %s: VCU link down: %s", self.settings.van_id, event.reason)
+            self._apply(core.on_link_down(event.reason, now))
+
+    # ---- MQTT ------------------------------------------------------------------------------
+
+    def _message(self, kind: VanTopic, state: ConnectionState | None = None) -> bytes:
+        s = self.settings
+        now = self.clock.time()
+        header = make_header(s.van_id, self.core.next_message_id(now), now)
+        if state is not None:
+            return encode(Connection(header=header, van_id=s.van_id, connection_state=state))
+        p = s.profile
+        return encode(
+            Factsheet(
+                header=header,
+                van_id=s.van_id,
+                model=p.model,
+                firmware_version=p.firmware_version,
+                protocol_versions=(PROTOCOL_VERSION,),
+                top_speed_mps=p.top_speed_mps,
+                payload_kg=p.payload_kg,
+                cargo_volume_m3=p.cargo_volume_m3,
+                battery_kwh=p.battery_kwh,
+                range_m=p.range_m,
+                max_order_nodes=2000,
+                max_order_bytes=1024 * 1024,
+                instant_actions=tuple(InstantActionType),
+            )
+        )
+
+    def _client_args(self) -> dict[str, object]:
+        s = self.settings
+        b = s.broker
+        args: dict[str, object] = {
+            "port": b.port,
+            "username": b.username,
+            "password": b.password,
+            "identifier": s.mqtt_client_id,
+            "clean_session": False,  # QoS 1 commands sent while we were away still arrive
+            "keepalive": s.keepalive_s,
+            "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            "will": aiomqtt.Will(
+                self.topics.van(s.van_id, VanTopic.CONNECTION),
+                self._message(VanTopic.CONNECTION, ConnectionState.CONNECTION_BROKEN),
+                qos=1,
+                retain=True,
+            ),
+        }
+        if b.tls is not None:
+            ctx = ssl.create_default_context(cafile=str(b.tls.ca_file))
+            if b.tls.cert_file is not None:
+                ctx.load_cert_chain(str(b.tls.cert_file), str(b.tls.key_file or b.tls.cert_file))
+            args["tls_context"] = ctx
+        return args
+
+    async def _mqtt_loop(self) -> None:
+        s = self.settings
+        conn_topic = self.topics.van(s.van_id, VanTopic.CONNECTION)
+        order_topic = self.topics.van(s.van_id, VanTopic.ORDER)
+        instant_topic = self.topics.van(s.van_id, VanTopic.INSTANT)
+        while True:
+            try:
+                async with aiomqtt.Client(s.broker.host, **self._client_args()) as client:  # type: ignore[arg-type]
+                    await client.subscribe([(order_topic, 1), (instant_topic, 1)])
+                    await client.publish(
+                        conn_topic,
+                        self._message(VanTopic.CONNECTION, ConnectionState.ONLINE),
+                        qos=1,
+                        retain=True,
+                    )
+                    await client.publish(
+                        self.topics.van(s.van_id, VanTopic.FACTSHEET),
+                        self._message(VanTopic.FACTSHEET),
+                        qos=1,
+                        retain=True,
+                    )
+                    log.info("van %s: connected to %s", s.van_id, s.broker.describe())
+                    self._client = client
+                    self.connected.set()
+                    self._outbox_wake.set()
+                    try:
+                        async for message in client.messages:
+                            self._on_mqtt(message)
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                            async with asyncio.timeout(1.0):
+                                await client.publish(
+                                    conn_topic,
+                                    self._message(VanTopic.CONNECTION, ConnectionState.OFFLINE),
+                                    qos=1,
+                                    retain=True,
+                                )
+                        raise
+                    finally:
+                        self._client = None
+                        self.connected.clear()
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "van %s: broker %s unreachable (%s); the van keeps its released base; "
+                    "retrying in %.1f s",
+                    s.van_id,
+                    s.broker.describe(),
+                    exc,
+                    s.reconnect_s,
+                )
+            await self.clock.sleep(s.reconnect_s)
+
+    def _on_mqtt(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload
+        if isinstance(payload, str):
+            data = payload.encode("utf-8")
+        elif isinstance(payload, bytes | bytearray):
+            data = bytes(payload)
+        else:
+            data = b""
+        now = self.clock.time()
+        try:
+            _, kind = self.topics.parse_van(topic)
+        except Exception as exc:
+            log.warning(
+                "van %s: message on unexpected topic %s: %s", self.settings.van_id, topic, exc
+            )
+            return
+        try:
+            if kind is VanTopic.ORDER:
+                self._apply(self.core.on_order_payload(data, now, topic=topic))
+            elif kind is VanTopic.INSTANT:
+                self._apply(self.core.on_instant_payload(data, now, topic=topic))
+        except Exception:
+            # a bad message is reported, never fatal to the bridge
+            log.exception("van %s: failed to handle a message on %s", self.settings.van_id, topic)
+
+    # ---- publishing ---------------------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.connected.is_set() and not len(self.spool) and len(self._outbox) < OUTBOX_MAX:
+            self._outbox.append((topic, payload))
+            self._outbox_wake.set()
+            return
+        try:
+            self.spool.append(topic, payload)
+        except SpoolError as exc:
+            log.error("%s", exc)
+        self.core.spool_dropped = self.spool.dropped
+
+    async def _publisher(self) -> None:
+        while True:
+            await self.connected.wait()
+            client = self._client
+            if client is None:
+                await asyncio.sleep(0)
+                continue
+            try:
+                while (item := self.spool.peek()) is not None:
+                    await client.publish(item[0], item[1], qos=1)
+                    self.spool.pop()
+                    self.states_published += 1
+                while self._outbox:
+                    topic, payload = self._outbox[0]
+                    await client.publish(topic, payload, qos=0)
+                    self._outbox.popleft()
+                    self.states_published += 1
+            except aiomqtt.MqttError as exc:
+                log.warning("van %s: publish failed (%s); spooling", self.settings.van_id, exc)
+                while self._outbox:
+                    self.spool.append(*self._outbox.popleft())
+                await self.clock.sleep(0.1)
+                continue
+            self._outbox_wake.clear()
+            if self.connected.is_set() and not self._outbox:
+                await self._outbox_wake.wait()
+
+    async def _ticker(self) -> None:
+        while True:
+            await self.clock.sleep(TICK_S)
+            self._apply(self.core.tick(self.clock.time()))

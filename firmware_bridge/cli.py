@@ -1,0 +1,213 @@
+"""The ``firmware-bridge`` command: ``run`` (the on-van bridge) and ``monitor`` (a bench tool)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from firmware_bridge import wire
+from firmware_bridge.bridge import (
+    BridgeService,
+    BridgeSettings,
+    load_mqtt_login,
+    load_signing_key,
+    parse_broker_url,
+)
+from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, url_opener
+from fleet.errors import FleetError
+from fleet.protocol import check_van_id
+from fleet.protocol.clock import WallClock
+
+app = typer.Typer(
+    name="firmware-bridge",
+    help="The on-van bridge between the fleet's MQTT commands and the vehicle control unit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def run(
+    key_file: Annotated[
+        Path,
+        typer.Option(
+            "--key-file",
+            help="The van's signing key (signing.key from `fleet broker credentials`).",
+        ),
+    ],
+    van: str = typer.Option(..., "--van", help="This van's id, e.g. WH-PORTO-01."),
+    serial: str = typer.Option(
+        ...,
+        "--serial",
+        help="The VCU's serial line: a device (/dev/ttyUSB0), a pseudo-terminal, "
+        "socket://HOST:PORT, loop:// — any pyserial URL.",
+    ),
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883", "--broker", help="mqtt://[USER:PASS@]HOST[:PORT]."
+    ),
+    mqtt_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqtt-config",
+            help="mqtt.toml from `fleet broker credentials` (login and TLS); overrides --broker.",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the store-and-forward spool and the anti-replay counters live.",
+        ),
+    ] = Path("bridge-state"),
+    baud: int = typer.Option(
+        115200, "--baud", help="Line rate our writes are paced at; 0 turns pacing off."
+    ),
+    topic_prefix: str = typer.Option("", "--topic-prefix", help="Topic prefix (tests only)."),
+    spool_max: int = typer.Option(10_000, "--spool-max", help="Messages kept while offline."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    """Run the bridge: MQTT orders and instant actions → serial frames; telemetry → MQTT state."""
+    _logging(verbose)
+    check_van_id(van)
+    settings = BridgeSettings(
+        van_id=van,
+        serial_url=serial,
+        broker=load_mqtt_login(mqtt_config) if mqtt_config else parse_broker_url(broker),
+        keys=(load_signing_key(key_file),),
+        state_dir=state_dir,
+        topic_prefix=topic_prefix,
+        baud=baud,
+        link=LinkConfig(wire.Role.BRIDGE, line_baud=baud),
+        spool_max_messages=spool_max,
+    )
+    console.print(
+        f"bridge for van [bold]{van}[/]: serial {serial} ⇄ {settings.broker.describe()}; "
+        f"state in {state_dir}",
+        highlight=False,
+    )
+    try:
+        asyncio.run(BridgeService(settings, WallClock()).run())
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+def _describe(frame: wire.Frame) -> str:
+    m = frame.message
+    head = f"{m.TYPE.name:<14} seq={frame.seq:<5} ack={frame.ack:<5}"
+    if isinstance(m, wire.Telemetry):
+        return (
+            f"{head} {m.lon:.7f},{m.lat:.7f} hdg={m.heading_cdeg / 100:.1f}° "
+            f"v={m.speed_cmps / 100:.2f} m/s soc={m.soc_cpct / 100:.2f}% "
+            f"range={m.range_m / 1000:.1f} km odo={m.odometer_m} m mission={m.mission_id} "
+            f"wp={'-' if m.last_wp == wire.WP_NONE else m.last_wp}/{m.wp_queued} "
+            f"{m.drive_state.name} door={m.door.name} faults=0x{m.fault_bits:04x} "
+            f"estop={m.estop_id}"
+        )
+    if isinstance(m, wire.DriveSegment):
+        return (
+            f"{head} mission={m.mission_id} wp={m.first_wp}..{m.first_wp + len(m.waypoints) - 1} "
+            f"cap={m.speed_cap_cmps / 100:.2f} m/s stop={m.stop_at_end} dwell={m.dwell_s}s"
+        )
+    fields = ", ".join(f"{k}={getattr(m, k)!s}" for k in getattr(m, "__dataclass_fields__", {}))
+    return f"{head} {fields}"
+
+
+@app.command()
+def monitor(
+    serial: str = typer.Option(..., "--serial", help="Any pyserial URL or device path."),
+    link: bool = typer.Option(
+        False,
+        "--link",
+        help="Also answer as a bridge (HELLO, heartbeats, ACKs) so a VCU sees a live peer.",
+    ),
+    seconds: float = typer.Option(0.0, "--seconds", help="Stop after this long (0: never)."),
+) -> None:
+    """Decode and print live frames from a serial line (a bench tool for engineers)."""
+    decoder = wire.FrameDecoder()
+    start = time.monotonic()
+    counts = {"frames": 0, "bad": 0}
+
+    def show(data: bytes) -> bytes:
+        for r in decoder.feed(data):
+            t = time.monotonic() - start
+            if isinstance(r, wire.Frame):
+                counts["frames"] += 1
+                console.print(f"{t:9.3f}  {_describe(r)}", highlight=False, soft_wrap=True)
+            else:
+                counts["bad"] += 1
+                console.print(
+                    f"{t:9.3f}  [red]BAD {r.kind.value}[/] ({r.size} bytes): {r.detail}",
+                    highlight=False,
+                )
+        return data
+
+    def ignore(_: LinkEvent) -> None:
+        return None
+
+    async def main() -> None:
+        clock = WallClock()
+        config = LinkConfig(wire.Role.BRIDGE)
+        if link:
+            serial_link = SerialLink(
+                url_opener(serial), config=config, clock=clock, on_event=ignore, rx_filter=show
+            )
+        else:
+            # passive: read and decode only; nothing is ever written to the line
+            serial_link = SerialLink(
+                url_opener(serial),
+                config=config,
+                clock=clock,
+                on_event=ignore,
+                rx_filter=show,
+                tx_filter=lambda data: b"",
+            )
+        async with serial_link:
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+            else:
+                await asyncio.Event().wait()
+
+    console.print(f"monitoring {serial} ({'as a bridge' if link else 'passive'}); Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    console.print(f"{counts['frames']} frames, {counts['bad']} bad")
+
+
+def main() -> None:
+    """Entry point: a FleetError becomes one clear line on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except FleetError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
