@@ -25,7 +25,7 @@ from fleet.roads.prepared import PreparedGraph
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump whenever prepare.py or PreparedGraph change what they produce
+FORMAT_VERSION = 2  # bump whenever prepare.py or PreparedGraph change what they produce
 
 _ARRAYS = (
     "node_id",
@@ -76,7 +76,8 @@ def read_cached(path: Path, key: str) -> PreparedGraph | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # our own file object: np.load leaks its handle when the archive is damaged
+        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
             stored_key = str(data["key"])
             if stored_key != key:
                 log.warning("%s: cache entry is for other inputs; rebuilding", path)

@@ -312,6 +312,13 @@ def _assemble(
         np.ones(int(allow_against.sum()), dtype=np.bool_),
     ]
     edge_time_s = np.r_[time_along_s[allow_along], time_against_s[allow_against]]
+    # Lengths are stored in whole cm and times in whole ms, rounded up at the edge's average
+    # speed over its true length, so that length / time never exceeds a speed limit.
+    link_len_cm = np.maximum(1, np.round(link_len_m * 100.0)).astype(np.int64)
+    edge_len_m = np.r_[link_len_m[allow_along], link_len_m[allow_against]]
+    edge_len_cm = np.r_[link_len_cm[allow_along], link_len_cm[allow_against]]
+    stretch = np.where(edge_len_m > 0, edge_len_cm / np.maximum(edge_len_m * 100.0, 1e-9), 1.0)
+    edge_time_ms = np.ceil(edge_time_s * 1000.0 * np.maximum(stretch, 1.0))
     order = np.lexsort((edge_reversed, edge_link))
     graph = PreparedGraph(
         node_id=seg.ids[ends],
@@ -319,7 +326,7 @@ def _assemble(
         node_lat=seg.lat[ends],
         link_u=link_u,
         link_v=link_v,
-        link_len_cm=np.maximum(1, np.round(link_len_m * 100.0)).astype(np.int64),
+        link_len_cm=link_len_cm,
         link_class=link_class.astype(np.int16),
         link_name=link_name.astype(np.int32),
         geom_offsets=np.r_[0, np.cumsum(lens)].astype(np.int64),
@@ -327,7 +334,7 @@ def _assemble(
         geom_lat=seg.lat[flat_nodes],
         edge_link=edge_link[order].astype(np.int32),
         edge_reversed=edge_reversed[order],
-        edge_time_ms=np.maximum(1, np.ceil(edge_time_s[order] * 1000.0 - 1e-6)).astype(np.int64),
+        edge_time_ms=np.maximum(1, edge_time_ms[order]).astype(np.int64),
         classes=ways.classes,
         names=ways.names,
     )
