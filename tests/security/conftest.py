@@ -1,0 +1,233 @@
+"""A site with a handful of vans, its generated credentials, and a Mosquitto that uses them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from fleet.model.ids import DepotId
+from fleet.model.site import Depot, Site
+from fleet.security.credentials import (
+    CredentialsOptions,
+    build_credentials,
+    write_credentials,
+)
+from tests.support.brokers import (
+    LOOPBACK,
+    free_port,
+    mosquitto_binary,
+    skip_or_fail,
+    wait_for_port,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+
+def make_site(tmp: Path, vans_per_depot: tuple[int, ...] = (1, 2, 1)) -> Site:
+    """A small site; the OSM and area files are never opened by credentials code."""
+    depots = [
+        Depot(DepotId("WH-TEST" if i == 0 else f"ST-T{i}"), f"depot {i}", -8.6, 41.1, n)
+        for i, n in enumerate(vans_per_depot)
+    ]
+    return Site(
+        name="Testville",
+        config_file=tmp / "site.toml",
+        osm_file=tmp / "none.osm.pbf",
+        operating_area_file=tmp / "none.geojson",
+        timezone="Europe/Lisbon",
+        snap_max_m=150.0,
+        shift_start_s=6 * 3600,
+        shift_end_s=20 * 3600,
+        warehouse=depots[0],
+        stations=tuple(depots[1:]),
+        excluded_highways=(),
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return make_site(tmp_path)
+
+
+@dataclass
+class SecureBroker:
+    """A private Mosquitto started from the config `fleet broker credentials` wrote."""
+
+    secrets: Path
+    port: int
+    tls_port: int
+
+    def login(self, username: str) -> dict[str, object]:
+        with (self.identity_dir(username) / "mqtt.toml").open("rb") as fh:
+            return tomllib.load(fh)
+
+    def identity_dir(self, username: str) -> Path:
+        if username == "fleet-controller":
+            return self.secrets / "controller"
+        if username == "fleet-dispatcher":
+            return self.secrets / "dispatcher"
+        return self.secrets / "vans" / username
+
+    def client(
+        self,
+        username: str | None,
+        *,
+        password: str | None = None,
+        identifier: str | None = None,
+        protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
+    ) -> aiomqtt.Client:
+        """A password login on the plain listener (``username=None``: anonymous)."""
+        if username is not None and password is None:
+            mqtt = self.login(username)["mqtt"]
+            assert isinstance(mqtt, dict)
+            password = str(mqtt["password"])
+        return aiomqtt.Client(
+            LOOPBACK,
+            self.port,
+            username=username,
+            password=password,
+            identifier=identifier,
+            protocol=protocol,
+            timeout=5,
+        )
+
+    def tls_client(
+        self,
+        username: str | None,
+        *,
+        ca_file: Path | None = None,
+        cert_dir: Path | None = None,
+        password: str | None = None,
+        identifier: str | None = None,
+    ) -> aiomqtt.Client:
+        """A client on the TLS listener presenting ``username``'s certificate (or none)."""
+        own = self.identity_dir(username) if username else None
+        certs = cert_dir or own
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(ca_file or self.secrets / "ca" / "ca.crt"),
+            certfile=str(certs / "client.crt") if certs else None,
+            keyfile=str(certs / "client.key") if certs else None,
+        )
+        return aiomqtt.Client(
+            "localhost",
+            self.tls_port,
+            username=None if password is None else username,
+            password=password,
+            identifier=identifier,
+            tls_params=tls,
+            timeout=5,
+        )
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack("!H", len(data)) + data
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mqtt_connect_over_tls(
+    port: int,
+    ca_file: Path,
+    cert_dir: Path | None,
+    *,
+    client_id: str = "probe",
+    username: str | None = None,
+    password: str | None = None,
+) -> int:
+    """One MQTT 3.1.1 CONNECT over TLS, by hand, with every socket closed on the way out.
+
+    Returns the CONNACK return code (0 = accepted); a refused handshake raises
+    :class:`ssl.SSLError` or :class:`OSError` (the broker's alert or its closing the line).
+    Written by hand because a client library that fails mid-handshake may leave its socket
+    for the garbage collector, which ``filterwarnings = error`` rightly turns into a failure.
+    """
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if cert_dir is not None:
+        context.load_cert_chain(cert_dir / "client.crt", cert_dir / "client.key")
+    flags = 0x02  # clean session
+    payload = _utf8(client_id)
+    if username is not None:
+        flags |= 0x80
+        payload += _utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += _utf8(password)
+    variable = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", 30)
+    body = variable + payload
+    packet = b"\x10" + _remaining_length(len(body)) + body
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls_sock,
+    ):
+        tls_sock.sendall(packet)
+        connack = b""
+        while len(connack) < 4:
+            chunk = tls_sock.recv(4 - len(connack))
+            if not chunk:
+                raise ConnectionResetError("the broker closed the connection before CONNACK")
+            connack += chunk
+    if connack[0] != 0x20:
+        raise AssertionError(f"expected a CONNACK, got {connack!r}")
+    return connack[3]
+
+
+def broker_config_for_tests(conf: Path) -> None:
+    """Started as root, Mosquitto drops to user 'mosquitto', which cannot read our 0600 files;
+    production installs chown them instead (docs/security.md). Tests stay as the current user."""
+    if os.geteuid() == 0:
+        with conf.open("a", encoding="utf-8") as fh:
+            fh.write("user root\n")
+
+
+@pytest.fixture
+def secure_broker(site: Site, tmp_path: Path) -> Iterator[SecureBroker]:
+    binary = mosquitto_binary()
+    if binary is None:
+        skip_or_fail("the mosquitto binary is not installed (apt-get install mosquitto)")
+        raise AssertionError("unreachable")
+    port, tls_port = free_port(), free_port()
+    while tls_port == port:
+        tls_port = free_port()
+    options = CredentialsOptions(
+        tls=True, port=port, tls_port=tls_port, tls_listen=LOOPBACK, days=30
+    )
+    out = tmp_path / "secrets"
+    write_credentials(build_credentials(site, out, options, now=datetime.now(UTC)), out)
+    conf = out / "broker" / "mosquitto.conf"
+    broker_config_for_tests(conf)
+    log_path = tmp_path / "mosquitto.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_port(LOOPBACK, port)
+            wait_for_port(LOOPBACK, tls_port)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')}") from exc
+        yield SecureBroker(out, port, tls_port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
