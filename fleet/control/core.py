@@ -20,6 +20,7 @@ van out of service and re-plans its parcels onto the others; so does an urgent p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,8 +76,44 @@ from fleet.store.records import (
 
 log = logging.getLogger(__name__)
 
-VerifyFn = Callable[[Plan, Sequence[Parcel]], list[str]]
 BAD_MESSAGE_EVENT_EVERY_S = 60.0  # at most one bad_message event per van and reason per minute
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedPlan:
+    """A plan with the verifier's verdict on it; the core dispatches only these.
+
+    Verifying takes seconds on a big plan, so the caller runs it (off the event loop) with
+    :func:`check_plan`; the core refuses a plan whose ``problems`` are not empty.
+    """
+
+    plan: Plan
+    parcels: tuple[Parcel, ...]
+    plan_id: str
+    document: str  # the plan.json text, kept in the store
+    problems: tuple[str, ...]
+
+
+def plan_id_of(document: str, prefix: str = "P") -> str:
+    """A plan's id: a hash of its document, so the same plan dispatched twice is one plan."""
+    return f"{prefix}-{hashlib.sha256(document.encode()).hexdigest()[:12]}"
+
+
+def check_plan(
+    plan: Plan,
+    parcels: Sequence[Parcel],
+    document: str,
+    verify: Callable[[Plan, Sequence[Parcel]], list[str]],
+    *,
+    plan_id: str = "",
+) -> CheckedPlan:
+    return CheckedPlan(
+        plan,
+        tuple(parcels),
+        plan_id or plan_id_of(document),
+        document,
+        tuple(verify(plan, parcels)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +193,6 @@ class ControllerCore:
         config: ControllerConfig,
         van: VanSpec,
         roster: Mapping[str, tuple[float, float]],
-        verify: VerifyFn,
         snapshot: Snapshot | None = None,
         now_s: float = 0.0,
     ) -> None:
@@ -164,7 +200,6 @@ class ControllerCore:
         self.config = config
         self.van_spec = van
         self.roster = dict(roster)
-        self._verify = verify
         self._vans: dict[str, _Van] = {}
         self._parcels: dict[str, ParcelRecord] = {}
         self._plans: dict[str, PlanRecord] = {}
@@ -204,13 +239,8 @@ class ControllerCore:
                 for a in s.state.action_states:
                     if a.status in (ActionStatus.FINISHED, ActionStatus.FAILED):
                         v.done_actions.add(a.action_id)
-        # Everything unconfirmed is re-sent at once: the van ignores what it already has.
-        for v in self._vans.values():
-            r = v.rec
-            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and v.order:
-                self._queue_order(v, now_s, resend=True)
-            for pending in r.pending_instants:
-                self._sends.append(Outgoing(v.van_id, pending.message, _urgent(pending.message)))
+        # Everything unconfirmed is re-sent once the broker is reached (on_link_up): a van
+        # ignores an order update it already has.
         self._event(
             "controller_started",
             now_s,
@@ -265,17 +295,40 @@ class ControllerCore:
     def knows_van(self, van_id: str) -> bool:
         return van_id in self.roster or van_id in self._vans
 
+    def all_van_ids(self) -> list[str]:
+        return sorted(set(self.roster) | set(self._vans))
+
+    @property
+    def day(self) -> date | None:
+        """The day of the plans being run (None before the first dispatch)."""
+        return self._day
+
+    def on_link_up(self, now_s: float) -> None:
+        """(Re)connected to the broker: re-send every unconfirmed command now."""
+        for v in self._vans.values():
+            r = v.rec
+            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and v.order:
+                self._set(v, first_sent_s=now_s, next_send_s=now_s + self.config.resend_first_s)
+                self._queue_order(v, now_s, resend=True)
+            for pending in r.pending_instants:
+                self._sends.append(Outgoing(v.van_id, pending.message, _urgent(pending.message)))
+
     # ------------------------------------------------------------------ dispatch
-    def dispatch(
-        self, plan: Plan, parcels: Sequence[Parcel], plan_id: str, document: str, now_s: float
-    ) -> str:
-        """Verify ``plan`` and send each van its order; refuse with a :class:`FleetError`."""
+    def dispatch(self, checked: CheckedPlan, now_s: float) -> str:
+        """Send each van of a verified plan its order; refuse with a :class:`FleetError`."""
+        plan, parcels, plan_id, document = (
+            checked.plan,
+            checked.parcels,
+            checked.plan_id,
+            checked.document,
+        )
         if plan_id in self._plans:
             return f"plan {plan_id} was already dispatched; nothing sent again"
-        problems = self._verify(plan, parcels)
-        if problems:
-            self._event("plan_refused", now_s, detail="; ".join(problems[:20]), plan=plan_id)
-            raise VerificationError(problems)
+        if checked.problems:
+            self._event(
+                "plan_refused", now_s, detail="; ".join(checked.problems[:20]), plan=plan_id
+            )
+            raise VerificationError(checked.problems)
         refusal = self._dispatch_refusal(plan, parcels)
         if refusal:
             self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
@@ -344,9 +397,13 @@ class ControllerCore:
                     if rec is None:
                         continue
                     if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
-                        self._set_parcel(rec, line_haul_van=route.van_id, source=source)
+                        self._set_parcel(
+                            rec, line_haul_van=route.van_id, source=source, station=stop.ref
+                        )
                     else:
-                        self._set_parcel(rec, last_mile_van=route.van_id, source=source)
+                        self._set_parcel(
+                            rec, last_mile_van=route.van_id, source=source, station=route.depot
+                        )
 
     # ------------------------------------------------------------------ orders
     def _new_order(
@@ -1085,15 +1142,14 @@ class ControllerCore:
             free_s,
         )
 
-    def replan_done(self, replan_id: str, plan: Plan, document: str, now_s: float) -> None:
+    def replan_done(self, checked: CheckedPlan, now_s: float) -> None:
+        """Apply a re-plan (made and verified by the caller from a :class:`ReplanRequest`)."""
+        replan_id, plan, document = checked.plan_id, checked.plan, checked.document
         if replan_id != self._replan_in_flight:
             log.warning("ignoring result of re-plan %s (not in flight)", replan_id)
             return
         self._replan_in_flight = None
-        parcels = [
-            self._parcels[p].parcel for p in self._plan_parcel_ids(plan) if p in self._parcels
-        ]
-        problems = self._verify(plan, parcels)
+        problems = checked.problems
         if problems:
             self._replan_failed(
                 replan_id, "the re-plan failed verification: " + "; ".join(problems[:10]), now_s
@@ -1172,15 +1228,6 @@ class ControllerCore:
             if v.active and v.rec.in_service:
                 self._release(v, now_s, force=False)
         self._next_replan(now_s)
-
-    @staticmethod
-    def _plan_parcel_ids(plan: Plan) -> list[str]:
-        ids: list[str] = []
-        for route in plan.routes:
-            for stop in route.stops():
-                ids.extend(stop.parcels_delivered)
-        ids.extend(u.parcel_id for u in plan.unserved)
-        return ids
 
     def replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
         if replan_id != self._replan_in_flight:

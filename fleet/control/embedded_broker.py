@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 _ANONYMOUS_AUTH = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 
 
+class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
+    """amqtt with one fix: retained messages go only to a session's own subscriptions.
+
+    amqtt 0.12, on every CONNECT, replays the retained messages matching *every* client's
+    subscriptions to the new client (``Broker._client_connected``), so a van would receive
+    the other vans' retained connection messages. Here a replay happens only for a filter
+    the session itself holds (a SUBSCRIBE adds it before its replay, so that path is kept).
+    """
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        holders = self._subscriptions.get(subscription[0], [])
+        if any(s.client_id == session.client_id for s, _ in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
 class EmbeddedBroker:
     """amqtt on ``host:port`` (port 0 picks a free one; read it back from :attr:`port`)."""
 
@@ -55,7 +72,7 @@ class EmbeddedBroker:
             # Authentication and per-van ACLs need Mosquitto (docs/broker.md).
             "plugins": {_ANONYMOUS_AUTH: {"allow_anonymous": True}},
         }
-        broker = Broker(config)
+        broker = _Broker(config)
         try:
             await broker.start()
         except Exception as exc:  # amqtt raises its own and OSError subclasses

@@ -37,6 +37,7 @@ class ParcelRecord:
     holder: str | None = None  # the van it is on (LOADED) or that delivered it
     line_haul_van: str | None = None  # brings it to its station
     last_mile_van: str | None = None  # takes it to the door
+    station: str | None = None  # the station it goes through
     detail: str = ""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from fleet.control.config import ControllerConfig
-from fleet.control.core import ControllerCore, Output, ReplanRequest
+from fleet.control.core import ControllerCore, Output, ReplanRequest, check_plan
 from fleet.model import Parcel, Plan, load_van_spec
 from fleet.protocol import InstantActions, Order, OrderVerdict
 from fleet.store import Changes, EventRecord, Snapshot
@@ -37,11 +37,11 @@ class Harness:
     ) -> None:
         self.now_s = now_s
         self.config = config or ControllerConfig(release_ahead_stops=1)
+        self.verify = verify
         self.core = ControllerCore(
             config=self.config,
             van=load_van_spec(VAN_FILE),
             roster=plans.ROSTER,
-            verify=verify,
             snapshot=snapshot,
             now_s=now_s,
         )
@@ -81,7 +81,8 @@ class Harness:
 
     def dispatch(self, plan: Plan, parcels: Sequence[Parcel], plan_id: str = "P-test") -> str:
         try:
-            return self.core.dispatch(plan, parcels, plan_id, "{}", self.now_s)
+            checked = check_plan(plan, parcels, "{}", self.verify, plan_id=plan_id)
+            return self.core.dispatch(checked, self.now_s)
         finally:
             self.pump()
 
@@ -102,6 +103,12 @@ class Harness:
         if report:
             self.report()
         self.core.tick(self.now_s)
+        self.pump()
+
+    def replan_done(self, request: ReplanRequest, plan: Plan) -> None:
+        parcels = list(request.parcels)
+        checked = check_plan(plan, parcels, "{}", self.verify, plan_id=request.replan_id)
+        self.core.replan_done(checked, self.now_s)
         self.pump()
 
     def orders_for(self, van_id: str) -> list[Order]:

@@ -70,6 +70,26 @@ def test_a_cut_link_fires_the_last_will(broker: BrokerEndpoint) -> None:
     assert asyncio.run(run()) == b"CONNECTION_BROKEN"
 
 
+def test_a_client_gets_only_the_retained_messages_it_subscribed_to(broker: BrokerEndpoint) -> None:
+    """amqtt 0.12 replays every client's retained matches to each new client; ours must not."""
+
+    async def run() -> list[str]:
+        async with asyncio.timeout(TIMEOUT_S):
+            p = broker.prefix
+            async with aiomqtt.Client(broker.host, broker.port) as controller:
+                await controller.subscribe(p + "vans/+/connection", qos=1)
+                await controller.publish(p + "vans/A/connection", b"ONLINE", qos=1, retain=True)
+                await _next(controller)
+                async with aiomqtt.Client(broker.host, broker.port) as van_b:
+                    await van_b.subscribe(p + "vans/B/order", qos=1)
+                    await controller.publish(p + "vans/B/order", b"order", qos=1)
+                    got = [(await _next(van_b)).topic.value]
+                await controller.publish(p + "vans/A/connection", b"", qos=1, retain=True)
+                return got
+
+    assert asyncio.run(run()) == [broker.prefix + "vans/B/order"]
+
+
 @pytest.mark.mosquitto
 def test_a_private_mosquitto_can_be_restarted(
     mosquitto_factory: Callable[..., MosquittoProcess],

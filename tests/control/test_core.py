@@ -172,8 +172,7 @@ def test_a_fatal_error_replans_the_vans_parcels_onto_another_van() -> None:
     assert not by_van["ST-A-01"].in_service and by_van["ST-A-02"].in_service
     # The planner answers: ST-A-02 takes all four.
     new_plan = plans.plan([plans.last_mile_route(van="ST-A-02")])
-    h.core.replan_done(request.replan_id, new_plan, "{}", h.now_s)
-    h.pump()
+    h.replan_done(request, new_plan)
     assert "replan_applied" in h.kinds()
     h.drive("ST-A-02", 10)
     assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}

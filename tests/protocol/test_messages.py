@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from fleet.protocol import (
     Connection,
@@ -28,7 +28,7 @@ def _round_trip(message: Strict) -> None:
     assert decode(type(message), encode(message)) == message
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sts.orders())
 def test_every_order_round_trips(message: Order) -> None:
     _round_trip(message)
@@ -40,7 +40,7 @@ def test_every_instant_action_round_trips(message: InstantActions) -> None:
     _round_trip(message)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sts.states)
 def test_every_state_round_trips(message: State) -> None:
     _round_trip(message)

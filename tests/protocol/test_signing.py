@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from fleet.protocol import (
     CommandVerifier,
@@ -44,7 +44,7 @@ def test_a_signed_order_passes_after_the_wire() -> None:
     _verifier().verify(decode(Order, encode(signed)), ex.NOW_S + 1.0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sts.orders())
 def test_any_order_signed_then_sent_still_verifies(order: Order) -> None:
     key = derive_van_key(ex.MASTER_SECRET, order.van_id)

@@ -1,0 +1,216 @@
+"""The one module that speaks aiomqtt (pinned ``>=2.5,<3``): a small, strict MQTT link.
+
+``MqttLink`` connects with a last will, sets TCP_NODELAY on its socket (Nagle plus delayed
+ACKs cost ~88 ms per round trip otherwise), subscribes, publishes, and hands incoming
+messages over in batches. Incoming messages wait in a bounded queue (``max_pending``); what
+does not fit is dropped and counted in :attr:`MqttLink.dropped`. Library errors become
+:class:`LinkError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from fleet.errors import ConfigError, ControlError
+
+log = logging.getLogger(__name__)
+
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+MAX_PUBLISHES_IN_FLIGHT = 1000
+
+
+class LinkError(ControlError):
+    """The broker cannot be reached, refused us, or dropped the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, *, ca_file: str | None = None) -> BrokerAddress:
+        """``mqtt://[user:password@]host[:port]`` or ``mqtts://...`` (TLS, default port 8883)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(
+                f"broker URL {url!r}: expected mqtt://host[:port] or mqtts://host[:port]"
+            )
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {url!r}: bad port") from exc
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            ca_file=ca_file,
+        )
+
+    def __str__(self) -> str:
+        who = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{who}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttLink:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        will: Will | None = None,
+        max_pending: int = 100_000,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.dropped = 0
+        self._queue: asyncio.Queue[aiomqtt.Message] | None = None
+        link = self
+
+        class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                link._queue = self
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    link.dropped += 1
+                    raise
+
+        tls_context = None
+        if address.tls:
+            tls_context = ssl.create_default_context(cafile=address.ca_file)
+        self._client = aiomqtt.Client(
+            address.host,
+            address.port,
+            username=address.username,
+            password=address.password,
+            identifier=client_id,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will else None,
+            clean_session=True,
+            keepalive=keepalive_s,
+            queue_type=_CountingQueue,
+            max_queued_incoming_messages=max_pending,
+            socket_options=NODELAY,
+            tls_context=tls_context,
+            logger=logging.getLogger(f"{__name__}.aiomqtt"),
+        )
+        # We bound unacknowledged publishes ourselves; aiomqtt would warn from 10 on.
+        self._client.pending_calls_threshold = MAX_PUBLISHES_IN_FLIGHT
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_PUBLISHES_IN_FLIGHT)
+        self.publish_errors = 0
+
+    async def __aenter__(self) -> MqttLink:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"cannot connect to the broker at {self.address}: {exc}") from exc
+        log.info("connected to %s as %s", self.address, self.client_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._client.__aexit__(exc_type, exc, tb)
+        except aiomqtt.MqttError as error:
+            log.debug("disconnect from %s: %s", self.address, error)
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await call()
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"{what} on {self.address}: {exc}") from exc
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        await self._call(
+            f"subscribe {topic_filter}", lambda: self._client.subscribe(topic_filter, qos=qos)
+        )
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and wait until the broker has it (PUBACK for QoS 1)."""
+        await self._call(
+            f"publish {topic}",
+            lambda: self._client.publish(topic, payload, qos=qos, retain=retain),
+        )
+
+    async def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Hand the message to the client now, in call order; its PUBACK is awaited elsewhere.
+
+        Waits only if ``MAX_PUBLISHES_IN_FLIGHT`` publishes are still unacknowledged.
+        """
+        await self._slots.acquire()
+        task = asyncio.create_task(self._publish_tracked(topic, payload, qos, retain))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_tracked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            self.publish_errors += 1
+            log.warning("publish to %s failed: %s", topic, exc)
+        finally:
+            self._slots.release()
+
+    async def receive(self, max_batch: int = 1000) -> list[tuple[str, bytes]]:
+        """Wait for at least one message; return it with any others already queued."""
+        try:
+            first = await anext(self._client.messages)
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"lost the broker at {self.address}: {exc}") from exc
+        batch = [first]
+        queue = self._queue
+        while queue is not None and len(batch) < max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        return [(m.topic.value, _payload_bytes(m.payload)) for m in batch]
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")

@@ -1,0 +1,222 @@
+"""The controller service end to end over a real broker (embedded and Mosquitto)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from fleet.control.client import ControllerClient
+from fleet.control.mqtt import BrokerAddress
+from fleet.errors import ControlError
+from fleet.protocol import InstantActionType, VanTopic, encode
+from fleet.protocol.control_api import (
+    CancelParcelsBody,
+    CommandResult,
+    DispatchBody,
+    EventsBody,
+    EventsResult,
+    InstantBody,
+    StatusBody,
+    StatusResult,
+)
+from tests.control.service_support import day_book, running_controller
+from tests.support import plans
+from tests.support import protocol_examples as ex
+from tests.support.brokers import BrokerEndpoint
+from tests.support.mqtt_van import MqttVan
+from tests.support.protocol_van import ProtocolVan
+
+TIMEOUT_S = 60
+
+
+def _van(broker: BrokerEndpoint, van_id: str) -> MqttVan:
+    lon, lat = plans.ROSTER[van_id]
+    return MqttVan(
+        ProtocolVan(van_id, lon=lon, lat=lat),
+        broker.host,
+        broker.port,
+        broker.topics,
+        ex.MASTER_SECRET,
+    )
+
+
+async def _drive_to_end(van: MqttVan, timeout_s: float = 20.0) -> None:
+    """Drive as far as released, wait for more to be released, until the order is done."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            order = van.van.order
+            if order is not None and van.van.reached == len(order.nodes) - 1:
+                return
+            if not await van.drive(1):
+                van.changed.clear()
+                await van.changed.wait()
+
+
+async def _status(client: ControllerClient) -> StatusResult:
+    result = await client.request(StatusBody())
+    assert isinstance(result, StatusResult)
+    return result
+
+
+async def _until(
+    predicate: object, client: ControllerClient, timeout_s: float = 10.0
+) -> StatusResult:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status = await _status(client)
+            if predicate(status):  # type: ignore[operator]
+                return status
+            await asyncio.sleep(0.05)  # polling the controller over MQTT: no event to await
+
+
+def test_a_plan_is_dispatched_signed_driven_and_delivered(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async def run() -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            address = BrokerAddress(broker.host, broker.port)
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book()),
+                _van(broker, "WH-PORTO-01") as line_haul,
+                _van(broker, "ST-A-01") as last_mile,
+                ControllerClient(address, topics=broker.topics) as client,
+            ):
+                await client.subscribe_events()
+                result = await client.request(DispatchBody(plan={"name": "day"}, orders_csv=""))
+                assert isinstance(result, CommandResult) and "2 orders" in result.message
+                await _drive_to_end(line_haul)
+                await _drive_to_end(last_mile)
+                status = await _until(
+                    lambda s: (
+                        s.parcels_by_status.get("delivered") == 4
+                        and {v.van_id: v.mode.value for v in s.vans}["ST-A-01"] == "idle"
+                    ),
+                    client,
+                )
+                by_van = {v.van_id: v for v in status.vans}
+                assert by_van["ST-A-01"].order_confirmed
+                assert by_van["ST-A-02"].mode.value == "unknown"
+                assert line_haul.rejected_details == [] and last_mile.rejected_details == []
+                assert line_haul.foreign == [] and last_mile.foreign == []
+                events = await client.request(EventsBody(parcel_id="P1"))
+                assert isinstance(events, EventsResult)
+                assert [e.kind for e in events.events] == [
+                    "parcel_loaded",
+                    "parcel_at_station",
+                    "parcel_loaded",
+                    "parcel_delivered",
+                ]
+                streamed = []
+                async for event in client.events():
+                    streamed.append(event.kind)
+                    if event.kind == "order_finished":
+                        break
+                assert "order_sent" in streamed
+
+    asyncio.run(run())
+
+
+def test_bad_messages_are_counted_and_never_fatal(broker: BrokerEndpoint, tmp_path: Path) -> None:
+    async def run() -> StatusResult:
+        async with asyncio.timeout(TIMEOUT_S):
+            address = BrokerAddress(broker.host, broker.port)
+            topics = broker.topics
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book()),
+                aiomqtt.Client(broker.host, broker.port) as rogue,
+                ControllerClient(address, topics=topics) as client,
+            ):
+                state_topic = topics.van("ST-A-01", VanTopic.STATE)
+                good = encode(ex.state(van_id="ST-A-01"))
+                await rogue.publish(state_topic, b"{not json", qos=1)
+                await rogue.publish(state_topic, json.dumps({"header": 1}).encode(), qos=1)
+                await rogue.publish(topics.van("NOPE-99", VanTopic.STATE), good, qos=1)
+                await rogue.publish(
+                    topics.van("ST-A-02", VanTopic.STATE), good, qos=1
+                )  # ST-A-01's state
+                await rogue.publish(state_topic, b" " * 300_000, qos=1)
+                await rogue.publish(topics.root + "/vans/ST-A-01/telemetry/x", good, qos=1)
+                await rogue.publish(state_topic, good, qos=1)
+                return await _until(lambda s: s.counters.get("states", 0) >= 1, client)
+
+    counters = asyncio.run(run()).counters
+    assert counters["rejected_malformed_json"] == 1
+    assert counters["rejected_schema"] == 1
+    assert counters["rejected_unknown_van"] == 1
+    assert counters["rejected_wrong_van"] == 1
+    assert counters["rejected_oversized"] == 1
+    assert counters["states"] == 1
+
+
+def test_a_flooding_van_is_throttled_and_the_others_still_count(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async def run() -> StatusResult:
+        async with asyncio.timeout(TIMEOUT_S):
+            topics = broker.topics
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book()),
+                aiomqtt.Client(broker.host, broker.port) as flood,
+                aiomqtt.Client(broker.host, broker.port) as calm,
+                ControllerClient(BrokerAddress(broker.host, broker.port), topics=topics) as client,
+            ):
+                noisy = encode(ex.state(van_id="ST-A-02"))
+                for _ in range(300):
+                    await flood.publish(topics.van("ST-A-02", VanTopic.STATE), noisy, qos=0)
+                await calm.publish(
+                    topics.van("ST-A-01", VanTopic.STATE), encode(ex.state(van_id="ST-A-01")), qos=1
+                )
+                return await _until(lambda s: s.counters.get("throttled", 0) > 0, client)
+
+    status = asyncio.run(run())
+    assert status.counters["throttled"] >= 300 - 40 - 20  # burst 40, 20/s refill
+    assert {v.van_id for v in status.vans if v.last_seen} == {"ST-A-01", "ST-A-02"}
+
+
+def test_dispatcher_commands_reach_the_van_and_errors_come_back(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async def run() -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book()),
+                _van(broker, "ST-A-02") as van,
+                ControllerClient(
+                    BrokerAddress(broker.host, broker.port), topics=broker.topics
+                ) as client,
+            ):
+                await client.request(
+                    InstantBody(action=InstantActionType.EMERGENCY_STOP, all_vans=True)
+                )
+                await van.wait_for(lambda: van.van.emergency_stop)
+                await client.request(
+                    InstantBody(action=InstantActionType.RESUME, van_ids=("ST-A-02",))
+                )
+                await van.wait_for(lambda: not van.van.emergency_stop)
+                with pytest.raises(ControlError, match="unknown parcel"):
+                    await client.request(CancelParcelsBody(parcel_ids=("NOPE",)))
+                with pytest.raises(ControlError, match="unknown van"):
+                    await client.request(
+                        InstantBody(action=InstantActionType.PAUSE, van_ids=("NOPE-01",))
+                    )
+                with pytest.raises(ControlError, match="no plan named"):
+                    await client.request(DispatchBody(plan={"name": "other"}, orders_csv=""))
+                assert van.rejected == []
+
+    asyncio.run(run())
+
+
+def test_the_cli_is_told_when_no_controller_runs(broker: BrokerEndpoint) -> None:
+    async def run() -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            async with ControllerClient(
+                BrokerAddress(broker.host, broker.port), topics=broker.topics
+            ) as client:
+                with pytest.raises(ControlError, match="no controller has ever run"):
+                    await client.request(StatusBody())
+
+    asyncio.run(run())
