@@ -1,0 +1,846 @@
+"""Planning both legs for a fleet as it is: the engine behind ``plan_day`` and ``replan``.
+
+A day plan is the special case where every van is at its depot with a full battery at the
+start of the shift and every parcel is at the warehouse. A re-plan starts from the fleet as
+it is: vans on the road with parcels on board, vans out of service, parcels already at
+stations. The steps:
+
+1. Parcels no van could take (too heavy, too large, outside the area) are set aside; the rest
+   snap to the road and go to their configured station, else the nearest one by road.
+2. Per station, the door matrix is computed once; parcels that cannot be reached, do not fit
+   one charge, or whose window no van could meet even alone, are set aside with the reason.
+3. A van on the road first finishes what it carries (its *trip 0*, ordered by PyVRP); what
+   it cannot deliver in time it brings back to its depot.
+4. **Leg 1**: each station's parcels still at the warehouse are cut into van loads (kg and
+   m³ together, the most urgent first); the warehouse vans carry them in as many trips as
+   needed; a consignment must arrive early enough for its most urgent parcel.
+5. **Leg 2**: each station's door stops, released when their parcels are at the station, are
+   routed for that station's vans; stations are solved in parallel.
+6. Each van's day is replayed with exact road times and its battery (see
+   :mod:`fleet.planning.schedule`); a van whose day would break its range is re-planned with
+   a tighter distance bound until it does not (one charge for the day at worst).
+7. Road geometry is added, the summary computed, and the independent verifier must accept it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from enum import StrEnum
+
+import numpy as np
+
+from fleet.errors import InputError, VerificationError
+from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
+from fleet.model.parcel import Parcel
+from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanRoute
+from fleet.model.site import Site
+from fleet.model.van import VanSpec
+from fleet.planning import scaling, vrp
+from fleet.planning.demand import (
+    DepotPoint,
+    LegMatrix,
+    Placed,
+    Visit,
+    assign_stations,
+    check_alone,
+    check_reach,
+    consignments,
+    door_service_s,
+    door_visits,
+    snap_depots,
+    unserved,
+    window,
+)
+from fleet.planning.legs import LegProblem, VanSlot, build_problem, range_m, routes_by_van
+from fleet.planning.schedule import Built, StartPoint, add_geometry, build_route
+from fleet.planning.summary import summarise
+from fleet.planning.text import clock
+from fleet.planning.verify import verify_plan
+from fleet.roads import RoadNetwork
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+EPOCH_DAY = date(1970, 1, 1)
+TIGHTEN_ROUNDS = 3  # re-plans of a depot whose vans break their range, before one charge a day
+FIRST_TRIP_ITERATIONS = 3000
+
+
+class Where(StrEnum):
+    WAREHOUSE = "warehouse"
+    STATION = "station"
+    ON_BOARD = "on_board"
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelState:
+    where: Where
+    ready_s: float = 0.0  # when it can leave the warehouse or station
+    station: DepotId | None = None  # where it is (Where.STATION)
+    van: VanId | None = None  # who carries it (Where.ON_BOARD)
+
+
+@dataclass(frozen=True, slots=True)
+class VanState:
+    van_id: VanId
+    depot: DepotId
+    in_service: bool
+    free_s: float  # may start the plan from (seconds after local midnight)
+    soc_pct: float
+    away: tuple[NodeId, float, float] | None  # road node and lon/lat if not at its depot
+    on_board: tuple[ParcelId, ...] = ()
+
+
+def van_ids(depot: DepotId, count: int) -> list[VanId]:
+    """``WH-PORTO-01``, ``WH-PORTO-02``, ... (contract section 2)."""
+    return [VanId(f"{depot}-{k:02d}") for k in range(1, count + 1)]
+
+
+class _Progress:
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self._progress is not None:
+            self._progress(stage, max(0.0, min(1.0, fraction)))
+
+    def span(self, stage: str, lo: float, hi: float) -> Callable[[float], None]:
+        return lambda f: self(stage, lo + (hi - lo) * f)
+
+
+@dataclass
+class _First:
+    """A van's trip 0 from where it is, and what it then brings back to its depot."""
+
+    start: StartPoint
+    start_loc: int
+    visits: list[Visit]
+    returned: tuple[ParcelId, ...]
+    built: Built
+
+
+@dataclass
+class _Part:
+    """One leg at one depot, as the tightening loop re-plans it."""
+
+    lp: LegProblem
+    time_limit_s: float
+    first: dict[VanId, _First] = field(default_factory=dict)
+    routes: dict[VanId, Built] = field(default_factory=dict)
+    dropped: list[Visit] = field(default_factory=list)
+
+
+class _Engine:
+    def __init__(
+        self,
+        site: Site,
+        van: VanSpec,
+        net: RoadNetwork,
+        *,
+        seed: int,
+        workers: int | None,
+        max_iterations: int | None,
+        now_s: float,
+    ) -> None:
+        self.site = site
+        self.van = van
+        self.net = net
+        self.seed = seed
+        self.max_iterations = max_iterations
+        self.now_s = now_s
+        self.solver = vrp.Solver(workers)
+        self.out: list[Unserved] = []
+        self.start_soc: dict[VanId, float] = {}
+
+    def close(self) -> None:
+        self.solver.close()
+
+    # -- solving and replaying ------------------------------------------------------------
+    def solve_parts(self, parts: list[_Part], progress: Callable[[float], None] | None) -> None:
+        """Solve every part, then re-solve those whose replay breaks a limit."""
+        todo = [p for p in parts if p.lp.visits]
+        for p in parts:
+            if not p.lp.visits:
+                self._replay(p, None)
+        for round_ in range(TIGHTEN_ROUNDS + 2):
+            if not todo:
+                return
+            seeds_each = max(1, self.solver.workers // len(todo))
+            jobs = [
+                vrp.Job(
+                    p.lp.problem,
+                    p.time_limit_s if round_ == 0 else max(0.5, p.time_limit_s / 4),
+                    tuple(range(self.seed, self.seed + seeds_each)),
+                    self.max_iterations,
+                )
+                for p in todo
+            ]
+            results = self.solver.run(jobs, progress if round_ == 0 else None)
+            again: list[_Part] = []
+            for part, result in zip(todo, results, strict=True):
+                self._replay(part, result)
+                short = {vid: b for vid, b in part.routes.items() if b.shortfalls}
+                if not short:
+                    continue
+                if round_ > TIGHTEN_ROUNDS:  # pragma: no cover - one charge a day always fits
+                    raise VerificationError(
+                        [f"{s.van_id}: {s.message}" for b in short.values() for s in b.shortfalls]
+                    )
+                for vid, b in short.items():
+                    log.info(
+                        "%s: %s; re-planning with a tighter distance bound",
+                        vid,
+                        "; ".join(s.message for s in b.shortfalls),
+                    )
+                part.lp = self._tighten(part.lp, short, final=round_ >= TIGHTEN_ROUNDS - 1)
+                again.append(part)
+            todo = again
+
+    def _tighten(self, lp: LegProblem, short: Mapping[VanId, Built], *, final: bool) -> LegProblem:
+        slots = []
+        for s in lp.slots:
+            if s.van_id in short:
+                floor = range_m(self.van, s.soc_pct)
+                bound = floor if final else max(floor, 0.8 * short[s.van_id].dist_m)
+                s = replace(s, max_dist_m=min(s.max_dist_m, bound))
+            slots.append(s)
+        return build_problem(lp.leg, lp.depot, lp.matrix, lp.visits, slots, self.van, self.site)
+
+    def _replay(self, part: _Part, result: vrp.Result | None) -> None:
+        lp = part.lp
+        by_van = routes_by_van(lp, result) if result is not None else {}
+        routes: dict[VanId, Built] = {}
+        taken: set[int] = set()
+        index = {id(v): i for i, v in enumerate(lp.visits)}
+        for s in lp.slots:
+            pool = by_van.get(s.van_id, [])
+            first = part.first.get(s.van_id)
+            if not pool and first is None:
+                continue
+            if first is None:
+                routes[s.van_id] = build_route(
+                    s.van_id,
+                    lp.leg,
+                    lp.depot,
+                    pool,
+                    lp.matrix,
+                    self.van,
+                    self.site,
+                    start_s=s.start_s,
+                    start_soc_pct=s.soc_pct,
+                )
+            else:
+                routes[s.van_id] = build_route(
+                    s.van_id,
+                    lp.leg,
+                    lp.depot,
+                    [first.visits, *pool],
+                    lp.matrix,
+                    self.van,
+                    self.site,
+                    start_s=first.start.time_s,
+                    start_soc_pct=self.start_soc[s.van_id],
+                    start=first.start,
+                    start_loc=first.start_loc,
+                    returned=first.returned,
+                )
+            taken.update(index[id(v)] for trip in pool for v in trip)
+        part.routes = routes
+        part.dropped = [v for i, v in enumerate(lp.visits) if i not in taken]
+
+    # -- trip 0 of vans on the road ---------------------------------------------------------
+    def first_trips(
+        self,
+        leg: Leg,
+        depot: DepotPoint,
+        matrix: LegMatrix,
+        todo: Sequence[tuple[VanState, list[Visit], tuple[ParcelId, ...], StartPoint]],
+    ) -> dict[VanId, _First]:
+        """Order what each van on the road still carries, from where it is to its depot."""
+        at = matrix.index()
+        jobs: list[vrp.Job] = []
+        for vs, visits, _, start in todo:
+            # 0: the depot, 1: where the van is, then each place it must still stop at
+            doors = sorted({at[v.node] for v in visits})
+            locs = [0, at[start.node], *doors]
+            pos = {matrix.nodes[i]: 2 + k for k, i in enumerate(doors)}
+            sub_dist = matrix.dist_m[np.ix_(locs, locs)]
+            sub_time = matrix.time_s[np.ix_(locs, locs)]
+            jobs.append(
+                vrp.Job(
+                    self._first_problem(leg, depot, sub_dist, sub_time, pos, visits, start, vs),
+                    2.0,
+                    (self.seed,),
+                    FIRST_TRIP_ITERATIONS,
+                )
+            )
+        results = self.solver.run(jobs) if jobs else []
+        out: dict[VanId, _First] = {}
+        for (vs, visits, returned, start), result in zip(todo, results, strict=True):
+            order: list[Visit] = []
+            for r in result.routes:
+                if r.feasible:
+                    order = [visits[c] for t in r.trips for c in t.clients]
+            kept = {id(v) for v in order}
+            back = returned + tuple(p for v in visits if id(v) not in kept for p in v.parcel_ids)
+            start_loc = at[start.node]
+            built = build_route(
+                vs.van_id,
+                leg,
+                depot,
+                [order],
+                matrix,
+                self.van,
+                self.site,
+                start_s=start.time_s,
+                start_soc_pct=vs.soc_pct,
+                start=start,
+                start_loc=start_loc,
+                returned=back,
+            )
+            out[vs.van_id] = _First(start, start_loc, order, back, built)
+        return out
+
+    def _first_problem(
+        self,
+        leg: Leg,
+        depot: DepotPoint,
+        dist_m: np.ndarray,
+        time_s: np.ndarray,
+        at: Mapping[NodeId, int],
+        visits: Sequence[Visit],
+        start: StartPoint,
+        vs: VanState,
+    ) -> vrp.Problem:
+        dist = scaling.dist_matrix(dist_m)
+        dur = scaling.duration_matrix(time_s)
+        prize = 10 * int(dist.max(initial=0)) + 10 * int(dur.max(initial=0)) + 100_000
+        begin = scaling.earliest(start.time_s)
+        back_s = float(time_s[1, 0])
+        end = scaling.latest(max(self.site.shift_end_s, start.time_s + back_s + 1.0))
+        big = (scaling.weight_need(start.load_kg) + 1, scaling.volume_need(start.load_m3) + 1)
+        return vrp.Problem(
+            dist=dist,
+            dur=dur,
+            depots=(vrp.Depot(0, name=depot.depot.id), vrp.Depot(1, name=str(vs.van_id))),
+            clients=tuple(
+                vrp.Client(
+                    location=at[v.node],
+                    demand=v.demand(),
+                    service_s=scaling.duration_need(v.service_s),
+                    tw_early=scaling.earliest(v.earliest_s),
+                    tw_late=scaling.latest(v.latest_s),
+                    prize=prize,
+                )
+                for v in visits
+            ),
+            vehicle_types=(
+                vrp.VehicleType(
+                    count=1,
+                    capacity=(
+                        max(big[0], scaling.weight_limit(self.van.payload_kg)),
+                        max(big[1], scaling.volume_limit(self.van.cargo_volume_m3)),
+                    ),
+                    start_depot=1,
+                    end_depot=0,
+                    tw_early=begin,
+                    tw_late=end,
+                    max_distance=scaling.dist_limit(range_m(self.van, vs.soc_pct)),
+                ),
+            ),
+            name=f"{leg.value} trip 0 of {vs.van_id}",
+        )
+
+
+def _unique(nodes: Sequence[NodeId]) -> list[NodeId]:
+    return list(dict.fromkeys(nodes))
+
+
+def _ordered(routes: Sequence[VanRoute], site: Site) -> list[VanRoute]:
+    rank = {d.id: i for i, d in enumerate(site.depots)}
+    by_depot: dict[int, list[VanRoute]] = defaultdict(list)
+    for r in routes:
+        by_depot[rank.get(r.depot, len(rank))].append(r)
+    return [r for k in sorted(by_depot) for r in sorted(by_depot[k], key=lambda r: r.van_id)]
+
+
+def _split_time(time_limit_s: float, n_line_haul: int, n_last_mile: int) -> tuple[float, float]:
+    total = max(0.2, time_limit_s)
+    if n_last_mile == 0:
+        return total, 0.0
+    if n_line_haul == 0:
+        return 0.0, total
+    share = min(0.5, max(0.1, n_line_haul / (n_line_haul + n_last_mile)))
+    return total * share, total * (1 - share)
+
+
+def station_budgets(
+    total_s: float, sizes: Mapping[DepotId, int], workers: int
+) -> dict[DepotId, float]:
+    """Wall-clock seconds per station job so that all of them fit ``total_s`` on ``workers``."""
+    n = sum(sizes.values())
+    out = {}
+    for st, size in sizes.items():
+        share = total_s * min(workers, len(sizes)) * size / max(1, n)
+        out[st] = max(0.2, min(total_s, share))
+    return out
+
+
+class _Day:
+    """One planning run: where everything is, then leg 1, then leg 2."""
+
+    def __init__(
+        self,
+        engine: _Engine,
+        parcels: Sequence[Parcel],
+        vans: Sequence[VanState],
+        states: Mapping[ParcelId, ParcelState],
+        report: _Progress,
+    ) -> None:
+        self.engine = engine
+        self.site = engine.site
+        self.van = engine.van
+        self.net = engine.net
+        self.report = report
+        self.parcels = list(parcels)
+        self.by_id = {p.id: p for p in parcels}
+        self.vans = list(vans)
+        self.states = states
+        self.out = engine.out
+        self.start = max(engine.now_s, float(self.site.shift_start_s))
+        self.depots = snap_depots(self.site, self.net)
+        self.wh = self.depots[self.site.warehouse.id]
+        self.stations = [self.depots[s.id] for s in self.site.stations]
+        self.live = {v.van_id: v for v in vans if v.in_service}
+        self.full_m = range_m(self.van, 100.0)
+        # filled by the steps below
+        self.placed: dict[ParcelId, Placed] = {}
+        self.to_station: dict[ParcelId, DepotId] = {}
+        self.wh_ready: dict[ParcelId, float] = {}  # at the warehouse, may leave from
+        self.st_ready: dict[ParcelId, float] = {}  # at a station, may leave from
+        self.lm_board: dict[VanId, list[Placed]] = defaultdict(list)
+        self.lh_board: dict[VanId, list[Placed]] = defaultdict(list)
+        self.returned: dict[VanId, list[ParcelId]] = defaultdict(list)
+        self.members: dict[DepotId, list[Placed]] = defaultdict(list)
+        self.mats: dict[DepotId, LegMatrix] = {}
+        self.keep: dict[DepotId, list[Placed]] = defaultdict(list)
+        self.release: dict[ParcelId, float] = {}
+        self.routes: list[VanRoute] = []
+
+    # -- 1. where every parcel is and where it goes -------------------------------------------
+    def locate(self) -> None:
+        carrier: dict[ParcelId, VanState] = {}
+        for pid, state in self.states.items():
+            if state.where is Where.ON_BOARD and state.van in self.live:
+                carrier[pid] = self.live[VanId(state.van)]
+        placed, rejected = check_alone(self.parcels, self.van, self.net)
+        self.placed = {pl.parcel.id: pl for pl in placed}
+        self.out += rejected
+        owners = {v.van_id: v for v in self.vans}
+        need_station: list[Placed] = []
+        for parcel in self.parcels:
+            state = self.states.get(parcel.id, ParcelState(Where.WAREHOUSE))
+            pl = self.placed.get(parcel.id)
+            vs = carrier.get(parcel.id)
+            if vs is not None:
+                if pl is None:
+                    self.returned[vs.van_id].append(parcel.id)  # unservable: back to its depot
+                elif vs.depot == self.wh.depot.id:
+                    self.lh_board[vs.van_id].append(pl)
+                    need_station.append(pl)
+                else:
+                    self.lm_board[vs.van_id].append(pl)
+                    self.to_station[parcel.id] = vs.depot
+                continue
+            if pl is None:
+                continue
+            ready = max(self.start, state.ready_s)
+            owner = owners.get(state.van) if state.van is not None else None
+            if (
+                state.where is Where.ON_BOARD
+                and owner is not None
+                and owner.depot != self.wh.depot.id
+            ):
+                # on a last-mile van out of service: recovered to its station
+                self.to_station[parcel.id] = owner.depot
+                self.st_ready[parcel.id] = ready
+            elif state.where is Where.STATION:
+                sid = state.station or parcel.station
+                if sid is None:
+                    need_station.append(pl)  # the nearest by road, as the day plan chose
+                else:
+                    self.to_station[parcel.id] = sid
+                self.st_ready[parcel.id] = ready
+            else:  # at the warehouse, or recovered there from a line-haul van
+                self.wh_ready[parcel.id] = ready
+                need_station.append(pl)
+        self.report("assigning stations", 0.04)
+        by_station, rejected = assign_stations(need_station, self.stations, self.net)
+        for u in rejected:
+            vs = carrier.get(u.parcel_id)
+            if vs is not None:
+                board = self.lh_board[vs.van_id]
+                self.lh_board[vs.van_id] = [q for q in board if q.parcel.id != u.parcel_id]
+                self.returned[vs.van_id].append(u.parcel_id)
+        self.out += rejected
+        for sid, group in by_station.items():
+            for pl in group:
+                self.to_station[pl.parcel.id] = sid
+        for pid, sid in self.to_station.items():
+            if pid in self.placed:
+                self.members[sid].append(self.placed[pid])
+
+    def away(self, depot: DepotId) -> list[VanState]:
+        """In-service vans of ``depot`` that are not simply waiting, empty, at it."""
+        return [
+            v
+            for v in self.vans
+            if v.in_service and v.depot == depot and (v.away is not None or v.on_board)
+        ]
+
+    # -- 2. matrices, reach checks, consignments ---------------------------------------------
+    def prepare_stations(self) -> tuple[LegMatrix, list[Visit]]:
+        wh, van, site = self.wh, self.van, self.site
+        lh_nodes = _unique(
+            [wh.node, *(s.node for s in self.stations)]
+            + [v.away[0] for v in self.away(wh.depot.id) if v.away is not None]
+        )
+        lh_matrix = LegMatrix.between(lh_nodes, self.net)
+        lh_at = lh_matrix.index()
+        cons: list[Visit] = []
+        used = [s for s in self.stations if self.members.get(s.depot.id) or self.away(s.depot.id)]
+        for k, st in enumerate(used):
+            sid = st.depot.id
+            self.report(f"road matrix for {sid}", 0.06 + 0.14 * k / max(1, len(used)))
+            group = self.members.get(sid, [])
+            i = lh_at[st.node]
+            there_s, back_s = float(lh_matrix.time_s[0, i]), float(lh_matrix.time_s[i, 0])
+            round_m = float(lh_matrix.dist_m[0, i] + lh_matrix.dist_m[i, 0])
+            starts = [v.away[0] for v in self.away(sid) if v.away is not None]
+            nodes = _unique([st.node, *sorted({pl.node for pl in group}), *starts])
+            mat = self.mats[sid] = LegMatrix.between(nodes, self.net)
+            at_wh = [pl for pl in group if pl.parcel.id in self.wh_ready]
+            at_st = [pl for pl in group if pl.parcel.id in self.st_ready]
+            if at_wh and not (math.isfinite(there_s) and math.isfinite(back_s)):
+                self.out += [
+                    unserved(
+                        pl.parcel,
+                        UnservedReason.UNREACHABLE,
+                        f"no drivable round trip between the warehouse and station {sid}",
+                    )
+                    for pl in at_wh
+                ]
+                at_wh = []
+            elif at_wh and round_m > self.full_m:
+                self.out += [
+                    unserved(
+                        pl.parcel,
+                        UnservedReason.OUT_OF_RANGE,
+                        f"the line-haul round trip to station {sid} does not fit one charge",
+                    )
+                    for pl in at_wh
+                ]
+                at_wh = []
+            first_out = min((self.wh_ready[pl.parcel.id] for pl in at_wh), default=self.start)
+            ready = first_out + van.depot_load_s + there_s + van.station_unload_s
+            kept = self.reach(sid, at_wh, dict.fromkeys((pl.parcel.id for pl in at_wh), ready))
+            kept_st = self.reach(sid, at_st, self.st_ready)
+            self.keep[sid] += kept + kept_st
+            slack: dict[ParcelId, float] = {}
+            at = mat.index()
+            for pl in kept:
+                j = at[pl.node]
+                to_s, from_s = float(mat.time_s[0, j]), float(mat.time_s[j, 0])
+                _, late = window(pl.parcel, site)
+                alone = van.door_stop_s + door_service_s(pl.parcel, van)
+                before_door = van.station_unload_s + van.depot_load_s + to_s
+                slack[pl.parcel.id] = min(
+                    late - before_door, site.shift_end_s - alone - from_s - before_door
+                )
+            for c in consignments(st, kept, van, site, slack_s=slack):
+                cons.append(replace(c, release_s=max(self.wh_ready[q.id] for q in c.parcels)))
+        return lh_matrix, cons
+
+    def reach(
+        self, sid: DepotId, group: Sequence[Placed], ready: Mapping[ParcelId, float]
+    ) -> list[Placed]:
+        """Parcels of ``group`` a van of ``sid`` could deliver alone once they are ready there."""
+        kept: list[Placed] = []
+        for pl in group:
+            ok, rejected = check_reach(
+                [pl],
+                self.mats[sid],
+                self.van,
+                self.site,
+                station=DepotId(sid),
+                ready_s=ready[pl.parcel.id] + self.van.depot_load_s,
+                range_m=self.full_m,
+            )
+            self.out += rejected
+            kept += ok
+        return kept
+
+    def start_point(
+        self, vs: VanState, home: DepotPoint, visits: Sequence[Visit]
+    ) -> tuple[VanState, list[Visit], tuple[ParcelId, ...], StartPoint]:
+        node, lon, lat = vs.away if vs.away is not None else (home.node, home.lon, home.lat)
+        back = tuple(self.returned.get(vs.van_id, []))
+        onboard = tuple(pid for v in visits for pid in v.parcel_ids) + back
+        sp = StartPoint(
+            node,
+            lon,
+            lat,
+            max(self.start, vs.free_s),
+            onboard,
+            math.fsum(self.by_id[p].weight_kg for p in onboard),
+            math.fsum(self.by_id[p].volume_m3 for p in onboard),
+        )
+        return vs, list(visits), back, sp
+
+    # -- 3. leg 1 ----------------------------------------------------------------------------
+    def line_haul(self, lh_matrix: LegMatrix, cons: list[Visit], time_s: float) -> None:
+        wh, van, site = self.wh, self.van, self.site
+        todo = []
+        for vs in self.away(wh.depot.id):
+            group: dict[DepotId, list[Parcel]] = defaultdict(list)
+            for pl in self.lh_board.get(vs.van_id, []):
+                group[self.to_station[pl.parcel.id]].append(pl.parcel)
+            visits = [
+                Visit(
+                    kind=StopKind.STATION,
+                    ref=sid,
+                    node=self.depots[sid].node,
+                    lon=self.depots[sid].lon,
+                    lat=self.depots[sid].lat,
+                    parcels=tuple(ps),
+                    service_s=van.station_unload_s,
+                    earliest_s=0.0,
+                    latest_s=float(max(site.shift_end_s, self.start)),
+                    release_s=0.0,
+                )
+                for sid, ps in sorted(group.items())
+            ]
+            todo.append(self.start_point(vs, wh, visits))
+        first = self.engine.first_trips(Leg.LINE_HAUL, wh, lh_matrix, todo)
+        lh_vans = [v for v in self.vans if v.in_service and v.depot == wh.depot.id]
+        slots = _slots(self.engine, lh_vans, first, self.start)
+        if not slots:
+            for c in cons:
+                self.out += [
+                    unserved(
+                        p,
+                        UnservedReason.NOT_ENOUGH_VANS,
+                        f"no line-haul van is in service to bring it to {c.ref}",
+                    )
+                    for p in c.parcels
+                ]
+            return
+        lp = build_problem(Leg.LINE_HAUL, wh, lh_matrix, cons, slots, van, site)
+        part = _Part(lp, time_s, first=first)
+        self.engine.solve_parts([part], self.report.span("line haul", 0.2, 0.4))
+        for c in part.dropped:
+            self.out += [
+                unserved(
+                    p,
+                    UnservedReason.NOT_ENOUGH_VANS,
+                    f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
+                    f"warehouse vans, shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)})",
+                )
+                for p in c.parcels
+            ]
+        for b in part.routes.values():
+            self.routes.append(b.route)
+            for stop in b.route.stops():
+                if stop.kind is StopKind.STATION:
+                    for pid in stop.parcels_delivered:
+                        self.release[pid] = stop.departure_s
+
+    # -- 4. leg 2 ----------------------------------------------------------------------------
+    def last_mile(self, time_s: float) -> None:
+        van, site = self.van, self.site
+        lh_board = {pl.parcel.id for group in self.lh_board.values() for pl in group}
+        self.release.update(self.st_ready)
+        parts: list[_Part] = []
+        for st in self.stations:
+            sid = st.depot.id
+            if sid not in self.mats:
+                continue
+            mat = self.mats[sid]
+            todo = []
+            for vs in self.away(sid):
+                board = self.lm_board.get(vs.van_id, [])
+                visits = door_visits(
+                    board, van, site, dict.fromkeys((pl.parcel.id for pl in board), 0.0)
+                )
+                todo.append(self.start_point(vs, st, visits))
+            first = self.engine.first_trips(Leg.LAST_MILE, st, mat, todo)
+            # what a trip 0 brings back, and what the line haul unloaded from a van that was
+            # on the road, wait at the station for a later trip
+            late: dict[ParcelId, float] = {}
+            for f in first.values():
+                end = f.built.route.trips[0].stops[-1].arrival_s
+                late.update(dict.fromkeys((pid for pid in f.returned if pid in self.placed), end))
+            for pl in self.members.get(sid, []):
+                if pl.parcel.id in lh_board and pl.parcel.id in self.release:
+                    late[pl.parcel.id] = self.release[pl.parcel.id]
+            self.release.update(late)
+            self.keep[sid] += self.reach(sid, [self.placed[pid] for pid in late], late)
+            keep = [pl for pl in self.keep[sid] if pl.parcel.id in self.release]
+            visits = door_visits(keep, van, site, self.release)
+            st_vans = [v for v in self.vans if v.in_service and v.depot == sid]
+            slots = _slots(self.engine, st_vans, first, self.start)
+            if not slots:
+                self.out += [
+                    unserved(
+                        p, UnservedReason.NOT_ENOUGH_VANS, f"station {sid} has no van in service"
+                    )
+                    for v in visits
+                    for p in v.parcels
+                ]
+                continue
+            lp = build_problem(Leg.LAST_MILE, st, mat, visits, slots, van, site)
+            parts.append(_Part(lp, 0.0, first=first))
+        budgets = station_budgets(
+            time_s,
+            {p.lp.depot.depot.id: len(p.lp.visits) for p in parts},
+            self.engine.solver.workers,
+        )
+        for part in parts:
+            part.time_limit_s = budgets[part.lp.depot.depot.id]
+        if parts:
+            self.engine.solve_parts(parts, self.report.span("last mile", 0.4, 0.85))
+        for part in parts:
+            sid = part.lp.depot.depot.id
+            for v in part.dropped:
+                self.out += [
+                    unserved(
+                        p,
+                        UnservedReason.NOT_ENOUGH_VANS,
+                        f"no van of station {sid} had room or time for it ({len(part.lp.slots)} "
+                        f"vans, shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)})",
+                    )
+                    for p in v.parcels
+                ]
+            self.routes += [b.route for b in part.routes.values()]
+
+    def leftovers(self) -> None:
+        """Anything neither delivered nor yet listed (e.g. brought back and not re-sent)."""
+        delivered = {
+            pid
+            for r in self.routes
+            if r.leg is Leg.LAST_MILE
+            for s in r.stops()
+            if s.kind is StopKind.DOOR
+            for pid in s.parcels_delivered
+        }
+        listed = {u.parcel_id for u in self.out}
+        for p in self.parcels:
+            if p.id not in delivered and p.id not in listed:
+                self.out.append(
+                    unserved(p, UnservedReason.NOT_ENOUGH_VANS, "no van had room or time for it")
+                )
+
+
+def plan_fleet(
+    parcels: Sequence[Parcel],
+    site: Site,
+    van: VanSpec,
+    net: RoadNetwork,
+    *,
+    vans: Sequence[VanState],
+    states: Mapping[ParcelId, ParcelState],
+    now_s: float,
+    time_limit_s: float,
+    seed: int,
+    progress: Progress | None,
+    day: date | None,
+    created_utc: str,
+    workers: int | None,
+    max_iterations: int | None,
+    already_unserved: Sequence[Unserved],
+    verify: bool,
+) -> Plan:
+    """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are."""
+    report = _Progress(progress)
+    t0 = time.monotonic()
+    seen: set[str] = set()
+    for p in parcels:
+        if p.id in seen:
+            raise InputError(f"parcel id {p.id!r} is given twice")
+        seen.add(p.id)
+    report("snapping depots and parcels", 0.0)
+    engine = _Engine(
+        site, van, net, seed=seed, workers=workers, max_iterations=max_iterations, now_s=now_s
+    )
+    engine.start_soc = {v.van_id: v.soc_pct for v in vans}
+    engine.out += already_unserved
+    try:
+        run = _Day(engine, parcels, vans, states, report)
+        run.locate()
+        lh_matrix, cons = run.prepare_stations()
+        n_doors = sum(len(v) for v in run.keep.values())
+        t1, t2 = _split_time(time_limit_s, len(cons), n_doors)
+        run.line_haul(lh_matrix, cons, t1)
+        report("last mile", 0.4)
+        run.last_mile(t2)
+        run.leftovers()
+    finally:
+        engine.close()
+    report("road geometry", 0.86)
+    routes = add_geometry(_ordered(run.routes, site), net)
+    unserved_sorted = tuple(sorted(engine.out, key=lambda u: u.parcel_id))
+    plan = Plan(
+        site=site.name,
+        day=day or EPOCH_DAY,
+        timezone=site.timezone,
+        created_utc=created_utc,
+        routes=tuple(routes),
+        unserved=unserved_sorted,
+        summary=summarise(
+            routes,
+            unserved_sorted,
+            parcels=len(parcels) + len(already_unserved),
+            vans_available=sum(1 for v in vans if v.in_service),
+            van=van,
+        ),
+    )
+    if verify:
+        report("verifying", 0.92)
+        problems = verify_plan(
+            plan,
+            parcels,
+            site,
+            van,
+            net,
+            at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
+            start_soc_pct={v.van_id: v.soc_pct for v in vans},
+        )
+        if problems:
+            raise VerificationError(problems)
+    report("done", 1.0)
+    log.info("planned %d parcels in %.1f s", len(parcels), time.monotonic() - t0)
+    return plan
+
+
+def _slots(
+    engine: _Engine, vans: Sequence[VanState], first: Mapping[VanId, _First], start: float
+) -> list[VanSlot]:
+    full = range_m(engine.van, 100.0)
+    # A van charges during every stay at its depot, so its day's distance is bounded only by
+    # what the replay finds; start generous, tighten if a replay breaks the range.
+    bound = full * (1 + vrp.MAX_RELOADS_DEFAULT)
+    slots = []
+    for vs in vans:
+        f = first.get(vs.van_id)
+        if f is not None:
+            last = f.built.route.trips[0].stops[-1]
+            slots.append(VanSlot(vs.van_id, last.arrival_s, last.soc_pct, bound))
+        else:
+            slots.append(VanSlot(vs.van_id, max(start, vs.free_s), vs.soc_pct, bound))
+    return slots
