@@ -1,9 +1,10 @@
 """The controller's signing: master secret on disk, per-van keys, never-reused message ids.
 
-The master secret is a file of 64 hex characters (32 bytes) or more, readable by its owner
-only; ``fleet controller run`` creates one if told to (``--create-key``). Each van's key is
-derived from it (:func:`fleet.protocol.signing.derive_van_key`); ``fleet controller van-key``
-prints one van's key for its bridge.
+The master secret is the file ``fleet broker credentials`` writes as
+``controller/signing-master.key`` (TOML: ``generation`` and ``secret_hex``), readable by its
+owner only; ``fleet controller run --create-key`` makes one for a machine without a
+credentials set. Each van's key is derived from it (:func:`fleet.protocol.derive_van_key`
+with that generation).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import ConfigError
+from fleet.model.toml_table import Table
 from fleet.protocol import (
     InstantActions,
     Order,
@@ -24,47 +27,58 @@ from fleet.protocol import (
     make_header,
     sign,
 )
+from fleet.security.credentials import MASTER_SECRET_BYTES, master_key_text
 
-MASTER_SECRET_BYTES = 32
 MESSAGE_ID_BLOCK = 1000  # ids reserved in the store per round trip to it
 
 
-def read_master_secret(path: Path) -> bytes:
-    """The master secret in ``path``; a missing, malformed or world-readable file is refused."""
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    secret: bytes
+    generation: int = 1
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"MasterKey(generation={self.generation}, secret=<{len(self.secret)} bytes>)"
+
+
+def read_master_key(path: Path) -> MasterKey:
+    """The master key in ``path``; a missing, malformed or group/world-readable file is refused."""
     try:
-        text = path.read_text(encoding="ascii").strip()
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"{path}: signing key not found (create one with fleet controller run --create-key)"
+            f"{path}: signing key not found (generate a set with `fleet broker credentials`, "
+            "or pass --create-key)"
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the signing key: {exc}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{path}: the signing key must be readable by its owner only (chmod 600)")
+    root = Table.root(path)
+    generation = root.integer("generation", "key generation", ge=1)
+    secret_hex = root.string("secret_hex")
+    root.finish()
     try:
-        secret = bytes.fromhex(text)
+        secret = bytes.fromhex(secret_hex)
     except ValueError as exc:
-        raise ConfigError(f"{path}: expected hexadecimal digits only") from exc
+        raise root.error("secret_hex", "expected hexadecimal digits only") from exc
     if len(secret) < MASTER_SECRET_BYTES:
-        raise ConfigError(
-            f"{path}: expected at least {2 * MASTER_SECRET_BYTES} hex digits "
-            f"({MASTER_SECRET_BYTES} bytes), got {len(text)}"
+        raise root.error(
+            "secret_hex",
+            f"expected at least {2 * MASTER_SECRET_BYTES} hex digits, got {len(secret_hex)}",
         )
-    return secret
+    return MasterKey(secret, generation)
 
 
-def create_master_secret(path: Path) -> bytes:
-    """Write a fresh random master secret to ``path`` (mode 600); never overwrites one."""
-    secret = secrets.token_bytes(MASTER_SECRET_BYTES)
+def create_master_key(path: Path) -> MasterKey:
+    """Write a fresh random master key to ``path`` (mode 600); never overwrites one."""
+    key = MasterKey(secrets.token_bytes(MASTER_SECRET_BYTES), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
         raise ConfigError(f"{path}: a signing key exists already; not overwriting it") from exc
     with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secret.hex() + "\n")
-    return secret
+        fh.write(master_key_text(key.secret, key.generation))
+    return key
 
 
 class Signer:
@@ -75,9 +89,9 @@ class Signer:
     controller.
     """
 
-    def __init__(self, name: str, master_secret: bytes, reserve: Callable[[str, int], int]) -> None:
+    def __init__(self, name: str, master: MasterKey, reserve: Callable[[str, int], int]) -> None:
         self.name = name
-        self._master = master_secret
+        self._master = master
         self._reserve = reserve
         self._keys: dict[str, SigningKey] = {}
         self._next: dict[str, int] = {}
@@ -86,7 +100,9 @@ class Signer:
     def key(self, van_id: str) -> SigningKey:
         key = self._keys.get(van_id)
         if key is None:
-            key = self._keys[van_id] = derive_van_key(self._master, van_id)
+            key = self._keys[van_id] = derive_van_key(
+                self._master.secret, van_id, generation=self._master.generation
+            )
         return key
 
     def next_message_id(self, van_id: str) -> int:

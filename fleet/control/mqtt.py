@@ -14,13 +14,15 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
 from fleet.errors import ConfigError, ControlError
+from fleet.model.toml_table import Table
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class BrokerAddress:
     password: str | None = None
     tls: bool = False
     ca_file: str | None = None
+    cert_file: str | None = None  # client certificate (TLS listeners that require one)
+    key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str, *, ca_file: str | None = None) -> BrokerAddress:
@@ -62,6 +66,34 @@ class BrokerAddress:
             tls=tls,
             ca_file=ca_file,
         )
+
+    @classmethod
+    def from_login(cls, path: Path, *, tls: bool = False) -> BrokerAddress:
+        """A login file from ``fleet broker credentials`` (``<identity>/mqtt.toml``).
+
+        ``[mqtt]`` holds host, port, username and password; with ``tls`` the ``[tls]`` table's
+        port and certificate files are used instead (paths relative to the file).
+        """
+        root = Table.root(path)
+        mqtt = root.table("mqtt")
+        address = cls(
+            host=mqtt.string("host"),
+            port=mqtt.integer("port", "TCP port", ge=1, le=65535),
+            username=mqtt.string("username"),
+            password=mqtt.string("password"),
+        )
+        mqtt.finish()
+        table = root.table("tls", optional=True)
+        if root.has("tls"):
+            tls_port = table.integer("port", "TCP port", ge=1, le=65535)
+            files = {k: str(table.path(k)) for k in ("ca_file", "cert_file", "key_file")}
+            table.finish()
+            if tls:
+                address = replace(address, port=tls_port, tls=True, **files)
+        elif tls:
+            raise root.error("tls", "this login has no [tls] table (made without --tls?)")
+        root.finish()
+        return address
 
     def __str__(self) -> str:
         who = f"{self.username}@" if self.username else ""
@@ -106,7 +138,12 @@ class MqttLink:
 
         tls_context = None
         if address.tls:
-            tls_context = ssl.create_default_context(cafile=address.ca_file)
+            try:
+                tls_context = ssl.create_default_context(cafile=address.ca_file)
+                if address.cert_file:
+                    tls_context.load_cert_chain(address.cert_file, address.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"TLS files for {address}: {exc}") from exc
         self._client = aiomqtt.Client(
             address.host,
             address.port,

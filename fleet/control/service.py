@@ -25,7 +25,7 @@ from typing import Protocol
 
 from fleet.control.config import ControllerConfig
 from fleet.control.core import CheckedPlan, ControllerCore, Output, ReplanRequest
-from fleet.control.keys import Signer
+from fleet.control.keys import MasterKey, Signer
 from fleet.control.limits import RateLimiter
 from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink, Will
 from fleet.errors import ControlError, FleetError
@@ -102,7 +102,7 @@ class ControllerService:
         van: VanSpec,
         roster: Mapping[str, tuple[float, float]],
         clock: Clock,
-        master_secret: bytes,
+        master_key: MasterKey,
         planning: Planning,
         topics: Topics | None = None,
     ) -> None:
@@ -112,7 +112,7 @@ class ControllerService:
         self.clock = clock
         self.topics = topics or Topics()
         self.planning = planning
-        self.signer = Signer(config.name, master_secret, store.reserve_message_ids)
+        self.signer = Signer(config.name, master_key, store.reserve_message_ids)
         self.limiter = RateLimiter(config.max_messages_per_van_per_s, config.burst_messages_per_van)
         self.core = ControllerCore(
             config=config, van=van, roster=roster, snapshot=store.load(), now_s=clock.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from fleet.control.config import ControllerConfig
 from fleet.control.core import CheckedPlan, ReplanRequest, check_plan
+from fleet.control.keys import MasterKey
 from fleet.control.mqtt import BrokerAddress
 from fleet.control.service import ControllerService
 from fleet.errors import InputError
@@ -77,7 +79,7 @@ async def running_controller(
         van=load_van_spec(VAN_FILE),
         roster=plans.ROSTER,
         clock=WallClock(),
-        master_secret=MASTER_SECRET,
+        master_key=MasterKey(MASTER_SECRET),
         planning=book,
         topics=broker.topics,
     )
@@ -90,3 +92,28 @@ async def running_controller(
         service.stop()
         await task
         store.close()
+
+
+class ControllerThread:
+    """A controller on its own event loop in a thread, for tests that run the CLI as a process."""
+
+    def __init__(self, broker: BrokerEndpoint, db: Path, book: PlanBook) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._context = running_controller(broker, db, book)
+        self.service: ControllerService | None = None
+
+    def __enter__(self) -> ControllerThread:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._context.__aenter__(), self._loop)
+        self.service = future.result(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self._context.__aexit__(None, None, None), self._loop
+        )
+        future.result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()

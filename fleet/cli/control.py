@@ -1,0 +1,475 @@
+"""Dispatcher commands: ``fleet dispatch | add | status | cancel | pause | resume | estop |
+events``, and ``fleet broker run`` (the embedded broker).
+
+Every dispatcher command reaches the running controller through the broker (request on
+``fleet/v1/controller/request``, reply on ``.../reply/<client>``; ``docs/controller.md``), so
+the CLI may run on any machine that can reach the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fleet.control.client import ControllerClient
+from fleet.control.mqtt import BrokerAddress
+from fleet.errors import ControlError, InputError
+from fleet.protocol import InstantActionType, Topics, parse_timestamp
+from fleet.protocol.control_api import (
+    AddParcelsBody,
+    CancelParcelsBody,
+    CancelVansBody,
+    CommandResult,
+    DispatchBody,
+    Event,
+    EventsBody,
+    EventsResult,
+    InstantBody,
+    RequestBody,
+    StatusBody,
+    StatusResult,
+    VanStatus,
+)
+
+console = Console()
+T = TypeVar("T")
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+BROKER_GROUP = "broker"
+
+Broker = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        envvar="FLEET_BROKER",
+        help="Broker URL: mqtt://host[:port] or mqtts://host[:port].",
+    ),
+]
+Login = Annotated[
+    Path | None,
+    typer.Option(
+        "--login",
+        envvar="FLEET_MQTT_LOGIN",
+        help="MQTT login file (<identity>/mqtt.toml from `fleet broker credentials`); "
+        "overrides the URL's host, port and user.",
+    ),
+]
+Tls = Annotated[
+    bool, typer.Option("--tls", help="With --login: use its TLS listener and certificates.")
+]
+Prefix = Annotated[
+    str,
+    typer.Option(
+        "--topic-prefix", envvar="FLEET_TOPIC_PREFIX", help="Topic prefix (must end with '/')."
+    ),
+]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the controller.")]
+Vans = Annotated[list[str] | None, typer.Argument(help="Van ids.", show_default=False)]
+
+
+def broker_address(url: str, login: Path | None, tls: bool) -> BrokerAddress:
+    if login is not None:
+        return BrokerAddress.from_login(login, tls=tls)
+    return BrokerAddress.parse(url)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+async def _ask(
+    url: str, login: Path | None, tls: bool, prefix: str, timeout_s: float, body: RequestBody
+) -> object:
+    address = broker_address(url, login, tls)
+    async with ControllerClient(address, topics=Topics(prefix), timeout_s=timeout_s) as client:
+        return await client.request(body)
+
+
+def _say(result: object) -> None:
+    if isinstance(result, CommandResult):
+        console.print(result.message, highlight=False)
+    else:
+        raise ControlError(f"unexpected reply from the controller: {type(result).__name__}")
+
+
+# -- dispatch and add --------------------------------------------------------------------------
+def dispatch(
+    plan_file: Annotated[Path, typer.Argument(help="plan.json from `fleet plan`.")],
+    orders: Annotated[
+        Path,
+        typer.Option(
+            "--orders",
+            help="The orders CSV the plan was made from (the controller verifies the plan "
+            "against it).",
+        ),
+    ],
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 120.0,
+) -> None:
+    """Hand a plan to the controller: it verifies it and sends each van its order."""
+    try:
+        document = json.loads(plan_file.read_text(encoding="utf-8"))
+        csv_text = orders.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc.filename}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{plan_file}: line {exc.lineno}: not JSON: {exc.msg}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InputError(f"{plan_file}: expected a JSON object (docs/plan.md)")
+    body = DispatchBody(plan=document, orders_csv=csv_text, orders_name=orders.name)
+    with console.status("the controller is verifying and dispatching the plan..."):
+        result = _run(_ask(broker, login, tls, topic_prefix, timeout, body))
+    _say(result)
+
+
+def add(
+    orders: Annotated[
+        Path,
+        typer.Argument(help="Orders CSV of the urgent parcels (the columns `fleet plan` reads)."),
+    ],
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Add urgent parcels during the day: the controller re-plans them onto the running fleet."""
+    try:
+        csv_text = orders.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise InputError(f"{orders}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{orders}: cannot read: {exc}") from exc
+    body = AddParcelsBody(orders_csv=csv_text, orders_name=orders.name)
+    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+
+
+# -- status ------------------------------------------------------------------------------------
+MODE_STYLE = {
+    "idle": "dim",
+    "driving": "green",
+    "at_stop": "cyan",
+    "paused": "yellow",
+    "charging": "blue",
+    "error": "bold red",
+    "stale": "magenta",
+    "offline": "red",
+    "unknown": "dim",
+}
+
+
+def _ago(stamp: str | None, now_s: float) -> str:
+    if stamp is None:
+        return "never"
+    seconds = max(0.0, now_s - parse_timestamp(stamp))
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _clock(stamp: str | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(parse_timestamp(stamp), tz=UTC).astimezone().strftime("%H:%M")
+
+
+def status_table(result: StatusResult, now_s: float) -> Table:
+    table = Table(title="Fleet", caption=_caption(result), caption_justify="left")
+    for column, justify in (
+        ("van", "left"),
+        ("state", "left"),
+        ("position", "left"),
+        ("km/h", "right"),
+        ("SoC", "right"),
+        ("range km", "right"),
+        ("load kg", "right"),
+        ("m³", "right"),
+        ("parcels", "right"),
+        ("current stop", "left"),
+        ("next stop", "left"),
+        ("ETA", "left"),
+        ("last seen", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for v in result.vans:
+        table.add_row(*_row(v, now_s))
+    return table
+
+
+def _row(v: VanStatus, now_s: float) -> list[str]:
+    mode = v.mode.value + ("" if v.in_service else " (out)")
+    style = MODE_STYLE.get(v.mode.value, "")
+    where = f"{v.lat:.5f}, {v.lon:.5f}" if v.lat is not None and v.lon is not None else ""
+    return [
+        v.van_id,
+        f"[{style}]{mode}[/]" if style else mode,
+        where,
+        f"{v.speed_mps * 3.6:.0f}",
+        f"{v.soc_pct:.0f} %" if v.soc_pct is not None else "",
+        f"{v.remaining_range_m / 1000:.0f}" if v.remaining_range_m is not None else "",
+        f"{v.load_kg:.0f}",
+        f"{v.volume_m3:.1f}",
+        str(v.parcels_on_board),
+        v.current_stop,
+        v.next_stop,
+        _clock(v.next_eta),
+        _ago(v.last_seen, now_s),
+    ]
+
+
+def _caption(result: StatusResult) -> str:
+    parcels = ", ".join(f"{k} {n}" for k, n in sorted(result.parcels_by_status.items()))
+    rejected = sum(n for k, n in result.counters.items() if k.startswith("rejected_"))
+    return (
+        f"parcels: {parcels or 'none'}   |   states received {result.counters.get('states', 0)}, "
+        f"rejected {rejected}, throttled {result.counters.get('throttled', 0)}, "
+        f"re-plans {result.counters.get('replans', 0)}"
+    )
+
+
+def status(
+    van: Vans = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Show the live fleet: state, position, speed, charge, load, stops and ETA, last seen."""
+    body = StatusBody(van_ids=tuple(van or ()))
+
+    async def once(client: ControllerClient) -> Table:
+        result = await client.request(body)
+        if not isinstance(result, StatusResult):
+            raise ControlError("unexpected reply from the controller")
+        return status_table(result, client.clock.time())
+
+    async def main() -> None:
+        address = broker_address(broker, login, tls)
+        async with ControllerClient(address, topics=Topics(topic_prefix), timeout_s=timeout) as c:
+            table = await once(c)
+            if not watch:
+                console.print(table)
+                return
+            with Live(table, console=console, auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)  # the refresh period the user asked for
+                    live.update(await once(c), refresh=True)
+
+    _until_interrupted(main)
+
+
+def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
+    async def guarded() -> None:
+        task = asyncio.ensure_future(main())
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(guarded())
+
+
+# -- cancel, pause, resume, estop --------------------------------------------------------------
+def cancel(
+    parcel: Annotated[
+        list[str] | None, typer.Argument(help="Parcel ids to cancel.", show_default=False)
+    ] = None,
+    van: Annotated[
+        list[str] | None,
+        typer.Option("--van", help="Cancel this van's order; its parcels are re-planned (repeat)."),
+    ] = None,
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Cancel parcels (taken out of every van's order), or whole vans (--van)."""
+    if bool(parcel) == bool(van):
+        raise typer.BadParameter("give parcel ids, or --van VAN (not both)")
+    body: RequestBody = (
+        CancelVansBody(van_ids=tuple(van))
+        if van
+        else CancelParcelsBody(parcel_ids=tuple(parcel or ()))
+    )
+    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+
+
+def _instant(
+    action: InstantActionType,
+    vans: list[str] | None,
+    all_vans: bool,
+    broker: str,
+    login: Path | None,
+    tls: bool,
+    topic_prefix: str,
+    timeout: float,
+) -> None:
+    if not vans and not all_vans:
+        hint = " (or --all)" if action is InstantActionType.EMERGENCY_STOP else ""
+        raise typer.BadParameter(f"name at least one van{hint}")
+    body = InstantBody(action=action, van_ids=tuple(vans or ()), all_vans=all_vans)
+    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+
+
+def pause(
+    van: Annotated[list[str], typer.Argument(help="Vans to pause.")],
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Pause vans at the next safe place; they keep their orders."""
+    _instant(InstantActionType.PAUSE, van, False, broker, login, tls, topic_prefix, timeout)
+
+
+def resume(
+    van: Annotated[list[str], typer.Argument(help="Vans to resume.")],
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Resume paused or emergency-stopped vans (a cancelled van returns to service)."""
+    _instant(InstantActionType.RESUME, van, False, broker, login, tls, topic_prefix, timeout)
+
+
+def estop(
+    van: Vans = None,
+    all_vans: Annotated[bool, typer.Option("--all", help="Every van of the fleet.")] = False,
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 5.0,
+) -> None:
+    """Emergency stop: brake now and wait for `fleet resume` (sent ahead of all other traffic)."""
+    _instant(
+        InstantActionType.EMERGENCY_STOP, van, all_vans, broker, login, tls, topic_prefix, timeout
+    )
+
+
+# -- events ------------------------------------------------------------------------------------
+def _event_line(e: Event) -> str:
+    when = datetime.fromtimestamp(parse_timestamp(e.time), tz=UTC).astimezone()
+    who = " ".join(x for x in (e.van_id, e.parcel_id) if x)
+    return f"{e.event_id:>7} {when:%H:%M:%S} {e.kind:<20} {who:<28} {e.detail}"
+
+
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = False,
+    van: Annotated[str | None, typer.Option("--van", help="Only this van's events.")] = None,
+    parcel: Annotated[
+        str | None, typer.Option("--parcel", help="Only this parcel's events.")
+    ] = None,
+    after: Annotated[int, typer.Option("--after", help="Only events after this id.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many past events.")] = 100,
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Print the controller's event log (dispatches, orders, deliveries, errors, re-plans)."""
+
+    def wanted(e: Event) -> bool:
+        return (van is None or e.van_id == van) and (parcel is None or e.parcel_id == parcel)
+
+    async def main() -> None:
+        address = broker_address(broker, login, tls)
+        async with ControllerClient(address, topics=Topics(topic_prefix), timeout_s=timeout) as c:
+            if follow:
+                await c.subscribe_events()
+            last = after
+            while True:  # page through the history
+                result = await c.request(
+                    EventsBody(after_id=last, limit=min(limit, 1000), van_id=van, parcel_id=parcel)
+                )
+                if not isinstance(result, EventsResult):
+                    raise ControlError("unexpected reply from the controller")
+                for e in result.events:
+                    console.print(_event_line(e), highlight=False, soft_wrap=True)
+                    last = e.event_id
+                if len(result.events) < min(limit, 1000) or not follow:
+                    break
+            if not follow:
+                return
+            async for e in c.events():
+                if e.event_id > last and wanted(e):
+                    console.print(_event_line(e), highlight=False, soft_wrap=True)
+                    last = e.event_id
+
+    _until_interrupted(main)
+
+
+# -- the embedded broker -----------------------------------------------------------------------
+def broker_run(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 1883,
+) -> None:
+    """Run the embedded MQTT broker (amqtt) until Ctrl-C: for a machine with nothing installed.
+
+    Good for a demo or a small fleet (docs/broker.md gives its measured limit); run
+    Mosquitto with configs/mosquitto/ for a real one.
+    """
+
+    from fleet.control.embedded_broker import EmbeddedBroker  # amqtt: only when asked for
+
+    async def main() -> None:
+        async with EmbeddedBroker(host, port) as b:
+            console.print(f"embedded MQTT broker on {b.url} (Ctrl-C to stop)", highlight=False)
+            await b.wait_closed()
+
+    _until_interrupted(main)
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in (
+        ("dispatch", dispatch),
+        ("add", add),
+        ("status", status),
+        ("cancel", cancel),
+        ("pause", pause),
+        ("resume", resume),
+        ("estop", estop),
+        ("events", events),
+    ):
+        app.command(name)(command)
+    for group in app.registered_groups:
+        if group.name == BROKER_GROUP and group.typer_instance is not None:
+            group.typer_instance.command("run")(broker_run)
+            return
+    broker = typer.Typer(
+        name=BROKER_GROUP, help="Run and secure the MQTT broker.", no_args_is_help=True
+    )
+    broker.command("run")(broker_run)
+    app.add_typer(broker, name=BROKER_GROUP)
