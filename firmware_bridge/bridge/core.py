@@ -205,8 +205,10 @@ class BridgeCore:
         if kind is InstantActionType.PAUSE:
             return [SendSerial(wire.Stop(wire.StopMode.HOLD), tag)]
         if kind is InstantActionType.RESUME:
+            # name the newest e-stop this bridge knows of: its own last one, else the one the
+            # VCU reports latched (e.g. from before a bridge restart)
             latched = self.telemetry.estop_id if self.telemetry is not None else 0
-            estop_id = latched or self._last_estop_sent
+            estop_id = self._last_estop_sent or latched
             return [SendSerial(wire.Resume(estop_id), tag)]
         if kind is InstantActionType.CANCEL_ORDER:
             self.cancelled = True

@@ -1,0 +1,233 @@
+"""End to end: a controller-side MQTT client, a real broker, the bridge, a real pty, the VCU."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from bridge_fixtures import KEY, NOW_S, VAN, aio, instant, line_order, released_more, rig
+
+from firmware_bridge.bridge import Spool
+from fleet.protocol import (
+    ErrorLevel,
+    InstantActionType,
+    Order,
+    VanTopic,
+    derive_van_key,
+    encode,
+    sign,
+)
+from sim.vcu import VcuFaults
+from tests.support.brokers import BrokerEndpoint
+from tests.support.netcut import CuttableLink
+
+pytestmark = pytest.mark.slow
+
+ESTOP_BOUND_MS = 100.0  # MQTT publish → VCU applies it, 115200-baud pacing, loaded CI machine
+
+
+@aio
+async def test_an_order_drives_the_van_to_the_last_released_node_and_an_update_extends_it(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        rig(broker.host, broker.port, tmp_path, prefix=broker.prefix) as r,
+    ):
+        order = line_order(stops=4, released=2, message_id=r.next_id(), now_s=r.clock.time())
+        await r.publish_order(order)
+        await r.until(
+            lambda: (
+                r.last.last_node_sequence_id == 2 and not r.last.driving and r.last.speed_mps == 0.0
+            )
+        )
+        # the horizon (nodes 2, 3) never reached the VCU: it stopped at the base's end
+        held = r.vcu.vehicle
+        assert r.vcu.wp_queued == 3  # node 0, the edge's midpoint, node 1: the base only
+        assert abs(held.lat - order.nodes[1].lat) < 1e-6
+        await asyncio.sleep(0.5)
+        assert r.last.last_node_sequence_id == 2 and r.vcu.vehicle.speed_mps == 0.0
+        assert [s.node_id for s in r.last.node_states] == ["n2", "n3"]
+        # the update releases node 2: the van drives on and stops there
+        update = released_more(order, 3, message_id=r.next_id(), now_s=r.clock.time())
+        await r.publish_order(update)
+        await r.until(lambda: r.last.last_node_sequence_id == 4 and r.last.speed_mps == 0.0)
+        assert r.last.order_update_id == 1
+        assert r.vcu.applied_segments == sorted(set(r.vcu.applied_segments))  # once each
+        assert "P1" not in r.last.load.parcel_ids and "P3" in r.last.load.parcel_ids
+
+
+@aio
+async def test_an_emergency_stop_reaches_the_vcu_within_its_bound_while_telemetry_flows(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        arrived: asyncio.Queue[float] = asyncio.Queue()
+        r.vcu.on_estop = lambda _id: arrived.put_nowait(time.perf_counter())
+        await r.publish_order(
+            line_order(
+                stops=3, released=3, spacing_m=200, message_id=r.next_id(), now_s=r.clock.time()
+            )
+        )
+        await r.until(lambda: r.last.driving)
+        latencies_ms = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            await r.publish_instant(InstantActionType.EMERGENCY_STOP)
+            t1 = await asyncio.wait_for(arrived.get(), 5)
+            latencies_ms.append((t1 - t0) * 1000)
+        await r.until(lambda: r.last.emergency_stop and r.last.speed_mps == 0.0)
+        assert max(latencies_ms) < ESTOP_BOUND_MS, latencies_ms
+        assert statistics.median(latencies_ms) < ESTOP_BOUND_MS / 4, latencies_ms
+        # resume releases the latch and the van drives again
+        await r.publish_instant(InstantActionType.RESUME)
+        await r.until(lambda: not r.last.emergency_stop and r.last.driving)
+
+
+@aio
+async def test_with_one_percent_of_bytes_corrupted_the_route_completes_and_nothing_twice(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    faults = VcuFaults(corrupt=0.01, seed=3)
+    async with (
+        asyncio.timeout(100),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, faults=faults) as r,
+    ):
+        order = line_order(
+            stops=5, released=5, spacing_m=25, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        # arrived at the last node, dwelled there for its delivery: nothing left on board
+        await r.until(lambda: r.last.last_node_sequence_id == 8 and not r.last.load.parcel_ids, 80)
+        assert r.last.speed_mps == 0.0
+        assert r.vcu.applied_segments == sorted(set(r.vcu.applied_segments))
+        assert len(r.vcu.applied_segments) == len(r.bridge.core.mission.segments)  # type: ignore[union-attr]
+        assert r.vcu.rx_noise is not None and r.vcu.rx_noise.corrupted > 0
+        assert r.bridge.link.core.stats.bad_frames > 0
+
+
+@aio
+async def test_refused_commands_are_errors_in_state_and_change_nothing(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(60),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        now = r.clock.time()
+        order_topic = r.topic(VanTopic.ORDER)
+
+        def order(*, stamp_s: float = now, **kw: str) -> Order:
+            return line_order(stops=2, released=2, message_id=r.next_id(), now_s=stamp_s, **kw)
+
+        await r.publish_order(order(), key=None)  # unsigned
+        tampered = sign(order(), KEY).model_copy(update={"order_id": "O-evil"})
+        await r.client.publish(order_topic, encode(tampered), qos=1)  # tampered
+        await r.publish_order(order(), key=derive_van_key(bytes(32 * [7]), VAN))  # not our key
+        await r.publish_order(order(stamp_s=NOW_S - 3600))  # stale
+        await r.publish_order(order(van_id="WH-TEST-02"))  # misaddressed
+        ok = sign(order(order_id="O-ok"), KEY)
+        await r.client.publish(order_topic, encode(ok), qos=1)
+        await r.client.publish(order_topic, encode(ok), qos=1)  # replayed
+        ia = sign(instant(InstantActionType.PAUSE, message_id=r.next_id(), now_s=now), KEY)
+        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)
+        await r.until(lambda: r.vcu.vehicle.paused)
+        r.vcu.vehicle.resume()
+        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)  # replayed
+
+        def reasons() -> list[str]:
+            return [ref.value for e in r.last.errors for ref in e.references if ref.key == "reason"]
+
+        await r.until(lambda: len(reasons()) >= 7)
+        assert sorted(reasons()) == sorted(
+            [
+                "unsigned",
+                "bad_signature",
+                "bad_signature",
+                "stale",
+                "wrong_van",
+                "replayed",
+                "replayed",
+            ]
+        )
+        assert all(e.level is ErrorLevel.WARNING for e in r.last.errors)
+        assert r.last.order_id == "O-ok"
+        await asyncio.sleep(0.3)
+        assert not r.vcu.vehicle.paused  # the replayed pause was not obeyed
+
+
+@aio
+async def test_a_lost_vcu_heartbeat_is_a_fatal_error_and_no_segment_goes_out(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    faults = VcuFaults(stall_at_s=6.0, stall_s=12.0)
+    async with (
+        asyncio.timeout(90),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, faults=faults) as r,
+    ):
+        await r.until(lambda: any(e.error_type == "vcu_link_lost" for e in r.last.errors), 40)
+        (err,) = [e for e in r.last.errors if e.error_type == "vcu_link_lost"]
+        assert err.level is ErrorLevel.FATAL
+        sent = r.bridge.core.segments_sent
+        await r.publish_order(
+            line_order(stops=3, released=3, message_id=r.next_id(), now_s=r.clock.time())
+        )
+        await asyncio.sleep(0.5)
+        assert r.bridge.core.segments_sent == sent
+        # the VCU comes back: the error clears and the order goes out
+        await r.until(lambda: not any(e.error_type == "vcu_link_lost" for e in r.last.errors), 40)
+        await r.until(lambda: r.last.last_node_sequence_id == 4, 40)
+
+
+@aio
+async def test_states_made_while_the_broker_is_unreachable_are_spooled_and_sent_in_order(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        CuttableLink(mosquitto.host, mosquitto.port) as net,
+        rig(
+            mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, bridge_port=net.port
+        ) as r,
+    ):
+        order = line_order(
+            stops=3, released=3, spacing_m=40, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        await r.until(lambda: r.last.driving)
+        net.block()
+        net.cut()
+        seen_before = len(r.states)
+        # the van finishes its released base on its own while the broker is unreachable
+        await r.poll(
+            lambda: r.vcu.vehicle.last_wp == r.vcu.wp_queued - 1 and r.vcu.vehicle.speed_mps == 0,
+            40,
+        )
+        await r.poll(lambda: len(r.bridge.spool) >= 5)
+        spooled = len(r.bridge.spool)
+        net.unblock()
+        await r.poll(lambda: len(r.bridge.spool) == 0, 40)
+        await r.until(lambda: len(r.states) >= seen_before + spooled)
+        ids = [s.header.message_id for s in r.states]
+        assert ids == sorted(set(ids))  # in order, none twice
+        await r.until(lambda: r.last.last_node_sequence_id == 4)
+        assert r.states[-1].van_id == VAN
+
+
+def test_the_spool_is_bounded_and_counts_what_it_dropped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_messages=3)
+    for i in range(5):
+        spool.append("t/state", f"m{i}".encode())
+    assert len(spool) == 3 and spool.dropped == 2
+    # survives a restart of the bridge, oldest first
+    again = Spool(tmp_path / "spool", max_messages=3)
+    got = []
+    while (item := again.peek()) is not None:
+        got.append(item)
+        again.pop()
+    assert got == [("t/state", b"m2"), ("t/state", b"m3"), ("t/state", b"m4")]
