@@ -7,6 +7,7 @@ import statistics
 import time
 from pathlib import Path
 
+import pytest
 from bridge_fixtures import KEY, NOW_S, VAN, aio, instant, line_order, released_more, rig
 
 from firmware_bridge.bridge import Spool
