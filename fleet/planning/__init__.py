@@ -7,13 +7,16 @@ Entry points (contract section 2): :func:`plan_day`, :func:`replan` (with :class
 from fleet.planning.day import plan_day
 from fleet.planning.orders import Orders, read_orders, write_orders
 from fleet.planning.plan_io import read_plan, write_plan
+from fleet.planning.replan import VanNow, replan
 from fleet.planning.verify import verify_plan
 
 __all__ = [
     "Orders",
+    "VanNow",
     "plan_day",
     "read_orders",
     "read_plan",
+    "replan",
     "verify_plan",
     "write_orders",
     "write_plan",

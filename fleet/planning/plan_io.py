@@ -13,13 +13,14 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
 from fleet.errors import InputError
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
+from fleet.model.parcel import Parcel
 from fleet.model.plan import (
     Leg,
     Plan,
@@ -89,8 +90,26 @@ def _van_summary(v: VanSummary) -> JsonObj:
     }
 
 
-def plan_to_json(plan: Plan) -> JsonObj:
-    """The JSON document for ``plan`` (a dict ready for :func:`json.dumps`)."""
+def _parcel(p: Parcel) -> JsonObj:
+    return {
+        "id": p.id,
+        "lon": p.lon,
+        "lat": p.lat,
+        "weight_kg": p.weight_kg,
+        "volume_m3": p.volume_m3,
+        "earliest_s": p.earliest_s,
+        "latest_s": p.latest_s,
+        "service_s": p.service_s,
+        "station": p.station,
+    }
+
+
+def plan_to_json(plan: Plan, parcels: Sequence[Parcel] = ()) -> JsonObj:
+    """The JSON document for ``plan`` (a dict ready for :func:`json.dumps`).
+
+    ``parcels`` (the orders the plan was made for) are stored beside it, so that the plan
+    file alone can be verified again (``fleet verify plan.json``).
+    """
     s = plan.summary
     return {
         "format": FORMAT,
@@ -128,18 +147,23 @@ def plan_to_json(plan: Plan) -> JsonObj:
             {"parcel_id": u.parcel_id, "reason": u.reason.value, "detail": u.detail}
             for u in plan.unserved
         ],
+        "parcels": [_parcel(p) for p in parcels],
     }
 
 
-def write_plan(plan: Plan, path: Path) -> None:
-    """Write ``plan`` to ``path`` atomically (an old file stays whole if this fails)."""
-    text = json.dumps(plan_to_json(plan), ensure_ascii=False, allow_nan=False, indent=1)
+def write_plan(plan: Plan, path: Path, *, parcels: Sequence[Parcel] = ()) -> None:
+    """Write ``plan`` (and the ``parcels`` it was made for) to ``path`` atomically: an old
+    file stays whole if this fails."""
+    text = json.dumps(plan_to_json(plan, parcels), ensure_ascii=False, allow_nan=False, indent=1)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the plan: {exc}") from exc
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; a plan is an ordinary file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.write("\n")
@@ -191,6 +215,30 @@ class _Node:
         if le is not None and number > le:
             raise self.error(key, f"expected a number <= {le:g}, got {_show(value)}")
         return number
+
+    def optional_int(self, key: str) -> int | None:
+        if self._data.get(key) is None:
+            self._used.add(key)
+            if key not in self._data:
+                raise self.error(key, "missing (required key; null if none)")
+            return None
+        return self.integer(key)
+
+    def optional_number(self, key: str) -> float | None:
+        if self._data.get(key) is None:
+            self._used.add(key)
+            if key not in self._data:
+                raise self.error(key, "missing (required key; null if none)")
+            return None
+        return self.number(key)
+
+    def optional_string(self, key: str) -> str | None:
+        if self._data.get(key) is None:
+            self._used.add(key)
+            if key not in self._data:
+                raise self.error(key, "missing (required key; null if none)")
+            return None
+        return self.string(key, nonempty=True)
 
     def integer(self, key: str, *, ge: int | None = None) -> int:
         value = self._get(key)
@@ -357,8 +405,35 @@ def _read_unserved(n: _Node) -> Unserved:
     return u
 
 
+def _read_parcel(n: _Node) -> Parcel:
+    try:
+        station = n.optional_string("station")
+        p = Parcel(
+            id=ParcelId(n.string("id", nonempty=True)),
+            lon=n.number("lon"),
+            lat=n.number("lat"),
+            weight_kg=n.number("weight_kg"),
+            volume_m3=n.number("volume_m3"),
+            earliest_s=n.optional_int("earliest_s"),
+            latest_s=n.optional_int("latest_s"),
+            service_s=n.optional_number("service_s"),
+            station=DepotId(station) if station is not None else None,
+        )
+    except InputError as exc:
+        if str(exc).startswith(str(n.file)):
+            raise
+        raise n.error(None, str(exc)) from exc
+    n.finish()
+    return p
+
+
 def plan_from_json(document: object, file: Path) -> Plan:
     """Build a :class:`Plan` from a parsed JSON document; ``file`` is named in errors."""
+    return plan_and_parcels_from_json(document, file)[0]
+
+
+def plan_and_parcels_from_json(document: object, file: Path) -> tuple[Plan, tuple[Parcel, ...]]:
+    """The plan and the parcels stored with it (empty if the file has none)."""
     root = _Node(file, "", document)
     fmt = root.string("format")
     if fmt != FORMAT:
@@ -381,12 +456,18 @@ def plan_from_json(document: object, file: Path) -> Plan:
         unserved=tuple(_read_unserved(u) for u in root.objects("unserved")),
         summary=_read_summary(root.object("summary")),
     )
+    parcels = tuple(_read_parcel(p) for p in root.objects("parcels"))
     root.finish()
-    return plan
+    return plan, parcels
 
 
 def read_plan(path: Path) -> Plan:
     """Read and check the structure of ``plan.json`` (limits are checked by the verifier)."""
+    return read_plan_and_parcels(path)[0]
+
+
+def read_plan_and_parcels(path: Path) -> tuple[Plan, tuple[Parcel, ...]]:
+    """``plan.json`` and the parcels stored with it (what ``fleet verify`` needs)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -399,4 +480,4 @@ def read_plan(path: Path) -> Plan:
         raise InputError(
             f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"
         ) from exc
-    return plan_from_json(document, path)
+    return plan_and_parcels_from_json(document, path)

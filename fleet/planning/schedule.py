@@ -32,6 +32,7 @@ from fleet.planning.text import clock
 from fleet.roads import RoadNetwork
 
 EPS_S = 1e-6
+KEEP_SLACK_S = 900.0  # a later start keeps up to this margin before each window closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,29 @@ def _trip_dist(prev: int, locs: Sequence[int], matrix: LegMatrix) -> float:
     for a, b in zip((prev, *locs), (*locs, 0), strict=True):
         total += float(matrix.dist_m[a, b])
     return total
+
+
+def _delay_s(
+    depart: float, visits: Sequence[Visit], locs: Sequence[int], matrix: LegMatrix
+) -> float:
+    """How much later a trip may leave its depot and still end when it would have.
+
+    Leaving later only shortens waits at doors that open later (never the return), as long as
+    every stop is still reached inside its window with up to ``KEEP_SLACK_S`` to spare: the van
+    waits at its depot (charging), not at a door.
+    """
+    t, prev = depart, 0
+    waited = 0.0
+    best = math.inf
+    for v, loc in zip(visits, locs, strict=True):
+        arrive = t + float(matrix.time_s[prev, loc])
+        slack = v.latest_s - arrive
+        best = min(best, slack - min(KEEP_SLACK_S, max(0.0, slack)) + waited)
+        begin = max(arrive, v.earliest_s)
+        waited += begin - arrive
+        t = begin + v.service_s
+        prev = loc
+    return max(0.0, min(best, waited))
 
 
 def build_route(
@@ -148,7 +172,7 @@ def build_route(
             release = max((v.release_s for v in visits), default=t)
             ready = max(t, release)
             depart = ready + van.depot_load_s
-            energy = min(battery, energy + power * (depart - t) / 3600.0)
+            charged = min(battery, energy + power * (depart - t) / 3600.0)
             need = reserve_kwh + _trip_dist(0, locs, matrix) * per_m
             kind = StopKind.DEPOT
             if need > battery + 1e-9:
@@ -156,12 +180,12 @@ def build_route(
                     f"trip {k + 1} is {_trip_dist(0, locs, matrix) / 1000:.1f} km, more than a "
                     "full charge allows"
                 )
-            elif energy < need:
+            elif charged < need:
                 # whole seconds, one more for rounding: the verifier recomputes in floats
-                extra_s = math.ceil((need - energy) / power * 3600.0) + 1.0
-                depart += extra_s
-                energy = min(battery, energy + power * extra_s / 3600.0)
+                depart += math.ceil((need - charged) / power * 3600.0) + 1.0
                 kind = StopKind.CHARGE
+            depart += _delay_s(depart, visits, locs, matrix)
+            energy = min(battery, energy + power * (depart - t) / 3600.0)
             stops.append(
                 Stop(
                     seq=0,
