@@ -147,6 +147,7 @@ class ReplanRequest:
     parcels: tuple[Parcel, ...]  # every parcel still to deliver, on board ones included
     # where each of those parcels is: "warehouse", "station" or "on_board"
     parcel_location: Mapping[str, str]
+    at_station: Mapping[str, str]  # the station of each parcel that is at one
 
 
 @dataclass(slots=True)
@@ -1042,18 +1043,23 @@ class ControllerCore:
         for van_id in sorted(set(self.roster) | set(self._vans)):
             v = self._vans.get(van_id)
             vans.append(self._van_now(van_id, v, to_local, now_local, committed, after_base))
+        # Where each parcel will be once every in-service van has driven its released base.
         location: dict[str, str] = {}
+        at_station: dict[str, str] = {}
         parcels: list[Parcel] = []
         on_board = {p for ps in after_base.values() for p in ps}
+        unloaded = self._unloaded_in_bases()
         for rec in self._parcels.values():
             pid = rec.parcel.id
             if rec.status in TERMINAL_STATUSES or pid in committed:
                 continue
             parcels.append(rec.parcel)
-            if pid in on_board or rec.status is ParcelStatus.LOADED:
+            if pid in on_board:
                 location[pid] = "on_board"
-            elif rec.status is ParcelStatus.AT_STATION or pid in self._unloaded_in_bases():
+            elif rec.status in (ParcelStatus.AT_STATION, ParcelStatus.LOADED) or pid in unloaded:
                 location[pid] = "station"
+                if rec.station:
+                    at_station[pid] = rec.station
             else:
                 location[pid] = "warehouse"
         return ReplanRequest(
@@ -1065,6 +1071,7 @@ class ControllerCore:
             tuple(vans),
             tuple(parcels),
             location,
+            at_station,
         )
 
     def _unloaded_in_bases(self) -> set[str]:

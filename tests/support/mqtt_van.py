@@ -139,6 +139,12 @@ class MqttVan:
             self.topics.van(self.van.van_id, VanTopic.STATE), encode(state), qos=0
         )
 
+    async def heartbeat(self, interval_s: float) -> None:
+        """Report state every ``interval_s`` like a running van (run as a task)."""
+        while True:
+            await self.report()
+            await asyncio.sleep(interval_s)  # the van's reporting period
+
     async def drive(self, steps: int = 1) -> int:
         moved = 0
         for _ in range(steps):
