@@ -606,9 +606,9 @@ class ControllerCore:
 
     def _parcel_done(self, v: _Van, rec: ParcelRecord, kind: NodeActionType, now_s: float) -> None:
         pid = rec.parcel.id
-        if kind is NodeActionType.LOAD and rec.status in (
-            ParcelStatus.PLANNED,
-            ParcelStatus.AT_STATION,
+        if kind is NodeActionType.LOAD and (
+            rec.status in (ParcelStatus.PLANNED, ParcelStatus.AT_STATION)
+            or self._recovered(rec, v.van_id)
         ):
             self._set_parcel(rec, status=ParcelStatus.LOADED, holder=v.van_id)
             self._event("parcel_loaded", now_s, van_id=v.van_id, parcel_id=pid)
@@ -629,6 +629,16 @@ class ControllerCore:
             self._set_parcel(rec, status=ParcelStatus.DELIVERED)
             self.counters["parcels_delivered"] += 1
             self._event("parcel_delivered", now_s, van_id=v.van_id, parcel_id=pid)
+
+    def _recovered(self, rec: ParcelRecord, van_id: str) -> bool:
+        """On board a van out of service, and now loaded by another: it was recovered."""
+        holder = self._vans.get(rec.holder or "")
+        return (
+            rec.status is ParcelStatus.LOADED
+            and holder is not None
+            and holder.van_id != van_id
+            and not holder.rec.in_service
+        )
 
     def _parcel_failed(
         self, v: _Van, rec: ParcelRecord, kind: NodeActionType, why: str, now_s: float

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from fleet.control.config import ControllerConfig
 from fleet.control.core import ControllerCore, Output, ReplanRequest, check_plan
-from fleet.model import Parcel, Plan, load_van_spec
+from fleet.model import Parcel, Plan, VanSpec, load_van_spec
 from fleet.protocol import InstantActions, Order, OrderVerdict
 from fleet.store import Changes, EventRecord, Snapshot
 from tests.support import plans
@@ -34,19 +34,21 @@ class Harness:
         snapshot: Snapshot | None = None,
         now_s: float = START_S,
         vans: dict[str, ProtocolVan] | None = None,
+        roster: dict[str, tuple[float, float]] | None = None,
+        van_spec: VanSpec | None = None,
     ) -> None:
         self.now_s = now_s
         self.config = config or ControllerConfig(release_ahead_stops=1)
         self.verify = verify
         self.core = ControllerCore(
             config=self.config,
-            van=load_van_spec(VAN_FILE),
-            roster=plans.ROSTER,
+            van=van_spec or load_van_spec(VAN_FILE),
+            roster=roster or plans.ROSTER,
             snapshot=snapshot,
             now_s=now_s,
         )
         self.vans = vans or {
-            v: ProtocolVan(v, lon=xy[0], lat=xy[1]) for v, xy in plans.ROSTER.items()
+            v: ProtocolVan(v, lon=xy[0], lat=xy[1]) for v, xy in (roster or plans.ROSTER).items()
         }
         self.changes: list[Changes] = []
         self.replans: list[ReplanRequest] = []

@@ -89,6 +89,8 @@ class ProtocolVan:
         """Drive to the next released stop and do its actions; False if it may not move."""
         if self.order is None or self.cancelled or self.paused or self.emergency_stop:
             return False
+        if any(e.level is ErrorLevel.FATAL for e in self.errors):
+            return False  # broken down
         nxt = 0 if self.reached is None else self.reached + 1
         if nxt >= self.base_len:
             return False
