@@ -1,0 +1,183 @@
+"""The bridge's sans-I/O core and mission cutting, without broker, port or clock."""
+
+from __future__ import annotations
+
+from bridge_fixtures import KEY, NOW_S, VAN, instant, line_order, north, released_more
+
+from firmware_bridge import wire
+from firmware_bridge.bridge.core import (
+    BridgeCore,
+    DiscardSerial,
+    EmergencyStopSerial,
+    PublishState,
+    SendSerial,
+)
+from firmware_bridge.bridge.mission import base_waypoints, cut_segments
+from fleet.protocol import (
+    CommandVerifier,
+    Edge,
+    ErrorLevel,
+    InstantActionType,
+    Order,
+    encode,
+    sign,
+)
+
+
+def core() -> BridgeCore:
+    return BridgeCore(VAN, CommandVerifier(VAN, [KEY], max_age_s=600), mission_ids=41)
+
+
+def telemetry(**kw: int) -> wire.Telemetry:
+    fields = dict(
+        uptime_ms=1,
+        lon_e7=wire.to_e7(north(0)[0]),
+        lat_e7=wire.to_e7(north(0)[1]),
+        heading_cdeg=0,
+        speed_cmps=0,
+        soc_cpct=9000,
+        range_m=144_000,
+        odometer_m=10,
+        mission_id=0,
+        last_wp=wire.WP_NONE,
+        wp_queued=0,
+        drive_state=wire.DriveState.IDLE,
+        door=wire.DoorState.CLOSED,
+        fault_bits=0,
+        estop_id=0,
+    )
+    fields.update(kw)
+    return wire.Telemetry(**fields)  # type: ignore[arg-type]
+
+
+def ready(c: BridgeCore) -> None:
+    c.on_link_up()
+    c.on_telemetry(telemetry(), NOW_S)
+
+
+def segments(actions: list[object]) -> list[wire.DriveSegment]:
+    return [
+        a.message
+        for a in actions
+        if isinstance(a, SendSerial) and isinstance(a.message, wire.DriveSegment)
+    ]
+
+
+def payload(order: Order) -> bytes:
+    return encode(sign(order, KEY))
+
+
+def test_only_the_released_base_becomes_waypoints() -> None:
+    order = line_order(stops=4, released=2)
+    wps = base_waypoints(order)
+    assert [w.node_seq for w in wps] == [0, None, 2]
+    assert wps[-1].stop and wps[-1].dwell_s == 1
+    horizon_lat = wire.to_e7(order.nodes[2].lat)
+    assert all(w.lat_e7 < horizon_lat for w in wps)
+
+
+def test_segments_never_cross_a_node_nor_exceed_the_frame() -> None:
+    order = line_order(stops=3, released=3)
+    long_edge = order.edges[0].model_copy(
+        update={"trajectory": tuple(north(i * 30 / 99) for i in range(100))}
+    )
+    order = Order.model_validate(
+        {**order.model_dump(), "edges": (long_edge, order.edges[1])}, strict=False
+    )
+    wps = base_waypoints(order)
+    segs = cut_segments(wps, mission_id=1, start=0)
+    assert all(1 <= len(s.waypoints) <= wire.MAX_WAYPOINTS for s in segs)
+    numbered = [s.first_wp for s in segs]
+    assert numbered == sorted(numbered) and numbered[0] == 0
+    assert sum(len(s.waypoints) for s in segs) == len(wps)
+    node_wps = {i for i, w in enumerate(wps) if w.node_seq is not None}
+    for s in segs:
+        inside = set(range(s.first_wp, s.first_wp + len(s.waypoints) - 1))
+        assert not inside & node_wps  # a node is only ever a segment's last waypoint
+    assert all(s.speed_cap_cmps == 800 for s in segs)
+
+
+def test_an_order_sends_segments_only_when_the_vcu_is_in_sync() -> None:
+    c = core()
+    order = line_order(stops=4, released=2)
+    assert segments(c.on_order_payload(payload(order), NOW_S)) == []  # link not up yet
+    c.on_link_up()
+    out = c.on_telemetry(telemetry(), NOW_S)
+    segs = segments(out)
+    assert [s.first_wp for s in segs] == [0, 1]
+    assert sum(len(s.waypoints) for s in segs) == 3  # node 0, midpoint, node 1
+    assert any(isinstance(a, PublishState) for a in out)
+
+
+def test_an_update_appends_to_the_same_mission() -> None:
+    c = core()
+    ready(c)
+    order = line_order(stops=4, released=2, message_id=1)
+    first = segments(c.on_order_payload(payload(order), NOW_S))
+    update = released_more(order, 4, message_id=2, now_s=NOW_S)
+    more = segments(c.on_order_payload(payload(update), NOW_S))
+    assert {s.mission_id for s in first + more} == {first[0].mission_id}
+    assert more[0].first_wp == 3
+    assert sum(len(s.waypoints) for s in first + more) == 7
+
+
+def test_instant_actions_map_to_serial_commands() -> None:
+    c = core()
+    ready(c)
+    mapped = {}
+    kinds = sorted(InstantActionType, key=lambda k: k is not InstantActionType.EMERGENCY_STOP)
+    for i, kind in enumerate(kinds, start=1):
+        out = c.on_instant_payload(
+            encode(sign(instant(kind, message_id=i, now_s=NOW_S), KEY)), NOW_S
+        )
+        first = out[0]
+        mapped[kind] = first.message if isinstance(first, SendSerial) else first
+        if isinstance(first, EmergencyStopSerial):
+            c.estop_sent(9)
+    assert isinstance(mapped[InstantActionType.EMERGENCY_STOP], EmergencyStopSerial)
+    assert mapped[InstantActionType.PAUSE] == wire.Stop(wire.StopMode.HOLD)
+    assert mapped[InstantActionType.RESUME] == wire.Resume(9)
+    assert mapped[InstantActionType.CANCEL_ORDER] == wire.Stop(wire.StopMode.ABORT)
+    assert mapped[InstantActionType.OPEN_DOOR] == wire.Door(open=True)
+    assert mapped[InstantActionType.CLOSE_DOOR] == wire.Door(open=False)
+
+
+def test_a_lost_vcu_link_is_fatal_and_stops_the_segments() -> None:
+    c = core()
+    ready(c)
+    out = c.on_link_down("no valid frame for 1.00 s", NOW_S)
+    assert isinstance(out[0], DiscardSerial)
+    state = c.build_state(NOW_S)
+    assert [(e.error_type, e.level) for e in state.errors] == [("vcu_link_lost", ErrorLevel.FATAL)]
+    assert segments(c.on_order_payload(payload(line_order()), NOW_S)) == []
+    c.on_link_up()
+    assert segments(c.on_telemetry(telemetry(), NOW_S))  # back in sync: the order goes out
+    assert c.build_state(NOW_S).errors == ()
+
+
+def test_after_a_vcu_reboot_a_new_mission_starts_at_the_first_waypoint_not_reached() -> None:
+    c = core()
+    ready(c)
+    first = segments(c.on_order_payload(payload(line_order(stops=3, released=3)), NOW_S))
+    mission = first[0].mission_id
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+    c.on_telemetry(
+        telemetry(mission_id=mission, last_wp=2, wp_queued=5, drive_state=wire.DriveState.DRIVING),
+        NOW_S,
+    )
+    assert c.last_node_seq == 2
+    c.on_link_down("peer restarted", NOW_S)
+    c.on_link_up()
+    again = segments(c.on_telemetry(telemetry(mission_id=0), NOW_S))
+    assert again[0].mission_id != mission and again[0].first_wp == 0
+    assert again[0].waypoints[0] == (wire.to_e7(north(45)[0]), wire.to_e7(north(45)[1]))
+
+
+def test_an_edge_without_geometry_in_the_horizon_is_fine() -> None:
+    order = line_order(stops=3, released=2)
+    bare = Edge.model_validate({**order.edges[1].model_dump(), "trajectory": ()}, strict=False)
+    order = Order.model_validate(
+        {**order.model_dump(), "edges": (order.edges[0], bare)}, strict=False
+    )
+    assert len(base_waypoints(order)) == 3
