@@ -96,6 +96,22 @@ class Leg:
         left = self.duration_s - t_s
         return self.dist_m - 0.5 * d * left * left
 
+    def time_at(self, dist_m: float) -> float:
+        """When the van has covered ``dist_m`` of the leg (the inverse of :meth:`dist_at`)."""
+        if dist_m <= 0.0 or self.dist_m <= 0.0:
+            return 0.0
+        if dist_m >= self.dist_m:
+            return self.duration_s
+        v, a, d = self.peak_mps, self.accel_mps2, self.decel_mps2
+        s_up = v * v / (2 * a)
+        s_down = v * v / (2 * d)
+        if dist_m <= s_up:
+            return math.sqrt(2 * dist_m / a)
+        if dist_m <= self.dist_m - s_down:
+            return v / a + (dist_m - s_up) / v
+        left = self.dist_m - dist_m
+        return self.duration_s - math.sqrt(2 * left / d)
+
     def speed_at(self, t_s: float) -> float:
         if t_s <= 0.0 or t_s >= self.duration_s:
             return 0.0

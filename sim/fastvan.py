@@ -1,0 +1,479 @@
+"""One van of the fast mode: the bridge's order rules and the VCU's motion, event by event.
+
+In the full stack an order reaches a van through the broker, the firmware bridge
+(:mod:`firmware_bridge.bridge`) cuts its released base into drive segments and a simulated
+VCU steps :class:`sim.vehicle.Vehicle` along them. :class:`FastVan` does the same in-process
+without the bytes in between:
+
+* orders are decided with :func:`fleet.protocol.decide_order` and turned into waypoints by the
+  bridge's own :func:`firmware_bridge.bridge.base_waypoints` (released base only, positions at
+  1e-7 degree, a stop with the sum of the actions' planned times at every node that has
+  actions);
+* the van drives from standstill to the next stop (or the end of what is released) as one
+  closed-form :class:`sim.motion.Leg`, passing nodes without actions without stopping, and
+  dwells at stops; a node's actions are finished when the van leaves it (or passes it), as the
+  bridge reports them; the load changes then;
+* it reports a :class:`fleet.protocol.State` on every event (order accepted or refused, node
+  reached, node finished, fault), never periodically: nothing is lost in-process, so there is
+  no silence to fill. States leave out ``node_states``/``edge_states`` (the controller does
+  not read them) to keep a thousand vans fast.
+
+Differences from the full stack, by design: no link latency (a command arrives when it is
+sent); a base extended while the van brakes for the end of its old base makes it stop there
+first (the stepped vehicle would roll on), which costs a few seconds at most.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from firmware_bridge import wire
+from firmware_bridge.bridge import base_waypoints
+from firmware_bridge.bridge.mission import Waypoint
+from fleet.model import VanSpec
+from fleet.protocol import (
+    ActionState,
+    ActionStatus,
+    Battery,
+    ErrorLevel,
+    ErrorReference,
+    InstantActions,
+    InstantActionType,
+    Load,
+    NodeActionType,
+    Order,
+    OrderVerdict,
+    State,
+    VanError,
+    VanPosition,
+    decide_order,
+    make_header,
+)
+from sim.motion import Leg
+
+log = logging.getLogger(__name__)
+
+RECENT_ERROR_S = 300.0  # refused commands stay in state this long (as the bridge keeps them)
+
+
+class Scheduler(Protocol):
+    """Where a van books its next event (the fast mode's event loop)."""
+
+    def at(self, time_s: float, action: Callable[[], None]) -> Callable[[], None]:
+        """Run ``action`` at ``time_s``; returns a function that cancels it."""
+        ...
+
+
+class VanObserver(Protocol):
+    """What the simulated world wants to know of a van, for the day's trace."""
+
+    def drove(self, van: FastVan, t0_s: float, t1_s: float, leg: Leg, dist_m: float) -> None: ...
+
+    def node_reached(self, van: FastVan, t_s: float, order: Order, node_index: int) -> None: ...
+
+    def node_done(
+        self,
+        van: FastVan,
+        t_s: float,
+        order: Order,
+        node_index: int,
+        loaded: tuple[str, ...],
+        unloaded: tuple[str, ...],
+    ) -> None: ...
+
+    def stopped(self, van: FastVan, t_s: float, why: str) -> None: ...
+
+
+@dataclass
+class _Move:
+    leg: Leg
+    t0_s: float
+    first_wp: int  # waypoint index the leg starts towards
+    stop_wp: int  # waypoint index where it stops
+    cancels: list[Callable[[], None]]
+
+    def waypoints_passed(self, dist_m: float) -> int:
+        """How many of the leg's waypoints lie within ``dist_m`` of its start."""
+        # the leg's points are [start, waypoint first_wp, ..., waypoint stop_wp]
+        return sum(1 for c in self.leg.cum_m[1:] if c <= dist_m + 1e-9)
+
+
+class FastVan:
+    """A van: order book as the bridge keeps it, body as the VCU moves it (closed form)."""
+
+    def __init__(
+        self,
+        van_id: str,
+        spec: VanSpec,
+        *,
+        lon: float,
+        lat: float,
+        soc_pct: float,
+        scheduler: Scheduler,
+        observer: VanObserver,
+        publish: Callable[[State], None],
+    ) -> None:
+        self.van_id = van_id
+        self.spec = spec
+        self.lon, self.lat = lon, lat
+        self.heading_deg = 0.0
+        self.energy_kwh = spec.battery_kwh * soc_pct / 100.0
+        self.odometer_m = 0.0
+        self.scheduler = scheduler
+        self.observer = observer
+        self.publish = publish
+        # the bridge's order book
+        self.order: Order | None = None
+        self.cancelled = False
+        self.waypoints: list[Waypoint] = []
+        self.next_wp = 0  # first waypoint not yet reached
+        self.last_order_wp: int | None = None
+        self.last_node_seq: int | None = None
+        self.finished_nodes: set[int] = set()
+        self.parcels_on_board: list[str] = []
+        self._recent: list[tuple[VanError, float]] = []
+        self._faults: dict[str, VanError] = {}
+        self._instants: list[ActionState] = []
+        self._action_cache: dict[tuple[str, ActionStatus], ActionState] = {}
+        self._message_id = 0
+        # the body
+        self.move: _Move | None = None
+        self.dwell_until_s: float | None = None
+        self._dwell_cancel: Callable[[], None] | None = None
+        self._dwell_left_s: float | None = None  # a dwell suspended by a pause
+        self.paused = False
+        self.estopped = False
+        self.fatal = False
+        self.online = True  # the MQTT link: states are published only while it is up
+
+    # ---- state of the body ----------------------------------------------------------------
+
+    @property
+    def soc_pct(self) -> float:
+        return max(0.0, 100.0 * self.energy_kwh / self.spec.battery_kwh)
+
+    @property
+    def battery_empty(self) -> bool:
+        return self.energy_kwh <= 0.0
+
+    def can_move(self) -> bool:
+        return not (
+            self.fatal or self.battery_empty or self.paused or self.estopped or self.cancelled
+        )
+
+    def position_at(self, now_s: float) -> tuple[float, float, float]:
+        """Where the van is at ``now_s`` (lon, lat, heading)."""
+        if self.move is None:
+            return self.lon, self.lat, self.heading_deg
+        return self.move.leg.position_at(now_s - self.move.t0_s)
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    def receive_order(self, order: Order, now_s: float) -> None:
+        decision = decide_order(
+            self.order,
+            order,
+            van_id=self.van_id,
+            last_node_sequence_id=self.last_node_seq,
+            cancelled=self.cancelled,
+        )
+        error = decision.error()
+        if error is not None:
+            log.warning("van %s: order refused: %s", self.van_id, error.description)
+            self._recent.append((error, now_s))
+            self._report(now_s)
+            return
+        if decision.verdict is OrderVerdict.DUPLICATE:
+            return
+        self.order = order
+        if decision.verdict is OrderVerdict.NEW:
+            self.cancelled = False
+            self.last_node_seq = None
+            self.last_order_wp = None
+            self.finished_nodes = set()
+            self.next_wp = 0
+        self.waypoints = base_waypoints(order)
+        self._go(now_s)
+        self._report(now_s)
+
+    def receive_instant(self, message: InstantActions, now_s: float) -> None:
+        ordered = sorted(
+            message.actions, key=lambda a: a.action_type is not InstantActionType.EMERGENCY_STOP
+        )
+        for ia in ordered:
+            kind = ia.action_type
+            if kind in (InstantActionType.PAUSE, InstantActionType.EMERGENCY_STOP):
+                estop = kind is InstantActionType.EMERGENCY_STOP
+                self._halt(now_s, "emergency stop" if estop else "paused")
+                self._suspend_dwell(now_s)
+                if estop:
+                    self.estopped = True
+                else:
+                    self.paused = True
+            elif kind is InstantActionType.RESUME:
+                self.paused = self.estopped = False
+                self._resume_dwell(now_s)
+                self._go(now_s)
+            elif kind is InstantActionType.CANCEL_ORDER:
+                self._halt(now_s, "order cancelled")
+                self.cancelled = True
+            self._instants.append(
+                ActionState(
+                    action_id=ia.action_id, action_type=kind.value, status=ActionStatus.FINISHED
+                )
+            )
+            self._instants = self._instants[-32:]
+        self._report(now_s)
+
+    # ---- faults and the link -----------------------------------------------------------------
+
+    def break_down(self, now_s: float) -> None:
+        """A fatal vehicle fault: the van stops where it is and reports it, for good."""
+        self._halt(now_s, "breakdown")
+        self.fatal = True
+        self._faults["vcu:FATAL"] = VanError(
+            error_type="vehicle_fault",
+            level=ErrorLevel.FATAL,
+            description="VCU fault FATAL (FATAL), detail 61453",
+            references=(ErrorReference(key="fault_code", value="FATAL"),),
+        )
+        self._report(now_s)
+
+    def set_online(self, online: bool, now_s: float) -> None:
+        self.online = online
+        if online:
+            self._report(now_s)
+
+    # ---- motion -------------------------------------------------------------------------------
+
+    def _next_stop(self, start: int) -> int:
+        for j in range(start, len(self.waypoints)):
+            if self.waypoints[j].stop:
+                return j
+        return len(self.waypoints) - 1
+
+    def _go(self, now_s: float) -> None:
+        if (
+            self.move is not None
+            or self.dwell_until_s is not None
+            or self._dwell_left_s is not None
+            or not self.can_move()
+        ):
+            return
+        if self.next_wp >= len(self.waypoints):
+            return
+        start = self.next_wp
+        stop = self._next_stop(start)
+        wps = self.waypoints[start : stop + 1]
+        points = [(wire.from_e7(w.lon_e7), wire.from_e7(w.lat_e7)) for w in wps]
+        cap = min(w.cap_cmps for w in wps) / 100.0
+        leg = Leg.plan(self.spec, points, cap, start=(self.lon, self.lat))
+        cancels: list[Callable[[], None]] = []
+        duration = leg.duration_s
+        if leg.energy_kwh > self.energy_kwh:  # the battery runs out on the way
+            duration = leg.time_at(self.energy_kwh / self.spec.energy_per_m_kwh)
+            cancels.append(self.scheduler.at(now_s + duration, self._run_dry))
+        else:
+            cancels.append(self.scheduler.at(now_s + duration, self._arrive))
+        # nodes passed on the way (no actions, so no stop) are reached as the van passes them
+        for j in range(start, stop):
+            if wps[j - start].node_seq is not None:
+                at_s = now_s + leg.time_at(leg.cum_m[j - start + 1])
+                if at_s <= now_s + duration:
+                    cancels.append(self.scheduler.at(at_s, self._passer(j, at_s)))
+        self.move = _Move(leg, now_s, start, stop, cancels)
+
+    def _passer(self, j: int, at_s: float) -> Callable[[], None]:
+        def passed() -> None:
+            self._reach(j, at_s)
+            self._report(at_s)
+
+        return passed
+
+    def _end_move(self, now_s: float) -> float:
+        """Account for the distance covered since the move began; returns it (m)."""
+        move = self.move
+        assert move is not None
+        elapsed = now_s - move.t0_s
+        dist = move.leg.dist_at(elapsed)
+        self.lon, self.lat, self.heading_deg = move.leg.position_at(elapsed)
+        self.odometer_m += dist
+        self.energy_kwh = max(0.0, self.energy_kwh - dist * self.spec.energy_per_m_kwh)
+        self.observer.drove(self, move.t0_s, now_s, move.leg, dist)
+        self.move = None
+        return dist
+
+    def _arrive(self) -> None:
+        move = self.move
+        assert move is not None
+        now_s = move.t0_s + move.leg.duration_s
+        self._end_move(now_s)
+        wp = self.waypoints[move.stop_wp]
+        self.lon, self.lat = wire.from_e7(wp.lon_e7), wire.from_e7(wp.lat_e7)
+        self._reach(move.stop_wp, now_s)
+        if wp.stop and wp.dwell_s > 0:
+            self.dwell_until_s = now_s + wp.dwell_s
+            self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
+        else:
+            self._leave(move.stop_wp, now_s)
+            self._go(now_s)
+        self._report(now_s)
+
+    def _dwell_done(self) -> None:
+        assert self.dwell_until_s is not None
+        now_s = self.dwell_until_s
+        self.dwell_until_s = None
+        self._dwell_cancel = None
+        if self.last_order_wp is not None:
+            self._leave(self.last_order_wp, now_s)
+        self._go(now_s)
+        self._report(now_s)
+
+    def _run_dry(self) -> None:
+        move = self.move
+        assert move is not None
+        now_s = move.t0_s + move.leg.time_at(self.energy_kwh / self.spec.energy_per_m_kwh)
+        self.next_wp = move.first_wp + move.waypoints_passed(move.leg.dist_at(now_s - move.t0_s))
+        self._end_move(now_s)
+        self.energy_kwh = 0.0
+        self._faults["vcu:BATTERY_EMPTY"] = VanError(
+            error_type="vehicle_fault",
+            level=ErrorLevel.FATAL,
+            description=f"VCU fault BATTERY_EMPTY (ERROR), detail {round(self.odometer_m)}",
+            references=(ErrorReference(key="fault_code", value="BATTERY_EMPTY"),),
+        )
+        self.observer.stopped(self, now_s, "battery empty")
+        self._report(now_s)
+
+    def _halt(self, now_s: float, why: str) -> None:
+        """Stop where the van is (a pause, an e-stop, a cancel or a breakdown)."""
+        move = self.move
+        if move is not None:
+            for cancel in move.cancels:
+                cancel()
+            dist = self._end_move(now_s)
+            self.next_wp = max(self.next_wp, move.first_wp + move.waypoints_passed(dist))
+        if self._dwell_cancel is not None and why in ("breakdown", "order cancelled"):
+            self._dwell_cancel()
+            self._dwell_cancel = None
+            self.dwell_until_s = None
+        self.observer.stopped(self, now_s, why)
+
+    def _suspend_dwell(self, now_s: float) -> None:
+        if self.dwell_until_s is not None and self._dwell_cancel is not None:
+            self._dwell_cancel()
+            self._dwell_cancel = None
+            self._dwell_left_s = max(0.0, self.dwell_until_s - now_s)
+            self.dwell_until_s = None
+
+    def _resume_dwell(self, now_s: float) -> None:
+        if self._dwell_left_s is not None:
+            self.dwell_until_s = now_s + self._dwell_left_s
+            self._dwell_left_s = None
+            self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
+
+    # ---- the order book -------------------------------------------------------------------------
+
+    def _reach(self, j: int, now_s: float) -> None:
+        if self.last_order_wp is None or j > self.last_order_wp:
+            self.last_order_wp = j
+        self.next_wp = max(self.next_wp, j + 1)
+        wp = self.waypoints[j]
+        if wp.node_seq is not None and self.order is not None:
+            if self.last_node_seq is None or wp.node_seq > self.last_node_seq:
+                self.last_node_seq = wp.node_seq
+            self.observer.node_reached(self, now_s, self.order, wp.node_seq // 2)
+            if not wp.stop:
+                self._finish(wp.node_seq, now_s)
+
+    def _leave(self, j: int, now_s: float) -> None:
+        wp = self.waypoints[j]
+        if wp.node_seq is not None:
+            self._finish(wp.node_seq, now_s)
+
+    def _finish(self, seq: int, now_s: float) -> None:
+        if seq in self.finished_nodes or self.order is None:
+            return
+        self.finished_nodes.add(seq)
+        index = seq // 2
+        node = self.order.nodes[index]
+        loaded: list[str] = []
+        unloaded: list[str] = []
+        for action in node.actions:
+            if action.action_type is NodeActionType.LOAD:
+                for p in action.parcel_ids:
+                    if p not in self.parcels_on_board:
+                        self.parcels_on_board.append(p)
+                        loaded.append(p)
+            elif action.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                gone = set(action.parcel_ids)
+                unloaded.extend(p for p in self.parcels_on_board if p in gone)
+                self.parcels_on_board = [p for p in self.parcels_on_board if p not in gone]
+        self.observer.node_done(self, now_s, self.order, index, tuple(loaded), tuple(unloaded))
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def _action(self, action_id: str, kind: str, status: ActionStatus) -> ActionState:
+        key = (action_id, status)
+        cached = self._action_cache.get(key)
+        if cached is None:
+            cached = ActionState(action_id=action_id, action_type=kind, status=status)
+            self._action_cache[key] = cached
+        return cached
+
+    def state(self, now_s: float) -> State:
+        """The state the bridge would publish now."""
+        self._message_id = max(self._message_id + 1, int(now_s * 1000))
+        order = self.order
+        errors = list(self._faults.values())
+        self._recent = [(e, t) for e, t in self._recent if now_s - t <= RECENT_ERROR_S]
+        errors += [e for e, _ in self._recent]
+        actions: list[ActionState] = []
+        last_node_id = None
+        if order is not None and not self.cancelled:
+            reached = -1 if self.last_node_seq is None else self.last_node_seq
+            for node in order.nodes:
+                if node.sequence_id > reached:
+                    break  # the rest are waiting; the controller reads only the others
+                if node.sequence_id == reached:
+                    last_node_id = node.node_id
+                status = (
+                    ActionStatus.FINISHED
+                    if node.sequence_id in self.finished_nodes
+                    else ActionStatus.RUNNING
+                    if node.sequence_id == reached
+                    else ActionStatus.WAITING
+                )
+                for a in node.actions:
+                    actions.append(self._action(a.action_id, a.action_type.value, status))
+        actions.extend(self._instants)
+        lon, lat, heading = self.position_at(now_s)
+        speed = self.move.leg.speed_at(now_s - self.move.t0_s) if self.move else 0.0
+        return State(
+            header=make_header(self.van_id, self._message_id, now_s),
+            van_id=self.van_id,
+            order_id=order.order_id if order else None,
+            order_update_id=order.order_update_id if order else 0,
+            last_node_id=last_node_id,
+            last_node_sequence_id=self.last_node_seq if order and not self.cancelled else None,
+            driving=self.move is not None,
+            paused=self.paused,
+            emergency_stop=self.estopped,
+            position=VanPosition(lon=lon, lat=lat, heading_deg=heading % 360.0),
+            speed_mps=speed,
+            odometer_m=self.odometer_m,
+            battery=Battery(
+                soc_pct=min(100.0, self.soc_pct),
+                remaining_range_m=max(0.0, self.energy_kwh / self.spec.energy_per_m_kwh),
+            ),
+            load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
+            action_states=tuple(actions),
+            errors=tuple(errors[:64]),
+        )
+
+    def _report(self, now_s: float) -> None:
+        if self.online:
+            self.publish(self.state(now_s))
