@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -103,10 +105,18 @@ def run(
         f"state in {state_dir}",
         highlight=False,
     )
-    try:
-        asyncio.run(BridgeService(settings, WallClock()).run())
-    except KeyboardInterrupt:
-        console.print("stopped")
+
+    async def serve() -> None:
+        # SIGTERM (systemd, docker stop) ends the bridge cleanly: OFFLINE is published
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await BridgeService(settings, WallClock()).run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    console.print("stopped")
 
 
 def _describe(frame: wire.Frame) -> str:
@@ -126,7 +136,7 @@ def _describe(frame: wire.Frame) -> str:
             f"{head} mission={m.mission_id} wp={m.first_wp}..{m.first_wp + len(m.waypoints) - 1} "
             f"cap={m.speed_cap_cmps / 100:.2f} m/s stop={m.stop_at_end} dwell={m.dwell_s}s"
         )
-    fields = ", ".join(f"{k}={getattr(m, k)!s}" for k in getattr(m, "__dataclass_fields__", {}))
+    fields = ", ".join(f"{f.name}={getattr(m, f.name)!s}" for f in dataclasses.fields(m))
     return f"{head} {fields}"
 
 
