@@ -51,25 +51,12 @@ _register()
 
 
 def main() -> None:
-    """Entry point: a FleetError becomes one clear line on stderr and exit code 1."""
+    """Entry point: a FleetError becomes one clear line on stderr and exit code 1.
+
+    typer/click handle usage errors themselves (standalone mode: a usage line, exit 2).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except FleetError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors come here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
