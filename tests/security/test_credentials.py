@@ -34,7 +34,7 @@ from fleet.security.credentials import (
     write_credentials,
 )
 from fleet.security.passwords import password_file_line
-from tests.security.conftest import NOW, make_site
+from tests.security.sites import NOW, make_site
 from tests.support.brokers import mosquitto_binary, skip_or_fail
 
 VANS = ["WH-TEST-01", "ST-T1-01", "ST-T1-02", "ST-T2-01"]
