@@ -8,9 +8,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -27,6 +26,9 @@ from fleet.roads.highways import DRIVABLE_CLASSES
 from fleet.roads.osm import read_drivable_ways
 from fleet.roads.prepare import prepare_graph
 from fleet.roads.prepared import TIME_SCALE, PreparedGraph
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +108,25 @@ class RoadPath:
         return {"type": "LineString", "coordinates": [[lon, lat] for lon, lat in pts]}
 
 
-def decode(weight: npt.ArrayLike) -> tuple[F64, F64]:
-    """Encoded path weights -> ``(dist_m, time_s)``; ``inf`` stays ``inf`` in both."""
-    w = np.asarray(weight, dtype=np.float64)
-    finite = np.isfinite(w)
-    time_ms, dist_cm = np.divmod(np.where(finite, w, 0.0), TIME_SCALE)
-    dist_m = np.where(finite, dist_cm / 100.0, np.inf)
-    time_s = np.where(finite, time_ms / 1000.0, np.inf)
-    return dist_m, time_s
+def decode(weight: npt.ArrayLike, *, in_place: bool = False) -> tuple[F64, F64]:
+    """Encoded path weights -> ``(dist_m, time_s)``; ``inf`` stays ``inf`` in both.
+
+    With ``in_place`` the given float64 array is overwritten (it becomes ``dist_m``), which
+    keeps a 2,000 x 2,000 matrix to three arrays of its size at the peak.
+    """
+    w = np.asarray(weight, dtype=np.float64) if in_place else np.array(weight, dtype=np.float64)
+    w = np.atleast_1d(w) if w.ndim == 0 else w
+    missing = ~np.isfinite(w)
+    w[missing] = 0.0
+    time_s = np.divide(w, TIME_SCALE)
+    np.floor(time_s, out=time_s)  # whole milliseconds (exact: every value is below 2**53)
+    w -= time_s * TIME_SCALE  # whole centimetres
+    w /= 100.0
+    time_s /= 1000.0
+    w[missing] = np.inf
+    time_s[missing] = np.inf
+    shape = np.shape(weight)
+    return w.reshape(shape), time_s.reshape(shape)
 
 
 class RoadNetwork:
@@ -122,7 +135,15 @@ class RoadNetwork:
     Build one with :func:`load_network`. Node ids are OpenStreetMap node ids (``NodeId``).
     """
 
-    def __init__(self, site: Site, van: VanSpec, prepared: PreparedGraph, area: Area) -> None:
+    def __init__(
+        self,
+        site: Site,
+        van: VanSpec,
+        prepared: PreparedGraph,
+        area: Area,
+        *,
+        base: RoadNetwork | None = None,
+    ) -> None:
         self.site = site
         self.van = van
         self.prepared = prepared
@@ -134,6 +155,7 @@ class RoadNetwork:
         self._trees: OrderedDict[int, tuple[npt.NDArray[np.int32], F64]] = OrderedDict()
         centre = area.centroid
         self._proj = LocalProjection(float(centre.x), float(centre.y))
+        self._base = base  # the network this one closes roads of (shares its hierarchy)
 
     # -- size and lookups -------------------------------------------------------------------
     @property
@@ -177,6 +199,8 @@ class RoadNetwork:
         """``networkx.DiGraph``: nodes carry ``lon``/``lat``; edges ``length_m``,
         ``speed_kmh`` (capped at the van's top speed), ``time_s``, ``highway``, ``name``,
         ``geometry`` (list of (lon, lat) from the edge's start to its end)."""
+        import networkx as nx  # only for callers that want the networkx view
+
         p = self.prepared
         g = nx.DiGraph(site=self.site.name)
         ids = p.node_id.tolist()
@@ -319,7 +343,8 @@ class RoadNetwork:
     # -- matrices and paths -----------------------------------------------------------------
     @cached_property
     def _engine(self) -> MatrixEngine:
-        return MatrixEngine(self.num_nodes, self._edge_u, self._edge_v, self._weight)
+        parent = self._base._engine if self._base is not None else None
+        return MatrixEngine(self.num_nodes, self._edge_u, self._edge_v, self._weight, parent)
 
     def matrix(
         self,
@@ -342,7 +367,7 @@ class RoadNetwork:
                 progress("distance matrix", done / total)
 
         weights = self._engine.many_to_many(src, tgt, workers=workers, on_chunk=on_chunk)
-        dist_m, time_s = decode(weights)
+        dist_m, time_s = decode(weights, in_place=True)
         return Matrix(
             sources=tuple(NodeId(int(s)) for s in sources),
             targets=tuple(NodeId(int(t)) for t in targets),
@@ -437,7 +462,11 @@ class RoadNetwork:
         if np.all(drop):
             raise RoadError(f"the closures remove every road of site {self.site.name!r}")
         return RoadNetwork(
-            self.site, self.van, self.prepared.without_edges(drop), self.operating_area
+            self.site,
+            self.van,
+            self.prepared.without_edges(drop),
+            self.operating_area,
+            base=self._base or self,
         )
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from fleet.errors import InputError
 from fleet.viz.html import render_html
-from fleet.viz.image import IMAGE_FORMATS, write_image
 from fleet.viz.layers import (
     OSM_ATTRIBUTION,
     Line,
@@ -24,6 +23,7 @@ from fleet.viz.layers import (
 )
 from fleet.viz.roads import area_layer, road_layers
 
+IMAGE_FORMATS = (".png", ".svg", ".pdf")  # drawn by fleet.viz.image (matplotlib)
 MAP_FORMATS = (".html", ".htm", *IMAGE_FORMATS)
 
 __all__ = [
@@ -60,6 +60,8 @@ def write_map(spec: MapSpec, path: Path) -> None:
         if path.suffix.lower() in (".html", ".htm"):
             tmp.write_text(render_html(spec), encoding="utf-8")
         else:
+            from fleet.viz.image import write_image  # matplotlib: imported only when drawing
+
             write_image(spec, tmp)
         os.replace(tmp, path)
     except BaseException:

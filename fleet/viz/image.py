@@ -17,7 +17,6 @@ from matplotlib.patheffects import withStroke
 from fleet.viz.layers import LineLayer, MapSpec, PointLayer, PolygonLayer
 
 _MARKERS = {"circle": "o", "square": "s", "triangle": "^", "diamond": "D"}
-IMAGE_FORMATS = (".png", ".svg", ".pdf")
 
 
 def write_image(spec: MapSpec, path: Path, *, width_in: float = 11.0, dpi: int = 150) -> None:

@@ -1,13 +1,18 @@
-"""The matrix engine's core reduction is exact on any graph: trees, chains, cycles, one-way
-streets, several disconnected parts - checked against a plain Dijkstra on the whole graph."""
+"""The matrix engine (a customizable contraction hierarchy) is exact on any graph: trees,
+chains, cycles, one-way streets, several disconnected parts, closed roads - checked against a
+plain Dijkstra on the whole graph."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import dijkstra
 
+import fleet.roads.engine as engine_module
 from fleet.roads.engine import MatrixEngine
 
 
@@ -44,7 +49,7 @@ def road_like_graphs(draw: st.DrawFn) -> tuple[int, np.ndarray, np.ndarray, np.n
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(road_like_graphs(), st.integers(min_value=0, max_value=2**32 - 1))
-def test_core_reduction_matches_plain_dijkstra(
+def test_matrix_matches_plain_dijkstra(
     graph: tuple[int, np.ndarray, np.ndarray, np.ndarray], seed: int
 ) -> None:
     n, src, dst, w = graph
@@ -55,10 +60,27 @@ def test_core_reduction_matches_plain_dijkstra(
     got = engine.many_to_many(sources, targets, workers=1)
     want = dijkstra(engine.full, directed=True, indices=sources)[:, targets]
     assert np.array_equal(got, want)
-    assert engine.core_size <= n
+    h = engine.hierarchy
+    assert np.all(h.level[h.arc_lo] < h.level[h.arc_hi])  # every arc climbs
 
 
-def test_a_chain_between_junctions_is_reduced_and_exact() -> None:
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(road_like_graphs(), st.integers(min_value=0, max_value=2**32 - 1))
+def test_closed_roads_reuse_the_hierarchy_and_stay_exact(
+    graph: tuple[int, np.ndarray, np.ndarray, np.ndarray], seed: int
+) -> None:
+    n, src, dst, w = graph
+    base = MatrixEngine(n, src, dst, w)
+    rng = np.random.default_rng(seed)
+    open_ = rng.random(len(src)) > 0.3
+    closed = MatrixEngine(n, src[open_], dst[open_], w[open_], parent=base)
+    everything = np.arange(n)
+    got = closed.many_to_many(everything, everything, workers=1)
+    assert closed.hierarchy is base.hierarchy
+    assert np.array_equal(got, dijkstra(closed.full, directed=True, indices=everything))
+
+
+def test_dead_ends_and_chains_add_no_shortcuts() -> None:
     # two triangles joined by a long two-way chain with a dead end hanging off it
     edges = [
         (0, 1),
@@ -81,7 +103,7 @@ def test_a_chain_between_junctions_is_reduced_and_exact() -> None:
     everything = np.arange(11)
     got = engine.many_to_many(everything, everything, workers=1)
     assert np.array_equal(got, dijkstra(engine.full, indices=everything))
-    assert engine.core_size < 11  # the chain 3-4-5 and the dead end 9-10 left the core
+    assert engine.hierarchy.num_arcs == len(edges)  # a tree of cycles needs no fill
 
 
 def test_parallel_edges_keep_the_fastest() -> None:
@@ -93,7 +115,17 @@ def test_parallel_edges_keep_the_fastest() -> None:
     assert got.tolist() == [[3e8, 0.0], [0.0, 4e8]]
 
 
-def test_worker_processes_give_the_same_matrix() -> None:
+def test_worker_processes_give_the_same_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    real_context = engine_module._start_context
+
+    def recording_context() -> multiprocessing.context.BaseContext:
+        context = real_context()
+        started.append(context.get_start_method())
+        return context
+
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(engine_module, "_start_context", recording_context)
     rng = np.random.default_rng(11)
     side = 40  # a grid of two-way streets, one row one-way
     idx = np.arange(side * side).reshape(side, side)
@@ -104,9 +136,9 @@ def test_worker_processes_give_the_same_matrix() -> None:
     dst = np.concatenate((b, a[~one_way]))
     w = rng.integers(1, 100, len(src)).astype(np.float64) * 1e8 + rng.integers(1, 9999, len(src))
     engine = MatrixEngine(side * side, src, dst, w)
-    sources = rng.integers(0, side * side, 1500)
-    targets = rng.integers(0, side * side, 1600)
-    assert np.array_equal(
-        engine.many_to_many(sources, targets, workers=2),
-        engine.many_to_many(sources, targets, workers=1),
-    )
+    sources = rng.integers(0, side * side, 700)
+    targets = rng.integers(0, side * side, 800)
+    in_workers = engine.many_to_many(sources, targets, workers=2)
+    assert started, "the worker pool was not used"
+    assert np.array_equal(in_workers, engine.many_to_many(sources, targets, workers=1))
+    assert np.array_equal(in_workers, dijkstra(engine.full, indices=sources)[:, targets])

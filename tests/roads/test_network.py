@@ -13,6 +13,7 @@ import shapely
 from scipy.sparse.csgraph import dijkstra
 from shapely.geometry import box
 
+import fleet.roads.engine as engine_module
 from fleet.errors import RoadError, SnapError, UnreachableError
 from fleet.model import NodeId
 from fleet.roads import RoadNetwork
@@ -147,7 +148,10 @@ def test_matrix_equals_a_plain_dijkstra_bit_for_bit(poa: RoadNetwork) -> None:
     assert m.time_s[-1, -1] == 0 and m.dist_m[-1, -1] == 0
 
 
-def test_matrix_in_worker_processes_equals_matrix_in_process(poa: RoadNetwork) -> None:
+def test_matrix_in_worker_processes_equals_matrix_in_process(
+    poa: RoadNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_WORK", 0)  # small enough to share out
     sources = _sample_nodes(poa, 400, seed=5)
     targets = _sample_nodes(poa, 350, seed=6)
     seen: list[float] = []
