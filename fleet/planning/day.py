@@ -63,7 +63,7 @@ def plan_day(
         for d in site.depots
         for vid in van_ids(d.id, sizes[d.id])
     ]
-    return plan_fleet(
+    plan, _ = plan_fleet(
         parcels,
         site,
         van,
@@ -81,3 +81,4 @@ def plan_day(
         already_unserved=already_unserved,
         verify=verify,
     )
+    return plan

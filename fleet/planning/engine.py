@@ -35,7 +35,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from fleet.errors import InputError, VerificationError
+from fleet.errors import InfeasibleError, InputError, VerificationError
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanRoute
@@ -95,6 +95,15 @@ class VanState:
     soc_pct: float
     away: tuple[NodeId, float, float] | None  # road node and lon/lat if not at its depot
     on_board: tuple[ParcelId, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartingState:
+    """What the verifier must be told to check a re-plan: the parcels already at a station
+    (including those recovered from vans out of service) and each van's starting charge."""
+
+    at_station: dict[ParcelId, DepotId]
+    start_soc_pct: dict[VanId, float]
 
 
 def van_ids(depot: DepotId, count: int) -> list[VanId]:
@@ -168,20 +177,27 @@ class _Engine:
         for p in parts:
             if not p.lp.visits:
                 self._replay(p, None)
+        last: dict[int, vrp.Result] = {}
         for round_ in range(TIGHTEN_ROUNDS + 2):
             if not todo:
                 return
-            seeds_each = max(1, self.solver.workers // len(todo))
-            jobs = [
-                vrp.Job(
-                    p.lp.problem,
-                    p.time_limit_s if round_ == 0 else max(0.5, p.time_limit_s / 4),
-                    tuple(range(self.seed, self.seed + seeds_each)),
-                    self.max_iterations,
-                )
-                for p in todo
-            ]
-            results = self.solver.run(jobs, progress if round_ == 0 else None)
+            seeds = tuple(range(self.seed, self.seed + max(1, self.solver.workers // len(todo))))
+            if round_ == 0:
+                results = self._first_solve(todo, seeds, progress)
+            else:
+                # the same problem with a tighter distance bound, from the last solution
+                jobs = [
+                    vrp.Job(
+                        p.lp.problem,
+                        max(0.5, p.time_limit_s / 4),
+                        seeds,
+                        self.max_iterations,
+                        last[id(p)],
+                    )
+                    for p in todo
+                ]
+                results = self.solver.run(jobs)
+            last.update({id(p): r for p, r in zip(todo, results, strict=True)})
             again: list[_Part] = []
             for part, result in zip(todo, results, strict=True):
                 self._replay(part, result)
@@ -201,6 +217,43 @@ class _Engine:
                 part.lp = self._tighten(part.lp, short, final=round_ >= TIGHTEN_ROUNDS - 1)
                 again.append(part)
             todo = again
+
+    def _first_solve(
+        self,
+        parts: Sequence[_Part],
+        seeds: tuple[int, ...],
+        progress: Callable[[float], None] | None,
+    ) -> list[vrp.Result]:
+        """Every visit required first; where the fleet cannot take them all, visits become
+        optional (prize-collecting) and the search continues from the best attempt.
+
+        PyVRP serves required clients well, adding trips as needed; prize-collecting alone
+        would rather leave out a client than open a new trip for it.
+        """
+        jobs = [
+            vrp.Job(p.lp.problem.all_required(), p.time_limit_s, seeds, self.max_iterations)
+            for p in parts
+        ]
+        results = self.solver.run(jobs, progress)
+        retry = [i for i, r in enumerate(results) if not r.feasible]
+        if retry:
+            log.info(
+                "%s: not every visit fits the fleet; leaving out the fewest",
+                ", ".join(parts[i].lp.problem.name for i in retry),
+            )
+            again = [
+                vrp.Job(
+                    parts[i].lp.problem,
+                    max(0.5, parts[i].time_limit_s / 2),
+                    seeds,
+                    self.max_iterations,
+                    results[i],
+                )
+                for i in retry
+            ]
+            for i, r in zip(retry, self.solver.run(again), strict=True):
+                results[i] = r
+        return results
 
     def _tighten(self, lp: LegProblem, short: Mapping[VanId, Built], *, final: bool) -> LegProblem:
         slots = []
@@ -265,6 +318,9 @@ class _Engine:
         """Order what each van on the road still carries, from where it is to its depot."""
         at = matrix.index()
         jobs: list[vrp.Job] = []
+        todo = [
+            self._reachable(vs, visits, back, start, matrix) for vs, visits, back, start in todo
+        ]
         for vs, visits, _, start in todo:
             # 0: the depot, 1: where the van is, then each place it must still stop at
             doors = sorted({at[v.node] for v in visits})
@@ -306,6 +362,32 @@ class _Engine:
             )
             out[vs.van_id] = _First(start, start_loc, order, back, built)
         return out
+
+    def _reachable(
+        self,
+        vs: VanState,
+        visits: list[Visit],
+        back: tuple[ParcelId, ...],
+        start: StartPoint,
+        matrix: LegMatrix,
+    ) -> tuple[VanState, list[Visit], tuple[ParcelId, ...], StartPoint]:
+        """Visits the van can drive to from where it is and then home; the rest go home."""
+        at = matrix.index()
+        s = at[start.node]
+        if not math.isfinite(float(matrix.dist_m[s, 0])):
+            raise InfeasibleError(
+                f"van {vs.van_id}: no drivable road from where it is (node {start.node}) back "
+                "to its depot"
+            )
+        ok = [
+            v
+            for v in visits
+            if math.isfinite(float(matrix.dist_m[s, at[v.node]]))
+            and math.isfinite(float(matrix.dist_m[at[v.node], 0]))
+        ]
+        kept = {id(v) for v in ok}
+        back = back + tuple(p for v in visits if id(v) not in kept for p in v.parcel_ids)
+        return vs, ok, back, start
 
     def _first_problem(
         self,
@@ -765,8 +847,11 @@ def plan_fleet(
     max_iterations: int | None,
     already_unserved: Sequence[Unserved],
     verify: bool,
-) -> Plan:
-    """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are."""
+) -> tuple[Plan, StartingState]:
+    """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
+
+    Returns the plan and the starting state the verifier needs to check it again.
+    """
     report = _Progress(progress)
     t0 = time.monotonic()
     seen: set[str] = set()
@@ -810,6 +895,10 @@ def plan_fleet(
             van=van,
         ),
     )
+    starting = StartingState(
+        at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
+        start_soc_pct={v.van_id: v.soc_pct for v in vans},
+    )
     if verify:
         report("verifying", 0.92)
         problems = verify_plan(
@@ -818,14 +907,14 @@ def plan_fleet(
             site,
             van,
             net,
-            at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
-            start_soc_pct={v.van_id: v.soc_pct for v in vans},
+            at_station=starting.at_station,
+            start_soc_pct=starting.start_soc_pct,
         )
         if problems:
             raise VerificationError(problems)
     report("done", 1.0)
     log.info("planned %d parcels in %.1f s", len(parcels), time.monotonic() - t0)
-    return plan
+    return plan, starting
 
 
 def _slots(

@@ -64,9 +64,14 @@ def build_problem(
     """The PyVRP model for one leg at one depot; ``matrix`` index 0 is the depot."""
     if not slots:
         raise ValueError(f"{leg.value} at {depot.depot.id}: no van to plan for")
-    at = matrix.index()
-    dist = scaling.dist_matrix(matrix.dist_m)
-    dur = scaling.duration_matrix(matrix.time_s)
+    # the optimiser sees only the depot and the places it must visit (the leg's matrix may
+    # hold more: addresses set aside as unreachable, vans' positions for a re-plan)
+    full_at = matrix.index()
+    nodes = list(dict.fromkeys([depot.node, *(v.node for v in visits)]))
+    rows = [full_at[n] for n in nodes]
+    at = {n: i for i, n in enumerate(nodes)}
+    dist = scaling.dist_matrix(matrix.dist_m[np.ix_(rows, rows)])
+    dur = scaling.duration_matrix(matrix.time_s[np.ix_(rows, rows)])
     prize = 10 * int(dist.max(initial=0)) + 10 * int(dur.max(initial=0)) + 100_000
     shift_early = scaling.earliest(site.shift_start_s)
     shift_late = scaling.latest(site.shift_end_s)
@@ -105,7 +110,7 @@ def build_problem(
         )
         for (start, bound), ids in groups.items()
     )
-    coords = np.array([[depot.lon, depot.lat]] + [[0.0, 0.0]] * (len(matrix.nodes) - 1))
+    coords = np.array([[depot.lon, depot.lat]] + [[0.0, 0.0]] * (len(nodes) - 1))
     for v in visits:
         coords[at[v.node]] = (v.lon, v.lat)
     problem = vrp.Problem(

@@ -33,6 +33,7 @@ from fleet.model.van import VanSpec
 from fleet.planning.engine import (
     ParcelState,
     Progress,
+    StartingState,
     VanState,
     Where,
     plan_fleet,
@@ -138,8 +139,52 @@ def replan(
     ``parcel_location`` says where each parcel is: ``"warehouse"``, ``"station"`` or
     ``"on_board"`` (default: on board if a van lists it, else at the warehouse);
     ``at_station`` names the station of parcels at one (default: the parcel's configured
-    station, else the nearest by road, as the day plan chose).
+    station, else the nearest by road, as the day plan chose). See
+    :func:`replan_with_state` for the starting state to verify the plan again with.
     """
+    return replan_with_state(
+        parcels,
+        vans,
+        site,
+        van,
+        net,
+        now_s=now_s,
+        parcel_location=parcel_location,
+        at_station=at_station,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        progress=progress,
+        day=day,
+        created_utc=created_utc,
+        workers=workers,
+        max_iterations=max_iterations,
+        recovery_s=recovery_s,
+    )[0]
+
+
+def replan_with_state(
+    parcels: Sequence[Parcel],
+    vans: Sequence[VanNowLike],
+    site: Site,
+    van: VanSpec,
+    net: RoadNetwork,
+    *,
+    now_s: float,
+    parcel_location: Mapping[str, str] | None = None,
+    at_station: Mapping[str, str] | None = None,
+    time_limit_s: float = 10.0,
+    seed: int = 1,
+    progress: Progress | None = None,
+    day: date | None = None,
+    created_utc: str = "",
+    workers: int | None = None,
+    max_iterations: int | None = None,
+    recovery_s: float = RECOVERY_S,
+) -> tuple[Plan, StartingState]:
+    """:func:`replan`, also returning the starting state the plan was verified from:
+    ``verify_plan(plan, parcels, site, van, net, at_station=state.at_station,
+    start_soc_pct=state.start_soc_pct)`` checks it again (the controller does before a
+    dispatch)."""
     where = dict(parcel_location or {})
     names = {p.id for p in parcels}
     carried: dict[ParcelId, VanId] = {}

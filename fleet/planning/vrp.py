@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,10 @@ class Problem:
     @property
     def num_locations(self) -> int:
         return int(self.dist.shape[0])
+
+    def all_required(self) -> Problem:
+        """The same problem with every client required (no prizes)."""
+        return replace(self, clients=tuple(replace(c, prize=None) for c in self.clients))
 
     def check(self) -> None:
         """Refuse a malformed problem with a clear :class:`InfeasibleError`."""
@@ -268,13 +272,32 @@ def _stop(time_limit_s: float, max_iterations: int | None) -> pyvrp.stop.Stoppin
     return pyvrp.stop.MultipleCriteria([runtime, pyvrp.stop.MaxIterations(max_iterations)])
 
 
+def _initial(data: pyvrp.ProblemData, start: Result) -> pyvrp.Solution:
+    """``start``'s routes as a PyVRP solution of ``data`` (same clients and vehicle types)."""
+    routes = []
+    for r in start.routes:
+        acts: list[pyvrp.Activity] = []
+        for k, trip in enumerate(r.trips):
+            if k:
+                acts.append(pyvrp.Activity(pyvrp.ActivityType.DEPOT, trip.depot))
+            acts += [pyvrp.Activity(pyvrp.ActivityType.CLIENT, c) for c in trip.clients]
+        if acts:
+            routes.append(pyvrp.Route(data, acts, r.vehicle_type))
+    return pyvrp.Solution(data, routes)
+
+
 def solve_in_process(
-    problem: Problem, time_limit_s: float, seed: int, max_iterations: int | None = None
+    problem: Problem,
+    time_limit_s: float,
+    seed: int,
+    max_iterations: int | None = None,
+    initial: Result | None = None,
 ) -> Result:
-    """One PyVRP search in this process."""
+    """One PyVRP search in this process, from ``initial`` if given (a warm start)."""
     data = to_pyvrp(problem)
     if not problem.clients:
         return Result((), (), 0, 0, True, 0, 0.0, seed)
+    start = _initial(data, initial) if initial is not None and initial.routes else None
     with warnings.catch_warnings(record=True) as caught:
         # PyVRP warns when its penalties saturate on a hard instance; the result says
         # whether it is feasible, so the warning is only worth a debug line.
@@ -285,16 +308,23 @@ def solve_in_process(
             seed=seed,
             collect_stats=False,
             display=False,
+            initial_solution=start,
         )
     for w in caught:
         log.debug("PyVRP on %s: %s", problem.name or "problem", str(w.message).strip())
     return _read_solution(data, res, seed)
 
 
-def _task(problem: Problem, deadline_s: float, seed: int, max_iterations: int | None) -> Result:
+def _task(
+    problem: Problem,
+    deadline_s: float,
+    seed: int,
+    max_iterations: int | None,
+    initial: Result | None,
+) -> Result:
     # A worker process: spend what is left of the wall-clock budget (start-up included).
     remaining = deadline_s - time.time()
-    return solve_in_process(problem, max(0.05, remaining), seed, max_iterations)
+    return solve_in_process(problem, max(0.05, remaining), seed, max_iterations, initial)
 
 
 def default_workers() -> int:
@@ -328,6 +358,7 @@ class Job:
     time_limit_s: float
     seeds: tuple[int, ...]
     max_iterations: int | None = None
+    initial: Result | None = None  # warm start (same clients and vehicle types)
 
 
 Progress = Callable[[float], None]  # fraction of the wall-clock budget used, 0..1
@@ -380,7 +411,9 @@ class Solver:
         if self.workers == 1 or len(tasks) == 1:
             for j, seed in tasks:
                 job = jobs[j]
-                result = solve_in_process(job.problem, job.time_limit_s, seed, job.max_iterations)
+                result = solve_in_process(
+                    job.problem, job.time_limit_s, seed, job.max_iterations, job.initial
+                )
                 if result.better_than(best[j]):
                     best[j] = result
                 report()
@@ -394,7 +427,9 @@ class Solver:
                     j, seed = queue.pop(0)
                     job = jobs[j]
                     deadline = time.time() + job.time_limit_s
-                    fut = pool.submit(_task, job.problem, deadline, seed, job.max_iterations)
+                    fut = pool.submit(
+                        _task, job.problem, deadline, seed, job.max_iterations, job.initial
+                    )
                     pending[fut] = j
                 done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
                 for fut in done:

@@ -1,0 +1,188 @@
+"""replan: from the fleet as it is, parcels on board stay with their van, broken vans get
+nothing, and the new plan passes the verifier from that starting state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from fleet.errors import InputError
+from fleet.model import Leg, Parcel, Plan, Site, StopKind, VanSpec
+from fleet.planning import VanNow, replan, replan_with_state, verify_plan
+from fleet.roads import RoadNetwork
+from tests.planning.conftest import ITERATIONS
+
+
+@dataclass
+class Midday:
+    vans: list[VanNow]
+    parcels: list[Parcel]
+    location: dict[str, str]
+    at_station: dict[str, str] = field(default_factory=dict)
+
+
+def midday(plan: Plan, parcels: list[Parcel], now_s: float, net: RoadNetwork) -> Midday:
+    """Where everything is at ``now_s`` if the vans kept to ``plan`` exactly."""
+    delivered: set[str] = set()
+    at_station: dict[str, str] = {}
+    vans: list[VanNow] = []
+    for r in plan.routes:
+        reached = [s for s in r.stops() if s.arrival_s <= now_s]
+        board: list[str] = []
+        for s in reached:
+            board += s.parcels_loaded
+            for pid in s.parcels_delivered:
+                board.remove(pid)
+                if s.kind is StopKind.DOOR:
+                    delivered.add(pid)
+                elif s.kind is StopKind.STATION:
+                    at_station[pid] = s.ref
+        for pid in board:
+            at_station.pop(pid, None)
+        last = reached[-1] if reached else r.trips[0].stops[0]
+        vans.append(
+            VanNow(
+                r.van_id,
+                last.lon,
+                last.lat,
+                last.soc_pct,
+                board,
+                True,
+                max(now_s, last.departure_s) if reached else now_s,
+            )
+        )
+    left = [p for p in parcels if p.id not in delivered]
+    carried = {pid for v in vans for pid in v.parcels_on_board}
+    location = {
+        p.id: "on_board" if p.id in carried else "station" if p.id in at_station else "warehouse"
+        for p in left
+    }
+    return Midday(vans, left, location, {k: v for k, v in at_station.items() if k in location})
+
+
+NOON = 12 * 3600.0
+
+
+@pytest.fixture(scope="module")
+def state(planned40: Plan, day40: list[Parcel], net: RoadNetwork) -> Midday:
+    s = midday(planned40, day40, NOON, net)
+    assert any(v.parcels_on_board for v in s.vans), "the scenario needs a van on the road"
+    return s
+
+
+def run(state: Midday, site: Site, van: VanSpec, net: RoadNetwork, **kw: object) -> Plan:
+    result, start = replan_with_state(
+        state.parcels,
+        state.vans,
+        site,
+        van,
+        net,
+        now_s=NOON,
+        parcel_location=state.location,
+        at_station=state.at_station,
+        time_limit_s=30,
+        max_iterations=ITERATIONS,
+        workers=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert start.start_soc_pct == {v.van_id: v.soc_pct for v in state.vans} | {
+        vid: 100.0 for vid in start.start_soc_pct if vid not in {v.van_id for v in state.vans}
+    }
+    for pid, where in state.location.items():
+        if where == "station":
+            assert start.at_station[pid] == state.at_station[pid]
+    assert (
+        verify_plan(
+            result,
+            state.parcels,
+            site,
+            van,
+            net,
+            at_station=start.at_station,
+            start_soc_pct=start.start_soc_pct,
+        )
+        == []
+    )
+    return result
+
+
+def test_parcels_on_board_stay_with_their_van(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    result = run(state, site, van, net)
+    for v in state.vans:
+        if not v.parcels_on_board:
+            continue
+        route = result.route(v.van_id)
+        first = route.trips[0].stops[0]
+        assert first.kind is StopKind.START
+        assert sorted(first.parcels_loaded) == sorted(v.parcels_on_board)
+        handed = {pid for s in route.trips[0].stops for pid in s.parcels_delivered}
+        assert handed == set(v.parcels_on_board)
+    served = {pid for _, pid in result.delivered()}
+    listed = {u.parcel_id for u in result.unserved}
+    assert served | listed == {p.id for p in state.parcels} and not served & listed
+
+
+def test_a_broken_van_gets_nothing_and_its_parcels_go_to_others(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    busiest = max(
+        (v for v in state.vans if v.van_id.startswith("ST-")),
+        key=lambda v: len(v.parcels_on_board),
+    )
+    assert busiest.parcels_on_board
+    broken = VanNow(
+        busiest.van_id,
+        busiest.lon,
+        busiest.lat,
+        busiest.soc_pct,
+        busiest.parcels_on_board,
+        False,
+        NOON,
+    )
+    vans = [broken if v.van_id == busiest.van_id else v for v in state.vans]
+    result = run(Midday(vans, state.parcels, state.location, state.at_station), site, van, net)
+    assert busiest.van_id not in {r.van_id for r in result.routes}
+    rescued = {pid for vid, pid in result.delivered() if pid in busiest.parcels_on_board}
+    assert rescued, "the recovered parcels are delivered by other vans"
+    home = busiest.van_id.rsplit("-", 1)[0]
+    for r in result.routes:
+        for s in r.stops():
+            if set(s.parcels_delivered) & rescued and s.kind is StopKind.DOOR:
+                assert r.depot == home and r.leg is Leg.LAST_MILE
+
+
+def test_a_van_low_on_charge_never_goes_below_its_reserve(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    carrier = next(v for v in state.vans if v.parcels_on_board)
+    low = VanNow(
+        carrier.van_id, carrier.lon, carrier.lat, 12.0, carrier.parcels_on_board, True, NOON
+    )
+    vans = [low if v.van_id == carrier.van_id else v for v in state.vans]
+    result = run(Midday(vans, state.parcels, state.location, state.at_station), site, van, net)
+    route = result.route(carrier.van_id)
+    assert route.trips[0].stops[0].soc_pct == pytest.approx(12.0)
+    assert min(s.soc_pct for s in route.stops()) >= van.range_reserve_pct - 1e-9
+
+
+def test_inconsistent_states_are_refused_by_name(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    p = state.parcels[0]
+    with pytest.raises(InputError, match="'XX-01'"):
+        replan(
+            [p], [VanNow("XX-01", -51.2, -30.03, 80, [], True, NOON)], site, van, net, now_s=NOON
+        )
+    twice = [
+        VanNow("ST-CENTRO-01", -51.2, -30.03, 80, [p.id], True, NOON),
+        VanNow("ST-CENTRO-02", -51.2, -30.03, 80, [p.id], True, NOON),
+    ]
+    with pytest.raises(InputError, match="on board both"):
+        replan([p], twice, site, van, net, now_s=NOON)
+    with pytest.raises(InputError, match="no van carries it"):
+        replan([p], [], site, van, net, now_s=NOON, parcel_location={p.id: "on_board"})
+    with pytest.raises(InputError, match="not among the parcels"):
+        replan([], twice[:1], site, van, net, now_s=NOON)
