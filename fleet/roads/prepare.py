@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,8 +17,6 @@ from fleet.roads.osm import WaySet
 from fleet.roads.prepared import PreparedGraph
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, float], None]
 
 I64 = npt.NDArray[np.int64]
 

@@ -14,6 +14,7 @@ import pytest
 import fleet.roads.network as network_module
 from fleet.model import Site, VanSpec
 from fleet.roads import RoadNetwork, load_network
+from fleet.roads.cache import cache_key, file_sha256
 from fleet.roads.osm import WaySet, read_drivable_ways
 
 
@@ -117,15 +118,22 @@ def test_key_changes_with_the_van_speed_area_and_road_settings(
 ) -> None:
     load_network(poa_site, van)
     load_network(poa_site, dataclasses.replace(van, top_speed_kmh=50.0))
-    load_network(poa_site, van, use_cache=True)
+    load_network(poa_site, van)
     assert len(parses) == 2 and len(_entries(cache)) == 2
-    load_network(dataclasses.replace(poa_site, excluded_highways=("motorway",)), van)
-    assert len(parses) == 3
-    area = tmp_path / "area.geojson"
-    shutil.copy(poa_site.operating_area_file, area)
-    area.write_text(area.read_text() + "\n")  # same polygon, different file bytes
-    load_network(dataclasses.replace(poa_site, operating_area_file=area), van)
-    assert len(parses) == 4 and len(_entries(cache)) == 4
+    osm = file_sha256(poa_site.osm_file)
+    area = file_sha256(poa_site.operating_area_file)
+    base = cache_key(osm, area, ("motorway", "trunk"), 60.0)
+    assert cache_key(osm, area, ("trunk", "motorway", "trunk"), 60.0) == base  # same set
+    assert cache_key(osm, area, ("motorway",), 60.0) != base
+    assert cache_key(osm, area, ("motorway", "trunk"), 50.0) != base
+    assert cache_key(osm, "0" * 64, ("motorway", "trunk"), 60.0) != base
+    assert cache_key("0" * 64, area, ("motorway", "trunk"), 60.0) != base
+    # the same polygon in a file with other bytes is another key: no parsing of GeoJSON
+    # is trusted to decide that two areas are the same
+    copy = tmp_path / "area.geojson"
+    shutil.copy(poa_site.operating_area_file, copy)
+    copy.write_text(copy.read_text() + "\n")
+    assert file_sha256(copy) != area
 
 
 def test_no_cache_reads_the_extract_and_writes_nothing(

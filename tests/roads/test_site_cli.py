@@ -12,12 +12,24 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fleet.cli.app import app
+from fleet.cli.app import app, main
 from fleet.roads import RoadNetwork
 
 from .conftest import IN_THE_LAKE, SITES
 
 runner = CliRunner()
+
+
+def _main(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """Run the ``fleet`` entry point in this process: exit code, stdout, stderr."""
+    monkeypatch.setattr(sys, "argv", ["fleet", *args])
+    monkeypatch.setenv("COLUMNS", "120")
+    with pytest.raises(SystemExit) as done:
+        main()
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
 
 
 def _fleet(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
@@ -90,18 +102,23 @@ def test_map_writes_a_png(poa: RoadNetwork, tmp_path: Path) -> None:
     assert out.stat().st_size > 50_000
 
 
-def test_map_refuses_an_unknown_format_in_one_line(tmp_path: Path) -> None:
+def test_map_refuses_an_unknown_format_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "site.txt"
-    result = _fleet(["site", "map", str(SITES / "poa.toml"), "-o", str(out)], tmp_path)
-    assert result.returncode == 1
-    assert re.fullmatch(
-        r"error: .*site\.txt: cannot tell the map format .*\.html.*\n", result.stderr, re.S
+    code, _, err = _main(
+        ["site", "map", str(SITES / "poa.toml"), "-o", str(out)], monkeypatch, capsys
     )
+    assert code == 1
+    assert re.fullmatch(r"error: .*site\.txt: cannot tell the map format .*\.html.*\n", err, re.S)
     assert not out.exists()
 
 
 def test_site_with_a_depot_off_the_road_fails_naming_it(
-    poa: RoadNetwork, road_cache: Path, tmp_path: Path
+    poa: RoadNetwork,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     text = (SITES / "poa.toml").read_text()
     text = text.replace('"data/poa_osm.pbf"', f'"{SITES / "data" / "poa_osm.pbf"}"')
@@ -111,11 +128,11 @@ def test_site_with_a_depot_off_the_road_fails_naming_it(
     )
     site = tmp_path / "lake.toml"
     site.write_text(text)
-    result = _fleet(["site", "show", str(site)], road_cache)
-    assert result.returncode == 1, result.stdout
-    assert "refused" in result.stdout
+    code, out, err = _main(["site", "show", str(site)], monkeypatch, capsys)
+    assert code == 1, out
+    assert "refused" in out
     assert re.search(
-        r"error: .*lake\.toml: depot ST-CENTRO: \d+ m from the nearest drivable road", result.stderr
+        r"error: .*lake\.toml: depot ST-CENTRO: \d+ m from the nearest drivable road", err
     )
 
 
