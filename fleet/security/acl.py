@@ -3,7 +3,7 @@
 Three roles, one MQTT identity each (``docs/security.md``, "Who can publish what"):
 
 * a **van** writes only its own ``state``, ``connection`` and ``factsheet`` and reads only its
-  own ``order`` and ``instant`` topics (plus the controller's retained liveness flag);
+  own ``order`` and ``instant`` topics;
 * the **controller** reads every van's ``state``, ``connection`` and ``factsheet``, writes
   every van's ``order`` and ``instant``, and owns ``fleet/v1/controller/#``;
 * the **dispatcher** (the ``fleet`` CLI) writes requests to the controller and reads its
@@ -54,7 +54,6 @@ def grants(identity: Identity, topics: Topics | None = None) -> tuple[Grant, ...
             Grant("write", t.van(van, VanTopic.FACTSHEET)),
             Grant("read", t.van(van, VanTopic.ORDER)),
             Grant("read", t.van(van, VanTopic.INSTANT)),
-            Grant("read", t.controller_connection),
         )
     if identity.role is Role.CONTROLLER:
         return (

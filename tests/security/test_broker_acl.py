@@ -369,3 +369,40 @@ def test_a_van_cannot_take_over_another_vans_session_over_tls(
         assert (T.van(VAN_B, VanTopic.STATE), b"B still here") in got
 
     run(attempt)
+
+
+def test_a_van_that_takes_over_another_vans_session_still_cannot_read_its_orders(
+    secure_broker: SecureBroker,
+) -> None:
+    """On the password listener a client id is not tied to a user (concurrent dispatcher CLIs
+    need their own ids), so a van can take over another van's persistent session; the ACL
+    is checked on every delivery, so the orders queued there still never reach it. On the
+    TLS listener the takeover itself is impossible (the test above)."""
+
+    def login(username: str, identifier: str) -> aiomqtt.Client:
+        mqtt = secure_broker.login(username)["mqtt"]
+        assert isinstance(mqtt, dict)
+        return aiomqtt.Client(
+            "127.0.0.1",
+            secure_broker.port,
+            username=username,
+            password=str(mqtt["password"]),
+            identifier=identifier,
+            clean_session=False,
+            timeout=5,
+        )
+
+    async def attempt() -> None:
+        async with login(VAN_B, f"fleet-van-{VAN_B}") as van_b:
+            await van_b.subscribe(T.van(VAN_B, VanTopic.ORDER), qos=1)
+        async with (
+            login(VAN_A, f"fleet-van-{VAN_B}") as thief,
+            secure_broker.client(CONTROLLER) as controller,
+        ):
+            await controller.publish(T.van(VAN_B, VanTopic.ORDER), b"B's route", qos=1)
+            await thief.subscribe(T.van(VAN_A, VanTopic.ORDER), qos=1)
+            await controller.publish(T.van(VAN_A, VanTopic.ORDER), b"marker", qos=1)
+            got = await collect_until(thief, T.van(VAN_A, VanTopic.ORDER))
+        assert got == [(T.van(VAN_A, VanTopic.ORDER), b"marker")]
+
+    run(attempt)

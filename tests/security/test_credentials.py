@@ -113,8 +113,14 @@ def test_each_van_is_granted_only_its_own_topics() -> None:
     for van in VANS:
         topics = [g.topic for g in grants(Identity(van, Role.VAN))]
         assert all("+" not in t and "#" not in t for t in topics)
-        van_topics = [t for t in topics if t.startswith("fleet/v1/vans/")]
-        assert van_topics and all(t.startswith(f"fleet/v1/vans/{van}/") for t in van_topics)
+        assert sorted(t.rsplit("/", 1)[1] for t in topics) == [
+            "connection",
+            "factsheet",
+            "instant",
+            "order",
+            "state",
+        ]
+        assert all(t.startswith(f"fleet/v1/vans/{van}/") for t in topics)
         writes = {
             g.topic.rsplit("/", 1)[1]
             for g in grants(Identity(van, Role.VAN))
