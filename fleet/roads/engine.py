@@ -58,6 +58,9 @@ MAX_BLOCK = 512
 # matrix on Porto (1.3e8 units, ~0.6 s in one process) does not win back; 5,000 x 5,000 does.
 PARALLEL_MIN_WORK = 300_000_000
 WORKERS_ENV = "FLEET_ROAD_WORKERS"
+# Up to this many distinct sources (or targets), a matrix on a network that has not built its
+# hierarchy yet is answered by plain Dijkstra searches (Porto: ~2 ms each vs ~0.4 s to build).
+FEW_SEARCHES = 64
 
 
 def default_workers() -> int:
@@ -493,6 +496,13 @@ class MatrixEngine:
         return self._hierarchy
 
     @property
+    def has_hierarchy(self) -> bool:
+        """Whether the hierarchy exists already (here or on the parent)."""
+        if self._hierarchy is not None:
+            return True
+        return self._parent is not None and self._parent.has_hierarchy
+
+    @property
     def customized(self) -> Customized:
         if self._customized is None:
             self._customized = self.hierarchy.customize(self._src, self._dst, self._weight)
@@ -506,5 +516,30 @@ class MatrixEngine:
         workers: int | None = None,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> F64:
-        """Encoded shortest-path weights ``[len(sources), len(targets)]``; ``inf`` = no path."""
+        """Encoded shortest-path weights ``[len(sources), len(targets)]``; ``inf`` = no path.
+
+        A few rows (or columns), before any hierarchy exists, are cheaper as plain Dijkstra
+        searches than building one: the depots of a site, a van's next stops.
+        """
+        sources = np.asarray(sources, dtype=np.int64).ravel()
+        targets = np.asarray(targets, dtype=np.int64).ravel()
+        few = min(len(np.unique(sources)), len(np.unique(targets))) <= FEW_SEARCHES
+        if few and self._customized is None and not self.has_hierarchy:
+            return self._plain(sources, targets, on_chunk)
         return self.customized.many_to_many(sources, targets, workers=workers, on_block=on_chunk)
+
+    def _plain(
+        self, sources: I64, targets: I64, on_chunk: Callable[[int, int], None] | None
+    ) -> F64:
+        if len(sources) == 0 or len(targets) == 0:
+            return np.full((len(sources), len(targets)), np.inf)
+        u_src, src_inv = np.unique(sources, return_inverse=True)
+        u_tgt, tgt_inv = np.unique(targets, return_inverse=True)
+        if len(u_tgt) < len(u_src):  # search backwards from the targets
+            back = self.full.T.tocsr()
+            rows = np.atleast_2d(dijkstra(back, directed=True, indices=u_tgt))[:, u_src].T
+        else:
+            rows = np.atleast_2d(dijkstra(self.full, directed=True, indices=u_src))[:, u_tgt]
+        if on_chunk is not None:
+            on_chunk(len(sources), len(sources))
+        return np.asarray(rows[np.ix_(src_inv.ravel(), tgt_inv.ravel())])

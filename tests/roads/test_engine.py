@@ -59,8 +59,9 @@ def test_matrix_matches_plain_dijkstra(
     rng = np.random.default_rng(seed)
     sources = rng.integers(0, n, int(rng.integers(1, 12)))
     targets = rng.integers(0, n, int(rng.integers(1, 12)))
-    got = engine.many_to_many(sources, targets, workers=1)
     want = dijkstra(engine.full, directed=True, indices=sources)[:, targets]
+    assert np.array_equal(engine.many_to_many(sources, targets), want)  # plain searches
+    got = engine.customized.many_to_many(sources, targets, workers=1)  # the hierarchy
     assert np.array_equal(got, want)
     h = engine.hierarchy
     assert np.all(h.level[h.arc_lo] < h.level[h.arc_hi])  # every arc climbs
@@ -79,7 +80,7 @@ def test_closed_roads_reuse_the_hierarchy_and_stay_exact(
     open_ = rng.random(len(src)) > 0.3
     closed = MatrixEngine(n, src[open_], dst[open_], w[open_], parent=base)
     everything = np.arange(n)
-    got = closed.many_to_many(everything, everything, workers=1)
+    got = closed.customized.many_to_many(everything, everything, workers=1)
     assert closed.hierarchy is base.hierarchy
     assert np.array_equal(got, dijkstra(closed.full, directed=True, indices=everything))
 
@@ -105,7 +106,7 @@ def test_dead_ends_and_chains_add_no_shortcuts() -> None:
     w = np.arange(1, len(src) + 1, dtype=np.float64) * 1e8 + 7
     engine = MatrixEngine(11, src, dst, w)
     everything = np.arange(11)
-    got = engine.many_to_many(everything, everything, workers=1)
+    got = engine.customized.many_to_many(everything, everything, workers=1)
     assert np.array_equal(got, dijkstra(engine.full, indices=everything))
     assert engine.hierarchy.num_arcs == len(edges)  # a tree of cycles needs no fill
 
@@ -115,8 +116,29 @@ def test_parallel_edges_keep_the_fastest() -> None:
     dst = np.array([1, 1, 0], dtype=np.int64)
     w = np.array([5e8, 3e8, 4e8])
     engine = MatrixEngine(2, src, dst, w)
-    got = engine.many_to_many(np.array([0, 1]), np.array([1, 0]), workers=1)
-    assert got.tolist() == [[3e8, 0.0], [0.0, 4e8]]
+    for got in (
+        engine.many_to_many(np.array([0, 1]), np.array([1, 0])),
+        engine.customized.many_to_many(np.array([0, 1]), np.array([1, 0]), workers=1),
+    ):
+        assert got.tolist() == [[3e8, 0.0], [0.0, 4e8]]
+
+
+def test_a_few_searches_do_not_build_the_hierarchy_and_many_do() -> None:
+    n = 300
+    src = np.arange(n - 1, dtype=np.int64)
+    dst = src + 1
+    both_src, both_dst = np.r_[src, dst], np.r_[dst, src]
+    w = np.full(len(both_src), 1e8 + 100.0)
+    engine = MatrixEngine(n, both_src, both_dst, w)
+    few = engine.many_to_many(np.arange(5), np.arange(n))
+    assert not engine.has_hierarchy
+    assert few[4, 0] == 4 * (1e8 + 100)
+    many = engine.many_to_many(np.arange(n), np.arange(n))
+    assert engine.has_hierarchy
+    assert np.array_equal(many[:5], few)
+    closed = MatrixEngine(n, both_src[1:], both_dst[1:], w[1:], parent=engine)
+    assert closed.has_hierarchy  # shares the parent's: customizing is cheap, so it is used
+    assert np.isinf(closed.many_to_many(np.array([0]), np.array([1]))[0, 0])
 
 
 def test_worker_processes_give_the_same_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
