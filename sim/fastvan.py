@@ -129,6 +129,7 @@ class FastVan:
         self.order: Order | None = None
         self.cancelled = False
         self.waypoints: list[Waypoint] = []
+        self._edges_cut = 0  # released edges already turned into waypoints
         self.next_wp = 0  # first waypoint not yet reached
         self.last_order_wp: int | None = None
         self.last_node_seq: int | None = None
@@ -195,7 +196,9 @@ class FastVan:
             self.last_order_wp = None
             self.finished_nodes = set()
             self.next_wp = 0
-        self.waypoints = base_waypoints(order)
+            self.waypoints = []
+            self._edges_cut = 0
+        self._extend_waypoints(order)
         self._go(now_s)
         self._report(now_s)
 
@@ -227,6 +230,30 @@ class FastVan:
             )
             self._instants = self._instants[-32:]
         self._report(now_s)
+
+    def _extend_waypoints(self, order: Order) -> None:
+        """``self.waypoints`` = ``base_waypoints(order)``, computed only for what is new.
+
+        An accepted update keeps the released base exactly (``decide_order``), and the bridge
+        turns each released edge into waypoints from the node before it alone, so the
+        waypoints of the old base stay and only the newly released edges are cut, by the
+        bridge's own function applied to the order from the last node already cut.
+        """
+        released = sum(1 for e in order.edges if e.released)
+        if self.waypoints and released <= self._edges_cut:
+            return
+        k = self._edges_cut
+        tail = Order.model_construct(
+            header=order.header,
+            van_id=order.van_id,
+            order_id=order.order_id,
+            order_update_id=order.order_update_id,
+            nodes=order.nodes[k:],
+            edges=order.edges[k:],
+        )
+        new = base_waypoints(tail)
+        self.waypoints.extend(new[1:] if self.waypoints else new)
+        self._edges_cut = released
 
     # ---- faults and the link -----------------------------------------------------------------
 

@@ -15,8 +15,12 @@ Definitions (``docs/simulator.md`` repeats them):
 * **vans used**: vans that drove at all. **re-plans**: how many, by cause.
 * **time to recover** after a breakdown: from the breakdown until the last of its parcels
   (aboard, or still due on its route) is aboard another van or delivered by one.
-* **integrity**: parcels delivered twice, delivered by a van that never loaded them, and
-  parcels lost (neither delivered nor accounted as failed) must all be 0.
+* **integrity**: parcels delivered twice, delivered by a van that never loaded them,
+  parcels lost (neither delivered nor accounted as failed), and **loads of parcels that were
+  not there** must all be 0. A parcel is at the warehouse from its order, aboard the van that
+  loaded it, at the depot where it was unloaded (a line haul's station, or its van's depot
+  after a breakdown's recovery); a load anywhere else is physically impossible, and such a
+  load does not count towards recovering a breakdown.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class Kpis:
     breakdowns: tuple[Recovery, ...]
     delivered_twice: int
     delivered_unloaded: int  # delivered by a van that never loaded the parcel
+    loaded_unavailable: int  # loads of a parcel that was not at that depot then
     lost: int
     messages_lost: int
     serial_frames_corrupted: int
@@ -111,6 +116,31 @@ def _is_on_time(t_s: float, earliest_s: int | None, latest_s: int | None, end_s:
     return "on_time"
 
 
+def _valid_loads(trace: Trace) -> tuple[set[tuple[ParcelId, VanId, float]], int]:
+    """Loads made where the parcel physically was (see the module docstring), and how many
+    were not."""
+    events: list[tuple[float, int, ParcelId, VanId, str | None]] = []
+    events.extend((u.t_s, 0, u.parcel, u.van, u.depot) for u in trace.unloaded)
+    events.extend((ld.t_s, 1, ld.parcel, ld.van, ld.depot) for ld in trace.loaded)
+    events.extend((d.t_s, 2, d.parcel, d.van, None) for d in trace.delivered)
+    events.sort(key=lambda e: (e[0], e[1]))
+    where: dict[ParcelId, str] = {pid: f"depot:{trace.warehouse}" for pid in trace.parcels}
+    valid: set[tuple[ParcelId, VanId, float]] = set()
+    invalid = 0
+    for t_s, kind, pid, van_id, depot in events:
+        if kind == 0:
+            where[pid] = f"depot:{depot}" if depot else "unknown"
+        elif kind == 1:
+            if depot is not None and where.get(pid) == f"depot:{depot}":
+                valid.add((pid, van_id, t_s))
+            else:
+                invalid += 1
+            where[pid] = f"van:{van_id}"
+        else:
+            where[pid] = "delivered"
+    return valid, invalid
+
+
 def compute_kpis(trace: Trace, van: VanSpec) -> Kpis:
     """The day's KPIs. ``trace`` must be finished (:meth:`Trace.finish`)."""
     first: dict[ParcelId, float] = {}
@@ -121,6 +151,7 @@ def compute_kpis(trace: Trace, van: VanSpec) -> Kpis:
         if d.parcel not in first:
             first[d.parcel] = d.t_s
             first_van[d.parcel] = d.van
+    valid, invalid_loads = _valid_loads(trace)
     loaded_by: dict[ParcelId, set[VanId]] = defaultdict(set)
     for ld in trace.loaded:
         loaded_by[ld.parcel].add(ld.van)
@@ -216,9 +247,10 @@ def compute_kpis(trace: Trace, van: VanSpec) -> Kpis:
         vans_used=sum(1 for v in trace.vans if km[v] > 0),
         replans=len(trace.replans),
         replans_by_cause=dict(sorted(Counter(r.cause for r in trace.replans).items())),
-        breakdowns=tuple(_recoveries(trace)),
+        breakdowns=tuple(_recoveries(trace, valid)),
         delivered_twice=sum(1 for c in count.values() if c > 1),
         delivered_unloaded=delivered_unloaded,
+        loaded_unavailable=invalid_loads,
         lost=lost,
         messages_lost=trace.counters.messages_lost,
         serial_frames_corrupted=trace.counters.serial_frames_corrupted,
@@ -232,17 +264,15 @@ def _pct(part: float, whole: float) -> float:
     return round(100.0 * part / whole, 3) if whole > 0 else 0.0
 
 
-def _recoveries(trace: Trace) -> list[Recovery]:
+def _recoveries(trace: Trace, valid: set[tuple[ParcelId, VanId, float]]) -> list[Recovery]:
+    """Per breakdown: when its parcels were (physically) aboard another van."""
     out: list[Recovery] = []
     for b in trace.breakdowns:
         done: dict[ParcelId, float] = {}
         wanted = set(b.parcels)
-        for ld in trace.loaded:
-            if ld.parcel in wanted and ld.van != b.van and ld.t_s >= b.t_s:
-                done[ld.parcel] = min(done.get(ld.parcel, ld.t_s), ld.t_s)
-        for d in trace.delivered:
-            if d.parcel in wanted and d.van != b.van and d.t_s >= b.t_s:
-                done[d.parcel] = min(done.get(d.parcel, d.t_s), d.t_s)
+        for pid, van_id, t_s in valid:
+            if pid in wanted and van_id != b.van and t_s >= b.t_s:
+                done[pid] = min(done.get(pid, t_s), t_s)
         complete = len(done) == len(wanted)
         out.append(
             Recovery(
@@ -282,7 +312,15 @@ def compare_kpis(a: Kpis, b: Kpis, tol: Tolerance | None = None) -> list[str]:
         x, y = getattr(a, name), getattr(b, name)
         if abs(x - y) > count_tol:
             out.append(f"{name}: {x} vs {y} (tolerance ±{count_tol:g})")
-    for name in ("parcels", "vans_used", "delivered_twice", "delivered_unloaded", "lost", "early"):
+    for name in (
+        "parcels",
+        "vans_used",
+        "delivered_twice",
+        "delivered_unloaded",
+        "loaded_unavailable",
+        "lost",
+        "early",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         if x != y:
             out.append(f"{name}: {x} vs {y} (must be equal)")

@@ -187,6 +187,7 @@ def _outline(
             [
                 ["parcels delivered twice", str(k.delivered_twice)],
                 ["delivered by a van that never loaded them", str(k.delivered_unloaded)],
+                ["loaded where the parcel was not (at that time)", str(k.loaded_unavailable)],
                 ["parcels lost (neither delivered nor failed with a reason)", str(k.lost)],
                 ["MQTT messages lost", str(k.messages_lost)],
                 ["serial frames corrupted (caught by CRC, resent)", str(k.serial_frames_corrupted)],

@@ -218,6 +218,7 @@ class RunSettings:
     replan_time_limit_s: float  # and for each re-plan
     speedup: float  # full stack: simulated seconds per wall second
     state_period_s: float  # simulated seconds between a van's state reports (full stack)
+    order_batch_s: int  # orders arriving during the day are handed in at this period
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +508,7 @@ def _run(t: Table, site: Site) -> RunSettings:
         replan_time_limit_s=t.number("replan_time_limit_s", "s", gt=0, le=600, default=2.0),
         speedup=t.number("speedup", "simulated s per wall s", gt=0, le=100_000, default=60.0),
         state_period_s=t.number("state_period_s", "simulated s", gt=0, le=600, default=30.0),
+        order_batch_s=t.integer("order_batch_s", "simulated s", ge=60, le=4 * 3600, default=900),
     )
     t.finish()
     return run

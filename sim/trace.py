@@ -161,6 +161,7 @@ class Trace:
     seed: int
     start_s: float
     end_s: float
+    warehouse: str = ""  # where every parcel is when it is ordered
     vans: dict[VanId, DepotId] = field(default_factory=dict)  # van → its depot
     depots: dict[DepotId, LonLat] = field(default_factory=dict)
     parcels: dict[ParcelId, ParcelInfo] = field(default_factory=dict)

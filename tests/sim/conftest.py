@@ -159,7 +159,7 @@ def make_trace() -> Callable[[], Trace]:
 
 
 def _small_trace() -> Trace:
-    tr = Trace(scenario="t", mode="fast", seed=1, start_s=0.0, end_s=20_000.0)
+    tr = Trace(scenario="t", mode="fast", seed=1, start_s=0.0, end_s=20_000.0, warehouse="ST-1")
     tr.vans = {A: ST, B: ST}
     tr.add_parcels([_p(1, 1000, 2000), _p(2, None, 3000, urgent=True), _p(3), _p(4), _p(5)])
     for i in (1, 2, 3, 4):

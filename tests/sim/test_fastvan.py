@@ -356,3 +356,38 @@ def test_breakdown_stops_the_van_where_it_is_and_reports_fatal(
     last = seen.states[-1]
     assert any(e.level.value == "fatal" and e.error_type == "vehicle_fault" for e in last.errors)
     assert last.position is not None and (last.position.lon, last.position.lat) != (wh.lon, wh.lat)
+
+
+def test_waypoints_cut_incrementally_equal_the_bridges(plan: Plan, scenario: Scenario) -> None:
+    from firmware_bridge.bridge import base_waypoints
+
+    spec = scenario.van
+    t0 = local_to_epoch(plan.day, plan.timezone)(scenario.run.start_s)
+    for route in plan.routes:
+        if not route.trips:
+            continue
+        path = route_path(
+            route, local_to_epoch(plan.day, plan.timezone), top_speed_mps=spec.top_speed_mps
+        )
+        loop, seen = Loop(), Seen()
+        wh = scenario.site.warehouse
+        van = FastVan(
+            route.van_id,
+            spec,
+            lon=wh.lon,
+            lat=wh.lat,
+            soc_pct=100.0,
+            scheduler=loop,
+            observer=seen,
+            publish=seen.states.append,
+        )
+        for update, count in enumerate(range(1, len(path.nodes) + 1, 2)):
+            order = make_order(
+                make_header("ctl", update + 1, t0),
+                route.van_id,
+                "o1",
+                update,
+                released(path, count),
+            )
+            van.receive_order(order, t0)
+            assert van.waypoints == base_waypoints(order)

@@ -65,7 +65,7 @@ def test_integrity_catches_double_delivery_and_delivery_without_loading(
 def test_a_breakdown_whose_parcels_never_move_is_not_recovered(
     van: VanSpec, make_trace: Callable[[], Trace]
 ) -> None:
-    tr = Trace(scenario="t", mode="fast", seed=1, start_s=0.0, end_s=10_000.0)
+    tr = Trace(scenario="t", mode="fast", seed=1, start_s=0.0, end_s=10_000.0, warehouse="ST-1")
     tr.vans = {A: ST}
     tr.add_parcels([_p(1)])
     tr.loaded.append(Loaded(10.0, A, ParcelId("P1"), ST))
@@ -85,3 +85,16 @@ def test_compare_within_and_beyond_tolerance(van: VanSpec, make_trace: Callable[
     tr.drives.append(Drive(B, 9000.0, 9100.0, 2000.0, 0.6, 0, ()))
     diff = compare_kpis(a, compute_kpis(tr, van), Tolerance())
     assert any(line.startswith("km_driven") for line in diff)
+
+
+def test_a_load_where_the_parcel_is_not_is_flagged_and_is_no_recovery(
+    van: VanSpec, make_trace: Callable[[], Trace]
+) -> None:
+    tr = make_trace()
+    assert compute_kpis(tr, van).loaded_unavailable == 0
+    # B takes P3 at the station 10 s after the breakdown, while P3 is still aboard broken A
+    tr.loaded.append(Loaded(4010.0, B, ParcelId("P3"), ST))
+    k = compute_kpis(tr, van)
+    assert k.loaded_unavailable == 1
+    (rec,) = k.breakdowns
+    assert rec.recovery_s == 2100.0  # the impossible load does not count as recovery
