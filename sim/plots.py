@@ -35,7 +35,7 @@ def _hours(t_s: np.ndarray) -> np.ndarray:
 
 def _mark_events(ax: Axes, trace: Trace) -> None:
     for i, b in enumerate(trace.breakdowns):
-        ax.axvline(b.t_s / 3600.0, color="tab:red", ls="--", lw=1, label="breakdown" if i else None)
+        ax.axvline(b.t_s / 3600.0, color="tab:red", ls="--", lw=1, label=None if i else "breakdown")
     for i, c in enumerate(trace.closures):
         ax.axvline(
             c.t_s / 3600.0, color="tab:purple", ls=":", lw=1, label="road closed" if i else None
@@ -95,6 +95,10 @@ def plot_soc(trace: Trace, path: Path) -> Path:
     series: dict[VanId, list[tuple[float, float]]] = defaultdict(list)
     for s in trace.soc:
         series[s.van].append((s.t_s, s.soc_pct))
+    for pts in series.values():  # a van keeps its charge until the day ends
+        last = max(pts)
+        if last[0] < trace.end_s:
+            pts.append((trace.end_s, last[1]))
     if len(series) <= _MANY_VANS:
         for van in sorted(series):
             pts = sorted(series[van])

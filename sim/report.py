@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleet.roads import RoadNetwork
 from sim.clock import format_day_s
 from sim.errors import ReportError
 from sim.kpi import Kpis
@@ -350,3 +351,25 @@ def write_report(
     except OSError as exc:
         raise ReportError(f"cannot write the report into {out_dir}: {exc}") from exc
     return page
+
+
+def write_run_report(
+    out_dir: Path,
+    trace: Trace,
+    kpis: Kpis,
+    *,
+    net: RoadNetwork,
+    info: RunInfo,
+) -> Path:
+    """The whole report of a run: the route map (when routes were kept), then the rest."""
+    from sim.routes_map import write_routes_map
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    map_path: Path | None = None
+    if any(d.path for d in trace.drives):
+        title = f"{info.scenario} ({info.mode} mode): routes driven on {info.day}"
+        try:
+            map_path = write_routes_map(trace, net, out_dir / MAP_FILE, title)
+        except OSError as exc:
+            raise ReportError(f"cannot write the map into {out_dir}: {exc}") from exc
+    return write_report(out_dir, info, trace, kpis, map_html=map_path)

@@ -111,3 +111,30 @@ def test_every_other_event_kind_runs(day: PreparedDay, configs_dir: Path) -> Non
     # every parcel is accounted for: delivered, or failed with a reason
     assert k.lost == 0 and k.delivered + k.failed == k.parcels
     assert k.replans_by_cause.get("link_loss") == 1  # offline past the controller's grace
+
+
+def test_the_report_of_a_day_maps_the_routes_driven(day: PreparedDay, tmp_path: Path) -> None:
+    from sim.report import RunInfo, write_run_report
+
+    sc = day.scenario
+    broken = _with_events(day, Breakdown(at_s=7 * 3600 + 1800, van="busiest", recovery_s=1800))
+    trace = FastRun(broken).run()
+    k = compute_kpis(trace, sc.van)
+    info = RunInfo(
+        sc.name,
+        sc.description,
+        sc.site.name,
+        sc.day.isoformat(),
+        "fast",
+        sc.seed,
+        sc.fleet.total,
+        40,
+        None,
+    )
+    page = write_run_report(tmp_path, trace, k, net=day.net, info=info)
+    text = (tmp_path / "map.html").read_text()
+    for layer in ("Routes driven", "Breakdowns", "Stations", "Warehouse", "Deliveries"):
+        assert layer in text
+    assert "OpenStreetMap" in text
+    assert "srcdoc=" in page.read_text()
+    assert "| 07:30:00 | breakdown | " in (tmp_path / "report.md").read_text()
