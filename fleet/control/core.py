@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -216,6 +216,7 @@ class ControllerCore:
         self._dirty_states: set[str] = set()
         self._bad_event_at: dict[tuple[str, str], float] = {}
         self._instant_seq = 0
+        self._lag = LagMeter()
         if snapshot is not None:
             self._restore(snapshot, now_s)
 
@@ -535,8 +536,18 @@ class ControllerCore:
         self._release(v, now_s, force=True)
 
     # ------------------------------------------------------------------ van messages
+    def order_published(self, van_id: str, order: Order, at_s: float) -> None:
+        """The service handed ``order`` to the broker link at ``at_s``: round trips and
+        re-send timers count from the first publish of an update, not from the decision."""
+        v = self._vans.get(van_id)
+        if v is None or v.rec.order is not order or v.rec.confirmed or v.rec.attempts != 1:
+            return
+        if v.rec.first_sent_s < at_s:
+            v.rec = replace(v.rec, first_sent_s=at_s, next_send_s=at_s + self.config.resend_first_s)
+
     def on_state(self, van_id: str, state: State, now_s: float) -> None:
         self.counters["states"] += 1
+        self._lag.record(now_s - parse_timestamp(state.header.timestamp))
         v = self._van(van_id)
         previous = v.state
         v.state, v.seen_s = state, now_s
@@ -1279,7 +1290,7 @@ class ControllerCore:
         return StatusResult(
             vans=tuple(self._van_status(w, now_s) for w in wanted),
             parcels_by_status=dict(by_status),
-            counters=dict(self.counters),
+            counters={**self.counters, **self._lag.summary_ms()},
         )
 
     def _van_status(self, van_id: str, now_s: float) -> VanStatus:
@@ -1353,9 +1364,38 @@ class ControllerCore:
         return v.rec if v else None
 
 
+class LagMeter:
+    """How late van states are processed (arrival minus the van's stamp), over the last
+    ``size`` states, and the worst since start."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+        self.max_s = 0.0
+
+    def record(self, lag_s: float) -> None:
+        self._recent.append(lag_s)
+        if lag_s > self.max_s:
+            self.max_s = lag_s
+
+    def summary_ms(self) -> dict[str, int]:
+        if not self._recent:
+            return {}
+        ordered = sorted(self._recent)
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {
+            "state_lag_p50_ms": round(at(0.50) * 1000),
+            "state_lag_p99_ms": round(at(0.99) * 1000),
+            "state_lag_max_ms": round(self.max_s * 1000),
+        }
+
+
 def _urgent(message: InstantActions) -> bool:
     return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
 
 
 def _stop_name(node: Node) -> str:
-    return f"{node.node_id} {node.kind.value}" + (f" {node.ref}" if node.ref else "")
+    """``ST-CENTRO`` for a depot or station, ``door n5`` for a door (n5: its node id)."""
+    return node.ref or f"{node.kind.value} {node.node_id}"

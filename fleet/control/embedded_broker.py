@@ -27,13 +27,35 @@ _ANONYMOUS_AUTH = "amqtt.plugins.authentication.AnonymousAuthPlugin"
 
 
 class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
-    """amqtt with one fix: retained messages go only to a session's own subscriptions.
+    """amqtt with two fixes.
 
-    amqtt 0.12, on every CONNECT, replays the retained messages matching *every* client's
-    subscriptions to the new client (``Broker._client_connected``), so a van would receive
-    the other vans' retained connection messages. Here a replay happens only for a filter
-    the session itself holds (a SUBSCRIBE adds it before its replay, so that path is kept).
+    1. Retained messages go only to a session's own subscriptions: amqtt 0.12, on every
+       CONNECT, replays the retained messages matching *every* client's subscriptions to the
+       new client (``Broker._client_connected``), so a van would receive the other vans'
+       retained connection messages. Here a replay happens only for a filter the session
+       itself holds (a SUBSCRIBE adds it before its replay, so that path is kept).
+    2. Every accepted connection is closed when its handling ends, however it ends, and at
+       shutdown: amqtt leaves some sockets open (its close path can raise before closing).
     """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.open_writers: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        self.open_writers.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self.open_writers.discard(writer)
+            writer.close()
+
+    def close_connections(self) -> None:
+        for writer in list(self.open_writers):
+            writer.close()
+        self.open_writers.clear()
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any
@@ -97,6 +119,8 @@ class EmbeddedBroker:
         try:
             await broker.shutdown()
         finally:
+            broker.close_connections()
+            await asyncio.sleep(0)  # let the transports finish closing on this loop
             self._port = None
             self._closed.set()
             log.info("embedded MQTT broker stopped")

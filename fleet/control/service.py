@@ -396,6 +396,8 @@ class ControllerService:
                     topic = self.topics.van(send.van_id, kind)
                     payload = self.signer.payload(send.message, now_s)
                     await link.publish_soon(topic, payload, qos=1)
+                    if isinstance(send.message, Order):
+                        self.core.order_published(send.van_id, send.message, self.clock.time())
                 for event in events:
                     payload = encode(self._event_message(event))
                     await link.publish_soon(self.topics.controller_events, payload, qos=1)

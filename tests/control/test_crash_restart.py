@@ -53,6 +53,12 @@ class ControllerProcess:
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
 
+    async def ensure_dead(self) -> None:
+        """Whatever happened in the test, leave no controller behind."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
     async def stop(self) -> None:
         assert self.proc is not None
         if self.proc.returncode is None:
@@ -79,55 +85,60 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_nothing_twice(
     db = tmp_path / "fleet.db"
     rng = random.Random(20261123)
 
+    controller = ControllerProcess(mosquitto, db)
+
     async def run() -> StatusResult:
-        async with asyncio.timeout(90):
-            controller = ControllerProcess(mosquitto, db)
-            await controller.start()
-            vans = {
-                v: MqttVan(
-                    ProtocolVan(v, lon=plans.ROSTER[v][0], lat=plans.ROSTER[v][1]),
-                    mosquitto.host,
-                    mosquitto.port,
-                    mosquitto.topics,
-                    ex.MASTER_SECRET,
-                )
-                for v in ("WH-PORTO-01", "ST-A-01")
-            }
-            address = BrokerAddress(mosquitto.host, mosquitto.port)
-            async with vans["WH-PORTO-01"] as lh, vans["ST-A-01"] as lm:
-                beats = [asyncio.create_task(v.heartbeat(0.2)) for v in (lh, lm)]
-                async with ControllerClient(address, topics=mosquitto.topics) as client:
-                    await client.request(DispatchBody(plan={"name": "day"}, orders_csv=""))
-                finished = {v: asyncio.Event() for v in vans}
-                drivers = [asyncio.create_task(_drive(vans[v], finished[v])) for v in vans]
-                for _ in range(KILLS):
-                    await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment to crash
-                    await controller.kill()
-                    await asyncio.sleep(rng.uniform(0.0, 0.3))
-                    await controller.start()
-                await asyncio.gather(*(e.wait() for e in finished.values()))
-                await asyncio.gather(*drivers)
-                async with ControllerClient(address, topics=mosquitto.topics) as client:
-                    while True:
-                        status = await client.request(StatusBody())
-                        assert isinstance(status, StatusResult)
-                        if status.parcels_by_status.get("delivered") == 4:
-                            break
-                        await asyncio.sleep(0.1)  # the last states are on their way
-                for beat in beats:
-                    beat.cancel()
-                await controller.stop()
-                for van in vans.values():
-                    assert OrderVerdict.REJECTED not in van.van.decisions, van.van.errors
-                    seen: dict[tuple[str, int], object] = {}
-                    for order in van.orders:
-                        key = (order.order_id, order.order_update_id)
-                        content = (order.nodes, order.edges)
-                        assert seen.setdefault(key, content) == content, (
-                            f"{key} sent with two contents"
-                        )
-                    assert van.rejected == []  # every re-send was freshly signed, none replayed
-                return status
+        try:
+            async with asyncio.timeout(90):
+                return await scenario()
+        finally:
+            await controller.ensure_dead()
+
+    async def scenario() -> StatusResult:
+        await controller.start()
+        vans = {
+            v: MqttVan(
+                ProtocolVan(v, lon=plans.ROSTER[v][0], lat=plans.ROSTER[v][1]),
+                mosquitto.host,
+                mosquitto.port,
+                mosquitto.topics,
+                ex.MASTER_SECRET,
+            )
+            for v in ("WH-PORTO-01", "ST-A-01")
+        }
+        address = BrokerAddress(mosquitto.host, mosquitto.port)
+        async with vans["WH-PORTO-01"] as lh, vans["ST-A-01"] as lm:
+            beats = [asyncio.create_task(v.heartbeat(0.2)) for v in (lh, lm)]
+            async with ControllerClient(address, topics=mosquitto.topics) as client:
+                await client.request(DispatchBody(plan={"name": "day"}, orders_csv=""))
+            finished = {v: asyncio.Event() for v in vans}
+            drivers = [asyncio.create_task(_drive(vans[v], finished[v])) for v in vans]
+            for _ in range(KILLS):
+                await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment to crash
+                await controller.kill()
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await controller.start()
+            await asyncio.gather(*(e.wait() for e in finished.values()))
+            await asyncio.gather(*drivers)
+            async with ControllerClient(address, topics=mosquitto.topics) as client:
+                while True:
+                    status = await client.request(StatusBody())
+                    assert isinstance(status, StatusResult)
+                    if status.parcels_by_status.get("delivered") == 4:
+                        break
+                    await asyncio.sleep(0.1)  # the last states are on their way
+            for beat in beats:
+                beat.cancel()
+            await controller.stop()
+            for van in vans.values():
+                assert OrderVerdict.REJECTED not in van.van.decisions, van.van.errors
+                seen: dict[tuple[str, int], object] = {}
+                for order in van.orders:
+                    key = (order.order_id, order.order_update_id)
+                    content = (order.nodes, order.edges)
+                    assert seen.setdefault(key, content) == content, f"{key} sent with two contents"
+                assert van.rejected == []  # every re-send was freshly signed, none replayed
+            return status
 
     status = asyncio.run(run())
     assert status.parcels_by_status == {"delivered": 4}

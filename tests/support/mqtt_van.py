@@ -141,9 +141,10 @@ class MqttVan:
 
     async def heartbeat(self, interval_s: float) -> None:
         """Report state every ``interval_s`` like a running van (run as a task)."""
-        while True:
-            await self.report()
-            await asyncio.sleep(interval_s)  # the van's reporting period
+        with contextlib.suppress(aiomqtt.MqttError):  # ends when the van disconnects
+            while True:
+                await self.report()
+                await asyncio.sleep(interval_s)  # the van's reporting period
 
     async def drive(self, steps: int = 1) -> int:
         moved = 0
