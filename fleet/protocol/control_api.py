@@ -10,10 +10,11 @@ Every event the controller records is also published on ``.../controller/events`
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, StringConstraints
+from pydantic import Field, JsonValue, StringConstraints, field_validator
 
 from fleet.protocol.messages import (
     MAX_TEXT,
@@ -47,6 +48,21 @@ class DispatchBody(Strict):
         description="The orders file the plan was made from (verification needs the parcels)."
     )
     orders_name: Annotated[str, StringConstraints(max_length=255)] = "orders.csv"
+
+    @field_validator("plan")
+    @classmethod
+    def _finite(cls, plan: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        """Numbers in the plan are finite like everywhere else (JSON has no NaN)."""
+        stack: list[JsonValue] = [plan]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"the plan holds a non-finite number ({value})")
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+        return plan
 
 
 class AddParcelsBody(Strict):

@@ -16,9 +16,16 @@ from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from fleet.protocol.timestamps import TIMESTAMP_PATTERN, format_timestamp
+from fleet.protocol.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from fleet.protocol.topics import VAN_ID_PATTERN
 
 PROTOCOL_VERSION = "1.0"
@@ -33,6 +40,10 @@ MAX_TRAJECTORY_POINTS = 20_000
 MAX_INSTANT_ACTIONS = 8
 MAX_STATE_ITEMS = 4000  # node/edge/action states in one State
 MAX_PARCELS_ON_BOARD = 2000
+# An order must fit what a State can report about it: every action of the order in
+# action_states (with room left for recent instant actions) and every parcel it loads on board.
+MAX_ORDER_ACTIONS = 3000
+MAX_ORDER_PARCELS_LOADED = MAX_PARCELS_ON_BOARD
 MAX_ERRORS = 64
 MAX_SPEED_MPS = 40.0  # sanity bound for a speed cap; the van's own limit is lower
 MAX_TEXT = 500
@@ -42,7 +53,16 @@ Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 VanIdStr = Annotated[str, StringConstraints(pattern=VAN_ID_PATTERN)]
 # printable ASCII, no leading/trailing space, 1..64 characters
 ParcelIdStr = Annotated[str, StringConstraints(pattern=r"^[!-~]([ -~]{0,62}[!-~])?$")]
-Timestamp = Annotated[str, StringConstraints(pattern=TIMESTAMP_PATTERN)]
+
+
+def _real_moment(text: str) -> str:
+    parse_timestamp(text)  # ValueError names the text: 2026-11-31, month 13, hour 99 ...
+    return text
+
+
+Timestamp = Annotated[
+    str, StringConstraints(pattern=TIMESTAMP_PATTERN), AfterValidator(_real_moment)
+]
 Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
 Lon = Annotated[float, Field(ge=-180.0, le=180.0)]
 Lat = Annotated[float, Field(ge=-90.0, le=90.0)]
@@ -218,14 +238,25 @@ def order_structure_problems(order: Order) -> list[str]:
     horizon_from = next((i for i, n in enumerate(nodes) if not n.released), len(nodes))
     if any(n.released for n in nodes[horizon_from:]):
         problems.append("released nodes must form a prefix (base first, then horizon)")
+    actions = [a for n in nodes for a in n.actions]
     for what, ids in (
         ("node_id", [n.node_id for n in nodes]),
         ("edge_id", [e.edge_id for e in edges]),
-        ("action_id", [a.action_id for n in nodes for a in n.actions]),
+        ("action_id", [a.action_id for a in actions]),
     ):
         dups = [i for i, count in Counter(ids).items() if count > 1]
         if dups:
             problems.append(f"{what} {dups[0]!r} appears more than once")
+    if len(actions) > MAX_ORDER_ACTIONS:
+        problems.append(
+            f"{len(actions)} actions in all; at most {MAX_ORDER_ACTIONS} (a state must list them)"
+        )
+    loaded = {p for a in actions if a.action_type is NodeActionType.LOAD for p in a.parcel_ids}
+    if len(loaded) > MAX_ORDER_PARCELS_LOADED:
+        problems.append(
+            f"{len(loaded)} parcels loaded in all; at most {MAX_ORDER_PARCELS_LOADED} "
+            "(a state must list what is on board)"
+        )
     return problems
 
 

@@ -170,7 +170,10 @@ class CommandVerifier:
                 f"{kind} MAC does not match its content (tampered or wrong key)",
                 topic=topic,
             )
-        stamped_s = parse_timestamp(header.timestamp)
+        try:
+            stamped_s = parse_timestamp(header.timestamp)
+        except ValueError as exc:
+            raise SignatureError(Rejection.STALE, str(exc), topic=topic) from exc
         age_s = now_s - stamped_s
         if age_s > self.max_age_s or -age_s > self.max_ahead_s:
             raise SignatureError(

@@ -149,3 +149,42 @@ def test_a_badly_shaped_order_is_refused(mutate: object, expected: str) -> None:
     mutate(doc)  # type: ignore[operator]
     with pytest.raises(DecodeError, match=expected):
         decode(Order, json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "moment", ["2026-11-31T10:00:00Z", "2026-13-01T10:00:00Z", "2026-11-23T99:00:00Z"]
+)
+def test_an_impossible_timestamp_is_refused_at_decode(moment: str) -> None:
+    doc = json.loads(encode(ex.state()))
+    doc["header"]["timestamp"] = moment
+    with pytest.raises(DecodeError, match=r"header\.timestamp") as info:
+        decode(State, json.dumps(doc))
+    assert info.value.reason == "schema"
+
+
+def test_an_order_a_state_could_not_report_is_refused() -> None:
+    doc = json.loads(encode(ex.order(stops=3, released=1)))
+    doc["nodes"][0]["actions"] = [
+        {
+            "action_id": f"L{k}",
+            "action_type": "load",
+            "parcel_ids": [f"Q{k}-{i}" for i in range(200)],
+            "duration_s": 1.0,
+        }
+        for k in range(11)
+    ]
+    with pytest.raises(DecodeError, match="parcels loaded in all"):
+        decode(Order, json.dumps(doc))
+
+
+def test_a_dispatched_plan_with_a_non_finite_number_is_refused() -> None:
+    from fleet.protocol.control_api import Request
+
+    request = {
+        "header": json.loads(encode(ex.state()))["header"],
+        "request_id": "r1",
+        "client_id": "cli-1",
+        "body": {"command": "dispatch", "plan": {"routes": [{"x": 1e999}]}, "orders_csv": ""},
+    }
+    with pytest.raises(DecodeError, match="non-finite"):
+        decode(Request, json.dumps(request).replace("Infinity", "1e999"))

@@ -135,3 +135,11 @@ def test_van_keys_differ_per_van_and_generation() -> None:
 def test_short_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="32"):
         derive_van_key(b"short", "A")
+
+
+def test_an_unreadable_timestamp_built_in_code_is_stale_not_a_crash() -> None:
+    message = ex.order()
+    broken = message.model_copy(
+        update={"header": message.header.model_copy(update={"timestamp": "2026-02-30T00:00:00Z"})}
+    )
+    assert _reason(_verifier(), sign(broken, KEY)) == Rejection.STALE
