@@ -58,30 +58,12 @@ KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
         _errno(errno.ENAMETOOLONG),
     ),
     KnownDefect(
-        "protocol-plan-nonfinite",
-        "fleet/protocol/control_api.py (DispatchBody.plan: dict[str, JsonValue])",
-        "the plan inside a dispatch Request accepts NaN and 1e999 (infinity), although every "
-        "model is documented to refuse non-finite numbers; re-encoding turns infinity into "
-        "null. The controller's plan reader refuses the plan afterwards with a clear error, "
-        "so nothing crashes downstream",
-        _message(AssertionError, r"^Request does not survive encode"),
-    ),
-    KnownDefect(
         "bridge-telemetry-out-of-range",
         "firmware_bridge/bridge/core.py (build_state)",
         "a TELEMETRY frame with speed_cmps > 10000 or range_m > 10,000,000 (valid u16/u32 on "
         "the wire) makes State(...) raise pydantic.ValidationError inside the bridge: one odd "
         "reading from the VCU takes the bridge down instead of being reported",
         _validation_of({"State", "Battery"}, "speed_mps", "remaining_range_m"),
-    ),
-    KnownDefect(
-        "bridge-state-smaller-than-order",
-        "fleet/protocol/messages.py (State/Load limits) or firmware_bridge/bridge/core.py",
-        "an Order may load 16 x 1000 parcels per node and carry 2000 x 16 actions, but a State "
-        "holds at most 2000 parcel ids on board and 4000 action states: a valid, signed order "
-        "above those makes the bridge's State(...) raise pydantic.ValidationError at its first "
-        "stop",
-        _validation_of({"State", "Load"}, "parcel_ids", "action_states"),
     ),
     KnownDefect(
         "orders-time-outside-calendar",
@@ -92,17 +74,6 @@ KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
         _any(
             _message(OverflowError, r"date value out of range"),
             _message(ValueError, r"year 10000 is out of range"),
-        ),
-    ),
-    KnownDefect(
-        "protocol-impossible-timestamp",
-        "fleet/protocol/messages.py (Timestamp type) and fleet/protocol/signing.py (verify)",
-        "the Timestamp pattern accepts impossible dates (2026-11-31T10:00:00Z, month 13, hour "
-        "99); decode() lets them through, and CommandVerifier.verify() then raises ValueError "
-        "instead of SignatureError for a correctly signed command",
-        _any(
-            _message(ValueError, r"is not RFC 3339"),
-            _message(AssertionError, r"accepted a timestamp nobody can read"),
         ),
     ),
 )
