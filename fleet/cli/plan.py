@@ -92,6 +92,9 @@ def _progress() -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        # redrawn on each update, not by a refresh thread: with one thread the planner may
+        # fork its worker processes (cheap), instead of starting fresh interpreters
+        auto_refresh=False,
     ) as progress:
         yield progress
 
@@ -106,7 +109,7 @@ def _network(site: Site, van: VanSpec, no_cache: bool, progress: Progress) -> Ro
     task = progress.add_task(f"{site.name}: road network", total=1.0)
 
     def report(stage: str, fraction: float) -> None:
-        progress.update(task, description=f"{site.name}: {stage}", completed=fraction)
+        progress.update(task, description=f"{site.name}: {stage}", completed=fraction, refresh=True)
 
     net = load_network(site, van, use_cache=not no_cache, progress=report)
     progress.remove_task(task)
@@ -245,7 +248,9 @@ def plan(
         task = progress.add_task("planning", total=1.0)
 
         def report(stage: str, fraction: float) -> None:
-            progress.update(task, description=f"{site.name}: {stage}", completed=fraction)
+            progress.update(
+                task, description=f"{site.name}: {stage}", completed=fraction, refresh=True
+            )
 
         try:
             result = plan_day(
@@ -266,10 +271,12 @@ def plan(
             raise VerificationError(
                 ["the planner made a plan its verifier rejects (nothing written)", *exc.violations]
             ) from exc
-        progress.update(task, description=f"{site.name}: writing {output.name}", completed=1.0)
+        progress.update(
+            task, description=f"{site.name}: writing {output.name}", completed=1.0, refresh=True
+        )
         write_plan(result, output, parcels=book.parcels)
         if map_file is not None:
-            progress.update(task, description=f"{site.name}: drawing {map_file.name}")
+            progress.update(task, description=f"{site.name}: drawing {map_file.name}", refresh=True)
             write_map(plan_map(result, net, book.parcels), map_file)
     print_summary(result, van, time.monotonic() - t0)
     err.print(f"wrote {output}" + (f" and {map_file}" if map_file else ""))
@@ -295,6 +302,7 @@ def verify(
     with _progress() as progress:
         net = _network(site, van, no_cache, progress)
         task = progress.add_task("verifying", total=None)
+        progress.refresh()
         problems = verify_plan(the_plan, parcels, site, van, net)
         progress.remove_task(task)
     if problems:
@@ -324,6 +332,7 @@ def sample(
     with _progress() as progress:
         net = _network(site, van, no_cache, progress)
         task = progress.add_task(f"sampling {parcels:,} parcels", total=None)
+        progress.refresh()
         made = sample_orders(net, parcels, seed)
         write_orders(made, output)
         progress.remove_task(task)

@@ -70,6 +70,7 @@ Progress = Callable[[str, float], None]
 EPOCH_DAY = date(1970, 1, 1)
 TIGHTEN_ROUNDS = 3  # re-plans of a depot whose vans break their range, before one charge a day
 FIRST_TRIP_ITERATIONS = 3000
+REQUIRED_SHARE = 0.6  # of a leg's budget for the first search with every visit required
 
 
 class Where(StrEnum):
@@ -228,32 +229,44 @@ class _Engine:
         optional (prize-collecting) and the search continues from the best attempt.
 
         PyVRP serves required clients well, adding trips as needed; prize-collecting alone
-        would rather leave out a client than open a new trip for it.
+        would rather leave out a client than open a new trip for it. The budget is split:
+        ``REQUIRED_SHARE`` for the first search, the rest to continue it (required where that
+        was feasible, prize-collecting where not), so the whole stays within the budget.
         """
-        jobs = [
-            vrp.Job(p.lp.problem.all_required(), p.time_limit_s, seeds, self.max_iterations)
+
+        def span(lo: float, hi: float) -> Callable[[float], None] | None:
+            if progress is None:
+                return None
+            report = progress
+            return lambda f: report(lo + (hi - lo) * f)
+
+        first = [
+            vrp.Job(
+                p.lp.problem.all_required(),
+                max(0.1, p.time_limit_s * REQUIRED_SHARE),
+                seeds,
+                self.max_iterations,
+            )
             for p in parts
         ]
-        results = self.solver.run(jobs, progress)
-        retry = [i for i, r in enumerate(results) if not r.feasible]
-        if retry:
+        results = self.solver.run(first, span(0.0, REQUIRED_SHARE))
+        short = [i for i, r in enumerate(results) if not r.feasible]
+        if short:
             log.info(
                 "%s: not every visit fits the fleet; leaving out the fewest",
-                ", ".join(parts[i].lp.problem.name for i in retry),
+                ", ".join(parts[i].lp.problem.name for i in short),
             )
-            again = [
-                vrp.Job(
-                    parts[i].lp.problem,
-                    max(0.5, parts[i].time_limit_s / 2),
-                    seeds,
-                    self.max_iterations,
-                    results[i],
-                )
-                for i in retry
-            ]
-            for i, r in zip(retry, self.solver.run(again), strict=True):
-                results[i] = r
-        return results
+        again = [
+            vrp.Job(
+                p.lp.problem if not r.feasible else p.lp.problem.all_required(),
+                max(0.1, p.time_limit_s * (1 - REQUIRED_SHARE)),
+                seeds,
+                self.max_iterations,
+                r,
+            )
+            for p, r in zip(parts, results, strict=True)
+        ]
+        return self.solver.run(again, span(REQUIRED_SHARE, 1.0))
 
     def _tighten(self, lp: LegProblem, short: Mapping[VanId, Built], *, final: bool) -> LegProblem:
         slots = []

@@ -19,8 +19,11 @@ tighter distance bound.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
@@ -29,6 +32,7 @@ from fleet.model.site import Site
 from fleet.model.van import VanSpec
 from fleet.planning.demand import DepotPoint, LegMatrix, Visit
 from fleet.planning.text import clock
+from fleet.planning.vrp import default_workers
 from fleet.roads import RoadNetwork
 
 EPS_S = 1e-6
@@ -283,10 +287,68 @@ def build_route(
     return Built(route, tuple(Shortfall(van_id, p) for p in problems), dist)
 
 
+Shape = tuple[tuple[float, float], ...]
+PARALLEL_MIN_PATHS = 500  # fewer paths than this are looked up in this process
+_NET: RoadNetwork | None = None  # the network a forked worker inherits
+
+
+def _shapes_from(chunk: list[tuple[NodeId, list[NodeId]]]) -> list[tuple[NodeId, NodeId, Shape]]:
+    net = _NET
+    if net is None:  # pragma: no cover - only reached in a forked worker
+        raise RuntimeError("no road network in this worker")
+    out = []
+    for source, targets in chunk:
+        for target in targets:
+            coords = tuple((float(lon), float(lat)) for lon, lat in net.path(source, target).coords)
+            if len(coords) < 2:
+                coords = (*coords, *coords) if coords else ()
+            out.append((source, target, coords))
+    return out
+
+
+def road_shapes(
+    net: RoadNetwork, wanted: Mapping[NodeId, set[NodeId]]
+) -> dict[tuple[NodeId, NodeId], Shape]:
+    """The road path (lon, lat) of every ``source -> target`` asked for.
+
+    Paths are asked for grouped by their start node, so each shortest-path tree is built once;
+    many of them are shared over forked worker processes (when this process has one thread,
+    so that forking is safe), each inheriting the network without copying it.
+    """
+    global _NET
+    items = [(s, sorted(wanted[s])) for s in sorted(wanted)]
+    total = sum(len(t) for _, t in items)
+    workers = default_workers()
+    chunks: list[list[tuple[NodeId, list[NodeId]]]] = [items]
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if total >= PARALLEL_MIN_PATHS and workers > 1 and can_fork and threading.active_count() == 1:
+        chunks = [items[i :: workers * 4] for i in range(workers * 4)]
+    shapes: dict[tuple[NodeId, NodeId], Shape] = {}
+    if len(chunks) == 1:
+        _NET = net
+        try:
+            parts = [_shapes_from(items)]
+        finally:
+            _NET = None
+    else:
+        _NET = net
+        try:
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork")
+            ) as pool:
+                parts = list(pool.map(_shapes_from, chunks))
+        finally:
+            _NET = None
+    for part in parts:
+        for source, target, coords in part:
+            shapes[(source, target)] = coords
+    return shapes
+
+
 def add_geometry(routes: Sequence[VanRoute], net: RoadNetwork) -> list[VanRoute]:
     """Fill every stop's ``geometry_in`` with the road path from the previous stop.
 
-    Paths are asked for grouped by their start node, so each shortest-path tree is built once.
+    See :func:`road_shapes`.
     """
     wanted: dict[NodeId, set[NodeId]] = defaultdict(set)
     for r in routes:
@@ -295,14 +357,7 @@ def add_geometry(routes: Sequence[VanRoute], net: RoadNetwork) -> list[VanRoute]
             if prev is not None and prev != stop.node:
                 wanted[prev].add(stop.node)
             prev = stop.node
-    shapes: dict[tuple[NodeId, NodeId], tuple[tuple[float, float], ...]] = {}
-    for source in sorted(wanted):
-        for target in sorted(wanted[source]):
-            path = net.path(source, target)
-            coords = tuple((float(lon), float(lat)) for lon, lat in path.coords)
-            if len(coords) < 2:
-                coords = (*coords, *coords) if coords else ()
-            shapes[(source, target)] = coords
+    shapes = road_shapes(net, wanted)
     out: list[VanRoute] = []
     for r in routes:
         prev = None

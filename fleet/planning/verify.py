@@ -22,9 +22,13 @@ It returns one line per violation; an empty list means the plan is valid.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -43,6 +47,52 @@ LOAD_TOL = 1e-6
 SOC_TOL_PCT = 1e-4
 COORD_TOL_DEG = 1e-7
 MAX_LINES = 200
+PREFETCH_MIN_LEGS = 500  # from this many road legs on, they are recomputed in parallel
+_NET: RoadNetwork | None = None  # the network a forked worker inherits
+
+_LegData = tuple[float, float, list[tuple[float, float]], list[NodeId]] | None
+
+
+def _recompute(pairs: list[tuple[NodeId, NodeId]]) -> list[tuple[NodeId, NodeId, _LegData]]:
+    net = _NET
+    if net is None:  # pragma: no cover - only reached in a forked worker
+        raise RuntimeError("no road network in this worker")
+    out: list[tuple[NodeId, NodeId, _LegData]] = []
+    for a, b in pairs:
+        try:
+            p = net.path(a, b)
+        except RoadError:
+            out.append((a, b, None))
+        else:
+            out.append((a, b, (p.dist_m, p.time_s, list(p.coords), list(p.nodes))))
+    return out
+
+
+def _recompute_all(
+    net: RoadNetwork, pairs: list[tuple[NodeId, NodeId]]
+) -> list[tuple[NodeId, NodeId, _LegData]]:
+    """Every leg's road path: in forked workers when there are many and forking is safe."""
+    global _NET
+    try:
+        workers = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        workers = os.cpu_count() or 1
+    _NET = net
+    try:
+        if (
+            len(pairs) < PREFETCH_MIN_LEGS
+            or workers < 2
+            or "fork" not in multiprocessing.get_all_start_methods()
+            or threading.active_count() > 1
+        ):
+            return _recompute(pairs)
+        pairs = sorted(pairs)  # one shortest-path tree per start node and worker
+        size = -(-len(pairs) // (workers * 4))
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return [leg for part in pool.map(_recompute, chunks) for leg in part]
+    finally:
+        _NET = None
 
 
 def _hhmm(t: float) -> str:
@@ -140,6 +190,19 @@ class _Verifier:
                 self.depot_node[d.id] = self.net.snap(d.lon, d.lat).node
             except RoadError as exc:
                 self.bad(f"depot {d.id}", f"does not snap to the road graph: {exc}")
+        pairs: set[tuple[NodeId, NodeId]] = set()
+        for r in plan.routes:
+            prev: NodeId | None = None
+            for stop in r.stops():
+                if prev is not None and prev != stop.node:
+                    pairs.add((prev, stop.node))
+                prev = stop.node
+        for a, b, leg in _recompute_all(self.net, sorted(pairs)):
+            self._legs[(a, b)] = (
+                None
+                if leg is None
+                else _Leg(leg[0], leg[1], leg[2], list(zip(leg[3][:-1], leg[3][1:], strict=True)))
+            )
         seen_vans: set[str] = set()
         for r in plan.routes:
             if r.van_id in seen_vans:

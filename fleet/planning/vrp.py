@@ -347,7 +347,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    method = "forkserver" if "forkserver" in methods else "spawn"
+    log.debug("%d threads running: solver workers start by %s", threading.active_count(), method)
+    return multiprocessing.get_context(method)
 
 
 @dataclass(frozen=True, slots=True)
