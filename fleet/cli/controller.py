@@ -65,6 +65,12 @@ def run(
             "--time-factor", help="Run the clock this many times faster (simulation); 1 = wall."
         ),
     ] = 1.0,
+    durable: Annotated[
+        bool,
+        typer.Option(
+            "--durable", help="fsync every commit (survives power loss, not only a killed process)."
+        ),
+    ] = False,
     start_epoch: Annotated[
         float | None,
         typer.Option("--start-epoch", help="With --time-factor: UTC epoch seconds to start at."),
@@ -100,7 +106,7 @@ def run(
         if time_factor == 1.0
         else ScaledClock(start_epoch if start_epoch is not None else time.time(), time_factor)
     )
-    with SqliteStore(db) as store:
+    with SqliteStore(db, durable=durable) as store:
         service = ControllerService(
             address=address,
             store=store,

@@ -143,15 +143,16 @@ log_type warning
 class MosquittoProcess:
     """A private ``mosquitto`` with a config written for one test."""
 
-    def __init__(self, binary: str, workdir: Path, extra_config: str = "") -> None:
+    def __init__(
+        self, binary: str, workdir: Path, extra_config: str = "", full_config: str | None = None
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
         self.host = LOOPBACK
         self.config_file = workdir / f"mosquitto-{self.port}.conf"
-        self.config_file.write_text(
-            BASE_CONFIG.format(port=self.port) + extra_config, encoding="utf-8"
-        )
+        text = BASE_CONFIG + extra_config if full_config is None else full_config
+        self.config_file.write_text(text.replace("{port}", str(self.port)), encoding="utf-8")
         self.log_file = workdir / f"mosquitto-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -256,11 +257,13 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoProcess
     binary = mosquitto_binary()
     started: list[MosquittoProcess] = []
 
-    def start(extra_config: str = "") -> MosquittoProcess:
+    def start(extra_config: str = "", *, full_config: str | None = None) -> MosquittoProcess:
+        """A private broker: our base config plus ``extra_config``, or ``full_config`` alone
+        (``{port}`` in either is replaced by the port chosen)."""
         if binary is None:
             skip_or_fail("the mosquitto binary is not installed (apt-get install mosquitto)")
             raise AssertionError("unreachable")  # skip_or_fail always raises
-        proc = MosquittoProcess(binary, tmp_path, extra_config).start()
+        proc = MosquittoProcess(binary, tmp_path, extra_config, full_config).start()
         started.append(proc)
         return proc
 
