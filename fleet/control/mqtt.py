@@ -218,6 +218,7 @@ class MqttLink:
         task = asyncio.create_task(self._publish_tracked(topic, payload, qos, retain))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(0)  # let it start: the packet is in the client's queue on return
 
     async def _publish_tracked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:
