@@ -34,6 +34,8 @@ def test_a_good_parcel_is_accepted_and_knows_it_has_a_window() -> None:
         ({"id": ParcelId(" ")}, "parcel id"),
     ],
 )
-def test_impossible_values_are_refused_naming_the_field(change: dict[str, object], field: str) -> None:
+def test_impossible_values_are_refused_naming_the_field(
+    change: dict[str, object], field: str
+) -> None:
     with pytest.raises(InputError, match=field):
         replace(GOOD, **change)  # type: ignore[arg-type]
