@@ -144,7 +144,9 @@ parcels = st.builds(
 )
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(parcels, max_size=8, unique_by=lambda p: p.id))
 def test_written_orders_read_back_the_same(
     tmp_path: Path, site: Site, written: list[Parcel]

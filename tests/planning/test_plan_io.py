@@ -128,7 +128,9 @@ plans = st.builds(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plans)
 def test_any_plan_survives_a_round_trip(tmp_path: Path, plan: Plan) -> None:
     path = tmp_path / "any.json"
