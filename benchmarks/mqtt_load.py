@@ -182,6 +182,22 @@ class BenchPlanning:
 # -- the processes --------------------------------------------------------------------------
 def controller_main(pipe: Pipe, host: str, port: int, prefix: str, db: str, n: int) -> None:
     logging.basicConfig(level=logging.WARNING)
+    profile_to = os.environ.get("FLEET_BENCH_PROFILE")
+    if profile_to:  # --profile-controller: cProfile the whole controller process
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            _controller(pipe, host, port, prefix, db, n)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+        return
+    _controller(pipe, host, port, prefix, db, n)
+
+
+def _controller(pipe: Pipe, host: str, port: int, prefix: str, db: str, n: int) -> None:
 
     async def main() -> None:
         with SqliteStore(Path(db)) as store:
@@ -534,7 +550,12 @@ def main() -> None:
     parser.add_argument("--no-max", action="store_true", help="skip the max_vans search")
     parser.add_argument("--trial-seconds", type=float, default=10.0)
     parser.add_argument("--max-limit", type=int, default=8000)
+    parser.add_argument(
+        "--profile-controller", metavar="FILE", help="write a cProfile of the controller here"
+    )
     args = parser.parse_args()
+    if args.profile_controller:
+        os.environ["FLEET_BENCH_PROFILE"] = str(Path(args.profile_controller).resolve())
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = None if args.broker else Mosquitto(Path(tmp))

@@ -76,7 +76,11 @@ from fleet.store.records import (
 
 log = logging.getLogger(__name__)
 
-BAD_MESSAGE_EVENT_EVERY_S = 60.0  # at most one bad_message event per van and reason per minute
+BAD_MESSAGE_EVENT_EVERY_S = 60.0
+SCAN_EVERY_S = 1.0  # silence and offline checks over every van
+OFFLINE_STATES = frozenset(
+    {ConnectionState.OFFLINE.value, ConnectionState.CONNECTION_BROKEN.value}
+)  # at most one bad_message event per van and reason per minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,8 @@ class ControllerCore:
         self._bad_event_at: dict[tuple[str, str], float] = {}
         self._instant_seq = 0
         self._lag = LagMeter()
+        self._next_scan_s = 0.0
+        self._waiting: set[str] = set()  # vans with a command not yet confirmed
         if snapshot is not None:
             self._restore(snapshot, now_s)
 
@@ -314,6 +320,7 @@ class ControllerCore:
                 self._queue_order(v, now_s, resend=True)
             for pending in r.pending_instants:
                 self._sends.append(Outgoing(v.van_id, pending.message, _urgent(pending.message)))
+                self._waiting.add(v.van_id)
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, checked: CheckedPlan, now_s: float) -> str:
@@ -521,6 +528,7 @@ class ControllerCore:
     def _queue_order(self, v: _Van, now_s: float, *, resend: bool) -> None:
         assert v.order is not None
         self._sends.append(Outgoing(v.van_id, v.order))
+        self._waiting.add(v.van_id)
         if resend:
             self.counters["orders_resent"] += 1
 
@@ -758,39 +766,24 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ the clock
     def tick(self, now_s: float) -> None:
+        """Timers: silence and offline checks over every van once a second; re-sends for the
+        vans waiting on a confirmation at every tick; the latest states to the store."""
         cfg = self.config
-        for v in self._vans.values():
+        if now_s >= self._next_scan_s:
+            self._next_scan_s = now_s + SCAN_EVERY_S
+            for v in self._vans.values():
+                self._check_silence(v, now_s)
+        for van_id in list(self._waiting):
+            v = self._vans[van_id]
             r = v.rec
-            offline = r.connection in (
-                ConnectionState.OFFLINE.value,
-                ConnectionState.CONNECTION_BROKEN.value,
-            )
-            if (
-                not offline
-                and not v.stale
-                and v.seen_s is not None
-                and now_s - v.seen_s > cfg.stale_after_s
-            ):
-                v.stale = True
-                self._event(
-                    "van_stale",
-                    now_s,
-                    van_id=v.van_id,
-                    detail=f"silent for {now_s - v.seen_s:.0f} s",
-                )
-            if (
-                offline
-                and r.in_service
-                and v.active
-                and now_s - r.connection_since_s >= cfg.offline_replan_after_s
-            ):
-                self._take_out_of_service(
-                    v, f"offline for {now_s - r.connection_since_s:.0f} s mid-route", now_s
-                )
-            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and not offline:
-                self._maybe_resend(v, now_s)
-            if r.pending_instants and not offline:
-                self._resend_instants(v, now_s)
+            order_waits = r.sent and not r.confirmed and not r.gave_up and not r.rejected
+            if not order_waits and not r.pending_instants:
+                self._waiting.discard(van_id)
+            elif r.connection not in OFFLINE_STATES:
+                if order_waits:
+                    self._maybe_resend(v, now_s)
+                if v.rec.pending_instants:
+                    self._resend_instants(v, now_s)
         if now_s >= self._next_flush_s:
             self._next_flush_s = now_s + cfg.flush_interval_s
             for van_id in self._dirty_states:
@@ -798,6 +791,23 @@ class ControllerCore:
                 assert v.state is not None and v.seen_s is not None
                 self._changes.van_states[van_id] = VanStateRecord(van_id, v.state, v.seen_s)
             self._dirty_states.clear()
+
+    def _check_silence(self, v: _Van, now_s: float) -> None:
+        r = v.rec
+        if r.connection in OFFLINE_STATES:
+            if (
+                r.in_service
+                and v.active
+                and now_s - r.connection_since_s >= self.config.offline_replan_after_s
+            ):
+                self._take_out_of_service(
+                    v, f"offline for {now_s - r.connection_since_s:.0f} s mid-route", now_s
+                )
+        elif not v.stale and v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s:
+            v.stale = True
+            self._event(
+                "van_stale", now_s, van_id=v.van_id, detail=f"silent for {now_s - v.seen_s:.0f} s"
+            )
 
     def _maybe_resend(self, v: _Van, now_s: float) -> None:
         r = v.rec
@@ -845,6 +855,7 @@ class ControllerCore:
                 1,
             )
             self._set(v, pending_instants=(*v.rec.pending_instants, pending))
+            self._waiting.add(van_id)
             self._sends.append(Outgoing(van_id, message, urgent))
             self._event(
                 "instant_sent",
@@ -1338,7 +1349,7 @@ class ControllerCore:
 
     def _mode(self, v: _Van, now_s: float) -> VanMode:
         r, s = v.rec, v.state
-        if r.connection in (ConnectionState.OFFLINE.value, ConnectionState.CONNECTION_BROKEN.value):
+        if r.connection in OFFLINE_STATES:
             return VanMode.OFFLINE
         if s is None:
             return VanMode.UNKNOWN
