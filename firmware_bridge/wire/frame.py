@@ -25,7 +25,6 @@ from firmware_bridge.wire.messages import (
     MESSAGE_CLASSES,
     PROTOCOL_VERSION,
     Message,
-    MsgType,
 )
 
 HEADER = struct.Struct("<BBHH")
@@ -66,9 +65,16 @@ def encode_frame(message: Message, *, seq: int, ack: int) -> bytes:
         raise WireError(
             f"{message.TYPE.name}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
         )
-    body = HEADER.pack(PROTOCOL_VERSION, message.TYPE, seq, ack) + payload
-    body += CRC.pack(crc16_ccitt_false(body))
-    return bytes(cobs.encode(body)) + DELIMITER
+    return frame_bytes(message.TYPE, payload, seq, ack)
+
+
+def frame_bytes(type_code: int, payload: bytes, seq: int, ack: int) -> bytes:
+    """Header, CRC, COBS and delimiter around an encoded ``payload``, unchecked: the caller
+    guarantees 0 ≤ seq, ack ≤ 65535 and at most MAX_PAYLOAD_BYTES of payload. The link keeps
+    each message's payload, so a (re)transmission costs only this."""
+    body = _HEADER_PACK(PROTOCOL_VERSION, type_code, seq, ack) + payload
+    encoded: bytes = _cobs_encode(body + _CRC_PACK(_crc_hqx(body, 0xFFFF)))
+    return encoded + DELIMITER
 
 
 class FaultKind(Enum):
@@ -101,22 +107,30 @@ class FrameFault:
     ack: int | None = None
 
 
-def decode_body(chunk: bytes) -> Frame | FrameFault:
-    """Decode one chunk between delimiters (delimiter excluded)."""
+RawFrame = tuple[int, int, Message]  # (seq, ack, message): a decoded frame without the wrapper
+
+
+def decode_raw(chunk: bytes) -> RawFrame | FrameFault:
+    """Decode one chunk between delimiters (delimiter excluded) to ``(seq, ack, message)``.
+
+    The link's hot path: one COBS decode and one CRC in C, one header unpack, the payload
+    decoder of the type; no :class:`Frame` wrapper.
+    """
     size = len(chunk)
     if size > MAX_WIRE_BYTES - 1:
         return FrameFault(FaultKind.OVERSIZE, f"{size} bytes without a delimiter", size)
     try:
-        body = cobs.decode(chunk)
+        body = _cobs_decode(chunk)
     except cobs.DecodeError as exc:
         return FrameFault(FaultKind.COBS, f"bad COBS: {exc}", size)
-    if len(body) < HEADER_BYTES + CRC_BYTES:
-        return FrameFault(FaultKind.SHORT, f"{len(body)} bytes, need ≥ 8", size)
-    (crc,) = CRC.unpack_from(body, len(body) - CRC_BYTES)
-    calc = crc16_ccitt_false(memoryview(body)[: len(body) - CRC_BYTES])
+    end = len(body) - CRC_BYTES
+    if end < HEADER_BYTES:
+        return FrameFault(FaultKind.SHORT, f"{end + CRC_BYTES} bytes, need ≥ 8", size)
+    crc = body[end] | body[end + 1] << 8
+    calc = _crc_hqx(body[:end], 0xFFFF)
     if crc != calc:
         return FrameFault(FaultKind.CRC, f"crc 0x{crc:04x}, computed 0x{calc:04x}", size)
-    version, type_code, seq, ack = HEADER.unpack_from(body)
+    version, type_code, seq, ack = _HEADER_UNPACK_FROM(body)
     if version != PROTOCOL_VERSION:
         return FrameFault(
             FaultKind.VERSION,
@@ -126,13 +140,12 @@ def decode_body(chunk: bytes) -> Frame | FrameFault:
             seq,
             ack,
         )
-    try:
-        cls = MESSAGE_CLASSES[MsgType(type_code)]
-    except ValueError:
+    cls = _CLASS_BY_CODE.get(type_code)
+    if cls is None:
         return FrameFault(
             FaultKind.UNKNOWN_TYPE, f"type 0x{type_code:02x}", size, type_code, seq, ack
         )
-    if (seq != 0) != cls.SEQUENCED:
+    if (seq != 0) is not cls.SEQUENCED:
         return FrameFault(
             FaultKind.BAD_SEQ,
             f"{cls.TYPE.name} with seq {seq}",
@@ -142,10 +155,19 @@ def decode_body(chunk: bytes) -> Frame | FrameFault:
             ack,
         )
     try:
-        message = cls.decode_payload(body[HEADER_BYTES : len(body) - CRC_BYTES])
+        message = cls.decode_payload(body[HEADER_BYTES:end])
     except WireError as exc:
         return FrameFault(FaultKind.BAD_PAYLOAD, str(exc), size, type_code, seq, ack)
-    return Frame(seq=seq, ack=ack, message=message, version=version)
+    return seq, ack, message
+
+
+def decode_body(chunk: bytes) -> Frame | FrameFault:
+    """Decode one chunk between delimiters (delimiter excluded)."""
+    result = decode_raw(chunk)
+    if isinstance(result, FrameFault):
+        return result
+    seq, ack, message = result
+    return Frame(seq=seq, ack=ack, message=message)
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -176,32 +198,42 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame | FrameFault]:
-        out: list[Frame | FrameFault] = []
-        start = 0
-        end = len(data)
-        while start < end:
-            idx = data.find(0, start)
+        return [
+            r if isinstance(r, FrameFault) else Frame(seq=r[0], ack=r[1], message=r[2])
+            for r in self.feed_raw(data)
+        ]
+
+    def feed_raw(self, data: bytes) -> list[RawFrame | FrameFault]:
+        """As :meth:`feed`, with frames as ``(seq, ack, message)`` tuples (the link's path).
+
+        The chunk is split on 0x00 in one C call and each piece decoded in turn.
+        """
+        out: list[RawFrame | FrameFault] = []
+        if self._buf or self._discarding:
+            idx = data.find(0)
             if idx < 0:
-                self._keep(data[start:], out)
-                break
+                self._keep(data)
+                return out
             if self._discarding:
-                size = self._discarding + len(self._buf) + (idx - start)
+                size = self._discarding + len(self._buf) + idx
                 out.append(
                     FrameFault(FaultKind.OVERSIZE, f"{size} bytes without a delimiter", size)
                 )
                 self._discarding = 0
-                self._buf.clear()
-            elif self._buf:
-                self._buf += data[start:idx]
-                chunk = bytes(self._buf)
-                self._buf.clear()
-                out.append(decode_body(chunk))
-            elif idx > start:
-                out.append(decode_body(data[start:idx]))
-            start = idx + 1
+            else:
+                out.append(decode_raw(bytes(self._buf) + data[:idx]))
+            self._buf.clear()
+            data = data[idx + 1 :]
+        pieces = data.split(DELIMITER)
+        tail = pieces.pop()
+        for piece in pieces:
+            if piece:
+                out.append(decode_raw(piece))
+        if tail:
+            self._keep(tail)
         return out
 
-    def _keep(self, tail: bytes, out: list[Frame | FrameFault]) -> None:
+    def _keep(self, tail: bytes) -> None:
         if self._discarding:
             self._discarding += len(tail)
             return
@@ -209,3 +241,12 @@ class FrameDecoder:
         if len(self._buf) > MAX_WIRE_BYTES - 1:
             self._discarding = len(self._buf)
             self._buf.clear()
+
+
+_CLASS_BY_CODE: dict[int, type[Message]] = {int(t): cls for t, cls in MESSAGE_CLASSES.items()}
+_HEADER_PACK = HEADER.pack
+_HEADER_UNPACK_FROM = HEADER.unpack_from
+_CRC_PACK = CRC.pack
+_crc_hqx = binascii.crc_hqx
+_cobs_encode = cobs.encode
+_cobs_decode = cobs.decode

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import chain
 from typing import ClassVar, Self, TypeVar
 
 from firmware_bridge.errors import WireError
@@ -268,6 +269,33 @@ class EstopAck:
 SEGMENT_FLAG_STOP_AT_END = 0x01
 MAX_WAYPOINTS = 29  # keeps the largest frame within MAX_BODY_BYTES
 
+# One struct per waypoint count: head fields then every lon/lat as a flat run of i32, so a
+# whole segment packs and unpacks in one C call (segments are the bulk of the link's traffic).
+_chain = chain.from_iterable
+_SEG_HEAD = struct.Struct("<IIHHBB")
+_SEG_WP = struct.Struct("<ii")
+_SEG_LAYOUTS: tuple[struct.Struct, ...] = tuple(
+    struct.Struct(f"<IIHHBB{2 * n}i") for n in range(MAX_WAYPOINTS + 1)
+)
+# The top byte (little-endian byte 3) of an i32 whose value is certainly within ±LAT_E7_MAX
+# (0x35A4E900): 0x00..0x34 and 0xCB..0xFF. A value with any other top byte is checked exactly.
+_SAFE_TOP_BYTES = bytes(range(0x00, 0x35)) + bytes(range(0xCB, 0x100))
+_FIRST_TOP_BYTE = _SEG_HEAD.size + 3  # offset of the first coordinate's top byte in a payload
+
+
+def _check_waypoints(where: str, payload: bytes, n: int) -> None:
+    """Range-check the ``n`` packed waypoints of a DRIVE_SEGMENT payload; name the first bad one.
+
+    Fast path, in C: when every coordinate's top byte is one of ``_SAFE_TOP_BYTES`` every value
+    is within the latitude bound (the tighter one), so both bounds hold; that is every waypoint
+    between 88.9° W and 88.9° E. Otherwise each pair is checked exactly.
+    """
+    if not payload[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
+        return
+    coords = _SEG_LAYOUTS[n].unpack(payload)[6:]
+    for i in range(n):
+        _check_lonlat(f"{where} waypoint {i}", coords[2 * i], coords[2 * i + 1])
+
 
 @dataclass(frozen=True, slots=True)
 class DriveSegment:
@@ -280,8 +308,8 @@ class DriveSegment:
 
     TYPE: ClassVar[MsgType] = MsgType.DRIVE_SEGMENT
     SEQUENCED: ClassVar[bool] = True
-    _ST: ClassVar[struct.Struct] = struct.Struct("<IIHHBB")
-    _WP: ClassVar[struct.Struct] = struct.Struct("<ii")
+    _ST: ClassVar[struct.Struct] = _SEG_HEAD
+    _WP: ClassVar[struct.Struct] = _SEG_WP
 
     mission_id: int
     first_wp: int
@@ -294,41 +322,39 @@ class DriveSegment:
         n = len(self.waypoints)
         if not 1 <= n <= MAX_WAYPOINTS:
             raise WireError(f"DRIVE_SEGMENT: {n} waypoints, expected 1..{MAX_WAYPOINTS}")
-        flags = SEGMENT_FLAG_STOP_AT_END if self.stop_at_end else 0
-        head = _pack(
-            self._ST,
+        if set(map(len, self.waypoints)) != {2}:
+            raise WireError("DRIVE_SEGMENT: waypoints must be (lon_e7, lat_e7) pairs")
+        payload = _pack(
+            _SEG_LAYOUTS[n],
             "DRIVE_SEGMENT",
             self.mission_id,
             self.first_wp,
             self.speed_cap_cmps,
             self.dwell_s,
-            flags,
+            SEGMENT_FLAG_STOP_AT_END if self.stop_at_end else 0,
             n,
+            *_chain(self.waypoints),
         )
-        parts = [head]
-        for i, (lon, lat) in enumerate(self.waypoints):
-            _check_lonlat(f"DRIVE_SEGMENT waypoint {i}", lon, lat)
-            parts.append(self._WP.pack(lon, lat))
-        return b"".join(parts)
+        _check_waypoints("DRIVE_SEGMENT", payload, n)
+        return payload
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:
-        if len(data) < cls._ST.size:
-            raise WireError(
-                f"DRIVE_SEGMENT payload is {len(data)} bytes, expected ≥ {cls._ST.size}"
-            )
-        mission, first, cap, dwell, flags, n = cls._ST.unpack_from(data)
+        size = len(data)
+        if size < _SEG_HEAD.size:
+            raise WireError(f"DRIVE_SEGMENT payload is {size} bytes, expected ≥ {_SEG_HEAD.size}")
+        mission, first, cap, dwell, flags, n = _SEG_HEAD.unpack_from(data)
         if not 1 <= n <= MAX_WAYPOINTS:
             raise WireError(f"DRIVE_SEGMENT: count {n}, expected 1..{MAX_WAYPOINTS}")
-        _check_len("DRIVE_SEGMENT", data, cls._ST.size + n * cls._WP.size)
+        if size != _SEG_LAYOUTS[n].size:
+            raise WireError(
+                f"DRIVE_SEGMENT payload is {size} bytes, expected {_SEG_LAYOUTS[n].size}"
+            )
         if flags & ~SEGMENT_FLAG_STOP_AT_END:
             raise WireError(f"DRIVE_SEGMENT: unknown flag bits 0x{flags:02x}")
-        wps = tuple(
-            (lon, lat) for lon, lat in cls._WP.iter_unpack(memoryview(data)[cls._ST.size :])
-        )
-        for i, (lon, lat) in enumerate(wps):
-            _check_lonlat(f"DRIVE_SEGMENT waypoint {i}", lon, lat)
-        return cls(mission, first, cap, dwell, bool(flags & SEGMENT_FLAG_STOP_AT_END), wps)
+        _check_waypoints("DRIVE_SEGMENT", data, n)
+        wps = tuple(_SEG_WP.iter_unpack(data[_SEG_HEAD.size :]))
+        return cls(mission, first, cap, dwell, flags == SEGMENT_FLAG_STOP_AT_END, wps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from cobs import cobs
 from fw_strategies import BY_TYPE, frames
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from firmware_bridge import wire
 from firmware_bridge.errors import WireError
 from firmware_bridge.wire.frame import HEADER, FaultKind
+from firmware_bridge.wire.messages import LAT_E7_MAX, LON_E7_MAX
 
 # One realistic instance of every message type, used by the exhaustive corruption tests.
 SAMPLES: list[tuple[wire.Message, int, int]] = [
@@ -229,3 +232,82 @@ def test_arbitrary_bytes_never_crash_the_decoder(data: bytes) -> None:
     decoder = wire.FrameDecoder()
     for r in decoder.feed(data) + decoder.feed(b"\x00"):
         assert isinstance(r, wire.Frame | wire.FrameFault)
+
+
+# ---- the bulk paths: exact range checks, batch decoding ---------------------------------
+
+I32 = st.integers(-(2**31), 2**31 - 1)
+# values on and around both bounds, and around the top bytes 0x35 / 0xCA that the fast
+# range check hands to the exact one
+EDGES = st.sampled_from(
+    [
+        sign * v + d
+        for v in (LAT_E7_MAX, LON_E7_MAX, 0x3500_0000, 0x3600_0000)
+        for sign in (1, -1)
+        for d in (-1, 0, 1)
+    ]
+)
+COORD = st.one_of(I32, EDGES, st.integers(-LAT_E7_MAX, LAT_E7_MAX))
+
+
+def _in_range(lon: int, lat: int) -> bool:
+    return -LON_E7_MAX <= lon <= LON_E7_MAX and -LAT_E7_MAX <= lat <= LAT_E7_MAX
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(COORD, COORD), min_size=1, max_size=wire.MAX_WAYPOINTS))
+def test_segment_coordinates_are_refused_exactly_when_out_of_range(
+    waypoints: list[tuple[int, int]],
+) -> None:
+    segment = wire.DriveSegment(3, 0, 1000, 0, False, tuple(waypoints))
+    bad = [i for i, (lon, lat) in enumerate(waypoints) if not _in_range(lon, lat)]
+    # the encoder refuses what the decoder would refuse, naming the first bad waypoint
+    if bad:
+        with pytest.raises(WireError, match=f"waypoint {bad[0]}:"):
+            segment.encode_payload()
+    else:
+        assert wire.DriveSegment.decode_payload(segment.encode_payload()) == segment
+    # the decoder, given the same values packed raw
+    n = len(waypoints)
+    raw = struct.pack(f"<IIHHBB{2 * n}i", 3, 0, 1000, 0, 0, n, *(c for wp in waypoints for c in wp))
+    if bad:
+        with pytest.raises(WireError, match=f"waypoint {bad[0]}:"):
+            wire.DriveSegment.decode_payload(raw)
+    else:
+        assert wire.DriveSegment.decode_payload(raw) == segment
+
+
+def test_waypoints_that_are_not_pairs_are_refused() -> None:
+    # (1,) + (2, 3, 4) would flatten to two pairs; the encoder must not pair them up anew
+    odd = wire.DriveSegment(1, 0, 100, 0, False, ((1,), (2, 3, 4)))  # type: ignore[arg-type]
+    with pytest.raises(WireError, match="pairs"):
+        odd.encode_payload()
+
+
+@settings(max_examples=100)
+@given(st.lists(frames(), min_size=1, max_size=40), st.binary(max_size=30))
+def test_the_raw_batch_decoder_agrees_with_the_frame_decoder(
+    samples: list[tuple[wire.Message, int, int]], noise: bytes
+) -> None:
+    stream = noise + b"\x00" + b"".join(wire.encode_frame(m, seq=s, ack=a) for m, s, a in samples)
+    frames_ = wire.FrameDecoder().feed(stream)
+    raw = wire.FrameDecoder().feed_raw(stream)
+    assert len(frames_) == len(raw)
+    for f, r in zip(frames_, raw, strict=True):
+        if isinstance(f, wire.Frame):
+            assert r == (f.seq, f.ack, f.message)
+        else:
+            assert r == f
+    good = [(f.message, f.seq, f.ack) for f in frames_ if isinstance(f, wire.Frame)]
+    assert good[-len(samples) :] == samples
+
+
+def test_a_damaged_frame_inside_a_batch_costs_only_that_frame() -> None:
+    burst = [wire.encode_frame(wire.Resume(i), seq=i, ack=0) for i in range(1, 65)]
+    damaged = bytearray(burst[30])
+    damaged[4] ^= 0x40
+    burst[30] = bytes(damaged)
+    out = wire.FrameDecoder().feed(b"".join(burst))
+    assert len(out) == 64
+    assert isinstance(out[30], wire.FrameFault) and out[30].kind.damaged
+    assert [f.seq for f in out if isinstance(f, wire.Frame)] == [i for i in range(1, 65) if i != 31]
