@@ -35,14 +35,15 @@ from fleet.control.orders import (
     join,
     local_to_epoch,
     make_order,
+    path_of,
     released,
     route_path,
 )
 from fleet.errors import ControlError, VerificationError
-from fleet.model.ids import ParcelId
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.van import VanSpec
+from fleet.planning.replan import VanNow
 from fleet.protocol import (
     ActionStatus,
     Connection,
@@ -125,19 +126,6 @@ class Outgoing:
     van_id: str
     message: Order | InstantActions
     urgent: bool = False  # emergency stops go out ahead of everything else
-
-
-@dataclass(frozen=True, slots=True)
-class VanNow:
-    """A van as a re-plan must take it (contract section 2)."""
-
-    van_id: str
-    lon: float
-    lat: float
-    soc_pct: float
-    parcels_on_board: tuple[ParcelId, ...]
-    in_service: bool
-    free_from_s: float  # seconds after local midnight of the plan day
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +225,7 @@ class ControllerCore:
         for rec in snap.vans:
             v = _Van(rec=rec)
             if rec.order is not None:
-                v.path = RoutePath(rec.order.nodes, rec.order.edges)
+                v.path = path_of(rec.order)
                 self._index_actions(v)
             self._vans[rec.van_id] = v
         for s in snap.van_states:
@@ -1176,7 +1164,7 @@ class ControllerCore:
             lon,
             lat,
             max(0.0, min(100.0, soc)),
-            tuple(ParcelId(p) for p in board),
+            board,
             in_service,
             free_s,
         )
@@ -1286,10 +1274,6 @@ class ControllerCore:
         if self._replan_waiting:
             causes, self._replan_waiting = self._replan_waiting, []
             self._start_replan("; ".join(causes), now_s)
-
-    @property
-    def replan_in_flight(self) -> str | None:
-        return self._replan_in_flight
 
     # ------------------------------------------------------------------ queries
     def status(self, van_ids: Sequence[str], now_s: float) -> StatusResult:

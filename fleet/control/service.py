@@ -124,6 +124,7 @@ class ControllerService:
         self._replies: OrderedDict[str, Reply] = OrderedDict()
         self._message_seq = 0
         self._send_lock = asyncio.Lock()  # keeps batches of commands in decision order
+        self._store_lock = asyncio.Lock()  # one write at a time, in decision order
         self._van_root = f"{self.topics.root}/vans/"
 
     # ------------------------------------------------------------------ lifetime
@@ -383,10 +384,18 @@ class ControllerService:
     def _commit(self, out: Output) -> list[EventRecord]:
         return self.store.commit(out.changes) if out.changes else []
 
+    async def _commit_off_loop(self, out: Output) -> list[EventRecord]:
+        """Write in a worker thread (SQLite releases the GIL), one batch at a time and in
+        decision order, so that van traffic keeps flowing while the store writes."""
+        if not out.changes:
+            return []
+        async with self._store_lock:
+            return await asyncio.to_thread(self.store.commit, out.changes)
+
     async def _flush(self) -> None:
         """Write what the core decided, then send it (urgent first), then start re-plans."""
         out = self.core.drain()
-        events = self._commit(out)
+        events = await self._commit_off_loop(out)
         link = self._link
         now_s = self.clock.time()
         if link is not None and (out.sends or events):

@@ -9,7 +9,8 @@ placeholder style differ between backends.
 Durability: WAL with ``synchronous=NORMAL`` survives a killed process (``kill -9``) without
 losing a committed transaction; set ``durable=True`` for ``synchronous=FULL`` where power loss
 must not lose the last transactions either. A lock file beside the database keeps a second
-controller from opening it.
+controller from opening it. Every operation holds the store's lock, so the controller may
+write from a worker thread while it reads or reserves ids from its event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import fcntl
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +78,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, durable: bool = False) -> None:
         self.path = path
         self._lock_file: IO[bytes] | None = None
+        self._mutex = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
@@ -139,6 +142,10 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._mutex:
+            yield from self._in_transaction()
+
+    def _in_transaction(self) -> Iterator[sqlite3.Cursor]:
         cur = self._db.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
@@ -155,30 +162,32 @@ class SqliteStore:
     def load(self) -> Snapshot:
         """Everything needed to resume; a corrupt row is a :class:`StoreError` naming it."""
         try:
-            db = self._db
-            plans = tuple(
-                PlanRecord(*row)
-                for row in db.execute(
-                    "SELECT plan_id, kind, cause, created_s, day, timezone, document "
-                    "FROM plans ORDER BY seq"
-                )
-            )
-            parcels = tuple(
-                self._decode(_PARCEL, text, f"parcels[{pid}]")
-                for pid, text in db.execute("SELECT parcel_id, record FROM parcels")
-            )
-            vans = tuple(
-                self._decode(_VAN, text, f"vans[{van_id}]")
-                for van_id, text in db.execute("SELECT van_id, record FROM vans")
-            )
-            states = tuple(
-                VanStateRecord(van_id, self._decode_state(van_id, text), seen_s)
-                for van_id, seen_s, text in db.execute(
-                    "SELECT van_id, seen_s, state FROM van_states"
-                )
-            )
+            with self._mutex:
+                return self._load()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read: {exc}") from exc
+
+    def _load(self) -> Snapshot:
+        db = self._db
+        plans = tuple(
+            PlanRecord(*row)
+            for row in db.execute(
+                "SELECT plan_id, kind, cause, created_s, day, timezone, document "
+                "FROM plans ORDER BY seq"
+            )
+        )
+        parcels = tuple(
+            self._decode(_PARCEL, text, f"parcels[{pid}]")
+            for pid, text in db.execute("SELECT parcel_id, record FROM parcels")
+        )
+        vans = tuple(
+            self._decode(_VAN, text, f"vans[{van_id}]")
+            for van_id, text in db.execute("SELECT van_id, record FROM vans")
+        )
+        states = tuple(
+            VanStateRecord(van_id, self._decode_state(van_id, text), seen_s)
+            for van_id, seen_s, text in db.execute("SELECT van_id, seen_s, state FROM van_states")
+        )
         return Snapshot(parcels, vans, states, plans, self._last_event_id)
 
     def _decode(self, adapter: TypeAdapter[T], text: str, where: str) -> T:
@@ -213,7 +222,8 @@ class SqliteStore:
         query += "WHERE " + " AND ".join(where) + " ORDER BY event_id LIMIT ?"
         args.append(limit)
         try:
-            rows = self._db.execute(query, args).fetchall()
+            with self._mutex:
+                rows = self._db.execute(query, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read events: {exc}") from exc
         return [
@@ -223,11 +233,12 @@ class SqliteStore:
 
     def orders_sent(self, van_id: str) -> list[tuple[str, int, str]]:
         """(order_id, order_update_id, source) of every update built for ``van_id``."""
-        rows = self._db.execute(
-            "SELECT order_id, order_update_id, source FROM orders_sent WHERE van_id = ? "
-            "ORDER BY seq",
-            (van_id,),
-        ).fetchall()
+        with self._mutex:
+            rows = self._db.execute(
+                "SELECT order_id, order_update_id, source FROM orders_sent WHERE van_id = ? "
+                "ORDER BY seq",
+                (van_id,),
+            ).fetchall()
         return [(o, u, s) for o, u, s in rows]
 
     # -- writing --------------------------------------------------------------------------
@@ -235,18 +246,19 @@ class SqliteStore:
         """Write ``changes`` in one transaction; returns its events with their ids."""
         if not changes:
             return []
-        first_id = self._last_event_id + 1
-        events = [
-            EventRecord(e.kind, e.time_s, e.van_id, e.parcel_id, e.detail, e.data, first_id + i)
-            for i, e in enumerate(changes.events)
-        ]
-        try:
-            with self._transaction() as cur:
-                self._write(cur, changes, events)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed, nothing was stored: {exc}") from exc
-        self._last_event_id += len(events)
-        return events
+        with self._mutex:
+            first_id = self._last_event_id + 1
+            events = [
+                EventRecord(e.kind, e.time_s, e.van_id, e.parcel_id, e.detail, e.data, first_id + i)
+                for i, e in enumerate(changes.events)
+            ]
+            try:
+                with self._transaction() as cur:
+                    self._write(cur, changes, events)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: write failed, nothing was stored: {exc}") from exc
+            self._last_event_id += len(events)
+            return events
 
     @staticmethod
     def _write(cur: sqlite3.Cursor, changes: Changes, events: list[EventRecord]) -> None:
