@@ -28,14 +28,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware_bridge.errors import LinkError
+from firmware_bridge.errors import LinkError, WireError
 from firmware_bridge.wire import (
+    MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
     Ack,
     EmergencyStop,
     EstopAck,
     FaultKind,
-    Frame,
     FrameDecoder,
     FrameFault,
     Heartbeat,
@@ -46,6 +46,7 @@ from firmware_bridge.wire import (
     Role,
     encode_frame,
 )
+from firmware_bridge.wire.frame import frame_bytes
 
 SEQ_MAX = 0xFFFF
 HALF = 0x8000
@@ -177,9 +178,10 @@ class LinkStats:
 class _InFlight:
     ticket: int
     message: Message
+    payload: bytes  # encoded once at send(); a retransmission renews only header, CRC, COBS
     sent_at: float
     tries: int
-    size: int = 0
+    size: int = 0  # bytes on the wire of the last transmission
 
 
 @dataclass(slots=True)
@@ -211,8 +213,9 @@ class LinkCore:
         self._timed_out = False
         self._started = False
         # transmit side
-        self._queue: deque[tuple[int, Message]] = deque()
+        self._queue: deque[tuple[int, Message, bytes]] = deque()  # (ticket, message, payload)
         self._inflight: OrderedDict[int, _InFlight] = OrderedDict()
+        self._inflight_bytes = 0  # sum of the in-flight frames' sizes (resend timer)
         self._tx_seq = 0  # last sequence number used
         self._ticket = 0
         self._estop_id = 0
@@ -222,7 +225,7 @@ class LinkCore:
         self._last_rx = 0.0
         # receive side
         self._rx_seq = 0  # last in-order sequence accepted
-        self._rx_ahead: dict[int, Frame] = {}  # frames past a gap, held until it is filled
+        self._rx_ahead: dict[int, Message] = {}  # frames past a gap, held until it is filled
         self._ack_pending = False
         self._gap_nak_for = -1  # the expected seq we last sent a SEQ_GAP NAK for
         self._gap_nak_at = float("-inf")
@@ -279,7 +282,8 @@ class LinkCore:
 
     def send(self, message: Message, now: float) -> int:
         """Queue a sequenced message and send it if the window allows; returns its ticket
-        (followed later by a Delivered, Rejected or Discarded event)."""
+        (followed later by a Delivered, Rejected or Discarded event). The payload is encoded
+        here, once: a message that cannot be encoded raises WireError and nothing is queued."""
         if not message.SEQUENCED:
             raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
         if len(self._queue) + len(self._inflight) >= self.config.max_queue:
@@ -287,8 +291,11 @@ class LinkCore:
                 f"link queue full ({self.config.max_queue} messages unacknowledged); "
                 f"refusing {message.TYPE.name}"
             )
+        payload = message.encode_payload()  # WireError here leaves nothing queued
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
         self._ticket += 1
-        self._queue.append((self._ticket, message))
+        self._queue.append((self._ticket, message, payload))
         self._pump(now)
         return self._ticket
 
@@ -322,23 +329,46 @@ class LinkCore:
 
     def discard_pending(self) -> list[LinkEvent]:
         """Drop every queued and in-flight sequenced message (reported as Discarded)."""
-        for ticket, message in self._queue:
+        for ticket, message, _ in self._queue:
             self._events.append(Discarded(ticket, message))
         for item in self._inflight.values():
             self._events.append(Discarded(item.ticket, item.message))
         self._queue.clear()
         self._inflight.clear()
+        self._inflight_bytes = 0
         return self._take_events()
 
     # ---- input --------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> list[LinkEvent]:
+        """Bytes from the line: every complete frame is handled in order; one cumulative ACK
+        (or the next queued frames, which carry it) answers the whole chunk."""
         self.stats.bytes_rx += len(data)
-        for result in self._decoder.feed(data):
-            if isinstance(result, Frame):
-                self._on_frame(result, now)
-            else:
+        events = self._events
+        in_order = 0
+        for result in self._decoder.feed_raw(data):
+            if type(result) is not tuple:
+                assert isinstance(result, FrameFault)
                 self._on_fault(result, now)
+                continue
+            seq, ack, msg = result
+            rx_seq = self._rx_seq
+            if seq and self._up and seq == (1 if rx_seq >= SEQ_MAX else rx_seq + 1):
+                # the bulk path: the next sequenced frame from a peer the link is up with
+                # (what _on_frame and _on_sequenced would do, without their dispatch)
+                in_order += 1
+                self._last_rx = now
+                if ack and self._inflight:
+                    self._on_ack(ack)
+                self._rx_seq = seq
+                self._ack_pending = True
+                self._gap_nak_for = -1
+                events.append(Received(msg, seq))
+                if self._rx_ahead:
+                    self._drain_ahead()
+            else:
+                self._on_frame(seq, ack, msg, now)
+        self.stats.frames_rx += in_order
         self._pump(now)
         return self._take_events()
 
@@ -380,7 +410,10 @@ class LinkCore:
         return self._take_events()
 
     def next_deadline(self) -> float:
-        """The latest time by which :meth:`poll` must run again."""
+        """The latest time by which :meth:`poll` must run again (infinity before
+        :meth:`start` and after :meth:`port_lost`: there is nothing to time)."""
+        if not self._started:
+            return float("inf")
         cfg = self.config
         t = self._last_tx + cfg.heartbeat_s
         t = min(t, self._last_rx + cfg.peer_timeout_s if self._up else self._hello_due)
@@ -421,8 +454,7 @@ class LinkCore:
             return cfg.hello_interval_s
         if cfg.line_baud <= 0:
             return cfg.ack_timeout_s
-        in_flight = sum(item.size for item in self._inflight.values())
-        return cfg.ack_timeout_s + 2 * in_flight * 10 / cfg.line_baud
+        return cfg.ack_timeout_s + 2 * self._inflight_bytes * 10 / cfg.line_baud
 
     def _take_events(self) -> list[LinkEvent]:
         events, self._events = self._events, []
@@ -436,6 +468,20 @@ class LinkCore:
         self.stats.bytes_tx += len(data)
         self._last_tx = now
         return len(data)
+
+    def _emit_sequenced(self, item: _InFlight, seq: int, now: float) -> None:
+        """Retransmit an in-flight frame from its kept payload, with the current ack."""
+        data = frame_bytes(item.message.TYPE, item.payload, seq, self._rx_seq)
+        size = len(data)
+        self._ack_pending = False
+        self._normal.append(data)
+        stats = self.stats
+        stats.frames_tx += 1
+        stats.bytes_tx += size
+        self._last_tx = now
+        item.sent_at = now
+        self._inflight_bytes += size - item.size
+        item.size = size
 
     def _send_hello(self, now: float) -> None:
         self._hello_due = now + self.config.hello_interval_s
@@ -454,8 +500,9 @@ class LinkCore:
         # Unacknowledged messages go back to the head of the queue, in order, for new numbers.
         for seq in reversed(list(self._inflight)):
             item = self._inflight[seq]
-            self._queue.appendleft((item.ticket, item.message))
+            self._queue.appendleft((item.ticket, item.message, item.payload))
         self._inflight.clear()
+        self._inflight_bytes = 0
         self._tx_seq = 0
         self._rx_seq = 0
         self._rx_ahead.clear()
@@ -464,22 +511,40 @@ class LinkCore:
 
     def _pump(self, now: float) -> None:
         """Send queued sequenced messages while the window allows, then a bare ACK if owed."""
-        if self._up:
-            while self._queue and len(self._inflight) < self.config.window:
-                ticket, message = self._queue.popleft()
-                self._tx_seq = next_seq(self._tx_seq)
-                item = _InFlight(ticket, message, now, 1)
-                self._inflight[self._tx_seq] = item
-                item.size = self._emit(message, self._tx_seq, urgent=False, now=now)
+        if self._up and self._queue and len(self._inflight) < self.config.window:
+            # the bulk path: as many queued frames as the window allows, in one go
+            queue = self._queue
+            inflight = self._inflight
+            room = self.config.window - len(inflight)
+            out = self._normal
+            seq = self._tx_seq
+            ack = self._rx_seq
+            sent_bytes = 0
+            sent = 0
+            while queue and sent < room:
+                ticket, message, payload = queue.popleft()
+                seq = 1 if seq >= SEQ_MAX else seq + 1
+                data = frame_bytes(message.TYPE, payload, seq, ack)
+                size = len(data)
+                inflight[seq] = _InFlight(ticket, message, payload, now, 1, size)
+                out.append(data)
+                sent_bytes += size
+                sent += 1
+            self._tx_seq = seq
+            self._inflight_bytes += sent_bytes
+            self._ack_pending = False  # every frame carried the ack
+            self._last_tx = now
+            stats = self.stats
+            stats.frames_tx += sent
+            stats.bytes_tx += sent_bytes
         if self._ack_pending:
             self._emit(Ack(), 0, urgent=False, now=now)
 
     def _retransmit_all(self, now: float) -> None:
         for seq, item in self._inflight.items():
-            item.sent_at = now
             item.tries += 1
             self.stats.retransmits += 1
-            self._emit(item.message, seq, urgent=False, now=now)
+            self._emit_sequenced(item, seq, now)
 
     def _on_ack(self, ack: int) -> None:
         if not self._inflight or ack == 0:
@@ -489,22 +554,29 @@ class LinkCore:
         span = seq_distance(first, ack)
         if span >= len(self._inflight):
             return  # an old or foreign ack
+        popitem = self._inflight.popitem
+        append = self._events.append
+        freed = 0
         for _ in range(span + 1):
-            _, item = self._inflight.popitem(last=False)
-            self._events.append(Delivered(item.ticket))
+            _, item = popitem(last=False)
+            freed += item.size
+            append(Delivered(item.ticket))
+        self._inflight_bytes -= freed
         if self._inflight:
             # retries are counted for the oldest frame from when it became the oldest
             next(iter(self._inflight.values())).tries = 1
 
-    def _on_frame(self, frame: Frame, now: float) -> None:
+    def _on_frame(self, seq: int, ack: int, msg: Message, now: float) -> None:
         self.stats.frames_rx += 1
-        msg = frame.message
-        if isinstance(msg, Hello):
+        kind = type(msg)
+        if kind is Hello:
+            assert isinstance(msg, Hello)
             self._on_hello(msg, now)
             return
         if not self._peer_session:
             # Before any HELLO we cannot trust sequence numbers; e-stops still count.
-            if isinstance(msg, EmergencyStop):
+            if kind is EmergencyStop:
+                assert isinstance(msg, EmergencyStop)
                 self._on_estop(msg, now)
             return
         self._last_rx = now
@@ -515,23 +587,27 @@ class LinkCore:
                 next(iter(self._inflight.values())).tries = 1
             self._events.append(LinkUp(self._peer_session, False, resumed=True))
         if self._up:
-            if isinstance(msg, Nak) and not msg.reason.asks_retransmit:
-                # the refused frame is inside this header's ack: report it as refused first
-                self._on_nak(msg, now)
-            self._on_ack(frame.ack)
-        if isinstance(msg, EmergencyStop):
+            if kind is Nak:
+                assert isinstance(msg, Nak)
+                if not msg.reason.asks_retransmit:
+                    # the refused frame is inside this header's ack: report it as refused first
+                    self._on_nak(msg, now)
+            if ack and self._inflight:
+                self._on_ack(ack)
+        if msg.SEQUENCED:
+            self._on_sequenced(seq, msg, now)
+        elif kind is EmergencyStop:
+            assert isinstance(msg, EmergencyStop)
             self._on_estop(msg, now)
-        elif isinstance(msg, EstopAck):
+        elif kind is EstopAck:
+            assert isinstance(msg, EstopAck)
             if self._estops.pop(msg.estop_id, None) is not None:
                 self._events.append(EstopAcked(msg.estop_id))
-        elif isinstance(msg, Nak):
+        elif kind is Nak:
+            assert isinstance(msg, Nak)
             if msg.reason.asks_retransmit:
                 self._on_nak(msg, now)
-        elif isinstance(msg, Heartbeat | Ack):
-            pass
-        elif msg.SEQUENCED:
-            self._on_sequenced(frame, now)
-        else:
+        elif kind is not Heartbeat and kind is not Ack:
             self._events.append(Received(msg, 0))
 
     def _on_estop(self, msg: EmergencyStop, now: float) -> None:
@@ -540,31 +616,35 @@ class LinkCore:
             self._last_estop_rx = msg.estop_id
             self._events.append(Received(msg, 0))
 
-    def _on_sequenced(self, frame: Frame, now: float) -> None:
+    def _on_sequenced(self, seq: int, msg: Message, now: float) -> None:
         if not self._up:
             return  # the peer has not echoed our session yet; it will resend
-        ahead = seq_distance(self._rx_seq, frame.seq)
-        if ahead == 1:
-            self._accept(frame)
-            # frames that arrived past the gap follow in order
-            while (nxt := self._rx_ahead.pop(next_seq(self._rx_seq), None)) is not None:
-                self._accept(nxt)
-        elif ahead == 0 or ahead >= HALF:
+        rx_seq = self._rx_seq
+        if seq == (1 if rx_seq >= SEQ_MAX else rx_seq + 1):  # the next expected: the bulk
+            self._rx_seq = seq
+            self._ack_pending = True
+            self._gap_nak_for = -1
+            self._events.append(Received(msg, seq))
+            if self._rx_ahead:
+                self._drain_ahead()
+            return
+        ahead = seq_distance(rx_seq, seq)
+        if ahead == 0 or ahead >= HALF:
             self.stats.duplicates_rx += 1
             self._ack_pending = True  # re-acknowledge; do not deliver twice
         elif ahead <= RX_AHEAD_MAX:
-            if frame.seq in self._rx_ahead:
+            if seq in self._rx_ahead:
                 self.stats.duplicates_rx += 1
-            self._rx_ahead[frame.seq] = frame
-            self._nak_gap(frame.seq, now)
+            self._rx_ahead[seq] = msg
+            self._nak_gap(seq, now)
         else:
-            self._nak_gap(frame.seq, now)
+            self._nak_gap(seq, now)
 
-    def _accept(self, frame: Frame) -> None:
-        self._rx_seq = frame.seq
-        self._ack_pending = True
-        self._gap_nak_for = -1
-        self._events.append(Received(frame.message, frame.seq))
+    def _drain_ahead(self) -> None:
+        """Deliver, in order, the held frames that follow the one just accepted."""
+        while (msg := self._rx_ahead.pop(next_seq(self._rx_seq), None)) is not None:
+            self._rx_seq = next_seq(self._rx_seq)
+            self._events.append(Received(msg, self._rx_seq))
 
     def _nak_gap(self, seq: int, now: float) -> None:
         expected = next_seq(self._rx_seq)
@@ -586,13 +666,13 @@ class LinkCore:
                 # the receiver holds what came after the gap: resend the oldest only, at most
                 # once per quarter of the ack timeout
                 if now - oldest.sent_at >= self.config.ack_timeout_s / 4:
-                    oldest.sent_at = now
                     oldest.tries += 1
                     self.stats.retransmits += 1
-                    self._emit(oldest.message, seq, urgent=False, now=now)
+                    self._emit_sequenced(oldest, seq, now)
             return
         item = self._inflight.pop(msg.ref_seq, None) if self._up else None
         if item is not None:
+            self._inflight_bytes -= item.size
             self._events.append(Rejected(item.ticket, item.message, msg.reason))
 
     def _on_hello(self, hello: Hello, now: float) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import wire
+from firmware_bridge.errors import WireError
 from firmware_bridge.link import (
     BadFrame,
     Delivered,
@@ -37,9 +39,13 @@ class End:
 class Line:
     """Two link cores joined by a line that may drop or corrupt bytes; virtual time."""
 
-    def __init__(self, *, p_drop: float = 0.0, p_corrupt: float = 0.0, seed: int = 1) -> None:
+    def __init__(
+        self, *, p_drop: float = 0.0, p_corrupt: float = 0.0, seed: int = 1, window: int = 16
+    ) -> None:
         counter = iter(range(1, 1_000_000))
-        self.a = End(LinkCore(LinkConfig(wire.Role.BRIDGE), new_session=lambda: next(counter)))
+        self.a = End(
+            LinkCore(LinkConfig(wire.Role.BRIDGE, window=window), new_session=lambda: next(counter))
+        )
         self.b = End(LinkCore(LinkConfig(wire.Role.VCU), new_session=lambda: 1000 + next(counter)))
         self.now = 0.0
         self.rng = random.Random(seed)
@@ -264,3 +270,66 @@ def test_steady_traffic_is_heartbeats_only_when_nothing_else_flows() -> None:
     # 4 Hz heartbeats, no acks for heartbeats, the link stays up
     assert 3 <= line.a.core.stats.frames_tx - sent <= 5
     assert line.a.core.up and line.b.core.up
+
+
+def _burst(line: Line, count: int) -> list[bytes]:
+    """Queue ``count`` segments in one go and return the frames of the burst that results."""
+    for i in range(count):
+        line.a.core.send(segment(i), line.now)
+    out = line.a.core.take_output()
+    return [chunk + b"\x00" for chunk in out.split(b"\x00") if chunk]
+
+
+@pytest.mark.parametrize("damaged", [[0], [30], [30, 31], [5, 40, 63]], ids=str)
+def test_a_burst_with_damaged_frames_in_the_middle_arrives_whole_in_order_once(
+    damaged: list[int],
+) -> None:
+    line = Line(window=64)
+    line.start()
+    frames = _burst(line, 64)
+    assert len(frames) == 64
+    for i in damaged:
+        broken = bytearray(frames[i])
+        broken[len(broken) // 2] ^= 0x5A
+        frames[i] = bytes(broken)
+    # the whole burst arrives in one read
+    line.b.events += line.b.core.receive(b"\x00" + b"".join(frames), line.now)
+    first = damaged[0]
+    assert line.b.received() == [segment(i) for i in range(first)]  # up to the first gap
+    assert sum(isinstance(e, BadFrame) for e in line.b.events) == len(damaged)
+    line.run(1.0)
+    assert line.b.received() == [segment(i) for i in range(64)]
+    assert line.a.core.queued == 0
+    assert line.b.core.stats.naks_tx >= 1
+
+
+def test_a_message_that_cannot_be_encoded_is_refused_and_nothing_is_queued() -> None:
+    line = Line()
+    line.start()
+    bad = wire.DriveSegment(7, 0, 1000, 0, False, ((0, 950_000_000),))
+    with pytest.raises(WireError, match="lat_e7"):
+        line.a.core.send(bad, line.now)
+    assert line.a.core.queued == 0
+    line.a.core.send(segment(0), line.now)
+    line.run(0.1)
+    assert line.b.received() == [segment(0)]
+
+
+def test_retransmissions_carry_the_current_acknowledgement() -> None:
+    line = Line()
+    line.start()
+    line.b.core.send(wire.Door(open=True), line.now)  # b → a: a will acknowledge seq 1
+    line.exchange()
+    line.cut = True
+    line.a.core.send(segment(0), line.now)
+    line.a.core.take_output()  # lost
+    line.cut = False
+    line.run(0.2)  # a resends after its timeout
+    resent = [
+        f
+        for out in line.a_to_b
+        for f in wire.FrameDecoder().feed(out)
+        if isinstance(f, wire.Frame) and isinstance(f.message, wire.DriveSegment)
+    ]
+    assert resent and resent[-1].ack == 1 and resent[-1].seq == 1
+    assert line.b.received() == [segment(0)]
