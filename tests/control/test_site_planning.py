@@ -14,11 +14,11 @@ from fleet.control.core import CheckedPlan
 from fleet.control.orders import local_to_epoch
 from fleet.control.site_planning import SitePlanning, site_roster
 from fleet.errors import VerificationError
-from fleet.model import Leg, Parcel, Plan, Site, VanSpec, load_site, load_van_spec
+from fleet.model import Leg, Parcel, ParcelId, Plan, Site, VanSpec, load_site, load_van_spec
 from fleet.planning import plan_day, write_orders
 from fleet.planning.plan_io import plan_to_json
 from fleet.planning.sample import sample_orders
-from fleet.protocol.control_api import DispatchBody
+from fleet.protocol.control_api import AddParcelsBody, DispatchBody
 from fleet.roads import RoadNetwork, load_network
 from fleet.store import TERMINAL_STATUSES, ParcelStatus
 from tests.control.harness import Harness
@@ -148,3 +148,38 @@ def test_a_van_breaking_down_mid_route_is_replanned_with_the_real_planner(
         assert rec.status is ParcelStatus.DELIVERED or rec.detail, rec
         if rec.status is ParcelStatus.DELIVERED:
             assert rec.holder != victim
+
+
+def test_an_urgent_parcel_added_mid_day_is_replanned_and_delivered(
+    poa: tuple[Site, VanSpec, RoadNetwork], day: tuple[Plan, list[Parcel]], tmp_path: Path
+) -> None:
+    plan, parcels = day
+    site, van, net = poa
+    planning = SitePlanning(site, van, net, replan_time_limit_s=5.0)
+    h = _harness(poa, plan)
+    h.core.dispatch(planning.load_dispatch(_body(plan, parcels, tmp_path)), h.now_s)
+    h.pump()
+    for van_id in [r.van_id for r in plan.routes if r.leg is Leg.LINE_HAUL]:
+        while h.vans[van_id].step():
+            h.report(van_id)
+            h.advance(60)
+    urgent_csv = tmp_path / "urgent.csv"
+    extra = sample_orders(net, 1, seed=99)[0]
+    urgent = Parcel(ParcelId("URGENT-1"), extra.lon, extra.lat, 3.0, 0.02)
+    write_orders([urgent], urgent_csv)
+    body = AddParcelsBody(orders_csv=urgent_csv.read_text(), orders_name=urgent_csv.name)
+    added = planning.parse_parcels(body, plan.day)
+    assert [p.id for p in added] == ["URGENT-1"]
+    h.core.add_parcels(added, h.now_s)
+    h.pump()
+    (request,) = h.replans
+    assert request.cause.startswith("urgent order")
+    assert request.parcel_location["URGENT-1"] == "warehouse"
+    h.core.replan_done(planning.replan(request), h.now_s)
+    h.pump()
+    _drive_everything(h)
+    final = h.core.parcel("URGENT-1")
+    assert final is not None and final.status is ParcelStatus.DELIVERED, final
+    assert all(h.core.parcel(p.id).status is ParcelStatus.DELIVERED for p in parcels)  # type: ignore[union-attr]
+    kinds = h.kinds()
+    assert kinds.count("replan_started") == 1 and "replan_applied" in kinds
