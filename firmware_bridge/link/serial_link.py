@@ -7,6 +7,13 @@ the loop's thread — so an emergency stop is acted on within the read callback.
 vanishes (device unplugged, peer closed the socket, pty gone) it is reopened and a new session
 starts. With ``baud`` > 0 the bytes are paced both ways at that line rate (10 bits a byte,
 8N1), as a real UART would, urgent bytes first.
+
+Writes are coalesced: :meth:`SerialLink.send` and :meth:`SerialLink.send_now` queue their
+frames in the core and schedule one flush (``call_soon``) that hands everything queued by then
+to the port in one write; bytes produced while handling received data go out at the end of
+that read callback. :meth:`SerialLink.emergency_stop` writes before it returns, ahead of all
+of it. The core's timers run from one loop timer, re-armed only when the deadline moves
+earlier (no task wakes up per frame).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -74,7 +82,10 @@ class SerialLink:
         self._reopen_s = reopen_s
         self._transport: Transport | None = None
         self._lost = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_due = False  # a coalesced flush is scheduled for this loop turn
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf  # the core deadline (clock time) the timer is armed for
         self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._stalled_until = float("-inf")
@@ -88,8 +99,8 @@ class SerialLink:
         self._rx_handle: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.name} port"))
-        self._tasks.append(asyncio.create_task(self._timers(), name=f"{self.name} timers"))
         if self._baud > 0:
             self._tasks.append(asyncio.create_task(self._pacer(), name=f"{self.name} pacer"))
         return self
@@ -109,6 +120,11 @@ class SerialLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+        self._loop = None  # nothing is scheduled on the loop after this
         if self._rx_handle is not None:
             self._rx_handle.cancel()
         if self._transport is not None:
@@ -122,9 +138,12 @@ class SerialLink:
     # ---- sending ------------------------------------------------------------------------
 
     def send(self, message: Message) -> int:
-        """Queue a sequenced message; returns its ticket. LinkError when the queue is full."""
+        """Queue a sequenced message; returns its ticket. LinkError when the queue is full.
+
+        The frame goes out with the next flush (scheduled now, run at the loop's next turn),
+        in one write with everything else queued by then."""
         ticket = self.core.send(message, self._clock.monotonic())
-        self._flush()
+        self._flush_soon()
         return ticket
 
     async def deliver(self, message: Message) -> None:
@@ -139,10 +158,11 @@ class SerialLink:
         if self._stalled():
             return
         self.core.send_now(message, self._clock.monotonic())
-        self._flush()
+        self._flush_soon()
 
     def emergency_stop(self, reason: int = 0) -> int:
-        """EMERGENCY_STOP ahead of everything queued; repeated until acknowledged."""
+        """EMERGENCY_STOP ahead of everything queued, written before this call returns;
+        repeated until acknowledged."""
         estop_id = self.core.emergency_stop(self._clock.monotonic(), reason)
         self._flush()
         return estop_id
@@ -164,9 +184,11 @@ class SerialLink:
         return self._clock.monotonic() < self._stalled_until
 
     def _dispatch(self, events: list[LinkEvent]) -> None:
+        waiters = self._waiters
+        on_event = self._on_event
         for event in events:
-            if isinstance(event, Delivered | Rejected | Discarded):
-                fut = self._waiters.pop(event.ticket, None)
+            if waiters and isinstance(event, Delivered | Rejected | Discarded):
+                fut = waiters.pop(event.ticket, None)
                 if fut is not None and not fut.done():
                     if isinstance(event, Delivered):
                         fut.set_result(None)
@@ -176,14 +198,23 @@ class SerialLink:
                             LinkError(f"{self.name}: {event.message.TYPE.name} {what}")
                         )
             try:
-                self._on_event(event)
+                on_event(event)
             except Exception:
                 log.exception("%s: event handler failed on %r", self.name, event)
 
+    def _flush_soon(self) -> None:
+        """Flush at the end of this loop turn (once, however many frames were queued)."""
+        if self._loop is None:
+            self._flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
-        self._wake.set()
+        self._flush_due = False
         if self._stalled() or self._transport is None:
             self.core.take_output()  # a stalled or closed port loses what it would send
+            self._arm_timer()
             return
         urgent = self.core.take_urgent_output()
         normal = self.core.take_output()
@@ -194,11 +225,47 @@ class SerialLink:
                 self._pace_normal.append(normal)
             if urgent or normal:
                 self._pace_wake.set()
+        else:
+            if urgent:
+                self._write(urgent, urgent=True)
+            if normal:
+                self._write(normal, urgent=False)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Make sure the loop timer fires by the core's next deadline. A deadline that moved
+        later leaves the timer as it is: it fires early, finds nothing due, and re-arms."""
+        loop = self._loop
+        if loop is None:
             return
-        if urgent:
-            self._write(urgent, urgent=True)
-        if normal:
-            self._write(normal, urgent=False)
+        deadline = self.core.next_deadline()
+        if deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        if deadline == math.inf:
+            self._timer = None
+            return
+        delay = self._clock.to_wall_s(deadline - self._clock.monotonic())
+        self._timer = loop.call_later(max(0.0, delay), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        now = self._clock.monotonic()
+        if now < self._stalled_until:
+            # a stalled controller runs no timers; pick up where it left off afterwards
+            assert self._loop is not None
+            self._timer_at = self._stalled_until
+            delay = self._clock.to_wall_s(self._stalled_until - now)
+            self._timer = self._loop.call_later(max(0.0, delay), self._on_timer)
+            return
+        if now >= self.core.next_deadline():
+            self._dispatch(self.core.poll(now))
+            self._flush()
+        else:
+            self._arm_timer()
 
     def _write(self, data: bytes, *, urgent: bool) -> None:
         if self._tx_filter is not None:
@@ -269,23 +336,6 @@ class SerialLink:
                     self._transport = None
             self.port_opened.clear()
             await self._clock.sleep(self._reopen_s)
-
-    async def _timers(self) -> None:
-        while True:
-            delay = self._clock.to_wall_s(self.core.next_deadline() - self._clock.monotonic())
-            if delay > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                continue
-            if self._stalled():
-                await self._clock.sleep(self._stalled_until - self._clock.monotonic())
-                continue
-            self._dispatch(self.core.poll(self._clock.monotonic()))
-            self._flush()
-            # poll() always moves the deadline forward; yield so readers get their turn
-            await asyncio.sleep(0)
 
     async def _pacer(self) -> None:
         """Hand bytes to the port no faster than the line carries them, keeping at most

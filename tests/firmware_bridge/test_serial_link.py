@@ -1,0 +1,151 @@
+"""The asyncio link over a real pseudo-terminal: coalesced writes, the e-stop write, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tty
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from firmware_bridge import wire
+from firmware_bridge.link import (
+    FdTransport,
+    LinkConfig,
+    LinkEvent,
+    PtyPair,
+    Received,
+    SerialLink,
+    Transport,
+)
+from fleet.protocol.clock import WallClock
+
+
+def fast(role: wire.Role) -> LinkConfig:
+    """An unpaced line with short timers, so the test sees many heartbeats quickly."""
+    return LinkConfig(
+        role, line_baud=0, window=128, heartbeat_s=0.05, peer_timeout_s=0.5, hello_interval_s=0.05
+    )
+
+
+class RecordingTransport(FdTransport):
+    """The real fd transport, keeping a copy of every write handed to it."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__(fd, name, lambda: os.close(fd))
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes, *, urgent: bool = False) -> None:
+        self.writes.append(bytes(data))
+        super().write(data, urgent=urgent)
+
+
+def frames_in(data: bytes) -> list[wire.Message]:
+    return [f.message for f in wire.FrameDecoder().feed(data) if isinstance(f, wire.Frame)]
+
+
+class Ends:
+    def __init__(self) -> None:
+        self.received: list[wire.Message] = []
+        self.changed = asyncio.Event()
+        self.bridge_tx: RecordingTransport | None = None
+
+    def on_vcu_event(self, event: LinkEvent) -> None:
+        if isinstance(event, Received):
+            self.received.append(event.message)
+            self.changed.set()
+
+    async def until(self, what: Callable[[], bool]) -> None:
+        while not what():
+            self.changed.clear()
+            await self.changed.wait()
+
+
+@asynccontextmanager
+async def bridge_and_vcu() -> AsyncIterator[tuple[SerialLink, SerialLink, Ends]]:
+    pair = PtyPair()
+    ends = Ends()
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        ends.bridge_tx = RecordingTransport(fd, pair.slave_path)
+        return ends.bridge_tx
+
+    async def open_master() -> Transport:
+        return pair.transport()
+
+    clock = WallClock()
+    bridge = SerialLink(
+        open_slave,
+        config=fast(wire.Role.BRIDGE),
+        clock=clock,
+        on_event=lambda _: None,
+        name="bridge",
+    )
+    vcu = SerialLink(
+        open_master,
+        config=fast(wire.Role.VCU),
+        clock=clock,
+        on_event=ends.on_vcu_event,
+        name="vcu",
+    )
+    try:
+        async with vcu, bridge:
+            while not (bridge.up and vcu.up):
+                await asyncio.sleep(0.01)
+            yield bridge, vcu, ends
+    finally:
+        pair.close()
+
+
+def segment(i: int) -> wire.DriveSegment:
+    return wire.DriveSegment(4, i, 1000, 0, False, ((-86_100_000 + i, 411_500_000),))
+
+
+def test_a_burst_of_sends_leaves_in_one_write_and_arrives_in_order() -> None:
+    async def body() -> None:
+        async with asyncio.timeout(20), bridge_and_vcu() as (bridge, _, ends):
+            assert ends.bridge_tx is not None
+            for i in range(100):
+                bridge.send(segment(i))
+            await ends.until(lambda: len(ends.received) >= 100)
+            assert ends.received == [segment(i) for i in range(100)]
+            carrying = [w for w in ends.bridge_tx.writes if segment(0) in frames_in(w)]
+            assert len(carrying) == 1
+            assert frames_in(carrying[0]) == [segment(i) for i in range(100)]
+
+    asyncio.run(body())
+
+
+def test_an_emergency_stop_is_written_before_the_call_returns_ahead_of_queued_frames() -> None:
+    async def body() -> None:
+        async with asyncio.timeout(20), bridge_and_vcu() as (bridge, _, ends):
+            assert ends.bridge_tx is not None
+            for i in range(10):
+                bridge.send(segment(i))  # queued for the end of this loop turn
+            before = len(ends.bridge_tx.writes)
+            estop_id = bridge.emergency_stop()
+            written = ends.bridge_tx.writes[before:]  # no await in between
+            assert [frames_in(w) for w in written] == [
+                [wire.EmergencyStop(estop_id, 0)],
+                [segment(i) for i in range(10)],
+            ]
+            await ends.until(lambda: len(ends.received) >= 11)
+            assert ends.received[0] == wire.EmergencyStop(estop_id, 0)
+            assert ends.received[1:] == [segment(i) for i in range(10)]
+
+    asyncio.run(body())
+
+
+def test_an_idle_link_stays_up_on_heartbeats_from_the_loop_timer() -> None:
+    async def body() -> None:
+        async with asyncio.timeout(20), bridge_and_vcu() as (bridge, vcu, ends):
+            assert ends.bridge_tx is not None
+            sent = bridge.core.stats.frames_tx
+            await asyncio.sleep(1.5)  # three peer timeouts with nothing to send
+            assert bridge.up and vcu.up
+            heartbeats = bridge.core.stats.frames_tx - sent
+            assert 10 <= heartbeats <= 31  # every 50 ms; a loaded machine may skip some
+
+    asyncio.run(body())
