@@ -32,6 +32,7 @@ def _fleet(
     )
 
 
+@pytest.mark.slow
 def test_dispatch_status_estop_events_and_errors(mosquitto: BrokerEndpoint, tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps({"name": "day"}))

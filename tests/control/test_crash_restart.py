@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from fleet.control.client import ControllerClient
 from fleet.control.mqtt import BrokerAddress
 from fleet.protocol import OrderVerdict
@@ -79,6 +81,7 @@ async def _drive(van: MqttVan, done: asyncio.Event) -> None:
         await asyncio.sleep(0.25)  # a van takes time between stops
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing_and_sends_nothing_twice(
     mosquitto: BrokerEndpoint, tmp_path: Path
 ) -> None:
