@@ -196,43 +196,39 @@ def _clock(stamp: str | None) -> str:
 
 def status_table(result: StatusResult, now_s: float) -> Table:
     table = Table(title="Fleet", caption=_caption(result), caption_justify="left")
-    for column, justify in (
-        ("van", "left"),
-        ("state", "left"),
-        ("position", "left"),
-        ("km/h", "right"),
-        ("SoC", "right"),
-        ("range km", "right"),
-        ("load kg", "right"),
-        ("m³", "right"),
-        ("parcels", "right"),
-        ("current stop", "left"),
-        ("next stop", "left"),
-        ("ETA", "left"),
-        ("last seen", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("van", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("position", no_wrap=True)
+    table.add_column("km/h", justify="right")
+    table.add_column("charge")
+    table.add_column("load")
+    table.add_column("stop → next")
+    table.add_column("ETA", no_wrap=True)
+    table.add_column("seen", no_wrap=True)
     for v in result.vans:
         table.add_row(*_row(v, now_s))
     return table
 
 
 def _row(v: VanStatus, now_s: float) -> list[str]:
-    mode = v.mode.value + ("" if v.in_service else " (out)")
+    mode = v.mode.value.replace("_", " ") + ("" if v.in_service else " (out)")
     style = MODE_STYLE.get(v.mode.value, "")
-    where = f"{v.lat:.5f}, {v.lon:.5f}" if v.lat is not None and v.lon is not None else ""
+    where = f"{v.lat:.4f} {v.lon:.4f}" if v.lat is not None and v.lon is not None else ""
+    charge = ""
+    if v.soc_pct is not None:
+        charge = f"{v.soc_pct:.0f}%"
+        if v.remaining_range_m is not None:
+            charge += f" {v.remaining_range_m / 1000:.0f} km"
+    load = f"{v.load_kg:.0f}kg {v.volume_m3:.1f}m³ {v.parcels_on_board}p"
+    stops = " → ".join(x for x in (v.current_stop, v.next_stop) if x)
     return [
         v.van_id,
         f"[{style}]{mode}[/]" if style else mode,
         where,
         f"{v.speed_mps * 3.6:.0f}",
-        f"{v.soc_pct:.0f} %" if v.soc_pct is not None else "",
-        f"{v.remaining_range_m / 1000:.0f}" if v.remaining_range_m is not None else "",
-        f"{v.load_kg:.0f}",
-        f"{v.volume_m3:.1f}",
-        str(v.parcels_on_board),
-        v.current_stop,
-        v.next_stop,
+        charge,
+        load,
+        stops,
         _clock(v.next_eta),
         _ago(v.last_seen, now_s),
     ]
