@@ -1,0 +1,65 @@
+"""The controller's MQTT link: bounded incoming queue with a drop count, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+import pytest
+
+from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
+from fleet.errors import ConfigError
+from tests.support.brokers import BrokerEndpoint, free_port
+
+
+def test_a_full_incoming_queue_drops_and_counts_instead_of_growing(broker: BrokerEndpoint) -> None:
+    async def run() -> tuple[int, int]:
+        async with asyncio.timeout(30):
+            topic = broker.prefix + "flood"
+            link = MqttLink(
+                BrokerAddress(broker.host, broker.port),
+                client_id=f"q-{broker.prefix[5:17]}",
+                max_pending=10,
+            )
+            async with link, aiomqtt.Client(broker.host, broker.port) as flood:
+                await link.subscribe(topic, qos=1)
+                for i in range(100):  # nobody reads the link meanwhile
+                    await flood.publish(topic, str(i).encode(), qos=1)
+                await flood.publish(topic, b"last", qos=1)
+                while link.dropped + 10 < 101:  # the broker is still delivering
+                    await asyncio.sleep(0.01)  # polling a counter: no event to await
+                kept = await link.receive(max_batch=1000)
+                return len(kept), link.dropped
+
+    kept, dropped = asyncio.run(run())
+    assert kept == 10 and dropped == 91
+
+
+def test_an_unreachable_broker_is_one_clear_error() -> None:
+    async def run() -> None:
+        async with (
+            asyncio.timeout(30),
+            MqttLink(BrokerAddress("127.0.0.1", free_port()), client_id="x"),
+        ):
+            pass
+
+    with pytest.raises(LinkError, match=r"cannot connect to the broker at mqtt://127\.0\.0\.1:\d+"):
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", ["http://x", "mqtt://", "mqtt://host:notaport"])
+def test_a_bad_broker_url_names_what_is_expected(url: str) -> None:
+    with pytest.raises(ConfigError, match="broker URL"):
+        BrokerAddress.parse(url)
+
+
+def test_broker_urls_with_users_and_tls_ports() -> None:
+    plain = BrokerAddress.parse("mqtt://fleet-dispatcher:s%40cret@broker.example")
+    assert (plain.host, plain.port, plain.username, plain.password) == (
+        "broker.example",
+        1883,
+        "fleet-dispatcher",
+        "s@cret",
+    )
+    assert str(plain) == "mqtt://fleet-dispatcher@broker.example:1883"  # never the password
+    assert BrokerAddress.parse("mqtts://b").port == 8883
