@@ -406,10 +406,11 @@ class FastRun:
         self.loop.at(self._now() + END_CHECK_S, self._end_check, background=True)
 
     def _quiet(self) -> bool:
-        """Nothing left to happen: nothing scheduled but the clock's tick, no re-plan running,
-        and every van in service has finished its order (or has none)."""
+        """Nothing left to happen: nothing scheduled but the clock's tick, and every van in
+        service has finished its order (or has none). Re-plans run to the end inside the
+        event that starts them, so none is ever half done here."""
         core = self.core
-        if core is None or self.loop.pending or self._held_orders or core.replan_in_flight:
+        if core is None or self.loop.pending or self._held_orders:
             return False
         for van_id in self.vans:
             rec = core.van_record(van_id)

@@ -1,0 +1,860 @@
+"""The full stack: every part of the real system, at accelerated time, in one process.
+
+* an MQTT broker (the embedded amqtt one, or ``--broker mqtt://…`` e.g. Mosquitto);
+* the real controller service (:class:`fleet.control.service.ControllerService`) with a SQLite
+  store and the site's re-planner;
+* per van, a simulated VCU (:class:`sim.vcu.SimulatedVcu` stepping :class:`sim.vehicle.Vehicle`)
+  on a pseudo-terminal, and the real firmware bridge
+  (:class:`firmware_bridge.bridge.BridgeService`) on the other end of it, connected to the
+  broker through a link the simulator can cut;
+* the simulator as a dispatcher (:class:`fleet.control.client.ControllerClient`: it dispatches
+  the morning plan and hands in the orders that arrive during the day), as an
+  :class:`~sim.observer.Observer` on the broker (the trace), and as the world (faults).
+
+Every part shares one :class:`~fleet.protocol.clock.ScaledClock`. Timers that guard against
+*wall-clock* latency (link acknowledgements and heartbeats, the VCU's tick and telemetry, the
+controller's tick and re-sends, a bridge's state period) are stretched with the clock factor
+(:class:`Timing`), because a process does not answer faster when the simulated clock runs
+faster; ``docs/simulator.md`` lists each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import firmware_bridge.bridge.core as bridge_core
+import firmware_bridge.bridge.service as bridge_service
+from firmware_bridge import wire
+from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
+from firmware_bridge.link import LinkConfig
+from fleet.control.client import ControllerClient
+from fleet.control.config import ControllerConfig, load_controller_config
+from fleet.control.embedded_broker import EmbeddedBroker
+from fleet.control.keys import MasterKey
+from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
+from fleet.control.service import ControllerService
+from fleet.control.site_planning import SitePlanning, site_roster
+from fleet.errors import ControlError, FleetError
+from fleet.model import DepotId, Parcel, ParcelId, VanId
+from fleet.paths import config_dir
+from fleet.planning.orders import write_orders
+from fleet.planning.plan_io import plan_to_json
+from fleet.protocol import (
+    DecodeError,
+    InstantActions,
+    Order,
+    State,
+    Topics,
+    VanTopic,
+    decode,
+    derive_van_key,
+)
+from fleet.protocol.clock import ScaledClock
+from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event
+from fleet.store import SqliteStore
+from sim.clock import DayTime
+from sim.day import PreparedDay
+from sim.errors import SimError, WorldError
+from sim.netlink import CuttableLink
+from sim.observer import Observer
+from sim.scenario import (
+    BUSIEST_VAN,
+    Breakdown,
+    ControllerRestart,
+    LinkLoss,
+    RoadClosure,
+    SerialCorruption,
+)
+from sim.scenario import (
+    Event as ScenarioEvent,
+)
+from sim.trace import BreakdownRecord, ClosureRecord, Incident, SocSample, Trace, Unloaded
+from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuPort, vcu_port
+from sim.vehicle import Vehicle
+from sim.world import AppliedClosure, apply_closures, check_depots_reachable, parcels_due
+
+log = logging.getLogger(__name__)
+
+WALL_SLACK = 2.0  # wall-clock allowances are twice what a lightly loaded machine needs
+VCU_WALL_TICK_S = 0.05  # the VCU steps its vehicle this often (wall seconds)
+TELEMETRY_WALL_HZ = 2.0  # periodic VCU telemetry (events are reported at once anyway)
+CONTROLLER_WALL_TICK_S = 0.1
+END_CHECK_S = 300.0  # as in the fast mode: the day ends on this grid once nothing is left
+FRAME_BYTES = 50  # a typical serial frame, to turn a frame error share into a byte error rate
+KEEP_PATHS_UP_TO_VANS = 300
+MAX_HEARTBEAT_S = 60.0
+STOP_WALL_S = 5.0  # a part still running this long after being asked to stop is left behind
+MAX_VCU_TICK_S = 10.0  # an arrival is noticed within one VCU tick: keep that short
+
+FullProgress = Callable[[float, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Every timer of the full stack, in simulated seconds, for a clock ``factor``."""
+
+    factor: float
+    state_period_s: float  # a bridge's periodic state (the scenario's state_period_s)
+
+    def stretch(self, base_s: float) -> float:
+        """``base_s`` of wall time as it must be in clock seconds (never shorter than base)."""
+        return max(base_s, base_s * self.factor * WALL_SLACK)
+
+    def link(self, role: wire.Role) -> LinkConfig:
+        d = LinkConfig(role)
+        return replace(
+            d,
+            # the heartbeat travels in HELLO as whole milliseconds in 16 bits
+            heartbeat_s=min(MAX_HEARTBEAT_S, self.stretch(d.heartbeat_s)),
+            peer_timeout_s=self.stretch(d.peer_timeout_s),
+            ack_timeout_s=self.stretch(d.ack_timeout_s),
+            hello_interval_s=self.stretch(d.hello_interval_s),
+            estop_retry_s=self.stretch(d.estop_retry_s),
+            line_baud=0,
+        )
+
+    def vcu(self) -> VcuConfig:
+        return VcuConfig(
+            baud=0,
+            telemetry_hz=min(10.0, TELEMETRY_WALL_HZ / self.factor),
+            tick_s=min(MAX_VCU_TICK_S, max(0.02, VCU_WALL_TICK_S * self.factor)),
+            link=self.link(wire.Role.VCU),
+        )
+
+    @property
+    def bridge_tick_s(self) -> float:
+        return min(self.state_period_s / 2, self.stretch(bridge_service.TICK_S))
+
+    @property
+    def command_max_age_s(self) -> float:
+        return max(60.0, 30.0 * self.factor)
+
+    def controller(self, base: ControllerConfig) -> ControllerConfig:
+        return replace(
+            base,
+            tick_s=max(base.tick_s, CONTROLLER_WALL_TICK_S * self.factor),
+            stale_after_s=max(base.stale_after_s, 3 * self.state_period_s),
+            resend_first_s=self.stretch(base.resend_first_s / 2),
+            resend_max_s=max(base.resend_max_s, self.stretch(base.resend_max_s / 3)),
+            resend_give_up_s=max(base.resend_give_up_s, self.stretch(base.resend_give_up_s / 5)),
+            estop_resend_s=self.stretch(base.estop_resend_s / 2),
+            flush_interval_s=self.stretch(base.flush_interval_s / 4),
+        )
+
+
+@contextlib.contextmanager
+def bridge_periods(state_period_s: float, tick_s: float) -> Iterator[None]:
+    """Run the bridges of this process with a state period and tick in simulated seconds.
+
+    The bridge keeps both as module constants (``STATE_PERIOD_S``, ``TICK_S``, meant for real
+    time); every bridge of a simulation shares the one clock, so they are set for the run
+    and restored after it.
+    """
+    saved = (bridge_core.STATE_PERIOD_S, bridge_service.TICK_S)
+    bridge_core.STATE_PERIOD_S = state_period_s
+    bridge_service.TICK_S = tick_s
+    try:
+        yield
+    finally:
+        bridge_core.STATE_PERIOD_S, bridge_service.TICK_S = saved
+
+
+@dataclass
+class _Van:
+    van_id: str
+    port: VcuPort
+    vcu: SimulatedVcu
+    bridge: BridgeService | None = None
+    link: CuttableLink | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def _orders_csv(parcels: Sequence[Parcel], work_dir: Path, name: str) -> str:
+    path = work_dir / name
+    write_orders(parcels, path)
+    return path.read_text(encoding="utf-8")
+
+
+class FullRun:
+    """One day of a scenario in the full stack; :meth:`run` returns its trace."""
+
+    def __init__(
+        self,
+        day: PreparedDay,
+        *,
+        speedup: float | None = None,
+        broker_url: str | None = None,
+        progress: FullProgress | None = None,
+        work_dir: Path | None = None,
+        keep_paths: bool | None = None,
+        lead_wall_s: float | None = None,
+    ) -> None:
+        self.day = day
+        sc = day.scenario
+        self.scenario = sc
+        self.spec = sc.van
+        self.factor = speedup if speedup is not None else sc.run.speedup
+        if not self.factor > 0:
+            raise SimError(f"speed-up must be > 0, got {self.factor}")
+        self.timing = Timing(self.factor, sc.run.state_period_s)
+        self.broker_url = broker_url
+        self.progress = progress
+        self.work_dir = work_dir
+        self.daytime = DayTime.of(sc.day, sc.site.timezone)
+        self.roster = site_roster(sc.site)
+        self.lead_wall_s = lead_wall_s if lead_wall_s is not None else 3.0 + 0.05 * len(self.roster)
+        self.parcels = {p.id: p for p in day.demand.parcels}
+        self.trace = Trace(
+            scenario=sc.name,
+            mode="full",
+            seed=sc.seed,
+            start_s=sc.run.start_s,
+            end_s=sc.run.end_s,
+            warehouse=sc.site.warehouse.id,
+        )
+        self.trace.add_parcels(day.demand.info)
+        for van_id in self.roster:
+            self.trace.vans[VanId(van_id)] = DepotId(van_id.rpartition("-")[0])
+        for d in sc.site.depots:
+            self.trace.depots[d.id] = (d.lon, d.lat)
+        keep = keep_paths if keep_paths is not None else len(self.roster) <= KEEP_PATHS_UP_TO_VANS
+        self.planning = SitePlanning(
+            sc.site, sc.van, day.net, replan_time_limit_s=sc.run.replan_time_limit_s, seed=sc.seed
+        )
+        self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
+        self.master = MasterKey(secrets.token_bytes(32), 1)
+        self.vans: dict[str, _Van] = {}
+        self.service: ControllerService | None = None
+        self._service_task: asyncio.Task[None] | None = None
+        self._store: SqliteStore | None = None
+        self._closures: list[RoadClosure] = []
+        self._pending = 0  # scenario events and order batches still to come
+        self._held_orders: list[Parcel] = []
+        self._client: ControllerClient | None = None
+        self._observer = Observer(
+            self.trace, self.daytime, self.parcels, self.spec, keep_paths=keep
+        )
+        self.clock: ScaledClock | None = None
+        self._day_tasks: list[asyncio.Task[None]] = []
+        self._vans_stopped = False
+        self._end_day_s = float(sc.run.end_s)
+        self._unserved_at_dispatch: dict[ParcelId, tuple[str, str]] = {}
+
+    # ---- lifetime ------------------------------------------------------------------------------
+
+    def run(self) -> Trace:
+        wall0 = time.monotonic()
+        controller_base = load_controller_config(config_dir() / "controller.toml")
+        with tempfile.TemporaryDirectory(prefix="fleet-full-") as tmp:
+            work = self.work_dir or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            with bridge_periods(self.timing.state_period_s, self.timing.bridge_tick_s):
+                asyncio.run(self._run(work, controller_base))
+        self.trace.wall_s = time.monotonic() - wall0
+        return self.trace
+
+    def _epoch(self, day_s: float) -> float:
+        return self.daytime.epoch_s(day_s)
+
+    def _now_day_s(self) -> float:
+        assert self.clock is not None
+        return self.daytime.day_s(self.clock.time())
+
+    async def _sleep_until(self, day_s: float) -> None:
+        assert self.clock is not None
+        left = self._epoch(day_s) - self.clock.time()
+        if left > 0:
+            await self.clock.sleep(left)
+
+    async def _run(self, work: Path, controller_base: ControllerConfig) -> None:
+        sc = self.scenario
+        start_epoch = self._epoch(sc.run.start_s)
+        self.clock = ScaledClock(start_epoch - self.lead_wall_s * self.factor, self.factor)
+        async with contextlib.AsyncExitStack() as stack:
+            broker: EmbeddedBroker | None = None
+            if self.broker_url is None:
+                broker = EmbeddedBroker("127.0.0.1", 0)
+                await broker.start()
+                stack.push_async_callback(broker.stop)
+                url = broker.url
+            else:
+                url = self.broker_url
+            address = BrokerAddress.parse(url)
+            observer_link = MqttLink(
+                address, client_id=f"sim-observer-{uuid.uuid4().hex[:8]}", max_pending=1_000_000
+            )
+            await stack.enter_async_context(observer_link)
+            for kind in (VanTopic.STATE, VanTopic.ORDER, VanTopic.INSTANT):
+                await observer_link.subscribe(self.topics.all_vans(kind), qos=1)
+            await observer_link.subscribe(self.topics.controller_events, qos=1)
+            reader = asyncio.create_task(self._observe(observer_link), name="observer")
+            stack.push_async_callback(_cancel, reader)
+            await self._start_controller(address, work, controller_base)
+            stack.push_async_callback(self._stop_controller)
+            await self._start_vans(address, work)
+            stack.push_async_callback(self._stop_vans)
+            client = ControllerClient(address, topics=self.topics, clock=self.clock, timeout_s=300)
+            self._client = await stack.enter_async_context(client)
+            await self._wait_ready()
+            late = self.clock.time() - start_epoch
+            if late > 0:
+                log.warning("the fleet came up %.0f simulated s after the day's start", late)
+                self.trace.incidents.append(
+                    Incident(
+                        self._now_day_s(),
+                        "late_start",
+                        None,
+                        f"setup took longer than the lead; dispatched {late:.0f} s late",
+                    )
+                )
+            await self._sleep_until(sc.run.start_s)
+            for van_id in self.roster:
+                self.trace.soc.append(SocSample(VanId(van_id), self._now_day_s(), 100.0))
+            await self._dispatch(work)
+            log.info("day dispatched at %s", self._now_day_s())
+            self._schedule_day(work)
+            try:
+                await self._until_day_ends()
+            finally:
+                for task in self._day_tasks:
+                    await _cancel(task)
+            log.info("day over at %.0f; stopping the fleet", self._now_day_s())
+            await self._stop_vans()
+            await self._drain_observer()
+            self._count_messages()
+        self._observer.finish()
+        self.trace.finish(self._end_day_s, self._unserved())
+
+    # ---- the parts ---------------------------------------------------------------------------
+
+    async def _start_controller(
+        self, address: BrokerAddress, work: Path, base: ControllerConfig
+    ) -> None:
+        assert self.clock is not None
+        self._store = SqliteStore(work / "controller.db")
+        self.service = ControllerService(
+            address=address,
+            store=self._store,
+            config=self.timing.controller(base),
+            van=self.spec,
+            roster=self.roster,
+            clock=self.clock,
+            master_key=self.master,
+            planning=self.planning,
+            topics=self.topics,
+        )
+        self._service_task = asyncio.create_task(self.service.run(), name="controller")
+        async with asyncio.timeout(30):
+            await self.service.ready.wait()
+
+    async def _stop_controller(self) -> None:
+        log.debug("stopping the controller")
+        if self.service is not None:
+            self.service.stop()
+        if self._service_task is not None:
+            done, _ = await asyncio.wait({self._service_task}, timeout=10)
+            if not done:
+                log.warning("the controller did not stop within 10 s; cancelling it")
+                await _cancel(self._service_task)
+        self.service, self._service_task = None, None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _needs_link(self, van_id: str) -> bool:
+        return any(
+            isinstance(e, LinkLoss) and e.van in (van_id, BUSIEST_VAN) for e in self.scenario.events
+        )
+
+    def _needs_noise(self, van_id: str) -> bool:
+        return any(
+            isinstance(e, SerialCorruption) and e.van in (van_id, BUSIEST_VAN)
+            for e in self.scenario.events
+        )
+
+    async def _start_vans(self, address: BrokerAddress, work: Path) -> None:
+        assert self.clock is not None
+        t = self.timing
+        profile = VanProfile(
+            top_speed_mps=self.spec.top_speed_mps,
+            payload_kg=self.spec.payload_kg,
+            cargo_volume_m3=self.spec.cargo_volume_m3,
+            battery_kwh=self.spec.battery_kwh,
+            range_m=self.spec.range_km * 1000.0,
+        )
+        for i, (van_id, (lon, lat)) in enumerate(self.roster.items()):
+            port = vcu_port("pty")
+            noisy = self._needs_noise(van_id)
+            vcu = SimulatedVcu(
+                port,
+                Vehicle(self.spec, lon=lon, lat=lat),
+                clock=self.clock,
+                config=t.vcu(),
+                faults=VcuFaults(corrupt=1e-12, seed=self.scenario.seed * 1000 + i)
+                if noisy
+                else None,
+            )
+            van = _Van(van_id, port, vcu)
+            van.task = asyncio.create_task(vcu.run(), name=f"vcu {van_id}")
+            host, mqtt_port = address.host, address.port
+            if self._needs_link(van_id):
+                van.link = CuttableLink(address.host, address.port, van_id)
+                await van.link.start()
+                host, mqtt_port = "127.0.0.1", van.link.port
+            assert port.path is not None
+            settings = BridgeSettings(
+                van_id=van_id,
+                serial_url=port.path,
+                broker=BrokerSettings(
+                    host=host, port=mqtt_port, username=address.username, password=address.password
+                ),
+                keys=(
+                    derive_van_key(self.master.secret, van_id, generation=self.master.generation),
+                ),
+                state_dir=work / "vans" / van_id,
+                topic_prefix=self.topics.prefix,
+                baud=0,
+                link=t.link(wire.Role.BRIDGE),
+                max_command_age_s=t.command_max_age_s,
+                reconnect_s=t.stretch(0.5),
+                profile=profile,
+            )
+            van.bridge = BridgeService(settings, self.clock)
+            await van.bridge.__aenter__()
+            self.vans[van_id] = van
+            if noisy and vcu.tx_noise is not None and vcu.rx_noise is not None:
+                vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
+
+    async def _drain_observer(self, limit_wall_s: float = 5.0) -> None:
+        """Wait until every state the bridges published has reached the observer (or the
+        limit passes: what is still missing then counts as lost)."""
+        published = sum(v.bridge.states_published for v in self.vans.values() if v.bridge)
+        deadline = time.monotonic() + limit_wall_s
+        while self._observer.states_seen < published and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _stop_vans(self) -> None:
+        if self._vans_stopped:
+            return
+        self._vans_stopped = True
+        for van in self.vans.values():
+            log.debug("stopping van %s: bridge", van.van_id)
+            if van.bridge is not None:
+                stopping = asyncio.ensure_future(van.bridge.__aexit__(None, None, None))
+                done, _ = await asyncio.wait({stopping}, timeout=STOP_WALL_S)
+                if not done:
+                    log.warning(
+                        "van %s: the bridge did not stop within %g s: %s",
+                        van.van_id,
+                        STOP_WALL_S,
+                        _stacks(),
+                    )
+            log.debug("stopping van %s: vcu", van.van_id)
+            if van.task is not None:
+                await _cancel(van.task)
+            van.port.close()
+            if van.link is not None:
+                await van.link.close()
+        log.debug("vans stopped")
+
+    async def _wait_ready(self) -> None:
+        """Every bridge connected and talking to its VCU."""
+        try:
+            async with asyncio.timeout(60 + 0.5 * len(self.vans)):
+                for van in self.vans.values():
+                    assert van.bridge is not None
+                    await van.bridge.connected.wait()
+                    await van.vcu.link_up.wait()
+        except TimeoutError as exc:
+            down = [
+                v.van_id
+                for v in self.vans.values()
+                if v.bridge is None or not v.bridge.connected.is_set() or not v.vcu.link_up.is_set()
+            ]
+            raise WorldError(
+                f"{len(down)} van(s) never came up (bridge ↔ broker ↔ VCU): {', '.join(down[:8])}"
+            ) from exc
+
+    # ---- the dispatcher ------------------------------------------------------------------------
+
+    async def _dispatch(self, work: Path) -> None:
+        assert self._client is not None
+        known = self.day.demand.known_by(self.scenario.run.start_s)
+        body = DispatchBody(
+            plan=plan_to_json(self.day.plan),  # type: ignore[arg-type]
+            orders_csv=_orders_csv(known, work, "orders.csv"),
+            orders_name="orders.csv",
+        )
+        self._note_plan_unserved()
+        try:
+            await self._client.request(body, timeout_s=600)
+        except ControlError as exc:
+            raise WorldError(f"the controller refused the day's plan: {exc}") from exc
+
+    def _note_plan_unserved(self) -> None:
+        self._unserved_at_dispatch = {
+            u.parcel_id: (u.reason.value, u.detail) for u in self.day.plan.unserved
+        }
+
+    def _unserved(self) -> dict[ParcelId, tuple[str, str]]:
+        """Why undelivered parcels were left out: the controller's own record of each."""
+        out: dict[ParcelId, tuple[str, str]] = dict(self._unserved_at_dispatch)
+        core = self.service.core if self.service is not None else None
+        if core is None:
+            return out
+        for pid in self.parcels:
+            rec = core.parcel(pid)
+            if rec is not None and rec.status.value == "unserved":
+                detail = rec.detail.removeprefix("re-plan: ")
+                reason = detail.split(":", 1)[0] or "unserved"
+                out[pid] = (reason, detail)
+        return out
+
+    async def _add_orders(self, parcels: list[Parcel], work: Path) -> None:
+        assert self._client is not None
+        name = f"late-{len(parcels)}-{int(self._now_day_s())}.csv"
+        body = AddParcelsBody(orders_csv=_orders_csv(parcels, work, name), orders_name=name)
+        try:
+            await self._client.request(body, timeout_s=120)
+        except ControlError as exc:
+            log.warning("orders not handed in (%s); trying again after the next restart", exc)
+            self._held_orders.extend(parcels)
+
+    # ---- the day -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        self._day_tasks.append(asyncio.create_task(coro, name=name))
+
+    def _schedule_day(self, work: Path) -> None:
+        sc = self.scenario
+        for ev in sc.events_by_time():
+            self._pending += 1
+            self._spawn(self._at(ev.at_s, self._event_runner(ev, work)), ev.kind)
+        batch_s = sc.run.order_batch_s
+        batches: dict[int, list[Parcel]] = {}
+        for t_s, parcels in self.day.demand.arrivals_after(sc.run.start_s):
+            slot = sc.run.start_s + -(-(t_s - sc.run.start_s) // batch_s) * batch_s
+            batches.setdefault(int(slot), []).extend(parcels)
+        for slot, parcels in sorted(batches.items()):
+            self._pending += 1
+            self._spawn(
+                self._at(slot, lambda ps=parcels: self._add_orders(ps, work)),  # type: ignore[misc]
+                "orders",
+            )
+
+    async def _at(self, day_s: float, action: Callable[[], object]) -> None:
+        await self._sleep_until(day_s)
+        try:
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            self._pending -= 1
+
+    async def _until_day_ends(self) -> None:
+        assert self.clock is not None
+        sc = self.scenario
+        next_check = sc.run.start_s + END_CHECK_S
+        poll_wall_s = min(0.5, END_CHECK_S / self.factor / 4)
+        while True:
+            await asyncio.sleep(poll_wall_s)
+            now = self._now_day_s()
+            if self.progress is not None:
+                active = sum(
+                    1 for v in self._observer.vans.values() if v.last is not None and v.last.driving
+                )
+                self.progress(now, len(self.trace.delivered), active)
+            if now >= sc.run.end_s:
+                self._end_day_s = float(sc.run.end_s)
+                return
+            if now >= next_check:
+                if self._quiet():
+                    self._end_day_s = next_check
+                    return
+                while next_check <= now:  # the day ends on the first mark after it is quiet
+                    next_check += END_CHECK_S
+
+    def _quiet(self) -> bool:
+        service = self.service
+        if service is None or self._pending or self._held_orders:
+            return False
+        if self._observer.replans_open:
+            return False
+        core = service.core
+        for van_id in self.vans:
+            rec = core.van_record(van_id)
+            if rec is None or rec.order is None or not rec.in_service:
+                continue
+            if not (rec.finished or rec.cancelled):
+                return False
+        return True
+
+    # ---- the observer --------------------------------------------------------------------------
+
+    async def _observe(self, link: MqttLink) -> None:
+        topics = self.topics
+        root = f"{topics.root}/vans/"
+        while True:
+            try:
+                batch = await link.receive(5000)
+            except LinkError:
+                return
+            for topic, payload in batch:
+                try:
+                    if topic == topics.controller_events:
+                        self._observer.on_event(decode(Event, payload, topic=topic))
+                        continue
+                    if not topic.startswith(root) or not payload:
+                        continue
+                    van_id, kind = topics.parse_van(topic)
+                    if kind is VanTopic.STATE:
+                        self._observer.on_state(decode(State, payload, topic=topic))
+                    elif kind is VanTopic.ORDER:
+                        order = decode(Order, payload, topic=topic)
+                        self._observer.on_command(van_id, "order", order.header.message_id)
+                        self._observer.on_order(order)
+                    elif kind is VanTopic.INSTANT:
+                        msg = decode(InstantActions, payload, topic=topic)
+                        self._observer.on_command(van_id, "instant", msg.header.message_id)
+                except (DecodeError, FleetError) as exc:
+                    log.warning("observer: cannot read %s: %s", topic, exc)
+
+    def _count_messages(self) -> None:
+        c = self.trace.counters
+        seen: dict[str, int] = {}
+        for van_id, _kind, _mid in self._observer.commands_seen:
+            seen[van_id] = seen.get(van_id, 0) + 1
+        lost = 0
+        published = 0
+        for van in self.vans.values():
+            if van.bridge is None:
+                continue
+            core = van.bridge.core
+            processed = core.accepted + core.refused
+            c.commands_received += processed
+            lost += max(0, seen.get(van.van_id, 0) - processed)
+            published += van.bridge.states_published
+        c.commands_sent = len(self._observer.commands_seen)
+        c.states_received = self._observer.states_seen
+        c.messages_lost = lost + max(0, published - self._observer.states_seen)
+        log.info(
+            "messages: %d commands seen, %d handled by bridges; %d states published, %d seen",
+            c.commands_sent,
+            c.commands_received,
+            published,
+            self._observer.states_seen,
+        )
+
+    # ---- scenario events -----------------------------------------------------------------------
+
+    def _event_runner(self, ev: ScenarioEvent, work: Path) -> Callable[[], object]:
+        def run() -> object:
+            if isinstance(ev, Breakdown):
+                return self._breakdown(ev)
+            if isinstance(ev, LinkLoss):
+                return self._link_loss(ev)
+            if isinstance(ev, SerialCorruption):
+                return self._serial_corruption(ev)
+            if isinstance(ev, ControllerRestart):
+                return self._controller_restart(ev, work)
+            self._closure(ev)
+            return None
+
+        return run
+
+    def _pick(self, name: str) -> _Van | None:
+        if name != BUSIEST_VAN:
+            return self.vans.get(name)
+        alive = [v.van_id for v in self.vans.values() if not v.vcu.vehicle.fatal]
+        chosen = self._observer.busiest(alive)
+        return self.vans.get(chosen) if chosen else None
+
+    async def _breakdown(self, ev: Breakdown) -> None:
+        van = self._pick(ev.van)
+        if van is None or van.vcu.vehicle.fatal:
+            return
+        t = self._now_day_s()
+        vehicle = van.vcu.vehicle
+        view = self._observer.view(van.van_id)
+        order = view.orders.get(view.order_id or "")
+        reached = view.reached_seq if view.reached_seq is not None else -1
+        done = {n.sequence_id for n in order.nodes if n.sequence_id < reached} if order else set()
+        due = set(view.aboard) | parcels_due(order, done)
+        self.trace.breakdowns.append(
+            BreakdownRecord(
+                t,
+                VanId(van.van_id),
+                vehicle.lon,
+                vehicle.lat,
+                tuple(ParcelId(p) for p in sorted(due)),
+            )
+        )
+        vehicle.set_fatal()
+        van.vcu.fault_bits |= wire.FaultBit.FATAL
+        van.vcu.send_telemetry()
+        assert self.clock is not None
+        await self.clock.sleep(ev.recovery_s)
+        home = DepotId(van.van_id.rpartition("-")[0])
+        t = self._now_day_s()
+        aboard = list(self._observer.view(van.van_id).aboard)
+        for p in aboard:
+            self.trace.unloaded.append(
+                Unloaded(t, VanId(van.van_id), ParcelId(p), home, "recovered after breakdown")
+            )
+        self.trace.incidents.append(
+            Incident(t, "recovery", VanId(van.van_id), f"{len(aboard)} parcels back at {home}")
+        )
+
+    async def _link_loss(self, ev: LinkLoss) -> None:
+        van = self._pick(ev.van)
+        if van is None or van.link is None:
+            return
+        van.link.cut()
+        self.trace.incidents.append(
+            Incident(
+                self._now_day_s(),
+                "link_loss",
+                VanId(van.van_id),
+                f"MQTT link down {ev.duration_s} s",
+            )
+        )
+        assert self.clock is not None
+        await self.clock.sleep(ev.duration_s)
+        van.link.restore()
+        self.trace.incidents.append(
+            Incident(self._now_day_s(), "link_restored", VanId(van.van_id), "MQTT link up")
+        )
+
+    async def _serial_corruption(self, ev: SerialCorruption) -> None:
+        van = self._pick(ev.van)
+        vcu = van.vcu if van is not None else None
+        if van is None or vcu is None or vcu.tx_noise is None or vcu.rx_noise is None:
+            return
+        per_byte = 1.0 - (1.0 - ev.frame_error_share) ** (1.0 / FRAME_BYTES)
+        before = self._bad_frames(van)
+        vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = per_byte
+        self.trace.incidents.append(
+            Incident(
+                self._now_day_s(),
+                "serial_corruption",
+                VanId(van.van_id),
+                f"{ev.frame_error_share:.0%} of frames damaged for {ev.duration_s} s",
+            )
+        )
+        assert self.clock is not None
+        await self.clock.sleep(ev.duration_s)
+        vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
+        bad, retries = (a - b for a, b in zip(self._bad_frames(van), before, strict=True))
+        self.trace.counters.serial_frames_corrupted += bad
+        self.trace.counters.serial_retries += retries
+        self.trace.incidents.append(
+            Incident(
+                self._now_day_s(),
+                "serial_clean",
+                VanId(van.van_id),
+                f"{bad} damaged frames caught by CRC, {retries} frames resent",
+            )
+        )
+
+    @staticmethod
+    def _bad_frames(van: _Van) -> tuple[int, int]:
+        bad = retries = 0
+        links = [van.vcu.link]
+        if van.bridge is not None:
+            links.append(van.bridge.link)
+        for link in links:
+            stats = link.core.stats
+            bad += stats.bad_frames
+            retries += stats.retransmits
+        return bad, retries
+
+    async def _controller_restart(self, ev: ControllerRestart, work: Path) -> None:
+        address = self.service.address if self.service is not None else None
+        assert address is not None
+        base = self.service.config if self.service is not None else None
+        self.trace.incidents.append(
+            Incident(self._now_day_s(), "controller_restart", None, f"down for {ev.down_s} s")
+        )
+        await self._stop_controller()
+        assert self.clock is not None
+        await self.clock.sleep(ev.down_s)
+        assert base is not None
+        self._store = SqliteStore(work / "controller.db")
+        self.service = ControllerService(
+            address=address,
+            store=self._store,
+            config=base,
+            van=self.spec,
+            roster=self.roster,
+            clock=self.clock,
+            master_key=self.master,
+            planning=self.planning,
+            topics=self.topics,
+        )
+        self._service_task = asyncio.create_task(self.service.run(), name="controller")
+        async with asyncio.timeout(30):
+            await self.service.ready.wait()
+        held, self._held_orders = self._held_orders, []
+        if held:
+            await self._add_orders(held, work)
+
+    def _closure(self, ev: RoadClosure) -> None:
+        self._closures.append(ev)
+        applied = self._apply_closures()
+        self.trace.closures.append(
+            ClosureRecord(self._now_day_s(), ev.until_s, applied.lines, applied.polygon)
+        )
+        if ev.until_s is not None:
+            self._pending += 1
+
+            def reopen() -> None:
+                self._closures.remove(ev)
+                self._apply_closures()
+                self.trace.incidents.append(
+                    Incident(self._now_day_s(), "road_reopened", None, "closure lifted")
+                )
+
+            self._spawn(self._at(ev.until_s, reopen), "reopen")
+
+    def _apply_closures(self) -> AppliedClosure:
+        where = f"{self.scenario.file}: [events] road_closure"
+        applied = apply_closures(self.day.net, self._closures, where)
+        check_depots_reachable(applied.net, where)
+        self.planning.net = applied.net
+        return applied
+
+
+def _stacks() -> str:
+    """Where every task waits (for a warning about a part that does not stop)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=3)
+        where = " < ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
+        lines.append(f"{task.get_name()}: {where}")
+    return "; ".join(lines)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def run_full(
+    day: PreparedDay,
+    *,
+    speedup: float | None = None,
+    broker_url: str | None = None,
+    progress: FullProgress | None = None,
+) -> Trace:
+    """Run ``day`` in the full stack and return its trace."""
+    return FullRun(day, speedup=speedup, broker_url=broker_url, progress=progress).run()
