@@ -105,6 +105,15 @@ def vcu(
         port.close()
 
 
+def _register_run() -> None:
+    from sim.run_cli import register  # `fleet-sim run`: a whole simulated day
+
+    register(app)
+
+
+_register_run()
+
+
 def main() -> None:
     """Entry point: a FleetError becomes one clear line on stderr and exit code 1."""
     try:
