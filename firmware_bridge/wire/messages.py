@@ -8,6 +8,7 @@ Pure code: no I/O, no clock.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import chain
@@ -297,13 +298,17 @@ def _check_waypoints(where: str, payload: bytes, n: int) -> None:
         _check_lonlat(f"{where} waypoint {i}", coords[2 * i], coords[2 * i + 1])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DriveSegment:
     """Drive along ``waypoints`` (lon/lat in 1e-7 degree) at no more than ``speed_cap_cmps``.
 
     Waypoints are numbered across the whole mission: this segment holds waypoints
     ``first_wp .. first_wp + len(waypoints) - 1``. The VCU appends a segment only when
     ``first_wp`` is the next number it expects, ignores one it already holds, and reports a gap.
+
+    Frozen like every message; its ``__init__`` is written out (setting the slots through
+    their descriptors) because the generated frozen one, with an ``object.__setattr__`` per
+    field, costs more than the whole rest of decoding a segment, the link's bulk traffic.
     """
 
     TYPE: ClassVar[MsgType] = MsgType.DRIVE_SEGMENT
@@ -317,6 +322,22 @@ class DriveSegment:
     dwell_s: int  # standing time at the last waypoint when stop_at_end
     stop_at_end: bool
     waypoints: tuple[tuple[int, int], ...]
+
+    def __init__(
+        self,
+        mission_id: int,
+        first_wp: int,
+        speed_cap_cmps: int,
+        dwell_s: int,
+        stop_at_end: bool,
+        waypoints: tuple[tuple[int, int], ...],
+    ) -> None:
+        _set_mission_id(self, mission_id)
+        _set_first_wp(self, first_wp)
+        _set_speed_cap_cmps(self, speed_cap_cmps)
+        _set_dwell_s(self, dwell_s)
+        _set_stop_at_end(self, stop_at_end)
+        _set_waypoints(self, waypoints)
 
     def encode_payload(self) -> bytes:
         n = len(self.waypoints)
@@ -355,6 +376,20 @@ class DriveSegment:
         _check_waypoints("DRIVE_SEGMENT", data, n)
         wps = tuple(_SEG_WP.iter_unpack(data[_SEG_HEAD.size :]))
         return cls(mission, first, cap, dwell, flags == SEGMENT_FLAG_STOP_AT_END, wps)
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """The slot descriptor's ``__set__`` of ``cls.name`` (bypasses the frozen ``__setattr__``)."""
+    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_set_mission_id = _slot_setter(DriveSegment, "mission_id")
+_set_first_wp = _slot_setter(DriveSegment, "first_wp")
+_set_speed_cap_cmps = _slot_setter(DriveSegment, "speed_cap_cmps")
+_set_dwell_s = _slot_setter(DriveSegment, "dwell_s")
+_set_stop_at_end = _slot_setter(DriveSegment, "stop_at_end")
+_set_waypoints = _slot_setter(DriveSegment, "waypoints")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -311,3 +312,22 @@ def test_a_damaged_frame_inside_a_batch_costs_only_that_frame() -> None:
     assert len(out) == 64
     assert isinstance(out[30], wire.FrameFault) and out[30].kind.damaged
     assert [f.seq for f in out if isinstance(f, wire.Frame)] == [i for i in range(1, 65) if i != 31]
+
+
+def test_a_segment_is_a_frozen_value_like_every_message() -> None:
+    seg = wire.DriveSegment(1, 2, 3, 4, True, ((5, 6),))
+    same = wire.DriveSegment(
+        mission_id=1, first_wp=2, speed_cap_cmps=3, dwell_s=4, stop_at_end=True, waypoints=((5, 6),)
+    )
+    assert seg == same and hash(seg) == hash(same)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seg.first_wp = 9  # type: ignore[misc]
+    assert dataclasses.replace(seg, first_wp=7) == wire.DriveSegment(1, 7, 3, 4, True, ((5, 6),))
+    assert [f.name for f in dataclasses.fields(seg)] == [
+        "mission_id",
+        "first_wp",
+        "speed_cap_cmps",
+        "dwell_s",
+        "stop_at_end",
+        "waypoints",
+    ]
