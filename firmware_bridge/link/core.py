@@ -231,7 +231,10 @@ class LinkCore:
         self._gap_nak_at = float("-inf")
         self._crc_nak_at = float("-inf")
         self._version_nak_at = float("-inf")
-        self._last_estop_rx = -1
+        # e-stop ids seen from the peer → when last seen: a copy within peer_timeout_s of the
+        # previous one is a repeat (the sender repeats until acknowledged, possibly with newer
+        # e-stops in between); a new peer session forgets them
+        self._estops_seen: dict[int, float] = {}
         # output
         self._urgent: list[bytes] = []
         self._normal: list[bytes] = []
@@ -612,9 +615,17 @@ class LinkCore:
 
     def _on_estop(self, msg: EmergencyStop, now: float) -> None:
         self._emit(EstopAck(msg.estop_id), 0, urgent=True, now=now)
-        if msg.estop_id != self._last_estop_rx:
-            self._last_estop_rx = msg.estop_id
-            self._events.append(Received(msg, 0))
+        seen = self._estops_seen
+        window = self.config.peer_timeout_s
+        last = seen.get(msg.estop_id)
+        seen[msg.estop_id] = now
+        if last is not None and now - last <= window:
+            return  # a repeat of an e-stop already delivered: acknowledged, not acted on twice
+        if len(seen) > 64:
+            for estop_id, at in list(seen.items()):
+                if now - at > window:
+                    del seen[estop_id]
+        self._events.append(Received(msg, 0))
 
     def _on_sequenced(self, seq: int, msg: Message, now: float) -> None:
         if not self._up:
@@ -698,6 +709,7 @@ class LinkCore:
         if new_peer:
             self._peer_session = hello.session
             self._reset_sequences()
+            self._estops_seen.clear()
             if self._up:
                 self._up = False
                 self._events.append(LinkDown("the peer started a new session"))

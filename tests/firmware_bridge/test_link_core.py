@@ -333,3 +333,40 @@ def test_retransmissions_carry_the_current_acknowledgement() -> None:
     ]
     assert resent and resent[-1].ack == 1 and resent[-1].seq == 1
     assert line.b.received() == [segment(0)]
+
+
+def test_interleaved_repeats_of_two_emergency_stops_are_each_obeyed_once() -> None:
+    line = Line()
+    line.start()
+    first = line.a.core.emergency_stop(line.now)
+    copy_1 = line.a.core.take_urgent_output()  # the ESTOP_ACKs are lost: a keeps repeating
+    second = line.a.core.emergency_stop(line.now)
+    copy_2 = line.a.core.take_urgent_output()
+    for data in (copy_1, copy_2, copy_1, copy_2, copy_1):
+        line.now += 0.02
+        line.b.events += line.b.core.receive(data, line.now)
+    stops = [m for m in line.b.received() if isinstance(m, wire.EmergencyStop)]
+    assert stops == [wire.EmergencyStop(first, 0), wire.EmergencyStop(second, 0)]
+    acks = [
+        f.message
+        for f in wire.FrameDecoder().feed(line.b.core.take_output())
+        if isinstance(f, wire.Frame) and isinstance(f.message, wire.EstopAck)
+    ]
+    assert len(acks) == 5  # every copy is acknowledged
+
+
+def test_an_emergency_stop_id_is_new_again_after_the_repeat_window_or_a_new_session() -> None:
+    line = Line()
+    line.start()
+    estop = wire.encode_frame(wire.EmergencyStop(1, 0), seq=0, ack=0)
+    line.b.events += line.b.core.receive(estop, line.now)
+    line.now += line.b.core.config.peer_timeout_s + 0.1  # long after the last copy
+    line.b.events += line.b.core.receive(estop, line.now)
+    # the bridge restarts: a new session, and its e-stop ids start again at 1
+    line.a = End(LinkCore(LinkConfig(wire.Role.BRIDGE), new_session=lambda: 777))
+    line.a.events += line.a.core.start(line.now)
+    line.exchange()
+    line.b.events += line.b.core.receive(estop, line.now)
+    assert [m for m in line.b.received() if isinstance(m, wire.EmergencyStop)] == [
+        wire.EmergencyStop(1, 0)
+    ] * 3
