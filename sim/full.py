@@ -641,7 +641,10 @@ class FullRun:
             core = van.bridge.core
             processed = core.accepted + core.refused
             c.commands_received += processed
-            lost += max(0, seen.get(van.van_id, 0) - processed)
+            missing = max(0, seen.get(van.van_id, 0) - processed)
+            if missing:
+                c.lost_by_van[van.van_id] = missing
+            lost += missing
             published += van.bridge.states_published
         c.commands_sent = len(self._observer.commands_seen)
         c.states_received = self._observer.states_seen

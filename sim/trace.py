@@ -148,6 +148,7 @@ class Counters:
     commands_received: int = 0  # of those, received by a bridge
     states_received: int = 0  # van state messages the controller consumed
     messages_lost: int = 0  # published at QoS 1 and never delivered
+    lost_by_van: dict[str, int] = field(default_factory=dict)  # commands lost, per van
     serial_frames_corrupted: int = 0
     serial_retries: int = 0
 
