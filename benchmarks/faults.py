@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Fault injection at volume: every scenario of tests/faults, several runs each, with figures.
+
+    python benchmarks/faults.py                       # 3 runs of each scenario, factor 60
+    python benchmarks/faults.py --runs 5 --scenario broker_restart --factor 30
+
+Each run starts the whole stack as real processes — Mosquitto from the credentials `fleet
+broker credentials` makes, the controller, and per van a firmware bridge and a simulated VCU
+over a real serial line — on one clock ``--factor`` times faster than the wall, dispatches a
+day planned by `fleet plan` (six parcels, three vans), injects the scenario's failure,
+emergency-stops a van mid-route through the dispatcher, and waits for the day to end
+(``tests/faults/scenarios.py`` says what each scenario does and measures).
+
+Prints a table — scenario, runs, parcels lost, parcels duplicated, orders applied twice,
+vans not at rest in a known state, worst e-stop latency, recovery time (median and worst),
+wall time — and ends with one JSON line: ``{"scenarios": N, "runs": R, "parcels_lost": …,
+"parcels_duplicated": …, "orders_applied_twice": …, "unknown_vans": …, "estop_max_s": …,
+"estop_bound_s": …, "failed_runs": …, "per_scenario": {…}}``. A run that cannot finish (the
+day stalls) counts its undelivered parcels as lost. Timings are of this machine, now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tests.faults.scenarios import SCENARIOS, RunResult, run_scenario  # noqa: E402
+from tests.faults.stack import ESTOP_BOUND_S  # noqa: E402
+from tests.faults.world import build_world  # noqa: E402
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
+    parser.add_argument("--factor", type=float, default=60.0, help="simulated s per wall s")
+    parser.add_argument("--scenario", default="", help="only scenarios containing this")
+    parser.add_argument("--timeout", type=float, default=240.0, help="wall s allowed per run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    console = Console()
+    names = [n for n in SCENARIOS if args.scenario in n]
+    if not names:
+        sys.exit(f"no scenario matches {args.scenario!r} (have: {', '.join(SCENARIOS)})")
+
+    results: dict[str, list[RunResult]] = {n: [] for n in names}
+    failures: dict[str, list[str]] = {n: [] for n in names}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fleet-faults-") as tmp:
+        console.print("building the world (fleet plan, road network) ...")
+        world = build_world(Path(tmp) / "world")
+        for name in names:
+            for run in range(args.runs):
+                workdir = Path(tmp) / f"{name}-{run}"
+                workdir.mkdir()
+                console.print(f"{name} run {run + 1}/{args.runs} ...", highlight=False)
+
+                async def one(
+                    name: str = name, run: int = run, workdir: Path = workdir
+                ) -> RunResult:
+                    async with asyncio.timeout(args.timeout):
+                        return await run_scenario(
+                            world, name, workdir, factor=args.factor, seed=run
+                        )
+
+                try:
+                    results[name].append(asyncio.run(one()))
+                except Exception as exc:  # the day stalled or a process died: a failed run
+                    failures[name].append(f"{type(exc).__name__}: {exc}")
+                    console.print(
+                        f"[red]run failed[/]: {''.join(traceback.format_exception(exc)[-3:])}",
+                        highlight=False,
+                    )
+    elapsed_s = time.perf_counter() - started
+
+    table = Table(title=f"Fault injection: {args.runs} run(s) a scenario, clock x{args.factor:g}")
+    for col in (
+        "scenario",
+        "runs",
+        "parcels lost",
+        "duplicated",
+        "orders applied twice",
+        "vans unknown",
+        "e-stop max s",
+        "recovery s (median / max)",
+        "wall s",
+    ):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    totals = {"lost": 0, "dup": 0, "twice": 0, "unknown": 0, "failed": 0}
+    per: dict[str, dict[str, object]] = {}
+    estops: list[float] = []
+    parcels = len(world.parcel_ids)
+    for name in names:
+        rs = results[name]
+        failed = len(failures[name])
+        lost = (
+            sum(len(r.lost) for r in rs) + failed * parcels
+        )  # a stalled day delivered nothing sure
+        dup = sum(len(r.duplicated) for r in rs)
+        twice = sum(r.orders_applied_twice for r in rs)
+        unknown = sum(len(r.unknown_vans) for r in rs)
+        e = [r.estop_latency_s for r in rs if r.estop_latency_s is not None]
+        rec = [r.recovery_s for r in rs if r.recovery_s is not None]
+        estops += e
+        totals["lost"] += lost
+        totals["dup"] += dup
+        totals["twice"] += twice
+        totals["unknown"] += unknown
+        totals["failed"] += failed
+        per[name] = {
+            "runs": len(rs) + failed,
+            "failed_runs": failed,
+            "stalled_runs": sum(r.stalled for r in rs),
+            "parcels_lost": lost,
+            "parcels_duplicated": dup,
+            "orders_applied_twice": twice,
+            "unknown_vans": unknown,
+            "estop_max_s": round(max(e), 3) if e else None,
+            "recovery_median_s": round(statistics.median(rec), 2) if rec else None,
+            "recovery_max_s": round(max(rec), 2) if rec else None,
+        }
+        red = "[red]{}[/]".format
+        table.add_row(
+            name,
+            f"{len(rs) + failed}" + (f" ({failed} failed)" if failed else ""),
+            red(lost) if lost else "0",
+            red(dup) if dup else "0",
+            red(twice) if twice else "0",
+            red(unknown) if unknown else "0",
+            f"{max(e):.3f}" if e else "-",
+            _fmt(rec),
+            f"{statistics.median([r.wall_s for r in rs]):.1f}" if rs else "-",
+        )
+    console.print(table)
+    for name in names:
+        for failure in failures[name]:
+            console.print(f"[red]{name}[/]: {failure}", highlight=False)
+    print(
+        json.dumps(
+            {
+                "scenarios": len(names),
+                "runs": sum(int(p["runs"]) for p in per.values()),  # type: ignore[call-overload]
+                "parcels_lost": totals["lost"],
+                "parcels_duplicated": totals["dup"],
+                "orders_applied_twice": totals["twice"],
+                "unknown_vans": totals["unknown"],
+                "failed_runs": totals["failed"],
+                "estop_max_s": round(max(estops), 3) if estops else None,
+                "estop_bound_s": ESTOP_BOUND_S,
+                "factor": args.factor,
+                "elapsed_s": round(elapsed_s, 1),
+                "per_scenario": per,
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

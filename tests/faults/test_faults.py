@@ -1,0 +1,98 @@
+"""Fault injection with real processes: Mosquitto, the controller, and per van a firmware
+bridge and a simulated VCU over a real serial line — one failure per test.
+
+Each test runs a short day (six parcels, three vans, about twelve simulated minutes on a
+clock 60 times faster than the wall) with one failure injected at a moment that matters,
+and asserts what a dispatcher needs: no parcel lost, none delivered twice, no order applied
+twice, every van at rest in a known state at the end, and an emergency stop sent mid-route
+through the dispatcher reaching the VCU within its bound. ``benchmarks/faults.py`` runs the
+same scenarios several times each and reports the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fleet.protocol.control_api import VanMode
+from tests.faults.scenarios import LAST_MILE, SPARE, RunResult, run_scenario
+from tests.faults.stack import ESTOP_BOUND_S
+from tests.faults.world import World
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(300)]
+FACTOR = 60.0
+
+
+def run(world: World, scenario: str, tmp_path: Path) -> RunResult:
+    result = asyncio.run(run_scenario(world, scenario, tmp_path, factor=FACTOR, seed=0))
+    assert not result.stalled, f"the day stalled: {result.notes}"
+    assert result.lost == [], f"parcels lost: {result.lost} ({result.notes})"
+    assert result.duplicated == [], f"parcels delivered twice: {result.duplicated}"
+    assert result.orders_applied_twice == 0
+    assert result.unknown_vans == [], f"vans not at rest in a known state: {result.notes}"
+    assert result.estop_latency_s is not None and result.estop_latency_s <= ESTOP_BOUND_S
+    return result
+
+
+def test_a_broker_restart_in_the_middle_of_dispatch_loses_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    result = run(world, "broker_restart", tmp_path)
+    assert result.recovery_s is not None
+
+
+def test_a_controller_killed_and_restarted_resumes_the_day(world: World, tmp_path: Path) -> None:
+    result = run(world, "controller_restart", tmp_path)
+    assert result.notes["controller_starts"] == 2
+
+
+def test_a_van_whose_link_is_lost_for_60_s_carries_on_and_catches_up(
+    world: World, tmp_path: Path
+) -> None:
+    run(world, "link_loss_60s", tmp_path)
+
+
+# Defects these tests found in other parts (docs/security.md, "Known gaps"); each xfail is
+# strict, so the fix turns it red and the marker goes with it.
+TRANSIENT_VCU_LOSS = (
+    "firmware_bridge/bridge/core.py reports any VCU link loss, even a reboot over within a "
+    "second, as a FATAL error, and fleet/control/core.py takes a van with a FATAL error out "
+    "of service at once, cuts its order to the released base and re-plans its parcels as if "
+    "recovered to the station; the error clears a second later, the van is back in service "
+    "with the parcels aboard, and the re-plan (applied seconds later) hands them to another "
+    "van that drives an empty route: the parcels left aboard are never delivered"
+)
+NOISY_LINE = (
+    "with 1 % of the serial bytes corrupted, full-size drive segments (real road geometry, "
+    "29 waypoints, 256 bytes) keep the bridge declaring the VCU lost (about twice a second: "
+    "each LinkDown discards the queued segments and waits for a resync), and each loss is "
+    "the FATAL error above: the line-haul van never gets its first segment through. "
+    + TRANSIENT_VCU_LOSS
+)
+
+
+@pytest.mark.xfail(raises=AssertionError, strict=True, reason=NOISY_LINE)
+def test_one_percent_of_serial_bytes_corrupted_delivers_everything_once(
+    world: World, tmp_path: Path
+) -> None:
+    result = run(world, "serial_corruption_1pct", tmp_path)
+    assert int(result.notes["bytes_corrupted"]) > 0  # type: ignore[call-overload]
+
+
+@pytest.mark.xfail(raises=AssertionError, strict=True, reason=TRANSIENT_VCU_LOSS)
+def test_a_vcu_reboot_mid_route_resumes_from_the_first_stop_not_reached(
+    world: World, tmp_path: Path
+) -> None:
+    result = run(world, "vcu_reboot", tmp_path)
+    assert result.notes["vcu_boots"] == {"WH-F-01": 1, LAST_MILE: 2, SPARE: 1}
+
+
+def test_a_breakdown_is_replanned_and_its_parcels_delivered_by_another_van(
+    world: World, tmp_path: Path
+) -> None:
+    result = run(world, "breakdown_replan", tmp_path)
+    assert result.notes["modes"][LAST_MILE] == VanMode.ERROR.value  # type: ignore[index]
+    assert int(result.notes["replans"]) >= 1  # type: ignore[call-overload]
+    assert int(result.notes["delivered_by"].get(SPARE, 0)) > 0  # type: ignore[attr-defined]
