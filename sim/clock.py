@@ -123,6 +123,84 @@ class SimClock:
         await asyncio.sleep(0)  # one more round for tasks awaiting a woken task
 
 
+class PausableClock:
+    """A :class:`~fleet.protocol.clock.ScaledClock` that can be held still.
+
+    The full stack holds simulated time while the controller re-plans (or verifies the day's
+    plan): planning takes wall time that has nothing to do with the simulated day, so that
+    wall time must not become simulated hours at a high speed-up. A coroutine sleeping
+    across a pause wakes when the time it waits for is reached, pauses excluded.
+    """
+
+    def __init__(
+        self, start_epoch_s: float, factor: float, wall_anchor_s: float | None = None
+    ) -> None:
+        if not factor > 0:
+            raise ValueError(f"clock factor must be > 0, got {factor!r}")
+        self._start = start_epoch_s
+        self._factor = factor
+        self._anchor = time.time() if wall_anchor_s is None else wall_anchor_s
+        self._paused_wall_s = 0.0  # wall seconds spent in finished pauses
+        self._pause_began: float | None = None
+        self._resumed: asyncio.Event | None = None
+        self.pauses = 0
+
+    @property
+    def factor(self) -> float:
+        return self._factor
+
+    @property
+    def paused(self) -> bool:
+        return self._pause_began is not None
+
+    @property
+    def paused_wall_s(self) -> float:
+        """Wall seconds the clock has stood still so far."""
+        now = time.time()
+        current = now - self._pause_began if self._pause_began is not None else 0.0
+        return self._paused_wall_s + current
+
+    def time(self) -> float:
+        wall = time.time() if self._pause_began is None else self._pause_began
+        return self._start + (wall - self._anchor - self._paused_wall_s) * self._factor
+
+    def monotonic(self) -> float:
+        return self.time()
+
+    def to_wall_s(self, seconds: float) -> float:
+        return seconds / self._factor
+
+    def _event(self) -> asyncio.Event:
+        if self._resumed is None:
+            self._resumed = asyncio.Event()
+            if self._pause_began is None:
+                self._resumed.set()
+        return self._resumed
+
+    async def sleep(self, seconds: float) -> None:
+        target = self.time() + max(0.0, seconds)
+        while True:
+            if self._pause_began is not None:
+                await self._event().wait()
+                continue
+            left = target - self.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(left / self._factor)
+
+    def pause(self) -> None:
+        if self._pause_began is None:
+            self._pause_began = time.time()
+            self.pauses += 1
+            self._event().clear()
+
+    def resume(self) -> None:
+        if self._pause_began is not None:
+            self._paused_wall_s += time.time() - self._pause_began
+            self._pause_began = None
+            self._event().set()
+
+
 def scaled_clock(day: DayTime, start_s: float, speedup: float) -> ScaledClock:
     """A wall-scaled clock whose ``time()`` is ``start_s`` of the day right now."""
     if not speedup > 0:

@@ -11,11 +11,12 @@
   the morning plan and hands in the orders that arrive during the day), as an
   :class:`~sim.observer.Observer` on the broker (the trace), and as the world (faults).
 
-Every part shares one :class:`~fleet.protocol.clock.ScaledClock`. Timers that guard against
-*wall-clock* latency (link acknowledgements and heartbeats, the VCU's tick and telemetry, the
-controller's tick and re-sends, a bridge's state period) are stretched with the clock factor
-(:class:`Timing`), because a process does not answer faster when the simulated clock runs
-faster; ``docs/simulator.md`` lists each one.
+Every part shares one clock (:class:`sim.clock.PausableClock`, a scaled clock held still
+while the controller plans: planning's wall time is no part of the simulated day). Timers
+that guard against *wall-clock* latency (link acknowledgements and heartbeats, the VCU's tick
+and telemetry, the controller's tick and re-sends, a bridge's state period) are stretched
+with the clock factor (:class:`Timing`), because a process does not answer faster when the
+simulated clock runs faster; ``docs/simulator.md`` lists each one.
 """
 
 from __future__ import annotations
@@ -58,10 +59,9 @@ from fleet.protocol import (
     decode,
     derive_van_key,
 )
-from fleet.protocol.clock import ScaledClock
 from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event
 from fleet.store import SqliteStore
-from sim.clock import DayTime
+from sim.clock import DayTime, PausableClock
 from sim.day import PreparedDay
 from sim.errors import SimError, WorldError
 from sim.netlink import CuttableLink
@@ -243,7 +243,8 @@ class FullRun:
         self._observer = Observer(
             self.trace, self.daytime, self.parcels, self.spec, keep_paths=keep
         )
-        self.clock: ScaledClock | None = None
+        self.clock: PausableClock | None = None
+        self._dispatching = False
         self._day_tasks: list[asyncio.Task[None]] = []
         self._vans_stopped = False
         self._end_day_s = float(sc.run.end_s)
@@ -278,7 +279,7 @@ class FullRun:
     async def _run(self, work: Path, controller_base: ControllerConfig) -> None:
         sc = self.scenario
         start_epoch = self._epoch(sc.run.start_s)
-        self.clock = ScaledClock(start_epoch - self.lead_wall_s * self.factor, self.factor)
+        self.clock = PausableClock(start_epoch - self.lead_wall_s * self.factor, self.factor)
         async with contextlib.AsyncExitStack() as stack:
             broker: EmbeddedBroker | None = None
             if self.broker_url is None:
@@ -446,24 +447,24 @@ class FullRun:
         if self._vans_stopped:
             return
         self._vans_stopped = True
-        for van in self.vans.values():
-            log.debug("stopping van %s: bridge", van.van_id)
+        if self.clock is not None:
+            self.clock.resume()  # nothing may wait on a held clock to finish
+
+        async def stop(van: _Van) -> None:
             if van.bridge is not None:
                 stopping = asyncio.ensure_future(van.bridge.__aexit__(None, None, None))
                 done, _ = await asyncio.wait({stopping}, timeout=STOP_WALL_S)
                 if not done:
                     log.warning(
-                        "van %s: the bridge did not stop within %g s: %s",
-                        van.van_id,
-                        STOP_WALL_S,
-                        _stacks(),
+                        "van %s: the bridge did not stop within %g s", van.van_id, STOP_WALL_S
                     )
-            log.debug("stopping van %s: vcu", van.van_id)
             if van.task is not None:
                 await _cancel(van.task)
             van.port.close()
             if van.link is not None:
                 await van.link.close()
+
+        await asyncio.gather(*(stop(v) for v in self.vans.values()))
         log.debug("vans stopped")
 
     async def _wait_ready(self) -> None:
@@ -495,10 +496,24 @@ class FullRun:
             orders_name="orders.csv",
         )
         self._note_plan_unserved()
+        self._dispatching = True  # the controller verifies the plan: hold the day meanwhile
+        self._hold_time()
         try:
             await self._client.request(body, timeout_s=600)
         except ControlError as exc:
             raise WorldError(f"the controller refused the day's plan: {exc}") from exc
+        finally:
+            self._dispatching = False
+            self._hold_time()
+
+    def _hold_time(self) -> None:
+        """Simulated time stands still while the controller plans (dispatch, re-plans):
+        its wall time is no part of the simulated day (as in the fast mode)."""
+        assert self.clock is not None
+        if self._dispatching or self._observer.replans_open:
+            self.clock.pause()
+        else:
+            self.clock.resume()
 
     def _note_plan_unserved(self) -> None:
         self._unserved_at_dispatch = {
@@ -612,6 +627,7 @@ class FullRun:
                 try:
                     if topic == topics.controller_events:
                         self._observer.on_event(decode(Event, payload, topic=topic))
+                        self._hold_time()
                         continue
                     if not topic.startswith(root) or not payload:
                         continue
@@ -834,16 +850,6 @@ class FullRun:
         check_depots_reachable(applied.net, where)
         self.planning.net = applied.net
         return applied
-
-
-def _stacks() -> str:
-    """Where every task waits (for a warning about a part that does not stop)."""
-    lines = []
-    for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=3)
-        where = " < ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
-        lines.append(f"{task.get_name()}: {where}")
-    return "; ".join(lines)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

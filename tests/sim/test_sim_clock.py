@@ -82,3 +82,30 @@ def test_scaled_clock_starts_at_the_day_time() -> None:
     assert abs(day.day_s(clock.time()) - 6 * 3600) < 60.0
     with pytest.raises(ConfigError):
         scaled_clock(day, 0, 0.0)
+
+
+def test_pausable_clock_holds_time_and_sleepers_across_a_pause() -> None:
+    from sim.clock import PausableClock
+
+    clock = PausableClock(1000.0, 100.0)  # 100 simulated s per wall s
+    assert isinstance(clock, Clock)
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(20.0)  # 0.2 s of wall time, pauses excluded
+        woke.append(clock.time())
+
+    async def main() -> None:
+        async with asyncio.timeout(5):
+            task = asyncio.create_task(sleeper())
+            await asyncio.sleep(0.05)
+            clock.pause()
+            held = clock.time()
+            await asyncio.sleep(0.3)  # longer than the sleeper's whole wait
+            assert clock.time() == held and not woke
+            clock.resume()
+            await task
+
+    asyncio.run(main())
+    assert woke and 1020.0 <= woke[0] < 1030.0
+    assert clock.pauses == 1 and clock.paused_wall_s >= 0.3
