@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import chain
+from itertools import starmap
 from typing import ClassVar, Self, TypeVar
 
 from firmware_bridge.errors import WireError
@@ -272,7 +272,7 @@ MAX_WAYPOINTS = 29  # keeps the largest frame within MAX_BODY_BYTES
 
 # One struct per waypoint count: head fields then every lon/lat as a flat run of i32, so a
 # whole segment packs and unpacks in one C call (segments are the bulk of the link's traffic).
-_chain = chain.from_iterable
+_starmap = starmap
 _SEG_HEAD = struct.Struct("<IIHHBB")
 _SEG_WP = struct.Struct("<ii")
 _SEG_LAYOUTS: tuple[struct.Struct, ...] = tuple(
@@ -343,10 +343,8 @@ class DriveSegment:
         n = len(self.waypoints)
         if not 1 <= n <= MAX_WAYPOINTS:
             raise WireError(f"DRIVE_SEGMENT: {n} waypoints, expected 1..{MAX_WAYPOINTS}")
-        if set(map(len, self.waypoints)) != {2}:
-            raise WireError("DRIVE_SEGMENT: waypoints must be (lon_e7, lat_e7) pairs")
-        payload = _pack(
-            _SEG_LAYOUTS[n],
+        head = _pack(
+            _SEG_HEAD,
             "DRIVE_SEGMENT",
             self.mission_id,
             self.first_wp,
@@ -354,8 +352,14 @@ class DriveSegment:
             self.dwell_s,
             SEGMENT_FLAG_STOP_AT_END if self.stop_at_end else 0,
             n,
-            *_chain(self.waypoints),
         )
+        try:
+            # one C-level pack per pair: a waypoint that is not exactly two ints is refused
+            payload = head + b"".join(_starmap(_SEG_WP.pack, self.waypoints))
+        except (struct.error, TypeError) as exc:
+            raise WireError(
+                f"DRIVE_SEGMENT: waypoints must be (lon_e7, lat_e7) pairs of 32-bit integers: {exc}"
+            ) from exc
         _check_waypoints("DRIVE_SEGMENT", payload, n)
         return payload
 
