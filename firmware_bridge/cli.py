@@ -23,7 +23,7 @@ from firmware_bridge.bridge import (
     load_signing_key,
     parse_broker_url,
 )
-from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, url_opener
+from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, default_window, url_opener
 from fleet.errors import FleetError
 from fleet.protocol import check_van_id
 from fleet.protocol.clock import WallClock
@@ -80,7 +80,10 @@ def run(
         ),
     ] = Path("bridge-state"),
     baud: int = typer.Option(
-        115200, "--baud", help="Line rate our writes are paced at; 0 turns pacing off."
+        115200,
+        "--baud",
+        help="Line rate our writes are paced at; 0 turns pacing off (and allows 128 frames "
+        "in flight instead of 16).",
     ),
     topic_prefix: str = typer.Option("", "--topic-prefix", help="Topic prefix (tests only)."),
     spool_max: int = typer.Option(10_000, "--spool-max", help="Messages kept while offline."),
@@ -97,7 +100,7 @@ def run(
         state_dir=state_dir,
         topic_prefix=topic_prefix,
         baud=baud,
-        link=LinkConfig(wire.Role.BRIDGE, line_baud=baud),
+        link=LinkConfig(wire.Role.BRIDGE, line_baud=baud, window=default_window(baud)),
         spool_max_messages=spool_max,
     )
     console.print(

@@ -14,6 +14,7 @@ from firmware_bridge.link.core import (
     Received,
     Rejected,
     VersionMismatch,
+    default_window,
 )
 from firmware_bridge.link.serial_link import SerialLink, url_opener
 from firmware_bridge.link.transport import (
@@ -43,6 +44,7 @@ __all__ = [
     "SerialLink",
     "Transport",
     "VersionMismatch",
+    "default_window",
     "open_serial_url",
     "url_opener",
 ]

@@ -63,6 +63,20 @@ def seq_distance(a: int, b: int) -> int:
     return (b - a) % SEQ_MAX
 
 
+WINDOW_PACED = 16  # frames in flight on a paced line: 16 full frames are 0.36 s at 115200 baud
+WINDOW_UNPACED = 128  # on a line as fast as its transport (pty, USB CDC, socket)
+
+
+def default_window(line_baud: int) -> int:
+    """Frames in flight for a line paced at ``line_baud`` (0: not paced).
+
+    On a paced line a deeper window only queues more line time ahead of the next command;
+    without pacing the window has to cover the peer's scheduling delay, or the sender idles
+    between acknowledgements (16 frames ≈ 1 KiB; 128 keep a pty busy between wake-ups).
+    """
+    return WINDOW_PACED if line_baud > 0 else WINDOW_UNPACED
+
+
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
     role: Role
@@ -70,7 +84,7 @@ class LinkConfig:
     peer_timeout_s: float = 1.0
     ack_timeout_s: float = 0.05
     max_retries: int = 8
-    window: int = 16
+    window: int = WINDOW_PACED  # see default_window()
     max_queue: int = 512
     hello_interval_s: float = 0.2
     estop_retry_s: float = 0.02
@@ -88,12 +102,19 @@ class LinkConfig:
 # ---- events -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Received:
-    """An application message from the peer (sequenced ones in order, exactly once each)."""
+    """An application message from the peer (sequenced ones in order, exactly once each).
+
+    One per frame delivered: like DriveSegment it sets its slots directly instead of through
+    the generated frozen ``__init__``; it is a frozen dataclass all the same."""
 
     message: Message
     seq: int
+
+    def __init__(self, message: Message, seq: int) -> None:
+        _set_received_message(self, message)
+        _set_received_seq(self, seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +129,25 @@ class LinkDown:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Delivered:
+    """The peer acknowledged the message of ``ticket`` (one per message; see Received)."""
+
     ticket: int
+
+    def __init__(self, ticket: int) -> None:
+        _set_delivered_ticket(self, ticket)
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """The slot descriptor's ``__set__`` of ``cls.name`` (bypasses the frozen ``__setattr__``)."""
+    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_set_received_message = _slot_setter(Received, "message")
+_set_received_seq = _slot_setter(Received, "seq")
+_set_delivered_ticket = _slot_setter(Delivered, "ticket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +336,8 @@ class LinkCore:
             raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
         self._ticket += 1
         self._queue.append((self._ticket, message, payload))
-        self._pump(now)
+        if self._up and len(self._inflight) < self.config.window:
+            self._pump(now)  # (no ACK is ever owed here: every receive() and poll() pumps)
         return self._ticket
 
     def send_now(self, message: Message, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -370,3 +371,15 @@ def test_an_emergency_stop_id_is_new_again_after_the_repeat_window_or_a_new_sess
     assert [m for m in line.b.received() if isinstance(m, wire.EmergencyStop)] == [
         wire.EmergencyStop(1, 0)
     ] * 3
+
+
+def test_the_per_frame_events_are_frozen_values_like_the_others() -> None:
+    got = Received(wire.Door(open=True), 3)
+    assert got == Received(message=wire.Door(open=True), seq=3)
+    assert hash(got) == hash(Received(wire.Door(open=True), 3))
+    assert got != Received(wire.Door(open=True), 4)
+    assert Delivered(4) == Delivered(ticket=4) != Delivered(5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.seq = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Delivered(4).ticket = 5  # type: ignore[misc]
