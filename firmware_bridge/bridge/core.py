@@ -179,13 +179,26 @@ class BridgeCore:
         return [*actions, *self._state_now(now_s)]
 
     def on_instant_payload(self, payload: bytes, now_s: float, *, topic: str = "") -> list[Action]:
+        """:meth:`instant_commands` followed by :meth:`state_after_command`."""
+        return [
+            *self.instant_commands(payload, now_s, topic=topic),
+            *self.state_after_command(now_s),
+        ]
+
+    def instant_commands(self, payload: bytes, now_s: float, *, topic: str = "") -> list[Action]:
+        """Decode and verify an instant-actions message; the serial commands it asks for,
+        an emergency stop first, then SaveCounters. The state that reports it comes from
+        :meth:`state_after_command`, so a caller can put the e-stop on the line before
+        spending time on the state (a refused message yields no action, only that state)."""
         try:
             msg = decode(InstantActions, payload, topic=topic)
             self.verifier.verify(msg, now_s, topic=topic)
         except SignatureError as exc:
-            return self._refuse("signature_error", exc.reason, str(exc), now_s)
+            self._record_refusal("signature_error", exc.reason, str(exc), now_s)
+            return []
         except DecodeError as exc:
-            return self._refuse("validation_error", exc.reason, str(exc), now_s)
+            self._record_refusal("validation_error", exc.reason, str(exc), now_s)
+            return []
         self.accepted += 1
         actions: list[Action] = []
         # an emergency stop goes out before anything else in the same message
@@ -195,7 +208,11 @@ class BridgeCore:
         for ia in ordered:
             actions += self._instant_action(ia.action_id, ia.action_type)
         actions.append(SaveCounters(self.verifier.last_message_ids))
-        return [*actions, *self._state_now(now_s)]
+        return actions
+
+    def state_after_command(self, now_s: float) -> list[Action]:
+        """The state published at once after a command was accepted or refused."""
+        return self._state_now(now_s)
 
     def _instant_action(self, action_id: str, kind: InstantActionType) -> list[Action]:
         tag = f"ia:{action_id}"
@@ -222,6 +239,10 @@ class BridgeCore:
         self._last_estop_sent = estop_id
 
     def _refuse(self, error_type: str, reason: str, detail: str, now_s: float) -> list[Action]:
+        self._record_refusal(error_type, reason, detail, now_s)
+        return self._state_now(now_s)
+
+    def _record_refusal(self, error_type: str, reason: str, detail: str, now_s: float) -> None:
         self.refused += 1
         log.warning("van %s: command refused (%s): %s", self.van_id, reason, detail)
         error = VanError(
@@ -231,7 +252,6 @@ class BridgeCore:
             references=(ErrorReference(key="reason", value=reason[:200]),),
         )
         self._recent.append(_Recent(error, now_s))
-        return self._state_now(now_s)
 
     # ---- orders and missions ---------------------------------------------------------------
 

@@ -3,10 +3,15 @@ imports it), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
 
 ``async with BridgeService(settings, clock) as bridge: await bridge.wait_closed()`` — or
 ``await bridge.run()`` — runs until cancelled. Named tasks in one task group:
-``serial`` (inside :class:`SerialLink`), ``mqtt`` (connect, subscribe, receive; reconnect
-every ``reconnect_s``), ``publisher`` (spooled messages first, in order, then live ones),
+``serial`` (inside :class:`SerialLink`), ``mqtt`` (connect, subscribe; reconnect every
+``reconnect_s``), ``publisher`` (spooled messages first, in order, then live ones),
 ``ticker`` (the 1 Hz state). MQTT with TCP_NODELAY, QoS 1 commands, a retained ``connection``
 with a last will of CONNECTION_BROKEN, a retained factsheet.
+
+Commands are handled where they arrive: inside the MQTT socket's read callback, in arrival
+order, before their QoS 1 PUBACK goes out (:class:`_CommandClient`), not one queue hop and
+two task switches later. An emergency stop is on the serial line before the state that
+reports it is built.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.config import BridgeSettings
@@ -89,11 +97,45 @@ def save_counters(path: Path, counters: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
+def _payload_bytes(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b""
+
+
+class _CommandClient(aiomqtt.Client):
+    """aiomqtt's client, handing every incoming message to ``on_command`` synchronously in
+    paho's read callback instead of queueing it for the ``messages`` iterator (which then only
+    reports a lost connection). Relies on aiomqtt 2.x routing paho's ``on_message`` to
+    ``Client._on_message`` (the dependency is pinned below 3). ``on_command`` must not raise:
+    paho would re-raise, and aiomqtt would drop the connection."""
+
+    def __init__(
+        self, hostname: str, *, on_command: Callable[[str, bytes], None], **kwargs: object
+    ) -> None:
+        self._on_command = on_command
+        super().__init__(hostname, **kwargs)  # type: ignore[arg-type]
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            log.warning("MQTT message on a topic that is not UTF-8: dropped")
+            return
+        self._on_command(topic, bytes(message.payload))
+
+
 class BridgeService:
     def __init__(self, settings: BridgeSettings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
+        # the only two topics this bridge subscribes to
+        self._order_topic = self.topics.van(settings.van_id, VanTopic.ORDER)
+        self._instant_topic = self.topics.van(settings.van_id, VanTopic.INSTANT)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._counters_path = settings.state_dir / COUNTERS_FILE
         verifier = CommandVerifier(
@@ -121,6 +163,8 @@ class BridgeService:
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self.states_published = 0
+        self.mqtt_sessions = 0  # connections made to the broker so far
+        self._command_arrived_ns = 0  # when the command being handled arrived (monotonic ns)
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -151,8 +195,20 @@ class BridgeService:
                     self._apply(self.core.on_send_failed(action.tag, str(exc)))
             elif isinstance(action, EmergencyStopSerial):
                 estop_id = self.link.emergency_stop()
+                written_ns = time.monotonic_ns()
                 self.core.estop_sent(estop_id)
                 self._estop_tags[estop_id] = action.tag
+                # wall-clock cost of our own handling (CLOCK_MONOTONIC, as other processes
+                # on the machine read it), for the operator and for benchmarks/serial_link.py
+                log.info(
+                    "van %s: emergency stop %d handed to the serial line %.3f ms after its "
+                    "command arrived (monotonic ns: arrived %d, written %d)",
+                    self.settings.van_id,
+                    estop_id,
+                    (written_ns - self._command_arrived_ns) / 1e6,
+                    self._command_arrived_ns,
+                    written_ns,
+                )
             elif isinstance(action, DiscardSerial):
                 self.link.discard_pending()
             elif isinstance(action, PublishState):
@@ -250,12 +306,12 @@ class BridgeService:
     async def _mqtt_loop(self) -> None:
         s = self.settings
         conn_topic = self.topics.van(s.van_id, VanTopic.CONNECTION)
-        order_topic = self.topics.van(s.van_id, VanTopic.ORDER)
-        instant_topic = self.topics.van(s.van_id, VanTopic.INSTANT)
         while True:
             try:
-                async with aiomqtt.Client(s.broker.host, **self._client_args()) as client:  # type: ignore[arg-type]
-                    await client.subscribe([(order_topic, 1), (instant_topic, 1)])
+                async with _CommandClient(
+                    s.broker.host, on_command=self._on_mqtt, **self._client_args()
+                ) as client:
+                    await client.subscribe([(self._order_topic, 1), (self._instant_topic, 1)])
                     await client.publish(
                         conn_topic,
                         self._message(VanTopic.CONNECTION, ConnectionState.ONLINE),
@@ -270,11 +326,14 @@ class BridgeService:
                     )
                     log.info("van %s: connected to %s", s.van_id, s.broker.describe())
                     self._client = client
+                    self.mqtt_sessions += 1
                     self.connected.set()
                     self._outbox_wake.set()
                     try:
+                        # commands never reach this queue (see _CommandClient); the iterator
+                        # raises MqttError when the connection is lost
                         async for message in client.messages:
-                            self._on_mqtt(message)
+                            self._on_mqtt(message.topic.value, _payload_bytes(message))
                     except asyncio.CancelledError:
                         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                             async with asyncio.timeout(1.0):
@@ -299,28 +358,19 @@ class BridgeService:
                 )
             await self.clock.sleep(s.reconnect_s)
 
-    def _on_mqtt(self, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = message.payload
-        if isinstance(payload, str):
-            data = payload.encode("utf-8")
-        elif isinstance(payload, bytes | bytearray):
-            data = bytes(payload)
-        else:
-            data = b""
-        now = self.clock.time()
+    def _on_mqtt(self, topic: str, data: bytes) -> None:
+        """One command off the broker; runs in the MQTT read callback and never raises."""
+        self._command_arrived_ns = time.monotonic_ns()
         try:
-            _, kind = self.topics.parse_van(topic)
-        except Exception as exc:
-            log.warning(
-                "van %s: message on unexpected topic %s: %s", self.settings.van_id, topic, exc
-            )
-            return
-        try:
-            if kind is VanTopic.ORDER:
+            now = self.clock.time()
+            if topic == self._instant_topic:
+                # the serial commands (an e-stop first) go out before the state is built
+                self._apply(self.core.instant_commands(data, now, topic=topic))
+                self._apply(self.core.state_after_command(now))
+            elif topic == self._order_topic:
                 self._apply(self.core.on_order_payload(data, now, topic=topic))
-            elif kind is VanTopic.INSTANT:
-                self._apply(self.core.on_instant_payload(data, now, topic=topic))
+            else:
+                log.warning("van %s: message on unexpected topic %s", self.settings.van_id, topic)
         except Exception:
             # a bad message is reported, never fatal to the bridge
             log.exception("van %s: failed to handle a message on %s", self.settings.van_id, topic)

@@ -181,3 +181,40 @@ def test_an_edge_without_geometry_in_the_horizon_is_fine() -> None:
         {**order.model_dump(), "edges": (order.edges[0], bare)}, strict=False
     )
     assert len(base_waypoints(order)) == 3
+
+
+def test_an_emergency_stop_is_asked_for_before_any_state_is_built() -> None:
+    c = core()
+    ready(c)
+    both = [InstantActionType.OPEN_DOOR, InstantActionType.EMERGENCY_STOP]
+    msg = instant(InstantActionType.OPEN_DOOR, message_id=1, now_s=NOW_S)
+    msg = msg.model_copy(
+        update={
+            "actions": tuple(
+                a.model_copy(update={"action_id": f"A{i}", "action_type": k})
+                for i, k in enumerate(both)
+                for a in msg.actions
+            )
+        }
+    )
+    commands = c.instant_commands(encode(sign(msg, KEY)), NOW_S)
+    # the e-stop first (though listed second), then the door, then the counters; no state
+    assert isinstance(commands[0], EmergencyStopSerial)
+    assert isinstance(commands[1], SendSerial) and commands[1].message == wire.Door(open=True)
+    assert not any(isinstance(a, PublishState) for a in commands)
+    (state,) = c.state_after_command(NOW_S)
+    assert isinstance(state, PublishState)
+    assert {s.action_id: s.status.value for s in state.state.action_states} == {
+        "A0": "running",
+        "A1": "running",
+    }
+
+
+def test_a_refused_instant_message_asks_for_nothing_and_is_reported_in_the_state() -> None:
+    c = core()
+    ready(c)
+    unsigned = encode(instant(InstantActionType.EMERGENCY_STOP, message_id=1, now_s=NOW_S))
+    assert c.instant_commands(unsigned, NOW_S) == []
+    (state,) = c.state_after_command(NOW_S)
+    assert isinstance(state, PublishState)
+    assert [e.error_type for e in state.state.errors] == ["signature_error"]

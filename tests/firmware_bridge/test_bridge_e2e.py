@@ -232,3 +232,24 @@ def test_the_spool_is_bounded_and_counts_what_it_dropped(tmp_path: Path) -> None
         got.append(item)
         again.pop()
     assert got == [("t/state", b"m2"), ("t/state", b"m3"), ("t/state", b"m4")]
+
+
+@aio
+async def test_garbage_commands_are_refused_without_dropping_the_broker_session(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # commands are handled inside the MQTT read callback: nothing may escape from there
+    async with (
+        asyncio.timeout(60),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        for kind in (VanTopic.INSTANT, VanTopic.ORDER):
+            await r.client.publish(r.topic(kind), b"\xff\xfe not json", qos=1)
+            await r.client.publish(r.topic(kind), b"", qos=1)
+        await r.publish_instant(InstantActionType.PAUSE)
+
+        def refusals() -> int:
+            return sum(e.error_type == "validation_error" for e in r.last.errors)
+
+        await r.until(lambda: r.vcu.vehicle.paused and r.last.paused and refusals() == 4)
+        assert r.bridge.mqtt_sessions == 1
