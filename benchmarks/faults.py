@@ -141,7 +141,9 @@ def main() -> None:
         red = "[red]{}[/]".format
         table.add_row(
             name,
-            f"{len(rs) + failed}" + (f" ({failed} failed)" if failed else ""),
+            f"{len(rs) + failed}"
+            + (f" ({failed} failed)" if failed else "")
+            + (f" ({sum(r.stalled for r in rs)} stalled)" if any(r.stalled for r in rs) else ""),
             red(lost) if lost else "0",
             red(dup) if dup else "0",
             red(twice) if twice else "0",
