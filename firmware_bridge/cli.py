@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -114,8 +115,15 @@ def run(
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        service = BridgeService(settings, WallClock())
+        # Everything made at start-up (modules, schemas, the service) lives as long as the
+        # process: take it out of the collector's reach, so that a collection triggered while
+        # a command is handled only walks what was made since (no 1-2 ms pauses in the e-stop
+        # path; measured with benchmarks/serial_link.py).
+        gc.collect()
+        gc.freeze()
         with contextlib.suppress(asyncio.CancelledError):
-            await BridgeService(settings, WallClock()).run()
+            await service.run()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
