@@ -398,14 +398,21 @@ def main() -> None:
         )
     print()
     print(
-        f"{'parcels':>8} {'matrix s':>9} {'plan s':>8} {'e2e s':>8} {'peak MB':>8} {'served %':>9} {'vs OR-Tools %':>14}"
+        f"{'parcels':>8} {'matrix s':>9} {'plan s':>8} {'e2e s':>8} {'peak MB':>8} {'served %':>9} "
+        f"{'vs OR-Tools %':>14} {'left out: ours / OR-Tools':>26}"
     )
     for r in results:
         vs = r.get("cost_vs_ortools_pct")
+        out = r.get("left_out", {})
         print(
             f"{r['parcels']:>8} {r['matrix_s']:>9.1f} {r['plan_s']:>8.1f} {r['end_to_end_s']:>8.1f} "
-            f"{r['peak_mb']:>8.0f} {r['served_pct']:>9.1f} {vs if vs is not None else '-':>14}"
+            f"{r['peak_mb']:>8.0f} {r['served_pct']:>9.1f} {vs if vs is not None else '-':>14} "
+            f"{str(out.get('ours', '-')) + ' / ' + str(out.get('ortools', '-')):>26}"
         )
+    print(
+        "(vs OR-Tools: our cost against OR-Tools' over the problems where both serve every "
+        "client; left out: door stops or consignments each leaves out in the same problems)"
+    )
     print(json.dumps({"site": site.name, "parcels": args.parcels, "results": results}))
 
 
