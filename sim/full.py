@@ -58,6 +58,7 @@ from fleet.protocol import (
     VanTopic,
     decode,
     derive_van_key,
+    parse_timestamp,
 )
 from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event
 from fleet.store import SqliteStore
@@ -247,6 +248,8 @@ class FullRun:
         self._dispatching = False
         self._day_tasks: list[asyncio.Task[None]] = []
         self._vans_stopped = False
+        self.state_lag_s: list[float] = []  # simulated s from a state's stamp to the observer
+        self.day_wall_s = 0.0  # wall time from the dispatch to the end of the day
         self._end_day_s = float(sc.run.end_s)
         self._unserved_at_dispatch: dict[ParcelId, tuple[str, str]] = {}
 
@@ -323,8 +326,10 @@ class FullRun:
             await self._dispatch(work)
             log.info("day dispatched at %s", self._now_day_s())
             self._schedule_day(work)
+            day_wall0 = time.monotonic()
             try:
                 await self._until_day_ends()
+                self.day_wall_s = time.monotonic() - day_wall0
             finally:
                 for task in self._day_tasks:
                     await _cancel(task)
@@ -633,7 +638,11 @@ class FullRun:
                         continue
                     van_id, kind = topics.parse_van(topic)
                     if kind is VanTopic.STATE:
-                        self._observer.on_state(decode(State, payload, topic=topic))
+                        state = decode(State, payload, topic=topic)
+                        self._observer.on_state(state)
+                        if self.clock is not None and not self.clock.paused:
+                            lag = self.clock.time() - parse_timestamp(state.header.timestamp)
+                            self.state_lag_s.append(lag)
                     elif kind is VanTopic.ORDER:
                         order = decode(Order, payload, topic=topic)
                         self._observer.on_command(van_id, "order", order.header.message_id)
