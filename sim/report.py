@@ -247,6 +247,11 @@ def _outline(
 # -- renderers -----------------------------------------------------------------------------
 
 
+def _md_cell(text: str) -> str:
+    """One table cell: no line breaks, no stray column bars."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def _render_md(title: str, sections: list[_Section]) -> str:
     out = [f"# {title}", ""]
     for sec in sections:
@@ -257,9 +262,7 @@ def _render_md(title: str, sections: list[_Section]) -> str:
             elif isinstance(b, _Table):
                 out.append("| " + " | ".join(b.header) + " |")
                 out.append("|" + "|".join("---" for _ in b.header) + "|")
-                out += [
-                    "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows
-                ]
+                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
                 out.append("")
             else:
                 out += [f"![{b.caption}]({b.file})", ""]

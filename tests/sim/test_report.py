@@ -9,7 +9,7 @@ from pathlib import Path
 from fleet.model import DepotId, VanId, load_van_spec
 from sim.kpi import compute_kpis
 from sim.report import RunInfo, write_report
-from sim.trace import Departure, Drive, SocSample, Trace
+from sim.trace import Departure, Drive, Incident, SocSample, Trace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -33,6 +33,7 @@ def test_report_holds_kpis_events_and_plots(
 ) -> None:
     trace = make_trace()
     trace.wall_s = 2.0
+    trace.incidents.append(Incident(5000.0, "replan_failed", None, "plan breaks:\n  a | b"))
     kpis = compute_kpis(trace, load_van_spec(van_file))
     map_file = tmp_path / "map.html"
     map_file.write_text("<html><body><svg id='routes'></svg></body></html>")
@@ -42,6 +43,7 @@ def test_report_holds_kpis_events_and_plots(
     assert "| failed: too_heavy | 1 | 20.0 % |" in md
     assert "| 01:06:40 | ST-1-01 | 2 | 2 | 35 min 00 s |" in md  # breakdown recovered in 2100 s
     assert "Re-plans: 1 (breakdown: 1)." in md
+    assert "| plan breaks: a \\| b |" in md  # one line per row, bars escaped
     assert "![Deliveries over the day](deliveries.png)" in md
     assert "(map.html)" in md
     for name in ("deliveries.png", "soc.png", "utilisation.png"):
