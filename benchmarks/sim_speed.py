@@ -147,7 +147,9 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     fast = (
-        {} if args.skip_fast else bench_fast(args.fast_vans, args.parcels_per_van, args.plan_time)
+        {}
+        if args.skip_fast
+        else bench_fast(args.fast_vans, args.parcels_per_van, args.fast_plan_time)
     )
     full = (
         {}
