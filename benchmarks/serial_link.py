@@ -1,5 +1,7 @@
-"""Serial link benchmark (issue 5): link throughput over a pseudo-terminal against the raw pty,
-and emergency-stop latency from MQTT publish to the VCU with telemetry flowing.
+"""Serial link benchmark (issue 5): link vs raw pty throughput, and MQTT → VCU e-stop latency.
+
+Link throughput over a pseudo-terminal against the raw pty, and emergency-stop latency from
+MQTT publish to the VCU with telemetry flowing.
 
     python benchmarks/serial_link.py [--seconds 5] [--estops 200] [--broker own|mqtt://HOST:PORT]
 
@@ -464,8 +466,10 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--estops", type=int, default=200)
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="link time, and raw baseline time (5)"
+    )
+    parser.add_argument("--estops", type=int, default=200, help="e-stops to time (200)")
     parser.add_argument(
         "--broker",
         default="own",
