@@ -96,7 +96,11 @@ def load_site(path: Path) -> Site:
             raise root.error(f"stations[{i}].id", f"duplicate depot id {st.id!r}")
         seen.add(st.id)
     for f, key in ((osm_file, "osm_file"), (area_file, "operating_area_file")):
-        if not f.is_file():
+        try:
+            found = f.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise root.error(f"site.{key}", f"cannot use {str(f)[:80]!r}…: {exc.strerror}") from exc
+        if not found:
             raise root.error(f"site.{key}", f"file not found: {f}")
     return Site(
         name=name,

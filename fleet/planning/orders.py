@@ -86,10 +86,17 @@ def parse_local_time(
             stamp = datetime.fromisoformat(text)
         except ValueError as exc:
             raise _RowError(field, f"expected HH:MM or an ISO 8601 date-time, got {raw!r}") from exc
-        local = stamp.astimezone(zone) if stamp.tzinfo is not None else stamp
+        try:
+            local = stamp.astimezone(zone) if stamp.tzinfo is not None else stamp
+        except OverflowError as exc:
+            raise _RowError(field, f"{raw!r} is outside the calendar in local time") from exc
         if day is not None and local.date() != day:
             # 24:00 of the plan day is written as the next midnight
-            if local.date() == date.fromordinal(day.toordinal() + 1) and local.time() == time():
+            if (
+                day != date.max
+                and local.date() == date.fromordinal(day.toordinal() + 1)
+                and local.time() == time()
+            ):
                 return DAY_S, day
             raise _RowError(
                 field,

@@ -9,7 +9,6 @@ strict xfail turns it red, and the entry is deleted here.
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,31 +49,12 @@ def _any(*matchers: Callable[[BaseException], bool]) -> Callable[[BaseException]
 
 KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
     KnownDefect(
-        "config-path-too-long",
-        "fleet/model/site.py (load_site: Path.is_file on the configured files)",
-        "a site config naming a file whose name is longer than the file system allows "
-        '(osm_file = "xxx…" × 300) raises OSError [Errno 36] from Path.is_file(): '
-        "`fleet plan`/`fleet site show` die with a traceback instead of naming the key",
-        _errno(errno.ENAMETOOLONG),
-    ),
-    KnownDefect(
         "bridge-telemetry-out-of-range",
         "firmware_bridge/bridge/core.py (build_state)",
         "a TELEMETRY frame with speed_cmps > 10000 or range_m > 10,000,000 (valid u16/u32 on "
         "the wire) makes State(...) raise pydantic.ValidationError inside the bridge: one odd "
         "reading from the VCU takes the bridge down instead of being reported",
         _validation_of({"State", "Battery"}, "speed_mps", "remaining_range_m"),
-    ),
-    KnownDefect(
-        "orders-time-outside-calendar",
-        "fleet/planning/orders.py (parse_local_time)",
-        "an orders CSV time such as 0001-01-01T00:00+12:00 or 9999-12-31T23:59-12:00 raises "
-        "OverflowError from astimezone(), and a file dated 9999-12-31 raises ValueError from "
-        "date.fromordinal(day + 1): `fleet plan` dies with a traceback instead of a bad row",
-        _any(
-            _message(OverflowError, r"date value out of range"),
-            _message(ValueError, r"year 10000 is out of range"),
-        ),
     ),
 )
 

@@ -14,15 +14,11 @@ from pydantic import ValidationError
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.core import BridgeCore, PublishState
-from fleet.errors import ConfigError
-from fleet.model.site import Site, load_site
-from fleet.planning.orders import parse_orders
 from fleet.protocol import (
     CommandVerifier,
     derive_van_key,
 )
 from tests.fuzz.known_defects import KNOWN_DEFECTS
-from tests.security.sites import make_site
 from tests.support import protocol_examples as ex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,39 +52,3 @@ def test_an_implausible_vcu_reading_is_reported_not_fatal_to_the_bridge(
     core.on_link_up()
     actions = core.on_telemetry(_telemetry(**field), ex.NOW_S)
     assert any(isinstance(a, PublishState) for a in actions)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return make_site(tmp_path)
-
-
-@pytest.mark.xfail(
-    raises=(OverflowError, ValueError),
-    strict=True,
-    reason=_defect("orders-time-outside-calendar"),
-)
-@pytest.mark.parametrize(
-    "row",
-    [
-        "P1,-8.6,41.1,1,0.01,0001-01-01T00:00:00+12:00,",
-        "P1,-8.6,41.1,1,0.01,9999-12-31T23:59:59-12:00,",
-        "P1,-8.6,41.1,1,0.01,9999-12-31T10:00,2026-11-24T00:00",
-    ],
-    ids=["year-1-east-of-utc", "year-9999-west-of-utc", "day-after-9999-12-31"],
-)
-def test_a_time_at_the_end_of_the_calendar_is_a_bad_row(site: Site, row: str) -> None:
-    orders = parse_orders([HEADER, row + "\n"], Path("orders.csv"), site)
-    assert [b.field for b in orders.bad_rows] in (["earliest"], ["latest"])
-
-
-@pytest.mark.xfail(raises=OSError, strict=True, reason=_defect("config-path-too-long"))
-def test_a_site_config_naming_an_impossible_file_name_is_a_config_error(tmp_path: Path) -> None:
-    site_file = tmp_path / "site.toml"
-    text = (REPO / "configs" / "sites" / "poa.toml").read_text(encoding="utf-8")
-    site_file.write_text(
-        text.replace('osm_file = "data/poa_osm.pbf"', f'osm_file = "{"x" * 300}"'),
-        encoding="utf-8",
-    )
-    with pytest.raises(ConfigError, match="osm_file"):
-        load_site(site_file)
