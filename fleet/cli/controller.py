@@ -13,16 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fleet.cli.control import DEFAULT_BROKER, Broker, Login, Prefix, Tls, broker_address
-from fleet.control.config import load_controller_config
-from fleet.control.keys import create_master_key, read_master_key
-from fleet.control.service import ControllerService
-from fleet.control.site_planning import SitePlanning, site_roster
 from fleet.model import load_site, load_van_spec
 from fleet.paths import config_dir, default_site_file, default_van_file
 from fleet.protocol import Topics
 from fleet.protocol.clock import Clock, ScaledClock, WallClock
-from fleet.roads import load_network
-from fleet.store import SqliteStore
 
 console = Console(stderr=True)
 controller_app = typer.Typer(
@@ -81,6 +75,14 @@ def run(
     It resumes from --db after a restart, even after kill -9: nothing dispatched is lost and
     no order goes out twice with different content.
     """
+    # The service, the planner and the road graph load when the command runs (fast --help).
+    from fleet.control.config import load_controller_config
+    from fleet.control.keys import create_master_key, read_master_key
+    from fleet.control.service import ControllerService
+    from fleet.control.site_planning import SitePlanning, site_roster
+    from fleet.roads import load_network
+    from fleet.store import SqliteStore
+
     config = load_controller_config(config_file or config_dir() / "controller.toml")
     van = load_van_spec(van_file or default_van_file())
     site = load_site(site_file or default_site_file())

@@ -14,10 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sim.console import RichWatcher, kpi_table
-from sim.runner import run_day
-from sim.scenario import load_scenario, resolve_scenario
-
 console = Console()
 DEMO_SCENARIO = "demo"
 
@@ -48,6 +44,12 @@ def demo(
     at accelerated time with late urgent orders and a breakdown, prints the KPIs and writes
     a report (Markdown and HTML with plots and a map of the routes driven).
     """
+    # The simulator (and the planner, roads and controller under it) load only when the
+    # command runs, so that `fleet --help` and the other commands start quickly.
+    from sim.console import RichWatcher, kpi_table
+    from sim.runner import run_day
+    from sim.scenario import load_scenario, resolve_scenario
+
     if not verbose:
         for name in ("amqtt", "transitions", "firmware_bridge", "sim.vcu", "mqtt"):
             logging.getLogger(name).setLevel(logging.CRITICAL)

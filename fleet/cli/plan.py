@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -18,14 +19,11 @@ from rich.table import Table
 from fleet.errors import InputError, VerificationError
 from fleet.model import Plan, Site, Unserved, UnservedReason, VanSpec, load_site, load_van_spec
 from fleet.paths import default_site_file, default_van_file
-from fleet.planning import plan_day, read_orders, verify_plan, write_orders, write_plan
-from fleet.planning.orders import BadRow, site_zone
-from fleet.planning.plan_io import read_plan_and_parcels
-from fleet.planning.plan_map import plan_map
-from fleet.planning.sample import sample_orders
-from fleet.planning.text import clock
-from fleet.roads import RoadNetwork, load_network
 from fleet.viz import MAP_FORMATS, check_map_path, write_map
+
+if TYPE_CHECKING:  # the planner and the road graph load when a command runs, not for --help
+    from fleet.planning.orders import BadRow
+    from fleet.roads import RoadNetwork
 
 console = Console()
 if not console.is_terminal:
@@ -106,6 +104,8 @@ def _configs(site_file: Path | None, van_file: Path | None) -> tuple[Site, VanSp
 
 
 def _network(site: Site, van: VanSpec, no_cache: bool, progress: Progress) -> RoadNetwork:
+    from fleet.roads import load_network
+
     task = progress.add_task(f"{site.name}: road network", total=1.0)
 
     def report(stage: str, fraction: float) -> None:
@@ -139,10 +139,14 @@ def _bad_rows_as_unserved(bad: tuple[BadRow, ...], taken: set[str]) -> list[Unse
 
 
 def _today(site: Site) -> date:
+    from fleet.planning.orders import site_zone
+
     return datetime.now(site_zone(site)).date()
 
 
 def print_summary(plan: Plan, van: VanSpec, elapsed_s: float | None = None) -> None:
+    from fleet.planning.text import clock
+
     s = plan.summary
     head = Table(
         title=f"Plan for {plan.site} on {plan.day.isoformat()}",
@@ -217,6 +221,9 @@ def plan(
 
     Shows progress, verifies the plan independently, writes it, and prints a summary.
     """
+    from fleet.planning import plan_day, read_orders, write_plan
+    from fleet.planning.plan_map import plan_map
+
     if map_file is not None:
         check_map_path(map_file)
     site, van = _configs(site_file, van_file)
@@ -291,6 +298,9 @@ def verify(
 ) -> None:
     """Re-check a plan on the road graph: every limit, window and parcel. Exits 1 with one line
     per violation."""
+    from fleet.planning import read_orders, verify_plan
+    from fleet.planning.plan_io import read_plan_and_parcels
+
     site, van = _configs(site_file, van_file)
     the_plan, parcels = read_plan_and_parcels(plan_file)
     if orders is not None:
@@ -328,6 +338,9 @@ def sample(
     no_cache: bool = NO_CACHE_OPT,
 ) -> None:
     """Write a realistic day of orders on the site's residential streets (docs/orders.md)."""
+    from fleet.planning import write_orders
+    from fleet.planning.sample import sample_orders
+
     site, van = _configs(site_file, van_file)
     with _progress() as progress:
         net = _network(site, van, no_cache, progress)
@@ -352,6 +365,8 @@ def check(
     day: str | None = CHECK_DAY_OPT,
 ) -> None:
     """Check an orders CSV; list every bad row with its line and field (exit 1 if any)."""
+    from fleet.planning import read_orders
+
     site = load_site(site_file or default_site_file())
     plan_day_date = None
     if day is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,10 +15,11 @@ from rich.table import Table
 from fleet.errors import RoadError
 from fleet.model import load_site, load_van_spec
 from fleet.paths import default_site_file, default_van_file
-from fleet.roads import RoadNetwork, load_network
-from fleet.roads.summary import SiteSummary, summarize_site
 from fleet.viz import MAP_FORMATS, check_map_path, write_map
-from fleet.viz.site_map import site_map
+
+if TYPE_CHECKING:  # the road modules load when a command runs, not for `fleet --help`
+    from fleet.roads import RoadNetwork
+    from fleet.roads.summary import SiteSummary
 
 site_app = typer.Typer(
     name="site",
@@ -62,6 +64,8 @@ def _progress() -> Iterator[Progress]:
 
 
 def _load(site_file: Path | None, van_file: Path | None, no_cache: bool) -> RoadNetwork:
+    from fleet.roads import load_network
+
     site = load_site(site_file or default_site_file())
     van = load_van_spec(van_file or default_van_file())
     with _progress() as progress:
@@ -135,6 +139,8 @@ def show(
 ) -> None:
     """Print the site: roads kept, operating-area size, depots with their snap distance to the
     road, and the longest shortest path between any two depots."""
+    from fleet.roads.summary import summarize_site
+
     net = _load(site_file, van_file, no_cache)
     summary = summarize_site(net)
     _print_summary(net, summary)
@@ -150,6 +156,9 @@ def map_(
 ) -> None:
     """Draw the road network, the operating area, the warehouse and the stations: an offline
     HTML page with pan, zoom and popups, or an image (PNG, SVG, PDF)."""
+    from fleet.roads.summary import summarize_site
+    from fleet.viz.site_map import site_map
+
     check_map_path(output)
     net = _load(site_file, van_file, no_cache)
     summary = summarize_site(net)

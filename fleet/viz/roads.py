@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from fleet.roads import RoadNetwork
 from fleet.viz.layers import Line, LineLayer, PolygonLayer
+
+if TYPE_CHECKING:  # the road graph's modules are heavy; drawing needs only its arrays
+    from fleet.roads import RoadNetwork
 
 # (layer name, highway classes, colour, width in px), drawn in this order (local first)
 ROAD_GROUPS: tuple[tuple[str, frozenset[str], str, float], ...] = (
