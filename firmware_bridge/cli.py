@@ -18,6 +18,9 @@ from rich.console import Console
 
 from firmware_bridge import wire
 from firmware_bridge.bridge import (
+    DEFAULT_STATE_PERIOD_S,
+    DEFAULT_TICK_S,
+    DEFAULT_VCU_GRACE_S,
     BridgeService,
     BridgeSettings,
     load_mqtt_login,
@@ -88,11 +91,29 @@ def run(
     ),
     topic_prefix: str = typer.Option("", "--topic-prefix", help="Topic prefix (tests only)."),
     spool_max: int = typer.Option(10_000, "--spool-max", help="Messages kept while offline."),
+    state_period: float = typer.Option(
+        DEFAULT_STATE_PERIOD_S,
+        "--state-period",
+        help="Seconds between unprompted states (events publish at once).",
+    ),
+    tick: float = typer.Option(
+        DEFAULT_TICK_S, "--tick", help="Seconds between checks whether a state is due."
+    ),
+    vcu_grace: float = typer.Option(
+        DEFAULT_VCU_GRACE_S,
+        "--vcu-grace",
+        help="Seconds a lost VCU link is reported as a warning before it turns fatal.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     """Run the bridge: MQTT orders and instant actions → serial frames; telemetry → MQTT state."""
     _logging(verbose)
     check_van_id(van)
+    for name, value in (("--state-period", state_period), ("--tick", tick)):
+        if not value > 0:
+            raise typer.BadParameter(f"{name} {value}: expected > 0")
+    if not vcu_grace >= 0:
+        raise typer.BadParameter(f"--vcu-grace {vcu_grace}: expected ≥ 0")
     settings = BridgeSettings(
         van_id=van,
         serial_url=serial,
@@ -103,6 +124,9 @@ def run(
         baud=baud,
         link=LinkConfig(wire.Role.BRIDGE, line_baud=baud, window=default_window(baud)),
         spool_max_messages=spool_max,
+        state_period_s=state_period,
+        tick_s=tick,
+        vcu_grace_s=vcu_grace,
     )
     console.print(
         f"bridge for van [bold]{van}[/]: serial {serial} ⇄ {settings.broker.describe()}; "
@@ -111,10 +135,13 @@ def run(
     )
 
     async def serve() -> None:
-        # SIGTERM (systemd, docker stop) ends the bridge cleanly: OFFLINE is published
+        # SIGTERM (systemd, docker stop) and SIGINT (Ctrl-C) end the bridge cleanly and at
+        # once: OFFLINE is published (given up after 1 s at most), the port closed
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
         service = BridgeService(settings, WallClock())
         # Everything made at start-up (modules, schemas, the service) lives as long as the
         # process: take it out of the collector's reach, so that a collection triggered while

@@ -28,14 +28,13 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import firmware_bridge.bridge.core as bridge_core
-import firmware_bridge.bridge.service as bridge_service
 from firmware_bridge import wire
 from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
+from firmware_bridge.bridge.config import DEFAULT_TICK_S, DEFAULT_VCU_GRACE_S
 from firmware_bridge.link import LinkConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
@@ -133,7 +132,12 @@ class Timing:
 
     @property
     def bridge_tick_s(self) -> float:
-        return min(self.state_period_s / 2, self.stretch(bridge_service.TICK_S))
+        return min(self.state_period_s / 2, self.stretch(DEFAULT_TICK_S))
+
+    @property
+    def vcu_grace_s(self) -> float:
+        """How long a bridge keeps a lost VCU link a warning, in clock seconds."""
+        return self.stretch(DEFAULT_VCU_GRACE_S)
 
     @property
     def command_max_age_s(self) -> float:
@@ -150,23 +154,6 @@ class Timing:
             estop_resend_s=self.stretch(base.estop_resend_s / 2),
             flush_interval_s=self.stretch(base.flush_interval_s / 4),
         )
-
-
-@contextlib.contextmanager
-def bridge_periods(state_period_s: float, tick_s: float) -> Iterator[None]:
-    """Run the bridges of this process with a state period and tick in simulated seconds.
-
-    The bridge keeps both as module constants (``STATE_PERIOD_S``, ``TICK_S``, meant for real
-    time); every bridge of a simulation shares the one clock, so they are set for the run
-    and restored after it.
-    """
-    saved = (bridge_core.STATE_PERIOD_S, bridge_service.TICK_S)
-    bridge_core.STATE_PERIOD_S = state_period_s
-    bridge_service.TICK_S = tick_s
-    try:
-        yield
-    finally:
-        bridge_core.STATE_PERIOD_S, bridge_service.TICK_S = saved
 
 
 @dataclass
@@ -261,8 +248,7 @@ class FullRun:
         with tempfile.TemporaryDirectory(prefix="fleet-full-") as tmp:
             work = self.work_dir or Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
-            with bridge_periods(self.timing.state_period_s, self.timing.bridge_tick_s):
-                asyncio.run(self._run(work, controller_base))
+            asyncio.run(self._run(work, controller_base))
         self.trace.wall_s = time.monotonic() - wall0
         return self.trace
 
@@ -432,6 +418,9 @@ class FullRun:
                 link=t.link(wire.Role.BRIDGE),
                 max_command_age_s=t.command_max_age_s,
                 reconnect_s=t.stretch(0.5),
+                state_period_s=t.state_period_s,
+                tick_s=t.bridge_tick_s,
+                vcu_grace_s=t.vcu_grace_s,
                 profile=profile,
             )
             van.bridge = BridgeService(settings, self.clock)

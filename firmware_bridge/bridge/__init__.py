@@ -1,6 +1,9 @@
 """The on-van bridge: MQTT commands ⇄ serial frames (``docs/bridge.md``)."""
 
 from firmware_bridge.bridge.config import (
+    DEFAULT_STATE_PERIOD_S,
+    DEFAULT_TICK_S,
+    DEFAULT_VCU_GRACE_S,
     BridgeSettings,
     BrokerSettings,
     VanProfile,
@@ -14,6 +17,9 @@ from firmware_bridge.bridge.service import BridgeService
 from firmware_bridge.bridge.spool import Spool
 
 __all__ = [
+    "DEFAULT_STATE_PERIOD_S",
+    "DEFAULT_TICK_S",
+    "DEFAULT_VCU_GRACE_S",
     "BridgeCore",
     "BridgeService",
     "BridgeSettings",

@@ -26,9 +26,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_bridge import wire
+from firmware_bridge.bridge.core import STATE_PERIOD_S, VCU_GRACE_S
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.link import LinkConfig
 from fleet.protocol import SigningKey
+
+DEFAULT_STATE_PERIOD_S = STATE_PERIOD_S  # the unprompted state: 1 Hz
+DEFAULT_TICK_S = 0.25  # how often the bridge checks whether a state is due
+DEFAULT_VCU_GRACE_S = VCU_GRACE_S  # a lost VCU link is a warning this long, then fatal
 
 
 class ConfigFileError(BridgeError):
@@ -82,9 +87,25 @@ class BridgeSettings:
     link: LinkConfig = field(default_factory=lambda: LinkConfig(wire.Role.BRIDGE))
     spool_max_messages: int = 10_000
     max_command_age_s: float = 60.0
-    reconnect_s: float = 1.0
-    keepalive_s: int = 10
+    # MQTT session (docs/bridge.md "Watchdogs"): a broken connection is noticed at once when
+    # the socket closes, within about keepalive_s when the peer falls silent; every broker
+    # operation (CONNACK, SUBACK, PUBACK) is given up after mqtt_timeout_s; a failed attempt
+    # is retried after reconnect_s — so a restarted broker is back in use within ~1 s.
+    reconnect_s: float = 0.5
+    keepalive_s: int = 3
+    mqtt_timeout_s: float = 2.0
+    state_period_s: float = DEFAULT_STATE_PERIOD_S
+    tick_s: float = DEFAULT_TICK_S
+    vcu_grace_s: float = DEFAULT_VCU_GRACE_S
     profile: VanProfile = field(default_factory=VanProfile)
+
+    def __post_init__(self) -> None:
+        positive = ("reconnect_s", "keepalive_s", "mqtt_timeout_s", "state_period_s", "tick_s")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigFileError(f"bridge setting {name}={getattr(self, name)}: expected > 0")
+        if not self.vcu_grace_s >= 0:
+            raise ConfigFileError(f"bridge setting vcu_grace_s={self.vcu_grace_s}: expected ≥ 0")
 
     @property
     def mqtt_client_id(self) -> str:

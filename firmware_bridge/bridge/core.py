@@ -12,9 +12,10 @@ Rules (``docs/bridge.md``):
 * instant actions map to STOP(HOLD) / RESUME / STOP(ABORT) / EMERGENCY_STOP / DOOR;
 * telemetry becomes State at 1 Hz (``tick``) and on every event (node reached, drive state,
   door, faults, e-stop, command accepted or refused);
-* the VCU link lost → a fatal ``vcu_link_lost`` error and no further segments; when it comes
-  back the bridge re-syncs from the VCU's telemetry (same mission: continue where it stands;
-  rebooted VCU: a new mission from the first waypoint not yet reached).
+* the VCU link lost → a ``warning`` ``vcu_link_lost`` error and no further segments; still
+  lost after ``vcu_grace_s`` → the same error turns ``fatal``; when the link comes back the
+  error clears and the bridge re-syncs from the VCU's telemetry (same mission: continue where
+  it stands; rebooted VCU: a new mission from the first stop not yet finished).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from fleet.protocol.errors import SignatureError
 log = logging.getLogger(__name__)
 
 SEGMENTS_AHEAD = 32  # drive segments queued on the link beyond what the VCU acknowledged
-STATE_PERIOD_S = 1.0
+STATE_PERIOD_S = 1.0  # default period of the unprompted state (``BridgeCore.state_period_s``)
+VCU_GRACE_S = 5.0  # default time a lost VCU link is a warning before it turns fatal
 RECENT_ERRORS = 8  # refused commands kept in state
 RECENT_ERROR_S = 300.0
 
@@ -119,8 +121,14 @@ class BridgeCore:
     van_id: str
     verifier: CommandVerifier
     mission_ids: int = field(default_factory=lambda: secrets.randbits(31) or 1)
+    state_period_s: float = STATE_PERIOD_S
+    vcu_grace_s: float = VCU_GRACE_S
 
     def __post_init__(self) -> None:
+        if not self.state_period_s > 0:
+            raise ValueError(f"state_period_s {self.state_period_s}: expected > 0")
+        if not self.vcu_grace_s >= 0:
+            raise ValueError(f"vcu_grace_s {self.vcu_grace_s}: expected ≥ 0")
         self.order: Order | None = None
         self.cancelled = False
         self.waypoints: list[Waypoint] = []
@@ -135,6 +143,8 @@ class BridgeCore:
         self._instant: deque[_InstantState] = deque(maxlen=32)
         self._recent: deque[_Recent] = deque(maxlen=RECENT_ERRORS)
         self._vcu_faults: dict[str, VanError] = {}
+        self._link_lost: tuple[float, str] | None = None  # since when, why
+        self._link_fatal_told = False
         self._last_estop_sent = 0
         self._message_id = 0
         self._last_state_s = float("-inf")
@@ -273,7 +283,17 @@ class BridgeCore:
             self._new_mission(self._first_unreached())
 
     def _first_unreached(self) -> int:
-        return 0 if self.last_order_wp is None else self.last_order_wp + 1
+        """Where a new mission starts: after the last waypoint reached, or at it when it is a
+        stop whose actions were not finished (the van was there when the VCU went away: it
+        stops there again and dwells for the whole actions' time)."""
+        last = self.last_order_wp
+        if last is None:
+            return 0
+        if last < len(self.waypoints):
+            wp = self.waypoints[last]
+            if wp.stop and wp.node_seq is not None and wp.node_seq not in self._finished_nodes:
+                return last
+        return last + 1
 
     def _new_mission(self, start: int) -> None:
         self.mission_ids = (self.mission_ids % 0xFFFF_FFFE) + 1
@@ -297,19 +317,36 @@ class BridgeCore:
     def on_link_up(self) -> list[Action]:
         self.link_up = True
         self.awaiting_sync = True  # wait for the VCU to say what it holds
-        self._vcu_faults.pop("vcu_link_lost", None)
+        self._link_lost = None
+        self._link_fatal_told = False
         return []
 
     def on_link_down(self, reason: str, now_s: float) -> list[Action]:
         self.link_up = False
-        self._vcu_faults["vcu_link_lost"] = VanError(
-            error_type="vcu_link_lost",
-            level=ErrorLevel.FATAL,
-            description=f"no heartbeat from the vehicle control unit: {reason}"[:500],
-        )
+        if self._link_lost is None:
+            self._link_lost = (now_s, reason)
         if self.mission is not None:
             self.mission.sent = self.mission.delivered
         return [DiscardSerial(), *self._state_now(now_s)]
+
+    def link_lost_fatal(self, now_s: float) -> bool:
+        """The VCU link has been lost for ``vcu_grace_s`` or longer."""
+        return self._link_lost is not None and now_s - self._link_lost[0] >= self.vcu_grace_s
+
+    def _link_lost_error(self, now_s: float) -> VanError | None:
+        if self._link_lost is None:
+            return None
+        since, reason = self._link_lost
+        fatal = self.link_lost_fatal(now_s)
+        lost_s = max(0.0, now_s - since)
+        what = "given up" if fatal else f"fatal after {self.vcu_grace_s:g} s"
+        return VanError(
+            error_type="vcu_link_lost",
+            level=ErrorLevel.FATAL if fatal else ErrorLevel.WARNING,
+            description=(
+                f"no heartbeat from the vehicle control unit for {lost_s:.1f} s ({what}): {reason}"
+            )[:500],
+        )
 
     def on_delivered(self, tag: str) -> list[Action]:
         kind, _, rest = tag.partition(":")
@@ -343,7 +380,7 @@ class BridgeCore:
         self._track_progress(t)
         out += self._pump()
         key = self._event_key(t)
-        if key != self._state_key or now_s - self._last_state_s >= STATE_PERIOD_S:
+        if key != self._state_key or now_s - self._last_state_s >= self.state_period_s:
             out += self._state_now(now_s)
         return out
 
@@ -429,11 +466,19 @@ class BridgeCore:
             self.last_node_seq,
             self.link_up,
             len(self._vcu_faults),
+            self._link_lost is not None,
         )
 
     def tick(self, now_s: float) -> list[Action]:
-        """Call at least once a second: the 1 Hz state."""
-        if now_s - self._last_state_s >= STATE_PERIOD_S:
+        """Call at least once per state period: the periodic state (1 Hz by default), and at
+        once when a lost VCU link outlasts its grace and turns fatal."""
+        if not self._link_fatal_told and self.link_lost_fatal(now_s):
+            self._link_fatal_told = True
+            log.error(
+                "van %s: VCU link lost for %.1f s or more: fatal", self.van_id, self.vcu_grace_s
+            )
+            return self._state_now(now_s)
+        if now_s - self._last_state_s >= self.state_period_s:
             return self._state_now(now_s)
         return []
 
@@ -452,6 +497,9 @@ class BridgeCore:
         t = self.telemetry
         order = self.order
         errors = list(self._vcu_faults.values())
+        link_error = self._link_lost_error(now_s)
+        if link_error is not None:
+            errors.insert(0, link_error)
         errors += [r.error for r in self._recent if now_s - r.at_s <= RECENT_ERROR_S]
         if (
             t is not None

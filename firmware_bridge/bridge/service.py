@@ -5,8 +5,9 @@ imports it), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
 ``await bridge.run()`` — runs until cancelled. Named tasks in one task group:
 ``serial`` (inside :class:`SerialLink`), ``mqtt`` (connect, subscribe; reconnect every
 ``reconnect_s``), ``publisher`` (spooled messages first, in order, then live ones),
-``ticker`` (the 1 Hz state). MQTT with TCP_NODELAY, QoS 1 commands, a retained ``connection``
-with a last will of CONNECTION_BROKEN, a retained factsheet.
+``ticker`` (every ``tick_s``: the periodic state). MQTT with TCP_NODELAY, short timeouts
+(``keepalive_s``, ``mqtt_timeout_s``), QoS 1 commands, a retained ``connection`` with a last
+will of CONNECTION_BROKEN, a retained factsheet.
 
 Commands are handled where they arrive: inside the MQTT socket's read callback, in arrival
 order, before their QoS 1 PUBACK goes out (:class:`_CommandClient`), not one queue hop and
@@ -74,7 +75,6 @@ log = logging.getLogger(__name__)
 
 COUNTERS_FILE = "replay-counters.json"
 OUTBOX_MAX = 256
-TICK_S = 0.25
 
 
 def load_counters(path: Path) -> dict[str, int]:
@@ -127,6 +127,23 @@ class _CommandClient(aiomqtt.Client):
             return
         self._on_command(topic, bytes(message.payload))
 
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason_code: object,
+        properties: object = None,
+    ) -> None:
+        # A connection closed before its CONNACK: aiomqtt ignores that and lets the connect
+        # wait out its whole timeout; fail the attempt at once so that the retry comes
+        # ``reconnect_s`` later (only while ``__aenter__`` waits: it retrieves the error).
+        connected = self._connected
+        if not connected.done() and self._lock.locked():
+            connected.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)  # type: ignore[arg-type]
+
 
 class BridgeService:
     def __init__(self, settings: BridgeSettings, clock: Clock) -> None:
@@ -144,7 +161,12 @@ class BridgeService:
             max_age_s=settings.max_command_age_s,
             last_message_ids=load_counters(self._counters_path),
         )
-        self.core = BridgeCore(settings.van_id, verifier)
+        self.core = BridgeCore(
+            settings.van_id,
+            verifier,
+            state_period_s=settings.state_period_s,
+            vcu_grace_s=settings.vcu_grace_s,
+        )
         self.spool = Spool(settings.state_dir / "spool", max_messages=settings.spool_max_messages)
         self.link = SerialLink(
             url_opener(settings.serial_url),
@@ -156,6 +178,7 @@ class BridgeService:
         )
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self._session_ended = asyncio.Event()
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._outbox_wake = asyncio.Event()
         self._tickets: dict[int, str] = {}
@@ -288,6 +311,7 @@ class BridgeService:
             "identifier": s.mqtt_client_id,
             "clean_session": False,  # QoS 1 commands sent while we were away still arrive
             "keepalive": s.keepalive_s,
+            "timeout": s.mqtt_timeout_s,
             "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             "will": aiomqtt.Will(
                 self.topics.van(s.van_id, VanTopic.CONNECTION),
@@ -326,6 +350,7 @@ class BridgeService:
                     )
                     log.info("van %s: connected to %s", s.van_id, s.broker.describe())
                     self._client = client
+                    self._session_ended = asyncio.Event()
                     self.mqtt_sessions += 1
                     self.connected.set()
                     self._outbox_wake.set()
@@ -346,6 +371,7 @@ class BridgeService:
                         raise
                     finally:
                         self._client = None
+                        self._session_ended.set()
                         self.connected.clear()
             except aiomqtt.MqttError as exc:
                 log.warning(
@@ -397,7 +423,7 @@ class BridgeService:
                 continue
             try:
                 while (item := self.spool.peek()) is not None:
-                    await client.publish(item[0], item[1], qos=1)
+                    await self._publish_acked(client, item[0], item[1])
                     self.spool.pop()
                     self.states_published += 1
                 while self._outbox:
@@ -415,7 +441,25 @@ class BridgeService:
             if self.connected.is_set() and not self._outbox:
                 await self._outbox_wake.wait()
 
+    async def _publish_acked(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """A QoS 1 publish that gives up as soon as its session ends (aiomqtt would wait for
+        the PUBACK until its timeout even when the connection is already gone)."""
+        ended = self._session_ended
+        if ended.is_set():
+            raise aiomqtt.MqttError("the broker connection was lost")
+        publish = asyncio.ensure_future(client.publish(topic, payload, qos=1))
+        lost = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait((publish, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not publish.done():
+                publish.cancel()
+        if not publish.done() or publish.cancelled():
+            raise aiomqtt.MqttError("the broker connection was lost")
+        publish.result()
+
     async def _ticker(self) -> None:
         while True:
-            await self.clock.sleep(TICK_S)
+            await self.clock.sleep(self.settings.tick_s)
             self._apply(self.core.tick(self.clock.time()))

@@ -109,7 +109,7 @@ async def run_controller(args: argparse.Namespace) -> None:
 
 async def run_bridge(args: argparse.Namespace) -> None:
     from firmware_bridge import wire
-    from firmware_bridge.bridge import BridgeService, BridgeSettings
+    from firmware_bridge.bridge import DEFAULT_VCU_GRACE_S, BridgeService, BridgeSettings
     from firmware_bridge.bridge.config import load_mqtt_login, load_signing_key
     from fleet.protocol import Order, OrderVerdict, decide_order, decode
     from fleet.protocol.errors import ProtocolError
@@ -125,6 +125,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
         link=scaled_link(wire.Role.BRIDGE, args.factor),
         reconnect_s=0.2 * args.factor,
         keepalive_s=2,
+        vcu_grace_s=DEFAULT_VCU_GRACE_S * args.factor,  # the production grace in wall seconds
     )
     events = EventLog(args.events)
     service = BridgeService(settings, _clock(args))

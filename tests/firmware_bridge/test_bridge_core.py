@@ -142,17 +142,36 @@ def test_instant_actions_map_to_serial_commands() -> None:
     assert mapped[InstantActionType.CLOSE_DOOR] == wire.Door(open=False)
 
 
-def test_a_lost_vcu_link_is_fatal_and_stops_the_segments() -> None:
-    c = core()
+def test_a_lost_vcu_link_is_a_warning_then_fatal_after_the_grace_and_stops_the_segments() -> None:
+    c = BridgeCore(VAN, CommandVerifier(VAN, [KEY], max_age_s=600), vcu_grace_s=5.0)
     ready(c)
     out = c.on_link_down("no valid frame for 1.00 s", NOW_S)
     assert isinstance(out[0], DiscardSerial)
-    state = c.build_state(NOW_S)
-    assert [(e.error_type, e.level) for e in state.errors] == [("vcu_link_lost", ErrorLevel.FATAL)]
-    assert segments(c.on_order_payload(payload(line_order()), NOW_S)) == []
+    state = c.build_state(NOW_S + 1)
+    assert [(e.error_type, e.level) for e in state.errors] == [
+        ("vcu_link_lost", ErrorLevel.WARNING)
+    ]
+    assert segments(c.on_order_payload(payload(line_order()), NOW_S + 1)) == []
+    # a second loss report does not restart the grace
+    c.on_link_down("again", NOW_S + 4)
+    assert c.tick(NOW_S + 4.9) == []  # state sent at +1 s: not due, not fatal yet
+    (escalated,) = c.tick(NOW_S + 5.0)  # the grace is over: a state at once, fatal
+    assert isinstance(escalated, PublishState)
+    assert [(e.error_type, e.level) for e in escalated.state.errors] == [
+        ("vcu_link_lost", ErrorLevel.FATAL)
+    ]
     c.on_link_up()
-    assert segments(c.on_telemetry(telemetry(), NOW_S))  # back in sync: the order goes out
-    assert c.build_state(NOW_S).errors == ()
+    assert segments(c.on_telemetry(telemetry(), NOW_S + 6))  # back in sync: the order goes out
+    assert c.build_state(NOW_S + 6).errors == ()
+
+
+def test_a_vcu_back_within_the_grace_never_shows_a_fatal_error() -> None:
+    c = core()
+    ready(c)
+    c.on_link_down("peer restarted", NOW_S)
+    c.on_link_up()
+    c.on_telemetry(telemetry(), NOW_S + 1)
+    assert c.tick(NOW_S + 30)[0].state.errors == ()  # type: ignore[union-attr]
 
 
 def test_after_a_vcu_reboot_a_new_mission_starts_at_the_first_waypoint_not_reached() -> None:
@@ -218,3 +237,39 @@ def test_a_refused_instant_message_asks_for_nothing_and_is_reported_in_the_state
     (state,) = c.state_after_command(NOW_S)
     assert isinstance(state, PublishState)
     assert [e.error_type for e in state.state.errors] == ["signature_error"]
+
+
+def test_a_vcu_rebooted_while_dwelling_at_a_stop_goes_back_to_it_and_keeps_the_parcels() -> None:
+    c = core()
+    ready(c)
+    first = segments(c.on_order_payload(payload(line_order(stops=3, released=3)), NOW_S))
+    mission = first[0].mission_id
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+    # at n1 (waypoint 2), delivering P1: n0's load is done, n1's delivery is not
+    c.on_telemetry(
+        telemetry(mission_id=mission, last_wp=2, wp_queued=5, drive_state=wire.DriveState.DWELLING),
+        NOW_S,
+    )
+    assert c.parcels_on_board == ["P1", "P2"]
+    c.on_link_down("peer restarted", NOW_S)
+    c.on_link_up()
+    again = segments(c.on_telemetry(telemetry(mission_id=0), NOW_S + 1))
+    assert again[0].mission_id != mission and again[0].first_wp == 0
+    assert again[0].waypoints == ((wire.to_e7(north(30)[0]), wire.to_e7(north(30)[1])),)
+    assert again[0].stop_at_end and again[0].dwell_s == 1  # the delivery is done again, whole
+    assert c.parcels_on_board == ["P1", "P2"]
+    # the new mission arrives at n1, dwells, drives on: P1 is delivered once
+    new = again[0].mission_id
+    for k in range(len(again)):
+        c.on_delivered(f"seg:{new}:{k}")
+    c.on_telemetry(
+        telemetry(mission_id=new, last_wp=0, wp_queued=3, drive_state=wire.DriveState.DWELLING),
+        NOW_S + 2,
+    )
+    assert c.parcels_on_board == ["P1", "P2"]
+    c.on_telemetry(
+        telemetry(mission_id=new, last_wp=1, wp_queued=3, drive_state=wire.DriveState.DRIVING),
+        NOW_S + 4,
+    )
+    assert c.parcels_on_board == ["P2"]

@@ -163,7 +163,7 @@ async def test_refused_commands_are_errors_in_state_and_change_nothing(
 
 
 @aio
-async def test_a_lost_vcu_heartbeat_is_a_fatal_error_and_no_segment_goes_out(
+async def test_a_lost_vcu_heartbeat_is_a_warning_then_fatal_and_no_segment_goes_out(
     mosquitto: BrokerEndpoint, tmp_path: Path
 ) -> None:
     faults = VcuFaults(stall_at_s=6.0, stall_s=12.0)
@@ -171,9 +171,17 @@ async def test_a_lost_vcu_heartbeat_is_a_fatal_error_and_no_segment_goes_out(
         asyncio.timeout(90),
         rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, faults=faults) as r,
     ):
+        # a warning first, fatal once the grace (the rig's vcu_grace_s) is over
         await r.until(lambda: any(e.error_type == "vcu_link_lost" for e in r.last.errors), 40)
         (err,) = [e for e in r.last.errors if e.error_type == "vcu_link_lost"]
-        assert err.level is ErrorLevel.FATAL
+        assert err.level is ErrorLevel.WARNING
+        await r.until(
+            lambda: any(
+                e.error_type == "vcu_link_lost" and e.level is ErrorLevel.FATAL
+                for e in r.last.errors
+            ),
+            40,
+        )
         sent = r.bridge.core.segments_sent
         await r.publish_order(
             line_order(stops=3, released=3, message_id=r.next_id(), now_s=r.clock.time())
@@ -253,3 +261,30 @@ async def test_garbage_commands_are_refused_without_dropping_the_broker_session(
 
         await r.until(lambda: r.vcu.vehicle.paused and r.last.paused and refusals() == 4)
         assert r.bridge.mqtt_sessions == 1
+
+
+@aio
+async def test_the_bridge_is_back_on_the_broker_within_two_seconds_of_the_link_returning(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # aiomqtt's defaults (10 s timeouts) kept a bridge away for ~10 s after a broker restart
+    async with (
+        asyncio.timeout(90),
+        CuttableLink(mosquitto.host, mosquitto.port) as net,
+        rig(
+            mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, bridge_port=net.port
+        ) as r,
+    ):
+        for attempt in range(2):
+            sessions = r.bridge.mqtt_sessions
+            net.block()
+            net.cut()
+            await r.poll(lambda: not r.bridge.connected.is_set(), 10)
+            await r.poll(lambda: len(r.bridge.spool) >= 2, 20)  # states made meanwhile
+            net.unblock()
+            back_at = time.monotonic()
+            await r.poll(lambda: r.bridge.mqtt_sessions == sessions + 1, 10)
+            assert time.monotonic() - back_at < 2.0, f"attempt {attempt}"
+            await r.poll(lambda: len(r.bridge.spool) == 0, 10)  # spool sent first, in order
+        ids = [s.header.message_id for s in r.states]
+        assert ids == sorted(set(ids))

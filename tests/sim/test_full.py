@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge import wire
+from firmware_bridge.bridge import DEFAULT_TICK_S, DEFAULT_VCU_GRACE_S
 from fleet.control.config import ControllerConfig
 from fleet.roads import RoadNetwork, load_network
 from sim.day import PreparedDay, prepare_day
 from sim.fast import FastRun
-from sim.full import MAX_HEARTBEAT_S, FullRun, Timing, bridge_periods
+from sim.full import MAX_HEARTBEAT_S, WALL_SLACK, FullRun, Timing
 from sim.kpi import Tolerance, compare_kpis, compute_kpis
 from sim.netlink import CuttableLink
 from sim.scenario import (
@@ -129,14 +130,11 @@ def test_timing_stretches_wall_clock_guards_with_the_clock() -> None:
     assert cfg.resend_first_s >= base.resend_first_s
 
 
-def test_bridge_periods_are_restored_after_the_run() -> None:
-    import firmware_bridge.bridge.core as core
-    import firmware_bridge.bridge.service as service
-
-    before = (core.STATE_PERIOD_S, service.TICK_S)
-    with bridge_periods(30.0, 7.5):
-        assert (core.STATE_PERIOD_S, service.TICK_S) == (30.0, 7.5)
-    assert before == (core.STATE_PERIOD_S, service.TICK_S)
+def test_the_bridges_get_their_periods_in_clock_seconds_as_settings() -> None:
+    t = Timing(60.0, 30.0)
+    assert t.bridge_tick_s == pytest.approx(15.0)  # half the state period
+    assert t.vcu_grace_s >= DEFAULT_VCU_GRACE_S * 60.0  # the production grace, in wall seconds
+    assert Timing(1.0, 1.0).bridge_tick_s == pytest.approx(DEFAULT_TICK_S * WALL_SLACK)
 
 
 def test_a_cut_link_resets_its_connections_and_refuses_new_ones_until_restored() -> None:
