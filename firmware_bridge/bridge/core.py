@@ -58,6 +58,10 @@ SEGMENTS_AHEAD = 32  # drive segments queued on the link beyond what the VCU ack
 STATE_PERIOD_S = 1.0  # default period of the unprompted state (``BridgeCore.state_period_s``)
 VCU_GRACE_S = 5.0  # default time a lost VCU link is a warning before it turns fatal
 RECENT_ERRORS = 8  # refused commands kept in state
+# the protocol's bounds on what a state reports (fleet.protocol State/Battery); a VCU reading
+# beyond them (valid on the wire: u16 cm/s, u32 m) is reported at the bound, with a warning
+MAX_STATE_SPEED_MPS = 100.0
+MAX_STATE_RANGE_M = 10_000_000.0
 RECENT_ERROR_S = 300.0
 
 
@@ -515,6 +519,16 @@ class BridgeCore:
                     description="the VCU reports a fatal fault",
                 )
             )
+        speed_mps = range_m = 0.0
+        if t is not None:
+            speed_mps = t.speed_cmps / 100.0
+            range_m = float(t.range_m)
+            if speed_mps > MAX_STATE_SPEED_MPS:
+                errors.append(_implausible("speed_cmps", t.speed_cmps, "speed_mps", speed_mps))
+                speed_mps = MAX_STATE_SPEED_MPS
+            if range_m > MAX_STATE_RANGE_M:
+                errors.append(_implausible("range_m", t.range_m, "remaining_range_m", range_m))
+                range_m = MAX_STATE_RANGE_M
         if self.spool_dropped:
             errors.append(
                 VanError(
@@ -603,10 +617,23 @@ class BridgeCore:
             emergency_stop=bool(t.fault_bits & wire.FaultBit.ESTOP_LATCHED),
             door_open=t.door is not wire.DoorState.CLOSED,
             position=VanPosition(lon=t.lon, lat=t.lat, heading_deg=t.heading_cdeg / 100.0),
-            speed_mps=t.speed_cmps / 100.0,
+            speed_mps=speed_mps,
             odometer_m=float(t.odometer_m),
-            battery=Battery(soc_pct=t.soc_cpct / 100.0, remaining_range_m=float(t.range_m)),
+            battery=Battery(soc_pct=t.soc_cpct / 100.0, remaining_range_m=range_m),
             load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
             action_states=tuple(action_states),
             errors=tuple(errors[:64]),
         )
+
+
+def _implausible(wire_field: str, raw: int, state_field: str, value: float) -> VanError:
+    bound = MAX_STATE_SPEED_MPS if state_field == "speed_mps" else MAX_STATE_RANGE_M
+    return VanError(
+        error_type="implausible_reading",
+        level=ErrorLevel.WARNING,
+        description=(
+            f"TELEMETRY.{wire_field} = {raw} from the VCU is {value:g} beyond the protocol's "
+            f"bound for {state_field} ({bound:g}): reported as {bound:g}"
+        ),
+        references=(ErrorReference(key="field", value=state_field),),
+    )

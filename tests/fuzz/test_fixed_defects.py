@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge import wire
+from firmware_bridge.bridge.core import BridgeCore, PublishState
 from fleet.errors import ConfigError
 from fleet.model.site import Site, load_site
 from fleet.planning.orders import parse_orders
+from fleet.protocol import CommandVerifier, ErrorLevel, derive_van_key
 from tests.security.sites import make_site
+from tests.support import protocol_examples as ex
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "parcel_id,lon,lat,weight_kg,volume_m3,earliest,latest\n"
@@ -43,3 +47,37 @@ def test_a_site_config_naming_an_impossible_file_name_is_a_config_error(tmp_path
     )
     with pytest.raises(ConfigError, match="osm_file"):
         load_site(site_file)
+
+
+def _telemetry(**fields: int) -> wire.Telemetry:
+    base = dict(
+        uptime_ms=1, lon_e7=-86110000, lat_e7=411496000, heading_cdeg=0, speed_cmps=0,
+        soc_cpct=8000, range_m=100_000, odometer_m=0, mission_id=0, last_wp=wire.WP_NONE,
+        wp_queued=0, drive_state=wire.DriveState.IDLE, door=wire.DoorState.CLOSED,
+        fault_bits=0, estop_id=0,
+    )  # fmt: skip
+    return wire.Telemetry(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("reading", "field", "bound"),
+    [
+        ({"speed_cmps": 20_000}, "speed_mps", 100.0),
+        ({"range_m": 20_000_000}, "remaining_range_m", 10_000_000.0),
+    ],
+)
+def test_an_implausible_vcu_reading_is_clamped_and_reported_not_fatal_to_the_bridge(
+    reading: dict[str, int], field: str, bound: float
+) -> None:
+    key = derive_van_key(ex.MASTER_SECRET, ex.VAN)
+    core = BridgeCore(ex.VAN, CommandVerifier(ex.VAN, [key]), mission_ids=1)
+    core.on_link_up()
+    (published,) = [a for a in core.on_telemetry(_telemetry(**reading), ex.NOW_S)
+                    if isinstance(a, PublishState)]  # fmt: skip
+    state = published.state
+    got = state.speed_mps if field == "speed_mps" else state.battery.remaining_range_m
+    assert got == bound
+    (warning,) = [e for e in state.errors if e.error_type == "implausible_reading"]
+    assert warning.level is ErrorLevel.WARNING
+    assert [(r.key, r.value) for r in warning.references] == [("field", field)]
+    assert field in warning.description
