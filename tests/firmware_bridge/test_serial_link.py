@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import tty
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+import pytest
 
 from firmware_bridge import wire
 from firmware_bridge.link import (
     FdTransport,
     LinkConfig,
+    LinkDown,
     LinkEvent,
     PtyPair,
     Received,
@@ -149,3 +153,95 @@ def test_an_idle_link_stays_up_on_heartbeats_from_the_loop_timer() -> None:
             assert 10 <= heartbeats <= 31  # every 50 ms; a loaded machine may skip some
 
     asyncio.run(body())
+
+
+class NoisyTransport(FdTransport):
+    """The real fd transport, corrupting a share of the bytes it writes (seeded)."""
+
+    def __init__(self, fd: int, name: str, p_corrupt: float, seed: int) -> None:
+        super().__init__(fd, name, lambda: os.close(fd))
+        self.p_corrupt = p_corrupt
+        self.rng = random.Random(seed)
+        self.corrupted = 0
+
+    def write(self, data: bytes, *, urgent: bool = False) -> None:
+        out = bytearray(data)
+        rnd = self.rng.random
+        for i in range(len(out)):
+            if rnd() < self.p_corrupt:
+                out[i] ^= self.rng.randrange(1, 256)
+                self.corrupted += 1
+        super().write(bytes(out), urgent=urgent)
+
+
+def route_segment(i: int) -> wire.DriveSegment:
+    """8 waypoints, as the bridge cuts a long route (88 bytes on the wire)."""
+    pts = tuple(
+        (-86_100_000 + 977 * (8 * i + k), 411_500_000 - 613 * (8 * i + k)) for k in range(8)
+    )
+    return wire.DriveSegment(9, 8 * i, 1389, 0, False, pts)
+
+
+@pytest.mark.parametrize(("p_corrupt", "segments"), [(0.01, 60), (0.05, 4)])
+def test_a_pty_corrupting_both_ways_delivers_a_long_route_once_and_never_goes_down(
+    p_corrupt: float, segments: int
+) -> None:
+    """The production timers (a 115200-baud line's resend allowance, 50 ms heartbeats, a 1 s
+    peer timeout) over a real pty whose both ends corrupt what they write."""
+    pair = PtyPair()
+    downs: list[LinkEvent] = []
+    ends = Ends()
+    noisy: list[NoisyTransport] = []
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        noisy.append(NoisyTransport(fd, pair.slave_path, p_corrupt, seed=1))
+        return noisy[-1]
+
+    async def open_master() -> Transport:
+        noisy.append(NoisyTransport(os.dup(pair.master_fd), "master", p_corrupt, seed=2))
+        return noisy[-1]
+
+    def on_bridge_event(event: LinkEvent) -> None:
+        if isinstance(event, LinkDown):
+            downs.append(event)
+
+    def on_vcu_event(event: LinkEvent) -> None:
+        if isinstance(event, LinkDown):
+            downs.append(event)
+        ends.on_vcu_event(event)
+
+    async def body() -> None:
+        clock = WallClock()
+        bridge = SerialLink(
+            open_slave,
+            config=LinkConfig(wire.Role.BRIDGE),
+            clock=clock,
+            on_event=on_bridge_event,
+            name="bridge",
+        )
+        vcu = SerialLink(
+            open_master,
+            config=LinkConfig(wire.Role.VCU),
+            clock=clock,
+            on_event=on_vcu_event,
+            name="vcu",
+        )
+        async with asyncio.timeout(90), vcu, bridge:
+            while not (bridge.up and vcu.up):
+                await asyncio.sleep(0.02)
+            route = [route_segment(i) for i in range(segments)]
+            for seg in route:
+                bridge.send(seg)
+            await ends.until(lambda: len(ends.received) >= segments)
+            await asyncio.sleep(0.3)  # late duplicates would show here
+            assert ends.received == route  # every segment once, in order
+            assert bridge.up and vcu.up
+
+    try:
+        asyncio.run(body())
+    finally:
+        pair.close()
+    assert downs == []
+    assert sum(n.corrupted for n in noisy) > 0
