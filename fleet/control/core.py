@@ -246,6 +246,10 @@ class ControllerCore:
         if waiting or self._unassigned_parcels():
             self._start_replan("resume: " + ("; ".join(waiting) or "unassigned parcels"), now_s)
 
+    def has_output(self) -> bool:
+        """Something was decided since the last :meth:`drain`."""
+        return bool(self._changes or self._sends or self._replans)
+
     def drain(self) -> Output:
         """Everything decided since the last drain: write ``changes``, then send, then re-plan."""
         out = Output(self._changes, self._sends, self._replans)

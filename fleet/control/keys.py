@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,23 @@ class Signer:
         self._keys: dict[str, SigningKey] = {}
         self._next: dict[str, int] = {}
         self._limit: dict[str, int] = {}
+        self._ids = threading.Lock()  # prepare() may run in a worker thread
+
+    def ready(self, van_id: str) -> bool:
+        """Ids are reserved and the key derived: signing for ``van_id`` needs no store."""
+        return self._next.get(van_id, 0) != 0 and van_id in self._keys
+
+    def prepare(self, van_ids: Iterable[str]) -> None:
+        """Reserve ids and derive keys now for vans about to be sent their first command, so
+        that signing them is CPU only: the caller runs this in a worker thread, beside the
+        store write, and the event loop never waits on a store round trip to sign."""
+        for van_id in van_ids:
+            self.key(van_id)
+            with self._ids:
+                if self._next.get(van_id, 0) == 0:
+                    first = self._reserve(van_id, MESSAGE_ID_BLOCK)
+                    self._limit[van_id] = first + MESSAGE_ID_BLOCK - 1
+                    self._next[van_id] = first
 
     def key(self, van_id: str) -> SigningKey:
         key = self._keys.get(van_id)
@@ -106,12 +124,13 @@ class Signer:
         return key
 
     def next_message_id(self, van_id: str) -> int:
-        n = self._next.get(van_id, 0)
-        if n == 0 or n > self._limit[van_id]:
-            n = self._reserve(van_id, MESSAGE_ID_BLOCK)
-            self._limit[van_id] = n + MESSAGE_ID_BLOCK - 1
-        self._next[van_id] = n + 1
-        return n
+        with self._ids:
+            n = self._next.get(van_id, 0)
+            if n == 0 or n > self._limit[van_id]:
+                n = self._reserve(van_id, MESSAGE_ID_BLOCK)
+                self._limit[van_id] = n + MESSAGE_ID_BLOCK - 1
+            self._next[van_id] = n + 1
+            return n
 
     def payload(self, message: Order | InstantActions, now_s: float) -> bytes:
         header = make_header(self.name, self.next_message_id(message.van_id), now_s)

@@ -219,6 +219,21 @@ class MqttLink:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.sleep(0)  # let it start: the packet is in the client's queue on return
+        self._write_now()
+
+    def _write_now(self) -> None:
+        """Hand queued packets to the socket now rather than at the loop's next turn.
+
+        aiomqtt writes when the event loop reports the socket writable, which is only after
+        the caller next awaits something that blocks: a burst of orders signed and queued one
+        after another would leave together, late. paho's ``loop_write`` sends without
+        blocking and re-registers the socket for writing if the kernel took only part.
+        """
+        paho = self._client._client  # aiomqtt's paho client (aiomqtt pinned <3)
+        try:
+            paho.loop_write()
+        except OSError as exc:  # the read side notices and reports the broken link
+            log.debug("write to %s: %s", self.address, exc)
 
     async def _publish_tracked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:

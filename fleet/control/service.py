@@ -62,7 +62,7 @@ from fleet.protocol.control_api import (
     Request,
     StatusBody,
 )
-from fleet.store import EventRecord, Store
+from fleet.store import Changes, EventRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class ControllerService:
         self._message_seq = 0
         self._send_lock = asyncio.Lock()  # keeps batches of commands in decision order
         self._store_lock = asyncio.Lock()  # one write at a time, in decision order
+        self._decided = asyncio.Event()  # van messages led to decisions not yet flushed
         self._van_root = f"{self.topics.root}/vans/"
 
     # ------------------------------------------------------------------ lifetime
@@ -195,6 +196,7 @@ class ControllerService:
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._receive_loop(link), name="receive")
+                    group.create_task(self._flush_loop(), name="flush")
                     group.create_task(self._tick_loop(), name="tick")
                     group.create_task(self._wait_stop(), name="stop")
             except* _Stop:
@@ -217,11 +219,22 @@ class ControllerService:
 
     # ------------------------------------------------------------------ loops
     async def _receive_loop(self, link: MqttLink) -> None:
+        """Van traffic never waits for the store: what a batch decides is written and sent
+        by :meth:`_flush_loop` while the next batch is already being read."""
         while True:
             batch = await link.receive(MAX_BATCH)
             now_s = self.clock.time()
             for topic, payload in batch:
                 self._handle(topic, payload, now_s)
+            if self.core.has_output():
+                self._decided.set()
+
+    async def _flush_loop(self) -> None:
+        """Flush after the receive loop's batches; decisions made while a write is under way
+        go out together in the next one."""
+        while True:
+            await self._decided.wait()
+            self._decided.clear()
             await self._flush()
 
     async def _tick_loop(self) -> None:
@@ -386,11 +399,18 @@ class ControllerService:
 
     async def _commit_off_loop(self, out: Output) -> list[EventRecord]:
         """Write in a worker thread (SQLite releases the GIL), one batch at a time and in
-        decision order, so that van traffic keeps flowing while the store writes."""
-        if not out.changes:
+        decision order, so that van traffic keeps flowing while the store writes. Vans about
+        to get their first command have their message ids reserved in the same trip."""
+        first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id)]
+        if not out.changes and not first_time:
             return []
         async with self._store_lock:
-            return await asyncio.to_thread(self.store.commit, out.changes)
+            return await asyncio.to_thread(self._commit_and_prepare, out.changes, first_time)
+
+    def _commit_and_prepare(self, changes: Changes, first_time: list[str]) -> list[EventRecord]:
+        events = self.store.commit(changes) if changes else []
+        self.signer.prepare(first_time)
+        return events
 
     async def _flush(self) -> None:
         """Write what the core decided, then send it (urgent first), then start re-plans."""
