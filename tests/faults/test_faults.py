@@ -54,6 +54,13 @@ def test_a_van_whose_link_is_lost_for_60_s_carries_on_and_catches_up(
     run(world, "link_loss_60s", tmp_path)
 
 
+def test_one_percent_of_serial_bytes_corrupted_delivers_everything_once(
+    world: World, tmp_path: Path
+) -> None:
+    result = run(world, "serial_corruption_1pct", tmp_path)
+    assert int(result.notes["bytes_corrupted"]) > 0  # type: ignore[call-overload]
+
+
 # Defects these tests found in other parts (docs/security.md, "Known gaps"); each xfail is
 # strict, so the fix turns it red and the marker goes with it.
 TRANSIENT_VCU_LOSS = (
@@ -64,21 +71,6 @@ TRANSIENT_VCU_LOSS = (
     "with the parcels aboard, and the re-plan (applied seconds later) hands them to another "
     "van that drives an empty route: the parcels left aboard are never delivered"
 )
-NOISY_LINE = (
-    "with 1 % of the serial bytes corrupted, full-size drive segments (real road geometry, "
-    "29 waypoints, 256 bytes) keep the bridge declaring the VCU lost (about twice a second: "
-    "each LinkDown discards the queued segments and waits for a resync), and each loss is "
-    "the FATAL error above: the line-haul van never gets its first segment through. "
-    + TRANSIENT_VCU_LOSS
-)
-
-
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=NOISY_LINE)
-def test_one_percent_of_serial_bytes_corrupted_delivers_everything_once(
-    world: World, tmp_path: Path
-) -> None:
-    result = run(world, "serial_corruption_1pct", tmp_path)
-    assert int(result.notes["bytes_corrupted"]) > 0  # type: ignore[call-overload]
 
 
 @pytest.mark.xfail(raises=AssertionError, strict=True, reason=TRANSIENT_VCU_LOSS)
