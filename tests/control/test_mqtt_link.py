@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
 
 from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
@@ -63,3 +65,34 @@ def test_broker_urls_with_users_and_tls_ports() -> None:
     )
     assert str(plain) == "mqtt://fleet-dispatcher@broker.example:1883"  # never the password
     assert BrokerAddress.parse("mqtts://b").port == 8883
+
+
+def test_publish_soon_is_on_the_wire_before_the_caller_next_awaits(
+    broker: BrokerEndpoint,
+) -> None:
+    """An order must not sit in the client's queue while the controller signs the next one:
+    the event loop is kept busy (blocked) after publish_soon, and the message still arrives."""
+    topic = broker.prefix + "prompt"
+    subscribed, arrived = threading.Event(), threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.on_message = lambda *_: arrived.set()
+    watcher.connect(broker.host, broker.port)
+    watcher.subscribe(topic, qos=1)
+    watcher.loop_start()
+    try:
+        assert subscribed.wait(10)
+
+        async def run() -> bool:
+            async with asyncio.timeout(30):
+                link = MqttLink(
+                    BrokerAddress(broker.host, broker.port), client_id=f"p-{broker.prefix[5:17]}"
+                )
+                async with link:
+                    await link.publish_soon(topic, b"order", qos=1)
+                    return arrived.wait(10)  # blocks the loop: nothing else may write for us
+
+        assert asyncio.run(run()), "the message waited in the client for the loop's next turn"
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()

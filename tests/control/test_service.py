@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import aiomqtt
@@ -23,6 +24,7 @@ from fleet.protocol.control_api import (
     StatusBody,
     StatusResult,
 )
+from fleet.store import Changes, EventRecord
 from tests.control.service_support import day_book, running_controller
 from tests.support import plans
 from tests.support import protocol_examples as ex
@@ -224,3 +226,43 @@ def test_the_cli_is_told_when_no_controller_runs(broker: BrokerEndpoint) -> None
                     await client.request(StatusBody())
 
     asyncio.run(run())
+
+
+def test_van_states_are_processed_while_a_store_write_is_under_way(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    """The receive loop hands a batch's decisions to the flush task and reads on: a write
+    that takes long (here: held until the states are counted) never holds van traffic up."""
+
+    async def run() -> int:
+        async with asyncio.timeout(TIMEOUT_S):
+            topics = broker.topics
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book()) as service,
+                aiomqtt.Client(broker.host, broker.port) as van,
+            ):
+                store = service.store
+                gate, writing = threading.Event(), threading.Event()
+                commit = store.commit
+
+                def slow_commit(changes: Changes) -> list[EventRecord]:
+                    writing.set()
+                    assert gate.wait(TIMEOUT_S)
+                    return commit(changes)
+
+                store.commit = slow_commit  # type: ignore[method-assign]
+                try:
+                    state_topic = topics.van("ST-A-01", VanTopic.STATE)
+                    await van.publish(state_topic, b"{not json", qos=1)  # an event: a write
+                    while not writing.is_set():
+                        await asyncio.sleep(0.01)  # a flag set in a worker thread
+                    for k in range(1, 6):
+                        good = encode(ex.state(van_id="ST-A-01", message_id=k))
+                        await van.publish(state_topic, good, qos=1)
+                    while service.core.counters["states"] < 5:
+                        await asyncio.sleep(0.01)  # polling a counter: no event to await
+                    return service.core.counters["states"]
+                finally:
+                    gate.set()
+
+    assert asyncio.run(run()) == 5
