@@ -16,6 +16,7 @@ class ControllerConfig:
     release_ahead_stops: int = 2
     stale_after_s: float = 10.0
     offline_replan_after_s: float = 120.0
+    fatal_grace_s: float = 60.0
     resend_first_s: float = 2.0
     resend_max_s: float = 30.0
     resend_give_up_s: float = 300.0
@@ -38,6 +39,7 @@ def load_controller_config(path: Path) -> ControllerConfig:
         release_ahead_stops=c.integer("release_ahead_stops", "stops", ge=1, le=1000),
         stale_after_s=c.number("stale_after_s", "s", gt=0),
         offline_replan_after_s=c.number("offline_replan_after_s", "s", ge=0),
+        fatal_grace_s=c.number("fatal_grace_s", "s", ge=0),
         resend_first_s=c.number("resend_first_s", "s", gt=0),
         resend_max_s=c.number("resend_max_s", "s", gt=0),
         resend_give_up_s=c.number("resend_give_up_s", "s", gt=0),

@@ -14,8 +14,16 @@ Order life cycle, per van: a route becomes an order whose released base reaches
 parcels that a line-haul van has yet to bring is not released until they are at the station.
 Each change of the base or horizon is a new ``order_update_id``. An order is re-sent with
 exponential backoff until the van's state echoes it, and given up after a bound (with an
-event). A fatal van error, a van offline mid-route for too long, or a cancelled van takes the
-van out of service and re-plans its parcels onto the others; so does an urgent parcel.
+event).
+
+Re-planning (``docs/controller.md``): a van is declared lost (out of service) when a fatal
+error lasts ``fatal_grace_s`` or it is offline mid-route for ``offline_replan_after_s``; a
+dispatcher cancels it; an urgent parcel arrives; a dispatcher or the simulator asks for one.
+Parcels in a van's released base stay that van's until it reports them done or failed or it
+is lost (an offline van keeps driving its base, so even then its base stays its own); only
+the rest is re-planned. What a lost van carries is re-planned as recovered to its depot, each
+parcel with an event. A re-plan that counted a van out which is back in service before the
+result arrives is dropped (``replan_dropped``) and made again.
 """
 
 from __future__ import annotations
@@ -140,6 +148,9 @@ class ReplanRequest:
     # where each of those parcels is: "warehouse", "station" or "on_board"
     parcel_location: Mapping[str, str]
     at_station: Mapping[str, str]  # the station of each parcel that is at one
+    # parcels not there yet (a released line haul unloads them): when they will be (epoch s)
+    ready_at: Mapping[str, float] = field(default_factory=dict)
+    out_of_service: frozenset[str] = frozenset()  # vans the request counts out
 
 
 @dataclass(slots=True)
@@ -203,6 +214,8 @@ class ControllerCore:
         self._sends: list[Outgoing] = []
         self._replans: list[ReplanRequest] = []
         self._replan_in_flight: str | None = None
+        self._inflight_request: ReplanRequest | None = None
+        self._replan_seq = 0  # re-plans started (dropped and failed ones have no plan record)
         self._replan_waiting: list[str] = []
         self._next_flush_s = 0.0
         self._dirty_states: set[str] = set()
@@ -456,17 +469,24 @@ class ControllerCore:
         return max(r.released, want)
 
     def _waits_for_line_haul(self, v: _Van, node: Node) -> bool:
+        """A stop where ``v`` loads a parcel that is not there yet: a line-haul van has still
+        to bring it, or another van in service still carries it."""
         for action in node.actions:
             if action.action_type is not NodeActionType.LOAD:
                 continue
             for pid in action.parcel_ids:
                 rec = self._parcels.get(pid)
-                if (
-                    rec is not None
-                    and rec.line_haul_van not in (None, v.van_id)
-                    and rec.status in (ParcelStatus.PLANNED, ParcelStatus.LOADED)
+                if rec is None:
+                    continue
+                if rec.line_haul_van not in (None, v.van_id) and rec.status in (
+                    ParcelStatus.PLANNED,
+                    ParcelStatus.LOADED,
                 ):
                     return True
+                if rec.status is ParcelStatus.LOADED and rec.holder not in (None, v.van_id):
+                    holder = self._vans.get(rec.holder or "")
+                    if holder is not None and holder.rec.in_service:
+                        return True
         return False
 
     def _release(self, v: _Van, now_s: float, *, force: bool) -> None:
@@ -630,8 +650,9 @@ class ControllerCore:
         ):
             self._set_parcel(rec, status=ParcelStatus.AT_STATION, holder=None)
             self._event("parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid)
-            if rec.last_mile_van in self._vans:
-                self._release(self._vans[rec.last_mile_van], now_s, force=False)
+            waiting = self._vans.get(rec.last_mile_van or "")
+            if waiting is not None and waiting.rec.in_service:
+                self._release(waiting, now_s, force=False)
         elif (
             kind is NodeActionType.DELIVER
             and rec.status is ParcelStatus.LOADED
@@ -685,18 +706,41 @@ class ControllerCore:
         fatal = [e for e in state.errors if e.level is ErrorLevel.FATAL]
         if fatal and not v.rec.fatal:
             what = "; ".join(f"{e.error_type}: {e.description}" for e in fatal)
-            self._set(v, fatal=True)
-            self._event("van_error", now_s, van_id=v.van_id, detail=what)
-            self._take_out_of_service(v, f"fatal error: {what}", now_s)
+            self._set(v, fatal=True, fatal_since_s=now_s)
+            self._event(
+                "van_error",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{what} (declared broken down if it lasts {self.config.fatal_grace_s:g} s)",
+            )
+            if self.config.fatal_grace_s <= 0:
+                self._declare_broken_down(v, now_s)
         elif not fatal and v.rec.fatal:
             self._fatal_cleared(v, now_s)
+
+    def _declare_broken_down(self, v: _Van, now_s: float) -> None:
+        """The fatal error outlasted its grace: the van is out of service for good."""
+        s = v.state
+        what = "; ".join(
+            f"{e.error_type}: {e.description}"
+            for e in (s.errors if s is not None else ())
+            if e.level is ErrorLevel.FATAL
+        )
+        lasted = now_s - v.rec.fatal_since_s
+        self._take_out_of_service(v, f"fatal error for {lasted:.0f} s: {what}", now_s)
 
     def _fatal_cleared(self, v: _Van, now_s: float) -> None:
         self._set(v, fatal=False)
         self._event("van_error_cleared", now_s, van_id=v.van_id)
         if not v.rec.in_service and v.rec.out_reason.startswith("fatal error"):
-            self._set(v, in_service=True, out_reason="")
-            self._event("van_in_service", now_s, van_id=v.van_id, detail="fatal error cleared")
+            self._back_in_service(v, "fatal error cleared", now_s)
+
+    def _back_in_service(self, v: _Van, why: str, now_s: float) -> None:
+        """A van declared lost is back: in service again, and (if the day was re-planned
+        around it) re-planned again, so that what it still carries is its own once more."""
+        self._set(v, in_service=True, out_reason="", replan_cause="")
+        self._event("van_in_service", now_s, van_id=v.van_id, detail=why)
+        self._start_replan(f"{v.van_id}: back in service ({why})", now_s)
 
     def on_connection(self, van_id: str, message: Connection, now_s: float) -> None:
         self.counters["connections"] += 1
@@ -711,8 +755,7 @@ class ControllerCore:
             if r.sent and not r.confirmed and not r.gave_up and v.order is not None:
                 self._set(v, first_sent_s=now_s, next_send_s=now_s, attempts=0)
             if not r.in_service and r.out_reason.startswith("offline"):
-                self._set(v, in_service=True, out_reason="")
-                self._event("van_in_service", now_s, van_id=van_id, detail="back online")
+                self._back_in_service(v, "back online", now_s)
         else:
             self._event("van_offline", now_s, van_id=van_id, detail=state.value)
 
@@ -786,6 +829,8 @@ class ControllerCore:
 
     def _check_silence(self, v: _Van, now_s: float) -> None:
         r = v.rec
+        if r.fatal and r.in_service and now_s - r.fatal_since_s >= self.config.fatal_grace_s:
+            self._declare_broken_down(v, now_s)
         if r.connection in OFFLINE_STATES:
             if (
                 r.in_service
@@ -1019,13 +1064,51 @@ class ControllerCore:
     def _take_out_of_service(
         self, v: _Van, reason: str, now_s: float, *, truncate: bool = True
     ) -> None:
+        """Declare ``v`` lost (or cancelled): it gets no more work; what it carries beyond its
+        released base is re-planned as recovered to its depot, with an event per parcel."""
         if not v.rec.in_service and v.rec.replan_cause:
             return
         self._set(v, in_service=False, out_reason=reason, replan_cause=reason)
         self._event("van_out_of_service", now_s, van_id=v.van_id, detail=reason)
         if truncate and v.active and v.order is not None:
             self._replace_horizon(v, None, v.rec.source, now_s)
+        kept = self._base_parcels(v) if self._drives_base(v) else set()
+        for rec in list(self._parcels.values()):
+            pid = rec.parcel.id
+            if rec.status is ParcelStatus.LOADED and rec.holder == v.van_id and pid not in kept:
+                self._event(
+                    "parcel_stranded",
+                    now_s,
+                    van_id=v.van_id,
+                    parcel_id=pid,
+                    detail=f"on board of {v.van_id} ({reason}): re-planned as recovered to "
+                    "its depot",
+                )
         self._start_replan(f"{v.van_id}: {reason}", now_s)
+
+    def _drives_base(self, v: _Van) -> bool:
+        """``v`` will still drive its released base: in service, or offline (a van that loses
+        the broker finishes its released base, then holds), not broken down nor cancelled."""
+        r = v.rec
+        if not v.active or v.path is None:
+            return False
+        if r.in_service:
+            return True
+        return r.connection in OFFLINE_STATES and not r.fatal and not r.cancelled
+
+    def _base_parcels(self, v: _Van) -> set[str]:
+        """Parcels with an action in ``v``'s released base that it has not reported yet."""
+        out: set[str] = set()
+        if v.path is None:
+            return out
+        reached = v.rec.reached_seq if v.rec.reached_seq is not None else -1
+        for node in v.path.nodes[: v.rec.released]:
+            if node.sequence_id < reached:
+                continue  # passed; the stop it is at may still be busy
+            for a in node.actions:
+                if a.action_id not in v.done_actions:
+                    out.update(a.parcel_ids)
+        return out
 
     def _unassigned_parcels(self) -> list[ParcelRecord]:
         return [
@@ -1037,6 +1120,18 @@ class ControllerCore:
             and r.source == "urgent"
         ]
 
+    def request_replan(self, reason: str, now_s: float) -> str:
+        """A dispatcher, an engineer or the simulator (a road closure) asks for a re-plan."""
+        reason = " ".join(reason.split())[:500] or "requested"
+        if self._day is None:
+            raise ControlError("no plan has been dispatched yet: nothing to re-plan")
+        self._event("replan_requested", now_s, detail=reason)
+        queued = self._replan_in_flight is not None
+        self._start_replan(f"requested: {reason}", now_s)
+        if queued:
+            return f"re-plan queued after {self._replan_in_flight} ({reason})"
+        return f"re-plan started ({reason})"
+
     def _start_replan(self, cause: str, now_s: float) -> None:
         if self._day is None:
             self._event("replan_skipped", now_s, detail=f"{cause}: no plan dispatched")
@@ -1044,9 +1139,11 @@ class ControllerCore:
         if self._replan_in_flight is not None:
             self._replan_waiting.append(cause)
             return
-        replan_id = f"R{len(self._plans) + 1:04d}-{int(now_s) % 100000:05d}"
+        self._replan_seq = max(self._replan_seq, len(self._plans)) + 1
+        replan_id = f"R{self._replan_seq:04d}-{int(now_s) % 100000:05d}"
         request = self._replan_request(replan_id, cause, now_s)
         self._replan_in_flight = replan_id
+        self._inflight_request = request
         self._replans.append(request)
         self.counters["replans"] += 1
         self._event(
@@ -1058,21 +1155,50 @@ class ControllerCore:
         )
 
     def _replan_request(self, replan_id: str, cause: str, now_s: float) -> ReplanRequest:
+        """The fleet as the planner must take it: every van's released base is driven first
+        (what it delivers there is not re-planned; what it loads there is its own); parcels a
+        base unloads at a station are at that station once the unload is due."""
         assert self._day is not None
         to_local = epoch_to_local(self._day, self._timezone)
         now_local = to_local(now_s)
         committed: set[str] = set()  # delivered by a base that will still be driven
-        after_base: dict[str, tuple[str, ...]] = {}
-        vans: list[VanNow] = []
-        for van_id in sorted(set(self.roster) | set(self._vans)):
+        unloaded: dict[str, tuple[str, float]] = {}  # unloaded by a base: station, when (epoch)
+        boards: dict[str, list[str]] = {}
+        ends: dict[str, tuple[float, float, float, float]] = {}
+        van_list = sorted(set(self.roster) | set(self._vans))
+        for van_id in van_list:
             v = self._vans.get(van_id)
-            vans.append(self._van_now(van_id, v, to_local, now_local, committed, after_base))
-        # Where each parcel will be once every in-service van has driven its released base.
+            boards[van_id] = [
+                r.parcel.id
+                for r in self._parcels.values()
+                if r.status is ParcelStatus.LOADED and r.holder == van_id
+            ]
+            if v is not None and self._drives_base(v):
+                ends[van_id] = self._walk_base(v, boards[van_id], committed, unloaded, to_local)
+        # Each parcel is on board one van at most, and only if it is still to deliver: a
+        # van driving its base before one that does not (a lost van's parcel, recovered and
+        # loaded by another); a parcel some base delivers is on board nobody's after it.
+        claimed: set[str] = set(committed)
+        for van_id in sorted(van_list, key=lambda w: w not in ends):
+            kept: list[str] = []
+            for p in boards[van_id]:
+                rec = self._parcels.get(p)
+                if p in claimed or rec is None or rec.status in TERMINAL_STATUSES:
+                    continue
+                claimed.add(p)
+                kept.append(p)
+            boards[van_id] = kept
+        vans = [
+            self._van_now(
+                van_id, self._vans.get(van_id), boards[van_id], ends.get(van_id), now_local
+            )
+            for van_id in van_list
+        ]
+        on_board = {p for ps in boards.values() for p in ps}
         location: dict[str, str] = {}
         at_station: dict[str, str] = {}
+        ready_at: dict[str, float] = {}
         parcels: list[Parcel] = []
-        on_board = {p for ps in after_base.values() for p in ps}
-        unloaded = self._unloaded_in_bases()
         for rec in self._parcels.values():
             pid = rec.parcel.id
             if rec.status in TERMINAL_STATUSES or pid in committed:
@@ -1080,7 +1206,10 @@ class ControllerCore:
             parcels.append(rec.parcel)
             if pid in on_board:
                 location[pid] = "on_board"
-            elif rec.status in (ParcelStatus.AT_STATION, ParcelStatus.LOADED) or pid in unloaded:
+            elif pid in unloaded:
+                location[pid] = "station"
+                at_station[pid], ready_at[pid] = unloaded[pid]
+            elif rec.status in (ParcelStatus.AT_STATION, ParcelStatus.LOADED):
                 location[pid] = "station"
                 if rec.station:
                     at_station[pid] = rec.station
@@ -1096,73 +1225,72 @@ class ControllerCore:
             tuple(parcels),
             location,
             at_station,
+            ready_at,
+            frozenset(v.van_id for v in vans if not v.in_service),
         )
 
-    def _unloaded_in_bases(self) -> set[str]:
-        out: set[str] = set()
-        for v in self._vans.values():
-            if not v.active or v.path is None or not v.rec.in_service:
-                continue
-            for node in v.path.nodes[: v.rec.released]:
-                for a in node.actions:
-                    if a.action_type is NodeActionType.UNLOAD and a.action_id not in v.done_actions:
-                        out.update(a.parcel_ids)
-        return out
+    def _walk_base(
+        self,
+        v: _Van,
+        board: list[str],
+        committed: set[str],
+        unloaded: dict[str, tuple[str, float]],
+        to_local: Callable[[float], float],
+    ) -> tuple[float, float, float, float]:
+        """Drive ``v``'s released base on paper: updates ``board`` (what it carries at the
+        end), ``committed`` and ``unloaded``; returns the base's end (lon, lat, local time it
+        is free, km left to drive)."""
+        assert v.path is not None
+        reached = v.rec.reached_seq if v.rec.reached_seq is not None else -1
+        base = v.path.nodes[: v.rec.released]
+        dist_m = 0.0
+        for i, node in enumerate(base):
+            if node.sequence_id < reached:
+                continue  # passed; the stop it is at may still be busy
+            if node.sequence_id > reached and i > 0:
+                dist_m += v.path.edges[i - 1].length_m
+            for a in node.actions:
+                if a.action_id in v.done_actions:
+                    continue
+                if a.action_type is NodeActionType.LOAD:
+                    board.extend(p for p in a.parcel_ids if p not in board)
+                elif a.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                    gone = set(a.parcel_ids)
+                    board[:] = [p for p in board if p not in gone]
+                    if a.action_type is NodeActionType.DELIVER:
+                        committed.update(a.parcel_ids)
+                    else:
+                        due = node.planned_arrival
+                        at = parse_timestamp(due) + v.rec.lateness_s if due else 0.0
+                        for p in a.parcel_ids:
+                            unloaded[p] = (node.ref, at)
+        end = base[-1]
+        free_s = 0.0
+        if end.planned_departure:
+            free_s = to_local(parse_timestamp(end.planned_departure)) + v.rec.lateness_s
+        return end.lon, end.lat, free_s, dist_m / 1000.0
 
     def _van_now(
         self,
         van_id: str,
         v: _Van | None,
-        to_local: Callable[[float], float],
+        board: list[str],
+        end: tuple[float, float, float, float] | None,
         now_local: float,
-        committed: set[str],
-        after_base: dict[str, tuple[str, ...]],
     ) -> VanNow:
         home = self.roster.get(van_id)
         state = v.state if v is not None else None
         soc = state.battery.soc_pct if state is not None else 100.0
-        board: list[str] = [
-            r.parcel.id
-            for r in self._parcels.values()
-            if r.status is ParcelStatus.LOADED and r.holder == van_id
-        ]
         lon, lat = home if home is not None else (0.0, 0.0)
         if state is not None and state.position is not None:
             lon, lat = state.position.lon, state.position.lat
         free_s = now_local
         in_service = v is None or (v.rec.in_service and not v.rec.cancelled)
-        if v is not None and v.active and in_service and v.path is not None:
-            reached = v.rec.reached_seq if v.rec.reached_seq is not None else -1
-            base = v.path.nodes[: v.rec.released]
-            dist_m = 0.0
-            for i, node in enumerate(base):
-                if node.sequence_id <= reached:
-                    continue
-                if i > 0:
-                    dist_m += v.path.edges[i - 1].length_m
-                for a in node.actions:
-                    if a.action_id in v.done_actions:
-                        continue
-                    if a.action_type is NodeActionType.LOAD:
-                        board.extend(p for p in a.parcel_ids if p not in board)
-                    elif a.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
-                        board = [p for p in board if p not in a.parcel_ids]
-                        if a.action_type is NodeActionType.DELIVER:
-                            committed.update(a.parcel_ids)
-            end = base[-1]
-            lon, lat = end.lon, end.lat
-            if end.planned_departure:
-                free_s = max(
-                    now_local, to_local(parse_timestamp(end.planned_departure)) + v.rec.lateness_s
-                )
-            soc -= (
-                dist_m
-                / 1000.0
-                * self.van_spec.consumption_kwh_per_km
-                / self.van_spec.battery_kwh
-                * 100.0
-            )
-        after_base[van_id] = tuple(board)
+        if end is not None:
+            lon, lat, free_at, km = end
+            free_s = max(now_local, free_at)
+            spec = self.van_spec
+            soc -= km * spec.consumption_kwh_per_km / spec.battery_kwh * 100.0
         return VanNow(
             van_id,
             lon,
@@ -1180,6 +1308,25 @@ class ControllerCore:
             log.warning("ignoring result of re-plan %s (not in flight)", replan_id)
             return
         self._replan_in_flight = None
+        request, self._inflight_request = self._inflight_request, None
+        back = sorted(
+            van_id
+            for van_id in (request.out_of_service if request is not None else ())
+            if (v := self._vans.get(van_id)) is not None and v.rec.in_service
+        )
+        if back:
+            self.counters["replans_dropped"] += 1
+            self._event(
+                "replan_dropped",
+                now_s,
+                detail=f"its cause has cleared: {', '.join(back)} back in service",
+                replan=replan_id,
+            )
+            self._resume_releases(now_s)
+            cause = request.cause if request is not None else "re-plan dropped"
+            self._replan_waiting.insert(0, f"again after {replan_id} was dropped ({cause})")
+            self._next_replan(now_s)
+            return
         problems = checked.problems
         if problems:
             self._replan_failed(
@@ -1197,10 +1344,13 @@ class ControllerCore:
         for route in plan.routes:
             for stop in route.stops():
                 planned.update(stop.parcels_delivered)
+        in_transit = request.ready_at if request is not None else {}
         for pid in planned:
             rec = self._parcels.get(pid)
             if rec is not None:
-                self._set_parcel(rec, line_haul_van=None, last_mile_van=None)
+                # a line haul still brings it to its station: the last mile waits for it
+                lh = rec.line_haul_van if pid in in_transit else None
+                self._set_parcel(rec, line_haul_van=lh, last_mile_van=None)
         self._assign_parcels(plan, replan_id)
         to_epoch = local_to_epoch(self._day, self._timezone)
         routed = {r.van_id for r in plan.routes if r.trips}
@@ -1230,11 +1380,18 @@ class ControllerCore:
                 self._replace_horizon(v, None, replan_id, now_s)
             if v.rec.replan_cause:
                 self._set(v, replan_cause="")
+        in_bases: set[str] = set()
+        for v in self._vans.values():
+            if self._drives_base(v):
+                in_bases |= self._base_parcels(v)
         for u in plan.unserved:
             rec = self._parcels.get(u.parcel_id)
             if rec is None or rec.status in TERMINAL_STATUSES:
                 continue
-            if rec.status is ParcelStatus.LOADED:
+            holder = self._vans.get(rec.holder or "")
+            if u.parcel_id in in_bases:  # a released stop handles it: the van reports it
+                self._set_parcel(rec, detail=f"released to a van; re-plan: {u.reason.value}")
+            elif rec.status is ParcelStatus.LOADED and holder is not None and holder.rec.in_service:
                 self._set_parcel(rec, detail=f"on board of {rec.holder}; re-plan: {u.reason.value}")
             else:
                 self._set_parcel(
@@ -1255,23 +1412,26 @@ class ControllerCore:
             f"{len(plan.unserved)} unserved",
             replan=replan_id,
         )
+        self._resume_releases(now_s)
+        self._next_replan(now_s)
+
+    def _resume_releases(self, now_s: float) -> None:
+        """Bases were held still while a re-plan was being made: release them again."""
         for v in self._vans.values():
             if v.active and v.rec.in_service:
                 self._release(v, now_s, force=False)
-        self._next_replan(now_s)
 
     def replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
         if replan_id != self._replan_in_flight:
             return
         self._replan_in_flight = None
+        self._inflight_request = None
         self._replan_failed(replan_id, error, now_s)
 
     def _replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
         self.counters["replans_failed"] += 1
         self._event("replan_failed", now_s, detail=error[:2000], replan=replan_id)
-        for v in self._vans.values():
-            if v.active and v.rec.in_service:
-                self._release(v, now_s, force=False)
+        self._resume_releases(now_s)
         self._next_replan(now_s)
 
     def _next_replan(self, now_s: float) -> None:
@@ -1365,16 +1525,21 @@ class ControllerCore:
 
 class LagMeter:
     """How late van states are processed (arrival minus the van's stamp), over the last
-    ``size`` states, and the worst since start."""
+    ``size`` states, the worst since start, and how many since start were processed more
+    than ``late_s`` late (a whole-run figure: the load benchmark's keeps-up test)."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, late_s: float = 1.0) -> None:
         self._recent: deque[float] = deque(maxlen=size)
         self.max_s = 0.0
+        self.late_s = late_s
+        self.late = 0
 
     def record(self, lag_s: float) -> None:
         self._recent.append(lag_s)
         if lag_s > self.max_s:
             self.max_s = lag_s
+        if lag_s > self.late_s:
+            self.late += 1
 
     def summary_ms(self) -> dict[str, int]:
         if not self._recent:
@@ -1388,6 +1553,7 @@ class LagMeter:
             "state_lag_p50_ms": round(at(0.50) * 1000),
             "state_lag_p99_ms": round(at(0.99) * 1000),
             "state_lag_max_ms": round(self.max_s * 1000),
+            f"states_late_{self.late_s:g}s": self.late,
         }
 
 

@@ -12,7 +12,11 @@ with where each one is. The new plan:
   ``recovery_s`` after ``now_s`` (a station for a last-mile van, else the warehouse), and
   planned from there on other vans;
 * plans from each van's position, time and state of charge; parcels at stations go out on
-  the last mile directly, parcels at the warehouse through the line haul first.
+  the last mile directly, parcels at the warehouse through the line haul first;
+* a parcel still on its way to a station (a line-haul van's released base unloads it there)
+  is given as at that station from ``ready_at`` (when the unload is due), so no van is
+  planned to load it before it is there; a parcel said to be "at the station" of the
+  warehouse's id is back at the warehouse.
 
 Vans of the site that ``vans`` does not mention are taken as idle at their depot, full, from
 ``now_s``. Every plan returned has passed the verifier (with the same starting state).
@@ -124,6 +128,7 @@ def replan(
     now_s: float,
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
+    ready_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -139,7 +144,9 @@ def replan(
     ``parcel_location`` says where each parcel is: ``"warehouse"``, ``"station"`` or
     ``"on_board"`` (default: on board if a van lists it, else at the warehouse);
     ``at_station`` names the station of parcels at one (default: the parcel's configured
-    station, else the nearest by road, as the day plan chose). See
+    station, else the nearest by road, as the day plan chose); ``ready_at`` gives, for
+    parcels not yet where they are said to be, when they will be (seconds after local
+    midnight; default ``now_s``). See
     :func:`replan_with_state` for the starting state to verify the plan again with.
     """
     return replan_with_state(
@@ -151,6 +158,7 @@ def replan(
         now_s=now_s,
         parcel_location=parcel_location,
         at_station=at_station,
+        ready_at=ready_at,
         time_limit_s=time_limit_s,
         seed=seed,
         progress=progress,
@@ -172,6 +180,7 @@ def replan_with_state(
     now_s: float,
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
+    ready_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -186,6 +195,8 @@ def replan_with_state(
     start_soc_pct=state.start_soc_pct)`` checks it again (the controller does before a
     dispatch)."""
     where = dict(parcel_location or {})
+    ready_by = ready_at or {}
+    stations = {s.id for s in site.stations}
     names = {p.id for p in parcels}
     carried: dict[ParcelId, VanId] = {}
     fleet: list[VanState] = []
@@ -231,6 +242,10 @@ def replan_with_state(
     states: dict[ParcelId, ParcelState] = {}
     for p in parcels:
         loc = where.get(p.id, "on_board" if p.id in carried else "warehouse")
+        sid = (at_station or {}).get(p.id)
+        if loc == "station" and sid == site.warehouse.id:
+            loc, sid = "warehouse", None  # brought back to the warehouse (a line haul's return)
+        at_s = max(now_s, float(ready_by.get(p.id, now_s)))
         if loc == "on_board":
             holder = carried.get(p.id)
             if holder is None:
@@ -238,14 +253,16 @@ def replan_with_state(
             ready = now_s if in_service[holder] else now_s + recovery_s
             states[p.id] = ParcelState(Where.ON_BOARD, ready, None, holder)
         elif loc == "station":
-            sid = (at_station or {}).get(p.id)
-            if sid is not None and sid not in {s.id for s in site.stations}:
-                raise InputError(f"parcel {p.id!r} is said to be at unknown station {sid!r}")
+            if sid is not None and sid not in stations:
+                raise InputError(
+                    f"parcel {p.id!r} is said to be at unknown station {sid!r} (stations of "
+                    f"site {site.name!r}: {', '.join(sorted(stations))})"
+                )
             states[p.id] = ParcelState(
-                Where.STATION, now_s, DepotId(sid) if sid is not None else None
+                Where.STATION, at_s, DepotId(sid) if sid is not None else None
             )
         elif loc == "warehouse":
-            states[p.id] = ParcelState(Where.WAREHOUSE, now_s)
+            states[p.id] = ParcelState(Where.WAREHOUSE, at_s)
         else:
             raise InputError(
                 f"parcel {p.id!r}: location {loc!r} is not one of warehouse, station, on_board"

@@ -72,6 +72,7 @@ class VanRecord:
     out_reason: str = ""
     replan_cause: str = ""  # non-empty: this van's parcels wait for a re-plan
     fatal: bool = False
+    fatal_since_s: float = 0.0  # when the fatal error began (the grace before it counts)
     connection: str = ""  # last ConnectionState value heard ("" = never)
     connection_since_s: float = 0.0
     pending_instants: tuple[PendingInstant, ...] = ()

@@ -15,6 +15,7 @@ from fleet.protocol import (
     InstantActionType,
     OrderVerdict,
     make_header,
+    parse_timestamp,
 )
 from fleet.store import ParcelStatus
 from tests.control.harness import Harness
@@ -156,16 +157,18 @@ def test_a_silent_van_becomes_stale_and_fresh_again() -> None:
     assert "van_fresh" in h.kinds()
 
 
-def test_a_fatal_error_replans_the_vans_parcels_onto_another_van() -> None:
-    h = Harness()
+def test_a_fatal_error_that_lasts_its_grace_replans_the_vans_parcels_onto_another_van() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=30.0))
     h.dispatch(plans.plan(), plans.parcels())
     h.drive("WH-PORTO-01", 3)  # all four parcels now wait at the station
     h.report("ST-A-01")
     h.vans["ST-A-01"].fatal("traction inverter fault")
     h.report("ST-A-01")
-    assert "van_error" in h.kinds() and "replan_started" in h.kinds()
+    assert "van_error" in h.kinds() and h.replans == []  # not yet: it may clear
+    h.advance(31, report=True)
+    assert "van_out_of_service" in h.kinds() and "replan_started" in h.kinds()
     (request,) = h.replans
-    assert "ST-A-01: fatal error" in request.cause
+    assert "ST-A-01: fatal error for 3" in request.cause
     assert {p.id for p in request.parcels} == {"P1", "P2", "P3", "P4"}
     assert set(request.parcel_location.values()) == {"station"}
     by_van = {v.van_id: v for v in request.vans}
@@ -178,11 +181,79 @@ def test_a_fatal_error_replans_the_vans_parcels_onto_another_van() -> None:
     assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
 
 
+def test_a_fatal_error_that_clears_within_its_grace_changes_nothing() -> None:
+    """A VCU reboot: FATAL for a moment, then gone; the van carries on with its parcels."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=30.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 2)  # P1 delivered, P2..P4 on board
+    h.vans["ST-A-01"].fatal("VCU link lost")
+    h.advance(5, report=True)
+    h.vans["ST-A-01"].errors.clear()
+    h.advance(5, report=True)
+    h.advance(60, report=True)
+    assert "van_error_cleared" in h.kinds()
+    assert h.replans == [] and "van_out_of_service" not in h.kinds()
+    assert h.core.van_record("ST-A-01").in_service  # type: ignore[union-attr]
+    h.drive("ST-A-01", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+    assert h.vans["ST-A-01"].on_board == []
+
+
+def test_a_replan_whose_cause_cleared_before_it_is_applied_is_dropped() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=10.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 2)
+    h.vans["ST-A-01"].fatal("VCU link lost")
+    h.report("ST-A-01")
+    h.advance(11, report=True)
+    (request,) = h.replans
+    assert set(request.vans[[v.van_id for v in request.vans].index("ST-A-01")].parcels_on_board)
+    h.vans["ST-A-01"].errors.clear()  # back before the planner answers
+    h.report("ST-A-01")
+    # the planner's answer: another van loads what ST-A-01 still carries
+    h.replan_done(request, plans.plan([plans.last_mile_route(("P2", "P3", "P4"), "ST-A-02")]))
+    assert "replan_dropped" in h.kinds() and "replan_applied" not in h.kinds()
+    assert h.orders_for("ST-A-02") == []
+    again = h.replans[-1]
+    assert again.replan_id != request.replan_id and "dropped" in again.cause
+    by_van = {v.van_id: v for v in again.vans}
+    assert by_van["ST-A-01"].in_service  # what it carries stays its own
+    assert set(by_van["ST-A-01"].parcels_on_board) == {"P3", "P4"}  # P2: its base delivers it
+
+
+def test_parcels_a_released_line_haul_still_brings_are_at_its_station_only_once_it_is_due() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01")  # loaded at the warehouse; the station's unload is released
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    (request,) = h.replans
+    assert "requested: test" in request.cause and "replan_requested" in h.kinds()
+    assert set(request.parcel_location.values()) == {"station"}
+    assert set(request.at_station.values()) == {"ST-A"}
+    due = h.orders_for("WH-PORTO-01")[-1].nodes[1].planned_arrival
+    assert due is not None
+    assert set(request.ready_at.values()) == {parse_timestamp(due)}
+    by_van = {v.van_id: v for v in request.vans}
+    assert by_van["WH-PORTO-01"].parcels_on_board == ()  # after its base it carries none
+    # the re-plan gives the last mile to ST-A-02: it must not load before the line haul is there
+    h.replan_done(request, plans.plan([plans.last_mile_route(van="ST-A-02")]))
+    assert "replan_applied" in h.kinds()
+    assert all(not o.nodes[0].released for o in h.orders_for("ST-A-02"))
+    h.drive("WH-PORTO-01")  # unloaded at the station
+    assert h.orders_for("ST-A-02")[-1].nodes[0].released
+    h.drive("ST-A-02", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+    assert h.orders_for("ST-A-01") == []  # the day plan's last-mile van got nothing
+
+
 def test_a_van_offline_mid_route_is_replanned_after_the_grace_time() -> None:
     h = Harness(config=ControllerConfig(release_ahead_stops=1, offline_replan_after_s=60.0))
     h.dispatch(plans.plan(), plans.parcels())
     h.drive("WH-PORTO-01", 3)
-    h.drive("ST-A-01", 2)  # loaded, P1 delivered; P2..P4 on board
+    h.drive("ST-A-01", 2)  # loaded, P1 delivered; P2..P4 on board, P2's door released
     _connection(h, "ST-A-01", ConnectionState.CONNECTION_BROKEN)
     h.advance(30)
     assert h.replans == []
@@ -190,9 +261,31 @@ def test_a_van_offline_mid_route_is_replanned_after_the_grace_time() -> None:
     (request,) = h.replans
     assert "offline" in request.cause
     by_van = {v.van_id: v for v in request.vans}
-    assert set(by_van["ST-A-01"].parcels_on_board) == {"P2", "P3", "P4"}
+    # the van drives its released base offline: P2 stays its own; what it carries beyond
+    # its base is re-planned as recovered
+    assert set(by_van["ST-A-01"].parcels_on_board) == {"P3", "P4"}
+    assert "P2" not in {p.id for p in request.parcels}
+    assert {e.parcel_id for e in h.events if e.kind == "parcel_stranded"} == {"P3", "P4"}
     _connection(h, "ST-A-01", ConnectionState.ONLINE)
     assert h.core.van_record("ST-A-01").in_service  # type: ignore[union-attr]
+
+
+def test_a_lost_vans_parcel_loaded_by_another_is_on_board_only_of_that_one() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=3, fatal_grace_s=0.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 2)
+    h.vans["ST-A-01"].fatal("drive unit fault")
+    h.report("ST-A-01")
+    (request,) = h.replans
+    h.replan_done(request, plans.plan([plans.last_mile_route(("P2", "P3", "P4"), "ST-A-02")]))
+    assert h.orders_for("ST-A-02")[-1].nodes[1].released  # loads and delivers in its base
+    h.core.request_replan("dispatcher", h.now_s)
+    h.pump()
+    again = h.replans[-1]
+    by_van = {v.van_id: v for v in again.vans}
+    assert by_van["ST-A-01"].parcels_on_board == ()
+    assert "P2" not in {p.id for p in again.parcels}  # ST-A-02's base delivers it
 
 
 def test_cancelling_a_parcel_in_the_horizon_updates_the_order() -> None:

@@ -128,6 +128,8 @@ def test_a_van_breaking_down_mid_route_is_replanned_with_the_real_planner(
     assert on_board
     h.vans[victim].fatal("traction battery isolation fault")
     h.report(victim)
+    assert h.replans == []  # a fatal error may clear within its grace
+    h.advance(h.config.fatal_grace_s)  # it did not: the van is declared broken down
     (request,) = h.replans
     assert not {v.van_id: v for v in request.vans}[victim].in_service
     checked: CheckedPlan = planning.replan(request)

@@ -67,6 +67,7 @@ name = "fleet-controller"
 release_ahead_stops = 2
 stale_after_s = {wall(10.0)}
 offline_replan_after_s = 120.0
+fatal_grace_s = {wall(1.0)}
 resend_first_s = {wall(0.5)}
 resend_max_s = {wall(4.0)}
 resend_give_up_s = {wall(60.0)}
