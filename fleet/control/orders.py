@@ -33,6 +33,7 @@ from fleet.protocol import (
 CHARGE_NOTICE_PCT = 0.5
 ARRIVAL_TOLERANCE_M = 25.0
 EARTH_RADIUS_M = 6_371_000.0
+MIN_SPEED_MPS = 1.0  # an edge's cap is never below walking pace (a rounding of a short edge)
 
 
 def local_to_epoch(day: date, timezone: str) -> Callable[[float], float]:
@@ -73,7 +74,9 @@ def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeActio
         )
 
     if stop.parcels_delivered:
-        unload = stop.kind is PlanStopKind.STATION or leg is Leg.LINE_HAUL
+        # a station's consignment, or what a van brings back to its own depot (a re-plan's
+        # first trip returns what it cannot deliver in time): handed over, not delivered
+        unload = stop.kind in (PlanStopKind.STATION, PlanStopKind.DEPOT) or leg is Leg.LINE_HAUL
         add(NodeActionType.UNLOAD if unload else NodeActionType.DELIVER, stop.parcels_delivered)
     if stop.parcels_loaded:
         add(NodeActionType.LOAD, stop.parcels_loaded)
@@ -93,6 +96,15 @@ def _straight_m(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
 
 
+def road_speed_mps(length_m: float, drive_s: float) -> float | None:
+    """The speed the planner drove an edge at: its roads' speeds over its length (the
+    planner's arrival at a stop is when it gets there, before any wait for a window). None
+    when the plan gives no time to drive it (a zero-length edge)."""
+    if length_m <= 0.0 or drive_s <= 0.0:
+        return None
+    return max(MIN_SPEED_MPS, length_m / drive_s)
+
+
 def route_path(
     route: VanRoute,
     to_epoch: Callable[[float], float],
@@ -101,6 +113,9 @@ def route_path(
     after: Node | None = None,
 ) -> RoutePath:
     """Nodes and edges for every stop of ``route`` (all unreleased).
+
+    Each edge's ``max_speed_mps`` is the speed of the roads the planner drove it on (its
+    length over its driving time), capped at ``top_speed_mps``.
 
     With ``after`` (the last node of a van's released base) the path continues that order:
     nodes are numbered from the next position and the first edge leaves ``after``. A
@@ -133,9 +148,12 @@ def route_path(
         if prev_node is not None:
             here = (stop.lon, stop.lat)
             there = (prev_node.lon, prev_node.lat)
+            speed_mps = top_speed_mps
             if prev_stop is not None:
                 length_m = max(0.0, stop.dist_so_far_m - prev_stop.dist_so_far_m)
                 geometry = tuple(stop.geometry_in) or (there, here)
+                road = road_speed_mps(length_m, stop.arrival_s - prev_stop.departure_s)
+                speed_mps = min(top_speed_mps, road or top_speed_mps)
             else:  # nothing planned between them: the van's own stack finds the road
                 length_m, geometry = _straight_m(there, here), (there, here)
             edges.append(
@@ -146,7 +164,7 @@ def route_path(
                     start_node_id=prev_node.node_id,
                     end_node_id=node.node_id,
                     length_m=length_m,
-                    max_speed_mps=top_speed_mps,
+                    max_speed_mps=speed_mps,
                     trajectory=geometry if len(geometry) >= 2 else (geometry[0], geometry[0]),
                 )
             )
