@@ -234,6 +234,17 @@ class MqttLink:
             paho.loop_write()
         except OSError as exc:  # the read side notices and reports the broken link
             log.debug("write to %s: %s", self.address, exc)
+        if not paho.want_write():
+            # paho asked aiomqtt to watch the socket for writing, and aiomqtt adds that
+            # watch at the loop's next turn, after the unregister we just caused: drop it
+            # then, or the loop would spin on an always-writable socket.
+            asyncio.get_running_loop().call_soon(self._drop_idle_writer)
+
+    def _drop_idle_writer(self) -> None:
+        paho = self._client._client
+        sock = paho.socket()
+        if sock is not None and not paho.want_write():
+            asyncio.get_running_loop().remove_writer(sock.fileno())
 
     async def _publish_tracked(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         try:

@@ -90,7 +90,15 @@ def test_publish_soon_is_on_the_wire_before_the_caller_next_awaits(
                 )
                 async with link:
                     await link.publish_soon(topic, b"order", qos=1)
-                    return arrived.wait(10)  # blocks the loop: nothing else may write for us
+                    on_time = arrived.wait(10)  # blocks the loop: nothing else may write for us
+                    for _ in range(3):  # aiomqtt's (un)register callbacks run
+                        await asyncio.sleep(0)
+                    sock = link._client._client.socket()
+                    assert sock is not None
+                    # nothing left to write: the socket is not watched for writing (a loop
+                    # watching an always-writable socket spins at 100 % CPU)
+                    assert not asyncio.get_running_loop().remove_writer(sock.fileno())
+                    return on_time
 
         assert asyncio.run(run()), "the message waited in the client for the loop's next turn"
     finally:
