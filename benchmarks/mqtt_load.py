@@ -110,7 +110,7 @@ DEPOT = (-8.6110, 41.1496)  # Porto
 DAY = date(2026, 11, 23)
 TIMEZONE = "Europe/Lisbon"
 DRAIN_S = 10.0  # after the vans stop: time allowed for the last messages to be processed
-MAX_LAG_S = 1.0
+SLOT_S = 0.005  # the vans process wakes this often and publishes every state then due
 
 
 def van_ids(n: int) -> list[str]:
@@ -296,6 +296,8 @@ def vans_main(
     order_topic = {topics.van(v.van_id, VanTopic.ORDER): v for v in vans}
     published = 0
     refused = 0
+    order_legs: list[float] = []  # the controller's stamp on an order -> the van has it
+    echoed: dict[str, float] = {}  # van -> when it published its last echo
 
     def payload(van: _Van) -> bytes:
         van.seq += 1
@@ -313,12 +315,14 @@ def vans_main(
                 continue
             try:
                 order = decode(Order, message.payload)
+                order_legs.append(time.time() - parse_timestamp(order.header.timestamp))
                 van.verifier.verify(order, time.time())
             except (DecodeError, SignatureError):
                 refused += 1
                 continue
             van.tail = _tail(van.van_id, order)
             await client.publish(state_topic[van.van_id], payload(van), qos=0)  # the echo
+            echoed[van.van_id] = time.time()
             published += 1
 
     async def main() -> None:
@@ -336,21 +340,39 @@ def vans_main(
             pipe.send("ready")
             owner = {van.van_id: clients[i // per_connection] for i, van in enumerate(vans)}
             await asyncio.sleep(max(0.0, start - time.time()))  # the agreed start
-            for second in range(int(seconds)):
-                for k, van in enumerate(vans):  # staggered over the second
-                    due = start + second + k / len(vans)
-                    delay = due - time.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+            # Staggered over the second: van k is due at k/n s. One wake-up per slot publishes
+            # every state then due (a sleep per van would cost this process more CPU than the
+            # controller spends on the state).
+            due = [
+                (second + k / len(vans), van)
+                for second in range(int(seconds))
+                for k, van in enumerate(vans)
+            ]
+            i = 0
+            while i < len(due):
+                now = time.time() - start
+                while i < len(due) and due[i][0] <= now:
+                    van = due[i][1]
                     await owner[van.van_id].publish(state_topic[van.van_id], payload(van), qos=0)
                     published += 1
+                    i += 1
+                if i < len(due):
+                    await asyncio.sleep(max(SLOT_S, due[i][0] - (time.time() - start)))
             await asyncio.sleep(DRAIN_S / 2)  # late orders still get their echo
             for task in readers:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
 
     asyncio.run(main())
-    pipe.send({"published": published, "refused": refused})
+    pipe.send(
+        {
+            "published": published,
+            "refused": refused,
+            "order_leg_p50_ms": _pct_ms(order_legs, 0.5),
+            "order_leg_p99_ms": _pct_ms(order_legs, 0.99),
+            "echoed": echoed,
+        }
+    )
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -362,6 +384,7 @@ class Result:
     processed: int
     received: int
     throttled: int
+    late: int  # states the controller processed more than 1 s after the van's stamp
     lag_p50_ms: int
     lag_p99_ms: int
     lag_max_ms: int
@@ -369,6 +392,10 @@ class Result:
     refused: int
     sub_lag_p50_ms: int
     sub_lag_p99_ms: int
+    order_leg_p50_ms: int  # the controller's stamp on an order -> the van has it
+    order_leg_p99_ms: int
+    echo_leg_p50_ms: int  # the van publishes its echo -> the controller processes it
+    echo_leg_p99_ms: int
     cpu_s: dict[str, float]  # CPU seconds per process over the measured window
 
     @property
@@ -381,7 +408,9 @@ class Result:
 
     @property
     def keeps_up(self) -> bool:
-        return self.lost == 0 and self.lag_p99_ms <= MAX_LAG_S * 1000
+        """Nothing lost, and at least 99 % of the run's states processed within 1 s (the
+        controller counts late states since its start; its p50/p99 cover recent ones)."""
+        return self.lost == 0 and self.late <= 0.01 * self.processed
 
     def rtt(self, q: float) -> float:
         if not self.rtts_ms:
@@ -479,11 +508,10 @@ def run_once(
         os.kill(controller.pid, signal.SIGTERM)
         controller.join(30)
         with SqliteStore(Path(db)) as store:
-            rtts = [
-                float(e.data["rtt_s"]) * 1000  # type: ignore[arg-type]
-                for e in store.events(limit=1_000_000)
-                if e.kind == "order_confirmed"
-            ]
+            confirmed = [e for e in store.events(limit=1_000_000) if e.kind == "order_confirmed"]
+        rtts = [float(e.data["rtt_s"]) * 1000 for e in confirmed]  # type: ignore[arg-type]
+        echoed: dict[str, float] = van_report["echoed"]
+        back_legs = [e.time_s - echoed[e.van_id] for e in confirmed if e.van_id in echoed]
     counters = status.counters
     return Result(
         vans=n,
@@ -492,6 +520,7 @@ def run_once(
         processed=counters.get("states", 0),
         received=sub_report["received"],
         throttled=counters.get("throttled", 0),
+        late=counters.get("states_late_1s", 0),
         lag_p50_ms=counters.get("state_lag_p50_ms", 0),
         lag_p99_ms=counters.get("state_lag_p99_ms", 0),
         lag_max_ms=counters.get("state_lag_max_ms", 0),
@@ -499,6 +528,10 @@ def run_once(
         refused=van_report["refused"],
         sub_lag_p50_ms=sub_report["lag_p50_ms"],
         sub_lag_p99_ms=sub_report["lag_p99_ms"],
+        order_leg_p50_ms=van_report["order_leg_p50_ms"],
+        order_leg_p99_ms=van_report["order_leg_p99_ms"],
+        echo_leg_p50_ms=_pct_ms(back_legs, 0.5),
+        echo_leg_p99_ms=_pct_ms(back_legs, 0.99),
         cpu_s=cpu,
     )
 
@@ -655,16 +688,25 @@ def report(result: Result, trials: list[Result], max_vans: int | None) -> None:
             for name, used in result.cpu_s.items()
         ),
         ("throttled", f"{result.throttled}"),
+        ("processed more than 1 s late", f"{result.late}"),
         ("orders confirmed", f"{len(result.rtts_ms)}"),
         ("order round trip p50 / p99, ms", f"{result.rtt(0.5):.2f} / {result.rtt(0.99):.2f}"),
+        (
+            "of which controller's stamp -> van, p50 / p99, ms",
+            f"{result.order_leg_p50_ms} / {result.order_leg_p99_ms}",
+        ),
+        (
+            "of which van's echo -> controller, p50 / p99, ms",
+            f"{result.echo_leg_p50_ms} / {result.echo_leg_p99_ms}",
+        ),
         ("orders refused by vans", f"{result.refused}"),
     ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
     if trials:
-        t = Table(title="max_vans search (nothing lost, p99 lag <= 1 s)")
-        columns = ("vans", "published", "lost", "ratio", "lag p99 ms", "plain sub. lag p99 ms")
+        t = Table(title="max_vans search (nothing lost, >= 99 % of states processed within 1 s)")
+        columns = ("vans", "published", "lost", "ratio", "late > 1 s", "plain sub. lag p99 ms")
         for col in (*columns, "controller CPU %", "keeps up"):
             t.add_column(col, justify="right")
         for r in trials:
@@ -673,7 +715,7 @@ def report(result: Result, trials: list[Result], max_vans: int | None) -> None:
                 f"{r.published:,}",
                 str(r.lost),
                 f"{r.ratio:.3f}",
-                str(r.lag_p99_ms),
+                f"{r.late:,}",
                 str(r.sub_lag_p99_ms),
                 f"{100 * r.cpu_s.get('controller', 0) / r.seconds:.0f}",
                 "yes" if r.keeps_up else "no",
@@ -692,6 +734,7 @@ def report(result: Result, trials: list[Result], max_vans: int | None) -> None:
                 "controller_rate_msg_s": round(result.processed / window, 1),
                 "subscriber_rate_msg_s": round(result.received / window, 1),
                 "state_lag_p99_ms": result.lag_p99_ms,
+                "states_late_1s": result.late,
                 "subscriber_state_lag_p99_ms": result.sub_lag_p99_ms,
                 "controller_cpu_pct": round(100 * result.cpu_s.get("controller", 0) / window, 1),
                 "orders_confirmed": len(result.rtts_ms),
@@ -700,6 +743,8 @@ def report(result: Result, trials: list[Result], max_vans: int | None) -> None:
                 "order_rtt_mean_ms": round(statistics.fmean(result.rtts_ms), 3)
                 if result.rtts_ms
                 else None,
+                "order_leg_p99_ms": result.order_leg_p99_ms,
+                "echo_leg_p99_ms": result.echo_leg_p99_ms,
                 "max_vans": max_vans,
             }
         )
