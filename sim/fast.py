@@ -72,6 +72,7 @@ from sim.world import (
     AppliedClosure,
     apply_closures,
     check_depots_reachable,
+    closure_reason,
     parcels_due,
     replan_cause,
 )
@@ -637,6 +638,7 @@ class FastRun:
         self.trace.closures.append(
             ClosureRecord(self._day_s(now), ev.until_s, applied.lines, applied.polygon)
         )
+        self._request_replan(closure_reason(ev, applied))
         if ev.until_s is not None:
 
             def reopen() -> None:
@@ -647,6 +649,19 @@ class FastRun:
                 )
 
             self.loop.at(self.daytime.epoch_s(ev.until_s), reopen)
+
+    def _request_replan(self, reason: str) -> None:
+        """Ask the controller for a re-plan, as `fleet replan --reason` does."""
+        core = self.core
+        if core is None:
+            return  # the controller is down: it re-plans what is due when it is back
+        try:
+            core.request_replan(reason, self._now())
+        except FleetError as exc:
+            self.trace.incidents.append(
+                Incident(self._day_s(self._now()), "replan_refused", None, str(exc)[:300])
+            )
+        self._flush()
 
     def _apply_closures(self) -> AppliedClosure:
         where = f"{self.scenario.file}: [events] road_closure"

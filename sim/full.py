@@ -59,7 +59,7 @@ from fleet.protocol import (
     derive_van_key,
     parse_timestamp,
 )
-from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event
+from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event, ReplanBody
 from fleet.store import SqliteStore
 from sim.clock import DayTime, PausableClock
 from sim.day import PreparedDay
@@ -80,7 +80,13 @@ from sim.scenario import (
 from sim.trace import BreakdownRecord, ClosureRecord, Incident, SocSample, Trace, Unloaded
 from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuPort, vcu_port
 from sim.vehicle import Vehicle
-from sim.world import AppliedClosure, apply_closures, check_depots_reachable, parcels_due
+from sim.world import (
+    AppliedClosure,
+    apply_closures,
+    check_depots_reachable,
+    closure_reason,
+    parcels_due,
+)
 
 log = logging.getLogger(__name__)
 
@@ -830,6 +836,7 @@ class FullRun:
         self.trace.closures.append(
             ClosureRecord(self._now_day_s(), ev.until_s, applied.lines, applied.polygon)
         )
+        self._spawn(self._request_replan(closure_reason(ev, applied)), "replan")
         if ev.until_s is not None:
             self._pending += 1
 
@@ -841,6 +848,18 @@ class FullRun:
                 )
 
             self._spawn(self._at(ev.until_s, reopen), "reopen")
+
+    async def _request_replan(self, reason: str) -> None:
+        """Ask the controller for a re-plan through its control API (`fleet replan`)."""
+        if self._client is None:
+            return
+        try:
+            await self._client.request(ReplanBody(reason=reason), timeout_s=120)
+        except ControlError as exc:
+            log.warning("re-plan for %s not requested: %s", reason, exc)
+            self.trace.incidents.append(
+                Incident(self._now_day_s(), "replan_refused", None, str(exc)[:300])
+            )
 
     def _apply_closures(self) -> AppliedClosure:
         where = f"{self.scenario.file}: [events] road_closure"

@@ -100,11 +100,31 @@ def check_depots_reachable(net: RoadNetwork, where: str) -> None:
             ) from exc
 
 
+def closure_reason(ev: RoadClosure, applied: AppliedClosure) -> str:
+    """What the simulator tells the controller when it asks for a re-plan for a closure."""
+    if ev.center is not None:
+        where = f"within {ev.radius_m:g} m of {ev.center[0]:.5f},{ev.center[1]:.5f}"
+    elif ev.near is not None:
+        where = f"the road nearest {ev.near[0]:.5f},{ev.near[1]:.5f}"
+    elif ev.polygon:
+        where = f"inside a {len(ev.polygon)}-point area"
+    else:
+        where = f"{len(ev.edges)} named road edge(s)"
+    until = ""
+    if ev.until_s is not None:
+        until = f" until {ev.until_s // 3600:02d}:{ev.until_s % 3600 // 60:02d}"
+    return f"road closure: {len(applied.lines)} road segment(s) {where}{until}"
+
+
 def replan_cause(cause: str) -> str:
     """The controller's re-plan cause (free text) as one of the report's categories."""
     text = cause.lower()
     if text.startswith("resume"):
         return "controller_restart"
+    if "back in service" in text:
+        return "van_back"
+    if "closure" in text or "closed" in text:
+        return "road_closure"
     if "fatal error" in text or "vehicle_fault" in text:
         return "breakdown"
     if "offline" in text:
@@ -113,8 +133,8 @@ def replan_cause(cause: str) -> str:
         return "late_orders"
     if "cancelled" in text:
         return "cancelled"
-    if "closure" in text or "closed" in text:
-        return "road_closure"
+    if text.startswith("requested"):
+        return "requested"
     return "other"
 
 

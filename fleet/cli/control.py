@@ -36,6 +36,7 @@ from fleet.protocol.control_api import (
     EventsBody,
     EventsResult,
     InstantBody,
+    ReplanBody,
     RequestBody,
     StatusBody,
     StatusResult,
@@ -316,6 +317,24 @@ def cancel(
     _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
 
 
+def replan(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (kept with the re-plan in the event log).")
+    ] = "",
+    broker: Broker = DEFAULT_BROKER,
+    login: Login = None,
+    tls: Tls = False,
+    topic_prefix: Prefix = "",
+    timeout: Timeout = 30.0,
+) -> None:
+    """Re-plan the day from the fleet as it is now (a road closed, a van freed up, ...).
+
+    Released stops stay with their vans; everything else is planned again, verified, and
+    sent as order updates. `fleet events` shows replan_started and replan_applied.
+    """
+    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, ReplanBody(reason=reason))))
+
+
 def _instant(
     action: InstantActionType,
     vans: list[str] | None,
@@ -454,6 +473,7 @@ def register(app: typer.Typer) -> None:
         ("add", add),
         ("status", status),
         ("cancel", cancel),
+        ("replan", replan),
         ("pause", pause),
         ("resume", resume),
         ("estop", estop),

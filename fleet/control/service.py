@@ -57,6 +57,7 @@ from fleet.protocol.control_api import (
     EventsBody,
     EventsResult,
     InstantBody,
+    ReplanBody,
     Reply,
     ReplyResult,
     Request,
@@ -375,6 +376,9 @@ class ControllerService:
         if isinstance(body, CancelVansBody):
             message = core.cancel_vans(body.van_ids, self.clock.time())
             return CommandResult(message=message, affected=body.van_ids)
+        if isinstance(body, ReplanBody):
+            message = core.request_replan(body.reason, self.clock.time())
+            return CommandResult(message=message)
         if isinstance(body, InstantBody):
             targets = core.all_van_ids() if body.all_vans else list(body.van_ids)
             if not targets:

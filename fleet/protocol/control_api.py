@@ -90,6 +90,13 @@ class CancelVansBody(Strict):
     van_ids: tuple[VanIdStr, ...] = Field(min_length=1, max_length=MAX_LISTED)
 
 
+class ReplanBody(Strict):
+    """Re-plan what is not yet in a van's released base, from the fleet as it is now."""
+
+    command: Literal["replan"] = "replan"
+    reason: str = Field(default="", max_length=500, description="Why: kept in the event log.")
+
+
 class InstantBody(Strict):
     """Pause, resume or emergency-stop vans (or every known van with ``all_vans``)."""
 
@@ -113,6 +120,7 @@ RequestBody = Annotated[
     | StatusBody
     | CancelParcelsBody
     | CancelVansBody
+    | ReplanBody
     | InstantBody
     | EventsBody,
     Field(discriminator="command"),

@@ -39,9 +39,18 @@ def test_dispatch_status_estop_events_and_errors(mosquitto: BrokerEndpoint, tmp_
     orders = tmp_path / "orders.csv"
     orders.write_text("parcel_id,lon,lat,weight_kg,volume_m3\n")
     with ControllerThread(mosquitto, tmp_path / "fleet.db", day_book()):
+        early = _fleet(mosquitto, "replan")
+        assert early.returncode == 1 and "no plan has been dispatched" in early.stderr
+
         done = _fleet(mosquitto, "dispatch", str(plan_file), "--orders", str(orders))
         assert done.returncode == 0, done.stderr
         assert "2 orders, 4 parcels" in done.stdout
+
+        replan = _fleet(mosquitto, "replan", "--reason", "Rua Escura closed")
+        assert replan.returncode == 0, replan.stderr
+        assert "re-plan started (Rua Escura closed)" in replan.stdout
+        log = _fleet(mosquitto, "events")
+        assert "replan_requested" in log.stdout and "requested: Rua Escura closed" in log.stdout
 
         again = _fleet(mosquitto, "dispatch", str(plan_file), "--orders", str(orders))
         assert again.returncode == 0 and "already dispatched" in again.stdout
@@ -84,7 +93,8 @@ def test_without_a_controller_the_cli_says_so(mosquitto: BrokerEndpoint) -> None
 
 
 @pytest.mark.parametrize(
-    "command", ["dispatch", "add", "status", "cancel", "pause", "resume", "estop", "events"]
+    "command",
+    ["dispatch", "add", "status", "cancel", "replan", "pause", "resume", "estop", "events"],
 )
 def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"])

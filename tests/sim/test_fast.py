@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.model import ParcelId
+from fleet.model import ParcelId, StopKind
 from fleet.roads import RoadNetwork, load_network
 from sim.day import PreparedDay, prepare_day
 from sim.fast import FastRun
@@ -71,7 +71,12 @@ def test_same_day_same_trace(day: PreparedDay) -> None:
 
 
 def test_a_breakdown_sends_its_parcels_out_on_other_vans(day: PreparedDay) -> None:
-    at = 7 * 3600 + 1800  # last-mile vans are out with parcels aboard
+    # last-mile vans are out with parcels aboard: a van leaves its station at the planned
+    # departure (the bridge holds it until then), so break down just after the first door
+    at = (
+        min(s.arrival_s for r in day.plan.routes for s in r.stops() if s.kind is StopKind.DOOR)
+        + 60.0
+    )
     broken_day = _with_events(day, Breakdown(at_s=at, van="busiest", recovery_s=1800))
     trace = FastRun(broken_day).run()
     k = compute_kpis(trace, day.scenario.van)
@@ -111,6 +116,8 @@ def test_every_other_event_kind_runs(day: PreparedDay, configs_dir: Path) -> Non
     # every parcel is accounted for: delivered, or failed with a reason
     assert k.lost == 0 and k.delivered + k.failed == k.parcels
     assert k.replans_by_cause.get("link_loss") == 1  # offline past the controller's grace
+    assert k.replans_by_cause.get("road_closure") == 1  # the closure asks for a re-plan
+    assert (k.delivered_twice, k.loaded_unavailable) == (0, 0)
 
 
 def test_the_report_of_a_day_maps_the_routes_driven(day: PreparedDay, tmp_path: Path) -> None:
