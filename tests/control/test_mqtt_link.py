@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 
 import aiomqtt
@@ -104,3 +105,28 @@ def test_publish_soon_is_on_the_wire_before_the_caller_next_awaits(
     finally:
         watcher.loop_stop()
         watcher.disconnect()
+
+
+def test_a_burst_read_ahead_in_chunks_arrives_whole_and_in_order(broker: BrokerEndpoint) -> None:
+    """The link reads the socket in 256 KiB chunks: packets straddling a chunk's end, and one
+    larger than a chunk, arrive intact and in order."""
+    rng = random.Random(7)
+    payloads = [rng.randbytes(rng.randint(1, 3000)) for _ in range(1500)]
+    payloads.insert(700, rng.randbytes(600_000))
+
+    async def run() -> list[bytes]:
+        async with asyncio.timeout(60):
+            topic = broker.prefix + "burst"
+            link = MqttLink(
+                BrokerAddress(broker.host, broker.port), client_id=f"r-{broker.prefix[5:17]}"
+            )
+            async with link, aiomqtt.Client(broker.host, broker.port) as source:
+                await link.subscribe(topic, qos=1)
+                for p in payloads:
+                    await source.publish(topic, p, qos=1)
+                got: list[bytes] = []
+                while len(got) < len(payloads):
+                    got += [payload for _, payload in await link.receive(max_batch=5000)]
+                return got
+
+    assert asyncio.run(run()) == payloads
