@@ -57,6 +57,7 @@ from sim.scenario import (
 )
 from sim.trace import (
     BreakdownRecord,
+    Charged,
     ClosureRecord,
     Delivered,
     Departure,
@@ -69,6 +70,7 @@ from sim.trace import (
     Unloaded,
 )
 from sim.world import (
+    CHARGE_NOTICE_PCT,
     AppliedClosure,
     apply_closures,
     check_depots_reachable,
@@ -231,6 +233,7 @@ class FastRun:
         self._closures: list[RoadClosure] = []
         self._held_orders: list[Parcel] = []
         self._done = False
+        self._soc_seen: dict[str, float] = {}  # each van's state of charge last recorded
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -440,6 +443,7 @@ class FastRun:
             )
         )
         self.trace.soc.append(SocSample(vid, self._day_s(t1_s), van.soc_pct))
+        self._soc_seen[van.van_id] = van.soc_pct
 
     def node_reached(self, van: FastVan, t_s: float, order: Order, node_index: int) -> None:
         self._arrivals[van.van_id] = _Arrival(node_index, t_s)
@@ -472,6 +476,7 @@ class FastRun:
                 )
         for p in loaded:
             self.trace.loaded.append(Loaded(self._day_s(t_s), vid, ParcelId(p), depot))
+        self._note_charge(van, t_s)
         if loaded:
             aboard = [self.parcels[ParcelId(p)] for p in van.parcels_on_board]
             self.trace.departures.append(
@@ -483,6 +488,17 @@ class FastRun:
                     len(aboard),
                 )
             )
+
+    def _note_charge(self, van: FastVan, t_s: float) -> None:
+        """A van whose charge rose at a stop charged there (a ``charge`` action)."""
+        vid = VanId(van.van_id)
+        soc = van.soc_pct
+        before = self._soc_seen.get(van.van_id)
+        self._soc_seen[van.van_id] = soc
+        if before is not None and soc > before + CHARGE_NOTICE_PCT:
+            kwh = (soc - before) / 100.0 * self.spec.battery_kwh
+            self.trace.charged.append(Charged(vid, self._day_s(t_s), kwh))
+            self.trace.soc.append(SocSample(vid, self._day_s(t_s), soc))
 
     def stopped(self, van: FastVan, t_s: float, why: str) -> None:
         if why == "battery empty":

@@ -19,6 +19,7 @@ from fleet.protocol import NodeActionType, Order, State, parse_timestamp
 from fleet.protocol.control_api import Event
 from sim.clock import DayTime
 from sim.trace import (
+    Charged,
     Delivered,
     Departure,
     Drive,
@@ -29,7 +30,7 @@ from sim.trace import (
     Trace,
     Unloaded,
 )
-from sim.world import replan_cause
+from sim.world import CHARGE_NOTICE_PCT, replan_cause
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,12 @@ class Observer:
                 path = tuple(pts)
             self._close_leg(v, t, path)  # one drive per leg, as the fast mode records
             v.reached_seq = seq
-        self.trace.soc.append(SocSample(vid, t, state.battery.soc_pct))
+        before_soc = v.last.battery.soc_pct if v.last is not None else None
+        soc = state.battery.soc_pct
+        if before_soc is not None and soc > before_soc + CHARGE_NOTICE_PCT:
+            kwh = (soc - before_soc) / 100.0 * self.spec.battery_kwh
+            self.trace.charged.append(Charged(vid, t, kwh))
+        self.trace.soc.append(SocSample(vid, t, soc))
         self._load_changes(v, state, order, t)
         v.last = state
 

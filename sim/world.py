@@ -100,6 +100,9 @@ def check_depots_reachable(net: RoadNetwork, where: str) -> None:
             ) from exc
 
 
+CHARGE_NOTICE_PCT = 0.05  # a van's state of charge rising by more than this was charging
+
+
 def closure_reason(ev: RoadClosure, applied: AppliedClosure) -> str:
     """What the simulator tells the controller when it asks for a re-plan for a closure."""
     if ev.center is not None:

@@ -48,3 +48,16 @@ def test_parcels_a_last_mile_van_brings_back_to_its_depot_are_unloaded_not_deliv
     assert action.action_type is NodeActionType.UNLOAD and action.parcel_ids == ("P4",)
     doors = [a.action_type for n in path.nodes[1:-1] for a in n.actions]
     assert set(doors) == {NodeActionType.DELIVER}
+
+
+def test_a_stop_where_the_plan_charges_carries_a_charge_action_with_its_target() -> None:
+    route = plans.last_mile_route()
+    (trip,) = route.trips
+    stops = list(trip.stops)
+    # the van comes back at 90 % and the plan has it leave its depot at 97 %
+    stops[-1] = replace(stops[-1], soc_pct=97.0, departure_s=stops[-1].arrival_s + 1800.0)
+    route = replace(route, trips=(Trip(0, tuple(stops)),))
+    path = route_path(route, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=TOP_SPEED_MPS)
+    charges = [a for n in path.nodes for a in n.actions if a.action_type is NodeActionType.CHARGE]
+    assert [(a.target_soc_pct, a.parcel_ids) for a in charges] == [(97.0, ())]
+    assert charges[0].action_id.startswith(path.nodes[-1].node_id)
