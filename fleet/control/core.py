@@ -167,6 +167,7 @@ class _Van:
     rec: VanRecord
     path: RoutePath | None = None
     state: State | None = None
+    state_json: bytes = b""  # the state as the van sent it, stored as is (b"": not known)
     seen_s: float | None = None
     stale: bool = False
     done_actions: set[str] = field(default_factory=set)
@@ -565,12 +566,14 @@ class ControllerCore:
         if v.rec.first_sent_s < at_s:
             v.rec = replace(v.rec, first_sent_s=at_s, next_send_s=at_s + self.config.resend_first_s)
 
-    def on_state(self, van_id: str, state: State, now_s: float) -> None:
+    def on_state(self, van_id: str, state: State, now_s: float, raw: bytes = b"") -> None:
+        """``raw``: the JSON ``state`` was decoded from, if it is at hand (the store keeps it
+        as it came instead of encoding the state again)."""
         self.counters["states"] += 1
         self._lag.record(now_s - parse_timestamp(state.header.timestamp))
         v = self._van(van_id)
         previous = v.state
-        v.state, v.seen_s = state, now_s
+        v.state, v.seen_s, v.state_json = state, now_s, raw
         self._dirty_states.add(van_id)
         if v.stale:
             v.stale = False
@@ -824,7 +827,9 @@ class ControllerCore:
             for van_id in self._dirty_states:
                 v = self._vans[van_id]
                 assert v.state is not None and v.seen_s is not None
-                self._changes.van_states[van_id] = VanStateRecord(van_id, v.state, v.seen_s)
+                self._changes.van_states[van_id] = VanStateRecord(
+                    van_id, v.state, v.seen_s, v.state_json
+                )
             self._dirty_states.clear()
 
     def _check_silence(self, v: _Van, now_s: float) -> None:

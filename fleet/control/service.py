@@ -283,7 +283,7 @@ class ControllerService:
             if kind is VanTopic.STATE:
                 state = decode(State, payload, topic=topic)
                 self._check_van(state.van_id, van_id)
-                core.on_state(van_id, state, now_s)
+                core.on_state(van_id, state, now_s, payload)
             elif kind is VanTopic.CONNECTION:
                 connection = decode(Connection, payload, topic=topic)
                 self._check_van(connection.van_id, van_id)

@@ -83,6 +83,8 @@ class VanStateRecord:
     van_id: str
     state: State
     seen_s: float  # epoch seconds (controller clock) it arrived
+    # the JSON the state was decoded from, stored as is (b"": the state is encoded instead)
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,7 +287,10 @@ class SqliteStore:
         cur.executemany(
             "INSERT INTO van_states (van_id, seen_s, state) VALUES (?, ?, ?) "
             "ON CONFLICT (van_id) DO UPDATE SET seen_s = excluded.seen_s, state = excluded.state",
-            [(s.van_id, s.seen_s, s.state.model_dump_json()) for s in changes.van_states.values()],
+            [
+                (s.van_id, s.seen_s, s.raw.decode() if s.raw else s.state.model_dump_json())
+                for s in changes.van_states.values()
+            ],
         )
         cur.executemany(
             "INSERT INTO orders_sent (van_id, order_id, order_update_id, source, payload) "

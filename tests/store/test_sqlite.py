@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import StoreError
+from fleet.protocol import State, decode, encode
 from fleet.store import (
     Changes,
     EventRecord,
@@ -127,3 +128,23 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         SqliteStore(db)
+
+
+def test_a_van_state_is_stored_as_the_van_sent_it(tmp_path: Path) -> None:
+    """The controller hands over the JSON a state was decoded from: it is stored as it came
+    (not encoded again) and reads back as the same state."""
+    state = ex.state(van_id="WH-PORTO-01")
+    raw = b'{ "van_id" : "WH-PORTO-01", ' + encode(state)[1:]  # spacing of its own
+    raw = raw.replace(b',"van_id":"WH-PORTO-01"', b"", 1)
+    assert decode(State, raw) == state
+    db = tmp_path / "fleet.db"
+    with SqliteStore(db) as store:
+        store.commit(
+            Changes(van_states={"WH-PORTO-01": VanStateRecord("WH-PORTO-01", state, 5.0, raw)})
+        )
+    with sqlite3.connect(db) as plain:
+        (text,) = plain.execute("SELECT state FROM van_states").fetchone()
+    assert text == raw.decode()
+    with SqliteStore(db) as store:
+        (back,) = store.load().van_states
+    assert (back.van_id, back.state, back.seen_s) == ("WH-PORTO-01", state, 5.0)
