@@ -61,19 +61,6 @@ def test_one_percent_of_serial_bytes_corrupted_delivers_everything_once(
     assert int(result.notes["bytes_corrupted"]) > 0  # type: ignore[call-overload]
 
 
-# Defects these tests found in other parts (docs/security.md, "Known gaps"); each xfail is
-# strict, so the fix turns it red and the marker goes with it.
-TRANSIENT_VCU_LOSS = (
-    "firmware_bridge/bridge/core.py reports any VCU link loss, even a reboot over within a "
-    "second, as a FATAL error, and fleet/control/core.py takes a van with a FATAL error out "
-    "of service at once, cuts its order to the released base and re-plans its parcels as if "
-    "recovered to the station; the error clears a second later, the van is back in service "
-    "with the parcels aboard, and the re-plan (applied seconds later) hands them to another "
-    "van that drives an empty route: the parcels left aboard are never delivered"
-)
-
-
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=TRANSIENT_VCU_LOSS)
 def test_a_vcu_reboot_mid_route_resumes_from_the_first_stop_not_reached(
     world: World, tmp_path: Path
 ) -> None:
