@@ -46,6 +46,7 @@ Opener = Callable[[], Awaitable[Transport]]
 LineFilter = Callable[[bytes], bytes]
 BITS_PER_BYTE = 10  # start + 8 data + stop
 PACE_SLICE_S = 0.002  # paced writes go out in slices of this much line time
+ACK_SLICE_BYTES = 2048  # a received chunk is answered at least every this many bytes
 
 
 def url_opener(url: str) -> Opener:
@@ -281,7 +282,18 @@ class SerialLink:
         if self._baud > 0:
             self._pace_rx(data)
             return
-        self._dispatch(self.core.receive(data, self._clock.monotonic()))
+        now = self._clock.monotonic()
+        if len(data) > ACK_SLICE_BYTES:
+            # A long chunk is handled in slices cut at a delimiter, each answered (its ACK
+            # written) before the next is decoded: the sender refills its window while this
+            # side is still decoding, instead of both ends taking turns.
+            start = 0
+            while (cut := data.find(0, start + ACK_SLICE_BYTES)) >= 0 and cut + 1 < len(data):
+                self._dispatch(self.core.receive(data[start : cut + 1], now))
+                self._flush()
+                start = cut + 1
+            data = data[start:]
+        self._dispatch(self.core.receive(data, now))
         self._flush()
 
     def _pace_rx(self, data: bytes) -> None:

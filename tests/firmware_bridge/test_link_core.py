@@ -253,8 +253,8 @@ def test_a_corrupting_line_never_takes_the_link_down_and_a_long_route_arrives_on
     line = Line(p_corrupt=p_corrupt, seed=seed)
     line.start()
     while not (line.a.core.up and line.b.core.up):  # the handshake, HELLO every 200 ms
-        line.run(0.05)
-        assert line.now < 5.0
+        line.run(0.05)  # (at 5 % a 25-byte HELLO is intact 28 % of the time: seconds)
+        assert line.now < 30.0
     route = [route_segment(i) for i in range(segments)]  # 400 / 160 waypoints
     tickets = [line.a.core.send(seg, line.now) for seg in route]
     telemetry = wire.Telemetry(

@@ -22,6 +22,7 @@ from firmware_bridge.link import (
     SerialLink,
     Transport,
 )
+from firmware_bridge.link.serial_link import ACK_SLICE_BYTES
 from fleet.protocol.clock import WallClock
 
 
@@ -53,6 +54,7 @@ class Ends:
         self.received: list[wire.Message] = []
         self.changed = asyncio.Event()
         self.bridge_tx: RecordingTransport | None = None
+        self.vcu_tx: RecordingTransport | None = None
 
     def on_vcu_event(self, event: LinkEvent) -> None:
         if isinstance(event, Received):
@@ -77,7 +79,8 @@ async def bridge_and_vcu() -> AsyncIterator[tuple[SerialLink, SerialLink, Ends]]
         return ends.bridge_tx
 
     async def open_master() -> Transport:
-        return pair.transport()
+        ends.vcu_tx = RecordingTransport(os.dup(pair.master_fd), "master")
+        return ends.vcu_tx
 
     clock = WallClock()
     bridge = SerialLink(
@@ -138,6 +141,27 @@ def test_an_emergency_stop_is_written_before_the_call_returns_ahead_of_queued_fr
             await ends.until(lambda: len(ends.received) >= 11)
             assert ends.received[0] == wire.EmergencyStop(estop_id, 0)
             assert ends.received[1:] == [segment(i) for i in range(10)]
+
+    asyncio.run(body())
+
+
+def test_a_long_chunk_read_is_acknowledged_slice_by_slice() -> None:
+    """A chunk of 128 frames (4 KB) read at once is answered every ACK_SLICE_BYTES, so the
+    sender can refill its window while the receiver still decodes the rest."""
+
+    async def body() -> None:
+        async with asyncio.timeout(20), bridge_and_vcu() as (bridge, vcu, ends):
+            assert ends.vcu_tx is not None
+            for i in range(128):  # numbered by the bridge's core, not written by it
+                bridge.core.send(segment(i), 0.0)
+            burst = bridge.core.take_output()
+            assert len(burst) > ACK_SLICE_BYTES + 1024
+            ends.vcu_tx.writes.clear()
+            vcu._on_data(burst)  # as one read from the port
+            assert ends.received == [segment(i) for i in range(128)]
+            acks = [m for w in ends.vcu_tx.writes for m in frames_in(w) if type(m) is wire.Ack]
+            assert len(acks) >= 2  # one per slice, each written before the next is decoded
+            assert len(ends.vcu_tx.writes) == len(acks)
 
     asyncio.run(body())
 
