@@ -1339,7 +1339,11 @@ class ControllerCore:
             )
             return
         assert self._day is not None
-        cause = "; ".join(v.rec.replan_cause for v in self._vans.values() if v.rec.replan_cause)
+        cause = (
+            request.cause
+            if request is not None
+            else "; ".join(v.rec.replan_cause for v in self._vans.values() if v.rec.replan_cause)
+        )
         record = PlanRecord(
             replan_id, "replan", cause[:2000], now_s, plan.day.isoformat(), plan.timezone, document
         )
