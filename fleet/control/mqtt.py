@@ -155,6 +155,7 @@ class MqttLink:
             keepalive=keepalive_s,
             queue_type=_CountingQueue,
             max_queued_incoming_messages=max_pending,
+            max_inflight_messages=MAX_PUBLISHES_IN_FLIGHT,  # paho would queue past 20
             socket_options=NODELAY,
             tls_context=tls_context,
             logger=logging.getLogger(f"{__name__}.aiomqtt"),
