@@ -7,11 +7,13 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -152,9 +154,40 @@ def run(
         with contextlib.suppress(asyncio.CancelledError):
             await service.run()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    _run_until_stopped(serve())
     console.print("stopped")
+    _exit_now()
+
+
+def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` without its last step: it waits for the default executor's threads,
+    and a broker connect() stuck in one (a host that accepts nothing) would hold the exit
+    for the connect timeout. The loop is closed without waiting for them."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            loop.run_until_complete(main)
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()  # shuts the executor down without waiting
+
+
+def _exit_now() -> None:
+    """Leave at once, everything written: files are written synchronously (spool, counters),
+    the log and the console are flushed here. Python's own exit would still join a worker
+    thread blocked in a broker connect()."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _describe(frame: wire.Frame) -> str:
