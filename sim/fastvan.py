@@ -7,8 +7,11 @@ without the bytes in between:
 
 * orders are decided with :func:`fleet.protocol.decide_order` and turned into waypoints by the
   bridge's own :func:`firmware_bridge.bridge.base_waypoints` (released base only, positions at
-  1e-7 degree, a stop with the sum of the actions' planned times at every node that has
-  actions);
+  1e-7 degree, a stop with the stop's work time — its longest action — at every node that has
+  actions); a stop's work does not start before its planned departure minus that time (the
+  bridge holds the segment back; here the van waits for it at the stop); at a node with a
+  ``charge`` action the van charges at ``charging_power_kw`` towards its target while the
+  work goes on, and leaves when both are over (the VCU's CHARGE, closed form);
 * the van drives from standstill to the next stop (or the end of what is released) as one
   closed-form :class:`sim.motion.Leg`, passing nodes without actions without stopping, and
   dwells at stops; a node's actions are finished when the van leaves it (or passes it), as the
@@ -145,6 +148,9 @@ class FastVan:
         self.dwell_until_s: float | None = None
         self._dwell_cancel: Callable[[], None] | None = None
         self._dwell_left_s: float | None = None  # a dwell suspended by a pause
+        self._gate: tuple[float, Callable[[], None]] | None = None  # waiting for a stop's time
+        # charging at a stop: (since, energy then, target energy, kW)
+        self._charging: tuple[float, float, float, float] | None = None
         self.paused = False
         self.estopped = False
         self.fatal = False
@@ -293,6 +299,11 @@ class FastVan:
         if self.next_wp >= len(self.waypoints):
             return
         start = self.next_wp
+        gate = self.waypoints[start].not_before_s
+        if gate is not None and gate > now_s:
+            # the bridge holds this stop's segment until its planned time: wait where we are
+            self._open_gate_at(gate)
+            return
         stop = self._next_stop(start)
         wps = self.waypoints[start : stop + 1]
         points = [(wire.from_e7(w.lon_e7), wire.from_e7(w.lat_e7)) for w in wps]
@@ -312,6 +323,21 @@ class FastVan:
                 if at_s <= now_s + duration:
                     cancels.append(self.scheduler.at(at_s, self._passer(j, at_s)))
         self.move = _Move(leg, now_s, start, stop, cancels)
+
+    def _open_gate_at(self, at_s: float) -> None:
+        if self._gate is not None:
+            if self._gate[0] == at_s:
+                return
+            self._gate[1]()
+        self._gate = (at_s, self.scheduler.at(at_s, self._gate_open))
+
+    def _gate_open(self) -> None:
+        assert self._gate is not None
+        now_s = self._gate[0]
+        self._gate = None
+        self._go(now_s)
+        if self.move is not None:
+            self._report(now_s)
 
     def _passer(self, j: int, at_s: float) -> Callable[[], None]:
         def passed() -> None:
@@ -341,8 +367,11 @@ class FastVan:
         wp = self.waypoints[move.stop_wp]
         self.lon, self.lat = wire.from_e7(wp.lon_e7), wire.from_e7(wp.lat_e7)
         self._reach(move.stop_wp, now_s)
-        if wp.stop and wp.dwell_s > 0:
-            self.dwell_until_s = now_s + wp.dwell_s
+        charge_s = self._start_charge(wp, now_s)
+        hold_s = max(wp.dwell_s, charge_s) if wp.stop else 0.0
+        if hold_s > 0:
+            # the work and the charge run together; the van leaves when both are over
+            self.dwell_until_s = now_s + hold_s
             self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
         else:
             self._leave(move.stop_wp, now_s)
@@ -354,6 +383,7 @@ class FastVan:
         now_s = self.dwell_until_s
         self.dwell_until_s = None
         self._dwell_cancel = None
+        self._end_charge(now_s)
         if self.last_order_wp is not None:
             self._leave(self.last_order_wp, now_s)
         self._go(now_s)
@@ -387,7 +417,33 @@ class FastVan:
             self._dwell_cancel()
             self._dwell_cancel = None
             self.dwell_until_s = None
+            self._end_charge(now_s)
         self.observer.stopped(self, now_s, why)
+
+    def _start_charge(self, wp: Waypoint, now_s: float) -> float:
+        """At a node with a charge action: charge at ``charging_power_kw`` towards its target
+        (as the bridge asks the VCU); returns how long it takes."""
+        if wp.charge_pct is None or self.fatal:
+            return 0.0
+        target_kwh = self.spec.battery_kwh * min(100.0, max(0.0, wp.charge_pct)) / 100.0
+        if target_kwh <= self.energy_kwh:
+            return 0.0
+        power_kw = self.spec.charging_power_kw
+        duration = (target_kwh - self.energy_kwh) / power_kw * 3600.0
+        self._charging = (now_s, self.energy_kwh, target_kwh, power_kw)
+        return duration
+
+    def _charged_kwh(self, now_s: float) -> float:
+        """The battery's energy now, charging included."""
+        if self._charging is None:
+            return self.energy_kwh
+        t0, e0, target, power = self._charging
+        return min(target, e0 + max(0.0, now_s - t0) * power / 3600.0)
+
+    def _end_charge(self, now_s: float) -> None:
+        if self._charging is not None:
+            self.energy_kwh = self._charged_kwh(now_s)
+            self._charging = None
 
     def _suspend_dwell(self, now_s: float) -> None:
         if self.dwell_until_s is not None and self._dwell_cancel is not None:
@@ -478,6 +534,7 @@ class FastVan:
                     actions.append(self._action(a.action_id, a.action_type.value, status))
         actions.extend(self._instants)
         lon, lat, heading = self.position_at(now_s)
+        energy = self._charged_kwh(now_s)
         speed = self.move.leg.speed_at(now_s - self.move.t0_s) if self.move else 0.0
         return State(
             header=make_header(self.van_id, self._message_id, now_s),
@@ -493,8 +550,9 @@ class FastVan:
             speed_mps=speed,
             odometer_m=self.odometer_m,
             battery=Battery(
-                soc_pct=min(100.0, self.soc_pct),
-                remaining_range_m=max(0.0, self.energy_kwh / self.spec.energy_per_m_kwh),
+                soc_pct=min(100.0, max(0.0, 100.0 * energy / self.spec.battery_kwh)),
+                remaining_range_m=max(0.0, energy / self.spec.energy_per_m_kwh),
+                charging=self._charging is not None,
             ),
             load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
             action_states=tuple(actions),

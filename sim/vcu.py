@@ -1,7 +1,8 @@
 """A simulated vehicle control unit that speaks the serial protocol of ``docs/serial.md``.
 
 It drives a :class:`sim.vehicle.Vehicle` along the segments a bridge sends, reports telemetry
-at 10 Hz and on every event, answers stop / emergency stop / resume / door, reports faults,
+at 10 Hz and on every event, answers stop / emergency stop / resume / door / charge (at the
+van's ``charging_power_kw``, standing still; ``charging`` in the fault bits), reports faults,
 and can misbehave on purpose (:class:`VcuFaults`): drop or corrupt a share of the line's
 bytes, stall, raise a fatal fault, reboot. Its line is paced at ``baud`` (default 115200, the
 rate of real VCU serial interfaces; 0 turns pacing off) so bandwidth problems show in tests.
@@ -262,6 +263,8 @@ class SimulatedVcu:
             bits |= wire.FaultBit.BATTERY_EMPTY
         if v.estopped:
             bits |= wire.FaultBit.ESTOP_LATCHED
+        if v.charging:
+            bits |= wire.FaultBit.CHARGING
         return wire.Telemetry(
             uptime_ms=int(self.uptime_s * 1000) & 0xFFFF_FFFF,
             lon_e7=wire.to_e7(v.lon),
@@ -349,6 +352,12 @@ class SimulatedVcu:
                     return
                 v.release_estop()
             v.resume()
+        elif isinstance(msg, wire.Charge):
+            # the bridge sends CHARGE only where the order's charge action is (a depot's
+            # charger); the VCU charges only standing still
+            power_kw = msg.max_power_hw / 10.0 if msg.max_power_hw else v.spec.charging_power_kw
+            if not v.start_charging(msg.target_cpct / 100.0, power_kw):
+                self._report(wire.FaultCode.CHARGE_REFUSED, wire.Severity.WARNING, v.state)
         elif isinstance(msg, wire.Door):
             ok = v.open_door() if msg.open else v.close_door()
             if ok:

@@ -4,7 +4,9 @@
 van's top speed, accelerating and braking within the limits of :class:`fleet.model.VanSpec`,
 stops exactly at stop points (and dwells there) and at the end of what it was given, drains
 ``consumption_kwh_per_km`` for every metre so a full charge lasts ``range_km``, counts an
-odometer, moves its cargo door, and carries fault flags. ``step(dt_s)`` advances it; it never
+odometer, moves its cargo door, charges while standing (``start_charging``: towards a target
+at up to ``charging_power_kw``; it does not drive off while charging), and carries fault
+flags. ``step(dt_s)`` advances it; it never
 reads a clock, so the simulated VCU steps it in (scaled) real time and the simulator's fast
 mode steps it as fast as it likes. Long cruising steps are taken in one go; braking and
 acceleration are integrated in steps of at most :data:`MAX_STEP_S`.
@@ -66,6 +68,7 @@ class EventKind(Enum):
     DOOR_CLOSED = "door_closed"
     BATTERY_LOW = "battery_low"
     BATTERY_EMPTY = "battery_empty"
+    CHARGE_DONE = "charge_done"  # a charge reached its target (or was ended)
     STOPPED = "stopped"  # came to a standstill after a stop, e-stop or fault
 
 
@@ -107,6 +110,8 @@ class Vehicle:
         self._battery_low_told = self.soc_pct < BATTERY_LOW_PCT
         self._moving_reported = False
         self.service_decel_mps2 = spec.max_decel_mps2 * SERVICE_DECEL_SHARE
+        self._charge_to_kwh: float | None = None  # charging towards this, standing
+        self._charge_kw = 0.0
 
     # ---- state ------------------------------------------------------------------------
 
@@ -121,6 +126,10 @@ class Vehicle:
     @property
     def battery_empty(self) -> bool:
         return self.energy_kwh <= 0.0
+
+    @property
+    def charging(self) -> bool:
+        return self._charge_to_kwh is not None
 
     @property
     def queued(self) -> int:
@@ -154,8 +163,35 @@ class Vehicle:
             or self.estopped
             or self.paused
             or self.dwelling
+            or self.charging  # the cable is in
             or self.door is not DoorState.CLOSED
         )
+
+    def start_charging(self, target_pct: float, power_kw: float) -> bool:
+        """Charge towards ``target_pct`` at ``power_kw`` (capped at the van's charging
+        power); refused (False) while moving or faulted. A target at or below the state of
+        charge ends charging at once."""
+        if self.speed_mps > 0.0 or self.fatal:
+            return False
+        target_kwh = self.spec.battery_kwh * min(100.0, max(0.0, target_pct)) / 100.0
+        power = min(power_kw, self.spec.charging_power_kw) if power_kw > 0 else 0.0
+        if target_kwh <= self.energy_kwh or power <= 0.0:
+            self._charge_to_kwh = None
+            return True
+        self._charge_to_kwh = target_kwh
+        self._charge_kw = power
+        return True
+
+    def _charge(self, h: float, events: list[VehicleEvent]) -> None:
+        target = self._charge_to_kwh
+        if target is None or h <= 0.0:
+            return
+        self.energy_kwh = min(target, self.energy_kwh + self._charge_kw * h / 3600.0)
+        if self.energy_kwh >= target - 1e-9:
+            self._charge_to_kwh = None
+            if self.soc_pct >= BATTERY_LOW_PCT:
+                self._battery_low_told = False
+            events.append(VehicleEvent(EventKind.CHARGE_DONE, self.last_wp))
 
     # ---- commands ---------------------------------------------------------------------
 
@@ -229,9 +265,18 @@ class Vehicle:
         events: list[VehicleEvent] = []
         left = dt_s
         while left > 1e-9:
-            h = self._advance(left, events)
+            if self.charging:
+                # standing still on the cable: only the door and a dwell run meanwhile
+                h = self._advance(min(left, self._charge_left_s()), events)
+                self._charge(h, events)
+            else:
+                h = self._advance(left, events)
             left -= h
         return events
+
+    def _charge_left_s(self) -> float:
+        assert self._charge_to_kwh is not None
+        return max(1e-6, (self._charge_to_kwh - self.energy_kwh) / self._charge_kw * 3600.0)
 
     def _advance(self, max_h: float, events: list[VehicleEvent]) -> float:
         h = min(max_h, MAX_STEP_S)

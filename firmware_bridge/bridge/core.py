@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from firmware_bridge import wire
-from firmware_bridge.bridge.mission import Mission, Waypoint, base_waypoints, cut_segments
+from firmware_bridge.bridge.mission import Mission, Waypoint, base_waypoints
 from fleet.protocol import (
     ActionState,
     ActionStatus,
@@ -115,6 +115,22 @@ class _InstantState:
 
 
 @dataclass
+class _Charge:
+    """A node's ``charge`` action: CHARGE sent when the van stands at the node, running while
+    the VCU reports ``charging``, finished when it stops reporting it."""
+
+    target_pct: float
+    status: ActionStatus = ActionStatus.WAITING
+    sent: bool = False
+    delivered: bool = False
+    why: str = ""
+
+    @property
+    def over(self) -> bool:
+        return self.status in (ActionStatus.FINISHED, ActionStatus.FAILED)
+
+
+@dataclass
 class _Recent:
     error: VanError
     at_s: float
@@ -144,10 +160,12 @@ class BridgeCore:
         self.last_order_wp: int | None = None
         self.parcels_on_board: list[str] = []
         self._finished_nodes: set[int] = set()
+        self._charges: dict[int, _Charge] = {}  # node sequence id → its charge action
         self._instant: deque[_InstantState] = deque(maxlen=32)
         self._recent: deque[_Recent] = deque(maxlen=RECENT_ERRORS)
         self._vcu_faults: dict[str, VanError] = {}
         self._link_lost: tuple[float, str] | None = None  # since when, why
+        self._now_s = float("-inf")  # the latest time an entry point was given
         self._link_fatal_told = False
         self._last_estop_sent = 0
         self._message_id = 0
@@ -161,6 +179,7 @@ class BridgeCore:
     # ---- MQTT commands -------------------------------------------------------------------
 
     def on_order_payload(self, payload: bytes, now_s: float, *, topic: str = "") -> list[Action]:
+        self._now_s = max(self._now_s, now_s)
         try:
             order = decode(Order, payload, topic=topic)
             self.verifier.verify(order, now_s, topic=topic)
@@ -275,6 +294,7 @@ class BridgeCore:
         self.last_node_seq = None
         self.last_order_wp = None
         self._finished_nodes = set()
+        self._charges = {}
         self.waypoints = base_waypoints(order)
         self._new_mission(0)
 
@@ -301,8 +321,14 @@ class BridgeCore:
 
     def _new_mission(self, start: int) -> None:
         self.mission_ids = (self.mission_ids % 0xFFFF_FFFE) + 1
-        segments = cut_segments(self.waypoints, mission_id=self.mission_ids, start=start)
-        self.mission = Mission(self.mission_ids, start, segments)
+        self.mission = Mission.cut(self.waypoints, self.mission_ids, start)
+
+    def next_gate_s(self) -> float | None:
+        """When the next segment held back for its stop's planned time may go (epoch s)."""
+        m = self.mission
+        if m is None or self.cancelled:
+            return None
+        return m.gate(m.sent)
 
     def _pump(self) -> list[Action]:
         m = self.mission
@@ -310,6 +336,12 @@ class BridgeCore:
             return []
         out: list[Action] = []
         while m.sent < len(m.segments) and m.sent - m.delivered < SEGMENTS_AHEAD:
+            gate = m.gate(m.sent)
+            if gate is not None and gate > self._now_s:
+                break  # the stop's work may not start yet: the van waits at the stop
+            hold = m.hold(m.sent)
+            if hold is not None and not self._charge_of(hold).over:
+                break  # charging at the node before: the van stays on the cable
             seg = m.segments[m.sent]
             out.append(SendSerial(seg, f"seg:{m.mission_id}:{m.sent}"))
             m.sent += 1
@@ -352,8 +384,50 @@ class BridgeCore:
             )[:500],
         )
 
+    def _charge_of(self, node_seq: int) -> _Charge:
+        charge = self._charges.get(node_seq)
+        if charge is None:
+            target = 100.0
+            for wp in self.waypoints:
+                if wp.node_seq == node_seq and wp.charge_pct is not None:
+                    target = wp.charge_pct
+            charge = self._charges[node_seq] = _Charge(target)
+        return charge
+
+    def _charge_step(self, t: wire.Telemetry) -> list[Action]:
+        """Start the charge of the node the van stands at; follow the one under way."""
+        out: list[Action] = []
+        charging = bool(t.fault_bits & wire.FaultBit.CHARGING)
+        for seq, charge in self._charges.items():
+            if charge.sent and not charge.over:
+                if charging:
+                    charge.status = ActionStatus.RUNNING
+                elif charge.delivered:
+                    charge.status = ActionStatus.FINISHED  # the VCU is done (or had enough)
+                    out += self._pump()
+                    log.info("van %s: charge at node %d finished", self.van_id, seq)
+        m = self.mission
+        last = self.last_order_wp
+        if m is None or last is None or t.mission_id != m.mission_id or t.speed_cmps != 0:
+            return out
+        wp = self.waypoints[last] if last < len(self.waypoints) else None
+        if wp is None or wp.charge_pct is None or wp.node_seq is None:
+            return out
+        charge = self._charge_of(wp.node_seq)
+        if not charge.sent and not charge.over:
+            charge.sent = True
+            charge.status = ActionStatus.RUNNING
+            target = min(10000, max(0, round(charge.target_pct * 100)))
+            out.append(SendSerial(wire.Charge(target, 0), f"charge:{wp.node_seq}"))
+        return out
+
     def on_delivered(self, tag: str) -> list[Action]:
         kind, _, rest = tag.partition(":")
+        if kind == "charge":
+            charge = self._charges.get(int(rest))
+            if charge is not None:
+                charge.delivered = True
+            return []
         if kind == "seg":
             mission_id, _, index = rest.partition(":")
             m = self.mission
@@ -367,6 +441,14 @@ class BridgeCore:
         kind, _, rest = tag.partition(":")
         if kind == "ia":
             self._instant_status(rest, ActionStatus.FAILED, why)
+        elif kind == "charge":
+            charge = self._charges.get(int(rest))
+            if charge is not None and not charge.over:
+                if self.link_up:  # refused by the VCU: the van goes on without it
+                    charge.status, charge.why = ActionStatus.FAILED, why
+                    return self._pump()
+                charge.sent = charge.delivered = False  # link lost: asked again when back
+                charge.status = ActionStatus.WAITING
         return []
 
     def _instant_status(self, action_id: str, status: ActionStatus, why: str = "") -> None:
@@ -376,12 +458,14 @@ class BridgeCore:
                 st.description = why
 
     def on_telemetry(self, t: wire.Telemetry, now_s: float) -> list[Action]:
+        self._now_s = max(self._now_s, now_s)
         self.telemetry = t
         out: list[Action] = []
         if self.awaiting_sync and self.link_up:
             self.awaiting_sync = False
             out += self._resync(t)
         self._track_progress(t)
+        out += self._charge_step(t)
         out += self._pump()
         key = self._event_key(t)
         if key != self._state_key or now_s - self._last_state_s >= self.state_period_s:
@@ -392,6 +476,13 @@ class BridgeCore:
         code = f.code
         if code in (wire.FaultCode.LINK_LOST, wire.FaultCode.LINK_RESTORED):
             return []
+        released: list[Action] = []
+        if code is wire.FaultCode.CHARGE_REFUSED:
+            for charge in self._charges.values():
+                if charge.sent and not charge.over:
+                    charge.status = ActionStatus.FAILED
+                    charge.why = "the VCU refused to charge (not standing still)"
+            released = self._pump()  # the van goes on without the charge
         level = ErrorLevel.FATAL if f.severity >= wire.Severity.ERROR else ErrorLevel.WARNING
         error = VanError(
             error_type="vehicle_fault",
@@ -403,7 +494,7 @@ class BridgeCore:
             self._vcu_faults[f"vcu:{code.name}"] = error
         else:
             self._recent.append(_Recent(error, now_s))
-        return self._state_now(now_s)
+        return [*released, *self._state_now(now_s)]
 
     def _resync(self, t: wire.Telemetry) -> list[Action]:
         m = self.mission
@@ -475,7 +566,12 @@ class BridgeCore:
 
     def tick(self, now_s: float) -> list[Action]:
         """Call at least once per state period: the periodic state (1 Hz by default), and at
-        once when a lost VCU link outlasts its grace and turns fatal."""
+        once when a lost VCU link outlasts its grace and turns fatal; segments held back for
+        a stop's planned time go out once it has come."""
+        self._now_s = max(self._now_s, now_s)
+        gated = self._pump()
+        if gated:
+            return [*gated, *self._state_now(now_s)]
         if not self._link_fatal_told and self.link_lost_fatal(now_s):
             self._link_fatal_told = True
             log.error(
@@ -487,9 +583,13 @@ class BridgeCore:
         return []
 
     def _state_now(self, now_s: float) -> list[Action]:
+        if self.telemetry is None:
+            # nothing from the VCU yet: no position, no battery to report (a state would say
+            # 0 % and send the controller's planning astray). What happens meanwhile (a
+            # refused command) is in the first state, once the VCU has spoken.
+            return []
         self._last_state_s = now_s
-        if self.telemetry is not None:
-            self._state_key = self._event_key(self.telemetry)
+        self._state_key = self._event_key(self.telemetry)
         return [PublishState(self.build_state(now_s))]
 
     def next_message_id(self, now_s: float) -> int:
@@ -563,11 +663,17 @@ class BridgeCore:
                         if node.sequence_id == reached
                         else ActionStatus.WAITING
                     )
+                    why = ""
+                    if a.action_type is NodeActionType.CHARGE:
+                        charge = self._charges.get(node.sequence_id)
+                        status = ActionStatus.WAITING if charge is None else charge.status
+                        why = "" if charge is None else charge.why
                     action_states.append(
                         ActionState(
                             action_id=a.action_id,
                             action_type=a.action_type.value,
                             status=status,
+                            result_description=why,
                         )
                     )
             for edge in order.edges:
@@ -591,6 +697,7 @@ class BridgeCore:
                 )
             )
         if t is None:
+            # for a caller that asks anyway: the core never publishes this (see _state_now)
             return State(
                 header=make_header(self.van_id, self.next_message_id(now_s), now_s),
                 van_id=self.van_id,
@@ -619,7 +726,11 @@ class BridgeCore:
             position=VanPosition(lon=t.lon, lat=t.lat, heading_deg=t.heading_cdeg / 100.0),
             speed_mps=speed_mps,
             odometer_m=float(t.odometer_m),
-            battery=Battery(soc_pct=t.soc_cpct / 100.0, remaining_range_m=range_m),
+            battery=Battery(
+                soc_pct=t.soc_cpct / 100.0,
+                remaining_range_m=range_m,
+                charging=bool(t.fault_bits & wire.FaultBit.CHARGING),
+            ),
             load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
             action_states=tuple(action_states),
             errors=tuple(errors[:64]),

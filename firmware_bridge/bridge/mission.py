@@ -5,20 +5,33 @@ node 0's position first, then each released edge's trajectory to its end node. E
 knows the index of its waypoint. The waypoints are cut into :class:`wire.DriveSegment` frames
 that never span a node and never hold more than :data:`SEGMENT_WAYPOINTS` (the protocol allows
 :data:`wire.MAX_WAYPOINTS`; short frames survive a noisy line); a segment that ends at a stop
-with actions asks the VCU to stop there for the actions' planned time.
+with actions asks the VCU to stop there for the stop's work time.
+
+Timing (``docs/bridge.md``, "Timing"): a node's actions run together while the van stands
+there, so the stop's work time (the dwell) is the longest action's ``duration_s``, never their
+sum. A stop with a ``planned_departure`` must not start its work before ``planned_departure``
+minus the work time: its position appears twice, a *wait point* (stop, no dwell, not the node)
+where the van arrives and holds, then the node's own waypoint in a segment of its own that the
+bridge releases at that time (:attr:`Waypoint.not_before_s`), which the van reaches at once
+and dwells at. Node 0 is where the van already stands, its work under way since it got
+there: it is no stop, but nothing leaves it before its ``planned_departure`` (the depot's
+loading time); its actions finish as the van leaves.
+
+Charging: a node with a ``charge`` action is a stop; the segments after it are held back
+(:attr:`Mission.holds`) until the VCU reports the charge over (``docs/bridge.md``).
 
 A *mission* is what one VCU holds: waypoints ``start .. end`` of the order, numbered from 0
 on the VCU. The first mission of an order starts at waypoint 0; after a VCU reboot the bridge
-starts a new mission at the first waypoint not yet reached. Pure code.
+starts a new mission at the first stop not yet finished. Pure code.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware_bridge import wire
-from fleet.protocol import Order, StopKind
+from fleet.protocol import Node, NodeActionType, Order, StopKind, parse_timestamp
 
 SAME_POINT_M = 0.5
 _M_PER_DEG = math.radians(1.0) * 6_371_008.8
@@ -42,8 +55,55 @@ class Waypoint:
     lat_e7: int
     cap_cmps: int  # speed cap on the way to this point
     node_seq: int | None = None  # the node this waypoint is, if any
-    stop: bool = False  # stop here for the node's actions
+    stop: bool = False  # stop here (for the node's actions, or to wait for their time)
     dwell_s: int = 0
+    not_before_s: float | None = None  # a segment starting here is sent no earlier (epoch s)
+    charge_pct: float | None = None  # the node's charge action: charge to this here
+
+
+def charge_target(node: Node) -> float | None:
+    """The target of the node's ``charge`` action (the highest, if several)."""
+    targets = [
+        100.0 if a.target_soc_pct is None else a.target_soc_pct
+        for a in node.actions
+        if a.action_type is NodeActionType.CHARGE
+    ]
+    return max(targets) if targets else None
+
+
+def work_s(node: Node) -> float:
+    """The stop's work time: its actions run together, so the longest one (a ``charge``
+    action's time is how long charging takes: the VCU says when it is done)."""
+    return max(
+        (a.duration_s for a in node.actions if a.action_type is not NodeActionType.CHARGE),
+        default=0.0,
+    )
+
+
+def _is_stop(node: Node) -> bool:
+    return node.kind is not StopKind.START and bool(node.actions)
+
+
+def _work_point(node: Node, cap: int) -> Waypoint:
+    """The node's own waypoint: a stop with its work time, released at its time if planned."""
+    lon, lat = wire.to_e7(node.lon), wire.to_e7(node.lat)
+    if not _is_stop(node):
+        return Waypoint(lon, lat, cap, node_seq=node.sequence_id)
+    not_before = None
+    if node.planned_departure is not None:
+        # the planned time of all the work, charging included, ends at the departure
+        planned = max(a.duration_s for a in node.actions)
+        not_before = parse_timestamp(node.planned_departure) - planned
+    return Waypoint(
+        lon,
+        lat,
+        cap,
+        node_seq=node.sequence_id,
+        stop=True,
+        dwell_s=round(work_s(node)),
+        not_before_s=not_before,
+        charge_pct=charge_target(node),
+    )
 
 
 def _cap_cmps(speed_mps: float) -> int:
@@ -55,9 +115,15 @@ def base_waypoints(order: Order) -> list[Waypoint]:
     nodes = order.nodes
     first = nodes[0]
     first_cap = _cap_cmps(order.edges[0].max_speed_mps) if order.edges else 100
+    departure = first.planned_departure
     out = [
         Waypoint(
-            wire.to_e7(first.lon), wire.to_e7(first.lat), first_cap, node_seq=first.sequence_id
+            wire.to_e7(first.lon),
+            wire.to_e7(first.lat),
+            first_cap,
+            node_seq=first.sequence_id,
+            not_before_s=parse_timestamp(departure) if departure and _is_stop(first) else None,
+            charge_pct=charge_target(first),
         )
     ]
     for i, edge in enumerate(order.edges):
@@ -74,11 +140,10 @@ def base_waypoints(order: Order) -> list[Waypoint]:
         for pt in points[:-1]:
             if not _near(pt, (out[-1].lon_e7, out[-1].lat_e7)):
                 out.append(Waypoint(pt[0], pt[1], cap))
-        stop = end.kind is not StopKind.START and bool(end.actions)
-        dwell = round(sum(a.duration_s for a in end.actions)) if stop else 0
-        out.append(
-            Waypoint(end_pt[0], end_pt[1], cap, node_seq=end.sequence_id, stop=stop, dwell_s=dwell)
-        )
+        work = _work_point(end, cap)
+        if work.not_before_s is not None:
+            out.append(Waypoint(end_pt[0], end_pt[1], cap, stop=True))  # the wait point
+        out.append(work)
     return out
 
 
@@ -95,10 +160,12 @@ def cut_segments(
         pts: list[tuple[int, int]] = []
         while j < end and len(pts) < SEGMENT_WAYPOINTS and waypoints[j].cap_cmps == cap:
             wp = waypoints[j]
+            if j > i and wp.not_before_s is not None:
+                break  # a gated waypoint starts a segment of its own
             pts.append((wp.lon_e7, wp.lat_e7))
             j += 1
-            if wp.node_seq is not None:
-                break  # a segment never runs past a node
+            if wp.node_seq is not None or wp.stop:
+                break  # a segment never runs past a node or a stop
         last = waypoints[j - 1]
         out.append(
             wire.DriveSegment(
@@ -123,6 +190,15 @@ class Mission:
     segments: list[wire.DriveSegment]
     sent: int = 0  # segments handed to the link
     delivered: int = 0  # segments the VCU acknowledged
+    gates: list[float | None] = field(default_factory=list)  # per segment: not before (epoch s)
+    # per segment: the node (sequence id) whose charge must be over before it is sent
+    holds: list[int | None] = field(default_factory=list)
+
+    @classmethod
+    def cut(cls, waypoints: list[Waypoint], mission_id: int, start: int) -> Mission:
+        m = cls(mission_id, start, [])
+        m.extend(waypoints)
+        return m
 
     @property
     def end(self) -> int:
@@ -137,9 +213,22 @@ class Mission:
 
     def extend(self, waypoints: list[Waypoint]) -> None:
         """Append the segments for waypoints released since the mission was cut."""
-        self.segments += cut_segments(
-            waypoints, mission_id=self.mission_id, start=self.start, end=None
-        )[len(self.segments) :]
+        new = cut_segments(waypoints, mission_id=self.mission_id, start=self.start, end=None)[
+            len(self.segments) :
+        ]
+        self.segments += new
+        for seg in new:
+            first = self.start + seg.first_wp
+            self.gates.append(waypoints[first].not_before_s)
+            before = waypoints[first - 1] if first > 0 else None
+            charging = before is not None and before.charge_pct is not None
+            self.holds.append(before.node_seq if before is not None and charging else None)
+
+    def gate(self, k: int) -> float | None:
+        return self.gates[k] if k < len(self.gates) else None
+
+    def hold(self, k: int) -> int | None:
+        return self.holds[k] if k < len(self.holds) else None
 
     def resync(self, wp_queued: int) -> None:
         """The VCU says it holds mission waypoints ``0 .. wp_queued - 1``: send from there."""

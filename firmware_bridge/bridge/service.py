@@ -461,5 +461,11 @@ class BridgeService:
 
     async def _ticker(self) -> None:
         while True:
-            await self.clock.sleep(self.settings.tick_s)
+            delay = self.settings.tick_s
+            gate = self.core.next_gate_s()
+            now = self.clock.time()
+            if gate is not None and gate > now:
+                # a segment held back for its stop's planned time goes out on time
+                delay = min(delay, gate - now)
+            await self.clock.sleep(delay)
             self._apply(self.core.tick(self.clock.time()))

@@ -45,6 +45,7 @@ class MsgType(IntEnum):
     EMERGENCY_STOP = 0x12
     RESUME = 0x13
     DOOR = 0x14
+    CHARGE = 0x15
     TELEMETRY = 0x20
     FAULT_REPORT = 0x21
 
@@ -101,6 +102,7 @@ class FaultBit(IntEnum):
     LINK_LOST = 1 << 4  # the VCU lost the bridge's heartbeat
     DOOR_BLOCKED = 1 << 5  # a door command was refused (moving, or fault)
     SEGMENT_REJECTED = 1 << 6  # the last DRIVE_SEGMENT was refused (see FAULT_REPORT)
+    CHARGING = 1 << 7  # status, not a fault: charging after a CHARGE, until its target
 
 
 class FaultCode(IntEnum):
@@ -114,6 +116,7 @@ class FaultCode(IntEnum):
     FATAL = 6  # arg = vendor code
     LINK_LOST = 7  # arg = ms since the last frame from the bridge
     LINK_RESTORED = 8  # arg = ms the link was lost
+    CHARGE_REFUSED = 9  # CHARGE while moving or faulted; arg = drive state
 
 
 class Severity(IntEnum):
@@ -475,6 +478,31 @@ class Door:
 
 
 @dataclass(frozen=True, slots=True)
+class Charge:
+    """Charge while standing (at a depot's charger) until ``target_cpct``, drawing at most
+    ``max_power_hw``; ``max_power_hw`` 0: the van's own limit. A target at or below the
+    state of charge ends any charging at once."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CHARGE
+    SEQUENCED: ClassVar[bool] = True
+    _ST: ClassVar[struct.Struct] = struct.Struct("<HH")
+
+    target_cpct: int  # state of charge to stop at, 0.01 % (0..10000)
+    max_power_hw: int  # 0.1 kW; 0 = no limit beyond the van's
+
+    def encode_payload(self) -> bytes:
+        return _pack(self._ST, "CHARGE", self.target_cpct, self.max_power_hw)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:
+        _check_len("CHARGE", data, cls._ST.size)
+        target, power = cls._ST.unpack(data)
+        if target > 10000:
+            raise WireError(f"CHARGE.target_cpct {target} outside 0..10000")
+        return cls(target, power)
+
+
+@dataclass(frozen=True, slots=True)
 class Telemetry:
     TYPE: ClassVar[MsgType] = MsgType.TELEMETRY
     SEQUENCED: ClassVar[bool] = False
@@ -591,6 +619,7 @@ Message = (
     | EmergencyStop
     | Resume
     | Door
+    | Charge
     | Telemetry
     | FaultReport
 )
@@ -608,6 +637,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
         EmergencyStop,
         Resume,
         Door,
+        Charge,
         Telemetry,
         FaultReport,
     )

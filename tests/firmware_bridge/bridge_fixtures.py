@@ -206,6 +206,7 @@ async def rig(
     baud: int = 115200,
     spool_max: int = 10_000,
     bridge_port: int = 0,
+    soc_pct: float = 100.0,
 ) -> AsyncIterator[Rig]:
     """``bridge_port``: where the bridge connects (a cuttable forwarder), default ``port``."""
     prefix = prefix or f"test/{uuid.uuid4().hex[:10]}/"
@@ -214,7 +215,7 @@ async def rig(
     port_ = vcu_port("pty")
     vcu = SimulatedVcu(
         port_,
-        Vehicle(spec, lon=LON0, lat=LAT0),
+        Vehicle(spec, lon=LON0, lat=LAT0, soc_pct=soc_pct),
         clock=clock,
         config=VcuConfig(baud=baud, link=LinkConfig(wire.Role.VCU, line_baud=baud, **LINK)),
         faults=faults,

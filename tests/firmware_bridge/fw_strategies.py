@@ -42,6 +42,7 @@ stop = st.builds(wire.Stop, mode=st.sampled_from(wire.StopMode))
 emergency_stop = st.builds(wire.EmergencyStop, estop_id=u16, reason=u8)
 resume = st.builds(wire.Resume, estop_id=u16)
 door = st.builds(wire.Door, open=st.booleans())
+charge = st.builds(wire.Charge, target_cpct=st.integers(0, 10000), max_power_hw=u16)
 telemetry = st.builds(
     wire.Telemetry,
     uptime_ms=u32,
@@ -79,6 +80,7 @@ BY_TYPE: dict[wire.MsgType, st.SearchStrategy[wire.Message]] = {
     wire.MsgType.EMERGENCY_STOP: emergency_stop,
     wire.MsgType.RESUME: resume,
     wire.MsgType.DOOR: door,
+    wire.MsgType.CHARGE: charge,
     wire.MsgType.TELEMETRY: telemetry,
     wire.MsgType.FAULT_REPORT: fault_report,
 }

@@ -14,12 +14,16 @@ from firmware_bridge.bridge.core import (
 )
 from firmware_bridge.bridge.mission import base_waypoints, cut_segments
 from fleet.protocol import (
+    ActionStatus,
     CommandVerifier,
     Edge,
     ErrorLevel,
     InstantActionType,
+    NodeAction,
+    NodeActionType,
     Order,
     encode,
+    format_timestamp,
     sign,
 )
 
@@ -273,3 +277,139 @@ def test_a_vcu_rebooted_while_dwelling_at_a_stop_goes_back_to_it_and_keeps_the_p
         NOW_S + 4,
     )
     assert c.parcels_on_board == ["P2"]
+
+
+def _timed(order: Order, departures: dict[int, float]) -> Order:
+    """``order`` with planned departures (epoch s) at the given node indexes."""
+    nodes = tuple(
+        n.model_copy(update={"planned_departure": format_timestamp(departures[i])})
+        if i in departures
+        else n
+        for i, n in enumerate(order.nodes)
+    )
+    return order.model_copy(update={"nodes": nodes})
+
+
+def test_a_stop_with_several_actions_dwells_the_longest_not_their_sum() -> None:
+    order = line_order(stops=2, released=2, dwell_s=60.0)
+    node = order.nodes[1]
+    both = (node.actions[0], node.actions[0].model_copy(update={"action_id": "a1b"}))
+    order = order.model_copy(
+        update={"nodes": (order.nodes[0], node.model_copy(update={"actions": both}))}
+    )
+    wps = base_waypoints(order)
+    assert wps[-1].stop and wps[-1].dwell_s == 60  # not 120
+
+
+def test_a_stop_s_work_is_held_back_until_its_planned_departure_minus_the_work() -> None:
+    c = core()
+    ready(c)
+    # the van leaves node 0 (the depot, loading) at NOW + 10 s, not before; node 1's
+    # delivery (1 s) does not start before NOW + 99 s
+    order = _timed(line_order(stops=3, released=3), {0: NOW_S + 10, 1: NOW_S + 100})
+    assert segments(c.on_order_payload(payload(order), NOW_S)) == []
+    assert c.next_gate_s() == NOW_S + 10
+    assert c.build_state(NOW_S).last_node_sequence_id is None
+    first = segments(c.tick(NOW_S + 10))
+    # n0 | mid, n1's wait point | (held: n1) | mid, n2
+    assert [len(s.waypoints) for s in first] == [1, 2]
+    assert not first[0].stop_at_end and first[0].dwell_s == 0
+    assert first[1].stop_at_end and first[1].dwell_s == 0  # the van waits here
+    assert c.next_gate_s() == NOW_S + 99
+    mission = first[0].mission_id
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+    assert segments(c.tick(NOW_S + 98.9)) == []
+    # at the wait point the node is not reached yet: its action is waiting
+    c.on_telemetry(
+        telemetry(mission_id=mission, last_wp=2, wp_queued=3, drive_state=wire.DriveState.HOLDING),
+        NOW_S + 50,
+    )
+    state = c.build_state(NOW_S + 50)
+    assert state.last_node_sequence_id == 0 and not state.driving
+    assert {a.action_id: a.status for a in state.action_states}["a1"] is ActionStatus.WAITING
+    released_ = segments(c.tick(NOW_S + 99))
+    assert [len(s.waypoints) for s in released_] == [1, 2]
+    assert released_[0].waypoints == first[1].waypoints[-1:] and released_[0].dwell_s == 1
+    assert c.next_gate_s() is None
+
+
+def _with_charge(order: Order, index: int, target: float) -> Order:
+    node = order.nodes[index]
+    charge = NodeAction(
+        action_id=f"c{index}",
+        action_type=NodeActionType.CHARGE,
+        duration_s=600.0,
+        target_soc_pct=target,
+    )
+    nodes = list(order.nodes)
+    nodes[index] = node.model_copy(update={"actions": (*node.actions, charge)})
+    return order.model_copy(update={"nodes": tuple(nodes)})
+
+
+def test_a_charge_action_becomes_charge_at_the_node_and_the_van_waits_for_it() -> None:
+    c = core()
+    ready(c)
+    order = _with_charge(line_order(stops=3, released=3), 1, 80.0)
+    first = segments(c.on_order_payload(payload(order), NOW_S))
+    mission = first[0].mission_id
+    # n0 | mid, n1 (the charge stop) | (held until charged: mid, n2)
+    assert [len(s.waypoints) for s in first] == [1, 2]
+    assert first[1].stop_at_end
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+
+    def at_n1(**kw: int) -> list[object]:
+        fields = dict(mission_id=mission, last_wp=2, wp_queued=3, soc_cpct=6000)
+        return c.on_telemetry(telemetry(**{**fields, **kw}), NOW_S)  # type: ignore[arg-type]
+
+    out = at_n1(drive_state=wire.DriveState.DWELLING)
+    (charge,) = [a for a in out if isinstance(a, SendSerial) and a.tag == "charge:2"]
+    assert charge.message == wire.Charge(target_cpct=8000, max_power_hw=0)
+    assert not [a for a in at_n1(drive_state=wire.DriveState.DWELLING) if isinstance(a, SendSerial)]
+    c.on_delivered("charge:2")
+    charging = int(wire.FaultBit.CHARGING)
+    assert segments(at_n1(drive_state=wire.DriveState.HOLDING, fault_bits=charging)) == []
+    state = c.build_state(NOW_S)
+    assert state.battery.charging
+    statuses = {a.action_id: a.status for a in state.action_states}
+    assert statuses["c1"] is ActionStatus.RUNNING and statuses["a1"] is ActionStatus.FINISHED
+    # the VCU reached the target: the charge is finished and the van may go on
+    rest = segments(at_n1(drive_state=wire.DriveState.HOLDING, soc_cpct=8000))
+    assert [len(s.waypoints) for s in rest] == [2]
+    state = c.build_state(NOW_S)
+    assert not state.battery.charging
+    assert {a.action_id: a.status for a in state.action_states}["c1"] is ActionStatus.FINISHED
+
+
+def test_a_refused_charge_fails_its_action_and_lets_the_van_go_on() -> None:
+    c = core()
+    ready(c)
+    order = _with_charge(line_order(stops=3, released=3), 1, 80.0)
+    first = segments(c.on_order_payload(payload(order), NOW_S))
+    mission = first[0].mission_id
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+    c.on_telemetry(
+        telemetry(mission_id=mission, last_wp=2, wp_queued=3, drive_state=wire.DriveState.HOLDING),
+        NOW_S,
+    )
+    report = wire.FaultReport(wire.FaultCode.CHARGE_REFUSED, wire.Severity.WARNING, 0, 1)
+    rest = segments(c.on_fault_report(report, NOW_S))
+    assert [len(s.waypoints) for s in rest] == [2]
+    state = c.build_state(NOW_S)
+    (c1,) = [a for a in state.action_states if a.action_id == "c1"]
+    assert c1.status is ActionStatus.FAILED and "refused" in c1.result_description
+
+
+def test_no_state_before_the_vcu_has_spoken_and_a_refusal_meanwhile_is_kept() -> None:
+    c = core()
+    assert c.tick(NOW_S) == []
+    out = c.on_order_payload(b"not json", NOW_S)
+    assert not [
+        a for a in out if isinstance(a, PublishState)
+    ]  # no battery to report: 0 % would lie
+    c.on_link_up()
+    (first,) = [a for a in c.on_telemetry(telemetry(), NOW_S + 1) if isinstance(a, PublishState)]
+    assert first.state.battery.soc_pct == 90.0
+    assert [e.error_type for e in first.state.errors] == ["validation_error"]

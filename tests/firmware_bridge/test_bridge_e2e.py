@@ -12,12 +12,16 @@ from bridge_fixtures import KEY, NOW_S, VAN, aio, instant, line_order, released_
 
 from firmware_bridge.bridge import Spool
 from fleet.protocol import (
+    ActionStatus,
     ErrorLevel,
     InstantActionType,
+    NodeAction,
+    NodeActionType,
     Order,
     VanTopic,
     derive_van_key,
     encode,
+    parse_timestamp,
     sign,
 )
 from sim.vcu import VcuFaults
@@ -283,8 +287,47 @@ async def test_the_bridge_is_back_on_the_broker_within_two_seconds_of_the_link_r
             await r.poll(lambda: len(r.bridge.spool) >= 2, 20)  # states made meanwhile
             net.unblock()
             back_at = time.monotonic()
-            await r.poll(lambda: r.bridge.mqtt_sessions == sessions + 1, 10)
+            await r.poll(lambda n=sessions + 1: r.bridge.mqtt_sessions == n, 10)
             assert time.monotonic() - back_at < 2.0, f"attempt {attempt}"
             await r.poll(lambda: len(r.bridge.spool) == 0, 10)  # spool sent first, in order
         ids = [s.header.message_id for s in r.states]
         assert ids == sorted(set(ids))
+
+
+@aio
+async def test_a_charge_action_charges_the_van_at_its_power_then_it_drives_on(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, soc_pct=50.0) as r,
+    ):
+        spec = r.vcu.vehicle.spec
+        order = line_order(stops=3, released=3, message_id=r.next_id(), now_s=r.clock.time())
+        n1 = order.nodes[1]
+        charge = NodeAction(
+            action_id="c1",
+            action_type=NodeActionType.CHARGE,
+            duration_s=60.0,
+            target_soc_pct=50.6,
+        )
+        nodes = (order.nodes[0], n1.model_copy(update={"actions": (*n1.actions, charge)}))
+        await r.publish_order(order.model_copy(update={"nodes": (*nodes, *order.nodes[2:])}))
+        await r.until(lambda: r.last.battery.charging, 40)
+        assert r.last.last_node_sequence_id == 2 and r.last.speed_mps == 0.0
+
+        def c1() -> ActionStatus:
+            return next(a.status for a in r.last.action_states if a.action_id == "c1")
+
+        assert c1() is ActionStatus.RUNNING
+        await r.until(lambda: not r.last.battery.charging, 40)
+        assert c1() is ActionStatus.FINISHED
+        charging = [s for s in r.states if s.battery.charging]
+        assert len(charging) >= 2
+        first, last = charging[0], r.last
+        seconds = parse_timestamp(last.header.timestamp) - parse_timestamp(first.header.timestamp)
+        kwh = (last.battery.soc_pct - first.battery.soc_pct) / 100 * spec.battery_kwh
+        assert kwh / (seconds / 3600) == pytest.approx(spec.charging_power_kw, rel=0.25)
+        assert last.battery.soc_pct == pytest.approx(50.6, abs=0.011)
+        # then the van drives on to the end of its base
+        await r.until(lambda: r.last.last_node_sequence_id == 4 and r.last.speed_mps == 0.0, 40)

@@ -63,6 +63,7 @@ SAMPLES: list[tuple[wire.Message, int, int]] = [
         9,
     ),
     (wire.FaultReport(wire.FaultCode.SEGMENT_GAP, wire.Severity.WARNING, 0x40, 30), 3, 9),
+    (wire.Charge(target_cpct=8000, max_power_hw=500), 9, 2),
 ]
 
 

@@ -207,4 +207,6 @@ def test_a_stolen_key_can_exhaust_only_its_own_vans_counter() -> None:
     update = encode(sign(ex.release_more(order(message_id=2**53), 3, message_id=2**53), KEY))
     assert refusal_reasons(victim.on_order_payload(update, NOW))[-1] == "replayed"
     other_van = BridgeCore(OTHER, CommandVerifier(OTHER, [OTHER_KEY]), mission_ids=1)
+    other_van.on_link_up()  # a bridge publishes states once its VCU has reported
+    other_van.on_telemetry(telemetry(), NOW)
     assert refusal_reasons(other_van.on_order_payload(top, NOW)) == ["wrong_van"]

@@ -72,6 +72,16 @@ def test_a_flooding_van_cannot_take_another_vans_allowance() -> None:
 
 def test_a_flood_of_bad_commands_keeps_the_vans_state_bounded() -> None:
     core = BridgeCore(ex.VAN, CommandVerifier(ex.VAN, [KEY]), mission_ids=1)
+    core.on_link_up()  # the bridge publishes states once its VCU has reported
+    core.on_telemetry(
+        wire.Telemetry(
+            uptime_ms=1, lon_e7=-86110000, lat_e7=411496000, heading_cdeg=0, speed_cmps=0,
+            soc_cpct=8000, range_m=100_000, odometer_m=0, mission_id=0, last_wp=wire.WP_NONE,
+            wp_queued=0, drive_state=wire.DriveState.IDLE, door=wire.DoorState.CLOSED,
+            fault_bits=0, estop_id=0,
+        ),
+        ex.NOW_S - 1,
+    )  # fmt: skip
     states = []
     for i in range(5000):
         states += [

@@ -24,11 +24,14 @@ from fleet.protocol import (
     InstantAction,
     InstantActions,
     InstantActionType,
+    NodeAction,
+    NodeActionType,
     Order,
     State,
     derive_van_key,
     encode,
     make_header,
+    parse_timestamp,
     sign,
 )
 from fleet.roads import RoadNetwork, load_network
@@ -126,7 +129,7 @@ class Seen:
 
 
 def _run_fast(
-    order: Order, spec: VanSpec, lon: float, lat: float, t0: float
+    order: Order, spec: VanSpec, lon: float, lat: float, t0: float, soc_pct: float = 100.0
 ) -> tuple[Seen, FastVan]:
     loop, seen = Loop(), Seen()
     van = FastVan(
@@ -134,7 +137,7 @@ def _run_fast(
         spec,
         lon=lon,
         lat=lat,
-        soc_pct=100.0,
+        soc_pct=soc_pct,
         scheduler=loop,
         observer=seen,
         publish=seen.states.append,
@@ -148,13 +151,19 @@ def _run_fast(
 
 
 def _run_stepped(
-    order: Order, spec: VanSpec, lon: float, lat: float, t0: float, dt: float
+    order: Order,
+    spec: VanSpec,
+    lon: float,
+    lat: float,
+    t0: float,
+    dt: float,
+    soc_pct: float = 100.0,
 ) -> tuple[Seen, Vehicle]:
     key = derive_van_key(SECRET, order.van_id)
     core = BridgeCore(
         order.van_id, CommandVerifier(order.van_id, [key], max_age_s=1e9, max_ahead_s=1e9)
     )
-    vehicle = Vehicle(spec, lon=lon, lat=lat)
+    vehicle = Vehicle(spec, lon=lon, lat=lat, soc_pct=soc_pct)
     mission = {"id": 0, "queued": 0}
     seen = Seen()
     now = t0
@@ -174,7 +183,7 @@ def _run_stepped(
             wp_queued=mission["queued"],
             drive_state=vehicle.state,
             door=vehicle.door,
-            fault_bits=0,
+            fault_bits=int(wire.FaultBit.CHARGING) if vehicle.charging else 0,
             estop_id=0,
         )
 
@@ -196,6 +205,11 @@ def _run_stepped(
                 )
                 mission["queued"] += len(seg.waypoints)
                 queue.extend(core.on_delivered(a.tag))
+            elif isinstance(a, SendSerial) and isinstance(a.message, wire.Charge):
+                # as the simulated VCU does it (sim/vcu.py)
+                vehicle.start_charging(a.message.target_cpct / 100.0, spec.charging_power_kw)
+                queue.extend(core.on_delivered(a.tag))
+                queue.extend(core.on_telemetry(telemetry(), now))
             elif isinstance(a, PublishState):
                 s = a.state
                 if s.last_node_sequence_id is not None:
@@ -247,6 +261,12 @@ def test_fast_van_matches_bridge_and_stepped_vehicle_stop_by_stop(
                 assert fast.done[i] == pytest.approx(slow.done[i], abs=tol), (
                     f"{route.van_id} node {i} done"
                 )
+        for i, node in enumerate(order.nodes):
+            # a stop's work never starts before its planned departure minus the work's time
+            if i in with_actions and node.planned_departure is not None:
+                planned = parse_timestamp(node.planned_departure)
+                assert fast.done[i] >= planned - 1e-6, f"{route.van_id} node {i} done early"
+                assert slow.done[i] >= planned - 1e-6, f"{route.van_id} node {i} done early"
         assert van.odometer_m == pytest.approx(vehicle.odometer_m, rel=1e-3, abs=1.0)
         assert van.energy_kwh == pytest.approx(vehicle.energy_kwh, rel=1e-3)
         assert van.parcels_on_board == []  # everything loaded was handed over
@@ -344,11 +364,19 @@ def test_breakdown_stops_the_van_where_it_is_and_reports_fatal(
         observer=seen,
         publish=seen.states.append,
     )
+    # the van waits at its depot until node 0's planned departure, then drives
+    assert order.nodes[0].planned_departure is not None
+    leave = parse_timestamp(order.nodes[0].planned_departure)
     van.receive_order(order, t0)
+    assert van.move is None or leave <= t0
+    while van.move is None and loop.heap:
+        _, n, action = heapq.heappop(loop.heap)
+        if n not in loop.dead:
+            action()
     # break down half way along the first drive
     first = van.move
-    assert first is not None
-    when = t0 + first.leg.duration_s / 2
+    assert first is not None and first.t0_s == pytest.approx(leave)
+    when = leave + first.leg.duration_s / 2
     loop.at(when, lambda: van.break_down(when))
     loop.run()
     assert van.fatal and van.move is None
@@ -391,3 +419,39 @@ def test_waypoints_cut_incrementally_equal_the_bridges(plan: Plan, scenario: Sce
             )
             van.receive_order(order, t0)
             assert van.waypoints == base_waypoints(order)
+
+
+def test_fast_van_charges_like_the_bridge_and_the_stepped_vehicle(
+    plan: Plan, scenario: Scenario
+) -> None:
+    spec = scenario.van
+    t0 = local_to_epoch(plan.day, plan.timezone)(scenario.run.start_s)
+    route = next(r for r in plan.routes if r.trips and len(list(r.stops())) >= 3)
+    depot = (
+        scenario.site.warehouse
+        if route.depot == scenario.site.warehouse.id
+        else scenario.site.station(route.depot)
+    )
+    order = _order(plan, route.van_id, spec, t0)
+    # a charge to 90 % at the first stop after the depot, starting the day at 60 %
+    k = 1
+    charge = NodeAction(
+        action_id="c1", action_type=NodeActionType.CHARGE, duration_s=60.0, target_soc_pct=90.0
+    )
+    nodes = list(order.nodes)
+    nodes[k] = nodes[k].model_copy(update={"actions": (*nodes[k].actions, charge)})
+    order = order.model_copy(update={"nodes": tuple(nodes)})
+    fast, van = _run_fast(order, spec, depot.lon, depot.lat, t0, soc_pct=60.0)
+    dt = 0.5
+    slow, vehicle = _run_stepped(order, spec, depot.lon, depot.lat, t0, dt, soc_pct=60.0)
+    # the charge (30 % of the battery at the charging power) holds the van at the stop
+    charge_s = 0.3 * spec.battery_kwh / spec.charging_power_kw * 3600
+    assert fast.done[k] - fast.reached[k] >= charge_s * 0.99
+    for i in range(len(order.nodes)):
+        tol = 2.0 + 2 * dt + 0.002 * (slow.reached[i] - t0)
+        assert fast.reached[i] == pytest.approx(slow.reached[i], abs=tol), f"node {i}"
+    assert van.energy_kwh == pytest.approx(vehicle.energy_kwh, rel=1e-3)
+    # charged to 90 % at the stop, then drew only what it drove after it
+    drawn = van.odometer_m / 1000 * spec.consumption_kwh_per_km
+    assert 0.9 * spec.battery_kwh - drawn - 1e-6 <= van.energy_kwh < 0.9 * spec.battery_kwh
+    assert any(s.battery.charging for s in fast.states)

@@ -94,14 +94,19 @@ class BenchBridge:
 
 @asynccontextmanager
 async def vcu_and_bridge(
-    spec: VanSpec, *, serial: str = "pty", faults: VcuFaults | None = None, baud: int = 115200
+    spec: VanSpec,
+    *,
+    serial: str = "pty",
+    faults: VcuFaults | None = None,
+    baud: int = 115200,
+    soc_pct: float = 100.0,
 ) -> AsyncIterator[tuple[SimulatedVcu, BenchBridge, VcuPort]]:
     clock = ScaledClock(0.0, FACTOR)
     link = dict(LINK, line_baud=baud)
     port = vcu_port(serial)
     vcu = SimulatedVcu(
         port,
-        Vehicle(spec, lon=LON0, lat=LAT0),
+        Vehicle(spec, lon=LON0, lat=LAT0, soc_pct=soc_pct),
         clock=clock,
         config=VcuConfig(baud=baud, link=LinkConfig(wire.Role.VCU, **link)),
         faults=faults,
@@ -261,3 +266,48 @@ def test_fault_shares_are_checked() -> None:
     with pytest.raises(ValueError, match="corrupt"):
         VcuFaults(corrupt=1.5)
     _ = dataclasses.replace(VcuFaults(), drop=0.5)
+
+
+@aio
+async def test_a_charge_raises_the_soc_at_the_vans_charging_power_and_ends_at_its_target(
+    spec: VanSpec,
+) -> None:
+    async with asyncio.timeout(60), vcu_and_bridge(spec, soc_pct=50.0) as (vcu, bridge, _):
+        charging = wire.FaultBit.CHARGING
+        await bridge.link.deliver(wire.Charge(target_cpct=5050, max_power_hw=0))
+        await bridge.until(lambda: bool(bridge.last.fault_bits & charging))
+        assert vcu.vehicle.charging
+        await bridge.until(lambda: not bridge.last.fault_bits & charging)
+        seen = bridge.telemetry
+        on = next(i for i, t in enumerate(seen) if t.fault_bits & charging)
+        off = next(i for i in range(on, len(seen)) if not seen[i].fault_bits & charging)
+        assert seen[off].soc_cpct == 5050
+        # 0.5 % of the battery at the van's charging power (configs/van.toml), in VCU time
+        hours = (seen[off].uptime_ms - seen[on - 1].uptime_ms) / 3_600_000
+        kwh = 0.005 * spec.battery_kwh
+        assert kwh / hours == pytest.approx(spec.charging_power_kw, rel=0.1)
+        rising = [t.soc_cpct for t in seen[on:off]]
+        assert rising == sorted(rising) and rising[-1] > rising[0]
+        # a target at or below the charge ends at once, nothing refused
+        await bridge.link.deliver(wire.Charge(target_cpct=4000, max_power_hw=0))
+        assert not vcu.vehicle.charging and not bridge.faults
+
+
+@aio
+async def test_a_charge_is_refused_while_driving_and_a_charging_van_does_not_drive_off(
+    spec: VanSpec,
+) -> None:
+    async with asyncio.timeout(60), vcu_and_bridge(spec, soc_pct=50.0) as (vcu, bridge, _):
+        await bridge.link.deliver(segment(1, 0, [0.0, 60.0]))
+        await bridge.until(lambda: bridge.last.speed_cmps > 0)
+        await bridge.link.deliver(wire.Charge(target_cpct=9000, max_power_hw=0))
+        await bridge.until(lambda: bool(bridge.faults))
+        assert bridge.faults[0].code is wire.FaultCode.CHARGE_REFUSED
+        await bridge.until(lambda: bridge.last.drive_state is wire.DriveState.HOLDING)
+        # standing at the end: plugged in, a new segment waits until the charge is over
+        await bridge.link.deliver(wire.Charge(target_cpct=5030, max_power_hw=20 * 10))
+        await bridge.link.deliver(segment(1, 2, [90.0]))
+        await bridge.until(lambda: bool(bridge.last.fault_bits & wire.FaultBit.CHARGING))
+        assert bridge.last.speed_cmps == 0
+        await bridge.until(lambda: bridge.last.last_wp == 2, 40)
+        assert not vcu.vehicle.charging and bridge.last.soc_cpct < 5030  # drove off after
