@@ -331,3 +331,32 @@ async def test_a_charge_action_charges_the_van_at_its_power_then_it_drives_on(
         assert last.battery.soc_pct == pytest.approx(50.6, abs=0.011)
         # then the van drives on to the end of its base
         await r.until(lambda: r.last.last_node_sequence_id == 4 and r.last.speed_mps == 0.0, 40)
+
+
+@aio
+async def test_a_vcu_reboot_mid_route_is_a_warning_and_the_route_resumes_once(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    faults = VcuFaults(reboot_at_s=14.0)  # VCU uptime: on the way, parcels aboard
+    async with (
+        asyncio.timeout(90),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, faults=faults) as r,
+    ):
+        order = line_order(
+            stops=4, released=4, spacing_m=60, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        await r.until(lambda: r.vcu.boots == 2, 60)
+        await r.until(lambda: r.last.last_node_sequence_id == 6 and not r.last.load.parcel_ids, 60)
+        link_errors = [e for s in r.states for e in s.errors if e.error_type == "vcu_link_lost"]
+        assert all(e.level is ErrorLevel.WARNING for e in link_errors)  # never fatal
+        assert not r.last.errors
+        # every stop reached once, in order; each parcel delivered once
+        reached = [s.last_node_sequence_id for s in r.states if s.last_node_sequence_id is not None]
+        assert reached == sorted(reached) and set(reached) == {0, 2, 4, 6}
+        assert r.bridge.core.parcels_on_board == []
+        # the rebooted VCU got a new mission: the rest of the route, not all of it again
+        missions = [m for m, _ in r.vcu.applied_segments]
+        assert len(set(missions)) == 2 and missions == sorted(missions)  # before, after
+        assert r.bridge.core.mission is not None and r.bridge.core.mission.start > 0
+        assert r.vcu.applied_segments == sorted(set(r.vcu.applied_segments))  # once each
