@@ -105,6 +105,8 @@ class LinkConfig:
             raise ValueError(f"window {self.window}: expected 1..1024")
         if not self.peer_timeout_s > self.heartbeat_s > 0:
             raise ValueError("need peer_timeout_s > heartbeat_s > 0")
+        if not self.resend_max_s > 0:
+            raise ValueError(f"resend_max_s {self.resend_max_s}: expected > 0")
 
 
 # ---- events -----------------------------------------------------------------------------
