@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing as mp
@@ -213,6 +214,8 @@ def _controller(pipe: Pipe, host: str, port: int, prefix: str, db: str, n: int) 
                 topics=Topics(prefix),
             )
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, service.stop)
+            gc.collect()  # as `fleet controller run` does: start-up's heap out of the collector's way
+            gc.freeze()
             runner = asyncio.create_task(service.run())
             await service.ready.wait()
             pipe.send("ready")

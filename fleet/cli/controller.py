@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from pathlib import Path
@@ -132,6 +133,12 @@ def run(
                 loop.add_signal_handler(sig, service.stop)
             await service.run()
 
+        # What start-up made (modules, the road network, the restored fleet) lives as long as
+        # the process: out of the collector's reach, a full collection walks only what came
+        # since (measured: ~100 ms -> ~19 ms per full collection with 3,000 vans' states, each
+        # one a pause of the whole event loop; docs/controller.md "Load").
+        gc.collect()
+        gc.freeze()
         asyncio.run(main())
 
 
