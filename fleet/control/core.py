@@ -1095,8 +1095,10 @@ class ControllerCore:
         """``v`` will still drive its released base: in service, or offline (a van that loses
         the broker finishes its released base, then holds), not broken down nor cancelled."""
         r = v.rec
-        if not v.active or v.path is None:
+        if r.order is None or r.released == 0 or r.cancelled or v.path is None:
             return False
+        if r.finished and not self._base_parcels(v):
+            return False  # done, its last stop's hand-overs too (until then it is driving it)
         if r.in_service:
             return True
         return r.connection in OFFLINE_STATES and not r.fatal and not r.cancelled

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 
 from fleet.control.config import ControllerConfig
 from fleet.errors import ControlError, VerificationError
-from fleet.model import Parcel, ParcelId
+from fleet.model import Parcel, ParcelId, Trip
 from fleet.protocol import (
+    ActionStatus,
     Connection,
     ConnectionState,
     InstantActionType,
@@ -345,3 +347,34 @@ def test_unknown_vans_are_refused() -> None:
     h = Harness()
     with pytest.raises(ControlError, match="unknown van"):
         h.core.instant(InstantActionType.PAUSE, ["NOPE-01"], h.now_s)
+
+
+def test_a_van_at_its_last_stop_still_handing_over_keeps_those_parcels_in_the_request() -> None:
+    """A line haul brings P4 back to the warehouse: it has reached its last stop, but the
+    unload is still running when a re-plan starts; P4 is at the warehouse once the unload is
+    due, not on board, and no other van may be planned to find it at a station."""
+    route = plans.line_haul_route()
+    (trip,) = route.trips
+    stops = list(trip.stops)
+    stops[1] = dataclasses.replace(
+        stops[1], parcels_delivered=(ParcelId("P1"), ParcelId("P2"), ParcelId("P3"))
+    )
+    stops[2] = dataclasses.replace(stops[2], parcels_delivered=(ParcelId("P4"),))
+    line_haul = dataclasses.replace(route, trips=(Trip(0, tuple(stops)),))
+    h = Harness(config=ControllerConfig(release_ahead_stops=3))
+    h.dispatch(plans.plan([line_haul, plans.last_mile_route(("P1", "P2", "P3"))]), plans.parcels())
+    h.drive("WH-PORTO-01", 2)
+    van = h.vans["WH-PORTO-01"]
+    van.step()  # at the warehouse again; the unload has begun
+    (back,) = [a for a in van.actions if a.startswith("n2.")]
+    van.actions[back] = van.actions[back].model_copy(update={"status": ActionStatus.RUNNING})
+    van.on_board = ["P4"]
+    h.report("WH-PORTO-01")
+    assert h.core.van_record("WH-PORTO-01").finished  # type: ignore[union-attr]
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    (request,) = h.replans
+    assert request.parcel_location["P4"] == "station"
+    assert request.at_station["P4"] == "WH-PORTO"  # the re-planner takes it as the warehouse
+    assert "P4" in request.ready_at
+    assert all("P4" not in v.parcels_on_board for v in request.vans)
