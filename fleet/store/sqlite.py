@@ -118,8 +118,11 @@ class SqliteStore:
             self._lock_file = None
 
     def close(self) -> None:
+        """Close once any write under way in another thread has finished (a controller that
+        stops may leave one running in a worker thread; closing under it would crash)."""
         try:
-            self._db.close()
+            with self._mutex:
+                self._db.close()
         finally:
             self._unlock()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,32 @@ def test_a_van_state_is_stored_as_the_van_sent_it(tmp_path: Path) -> None:
     with SqliteStore(db) as store:
         (back,) = store.load().van_states
     assert (back.van_id, back.state, back.seen_s) == ("WH-PORTO-01", state, 5.0)
+
+
+def test_closing_waits_for_a_write_under_way_in_another_thread(tmp_path: Path) -> None:
+    """A stopping controller may leave a write running in a worker thread: closing the store
+    under it crashed the process (SQLite used after close); now close waits for it."""
+    db = tmp_path / "fleet.db"
+    store = SqliteStore(db)
+    writing, gate = threading.Event(), threading.Event()
+    write = store._write
+
+    def slow_write(cur: sqlite3.Cursor, changes: Changes, events: list[EventRecord]) -> None:
+        writing.set()
+        assert gate.wait(30)
+        write(cur, changes, events)
+
+    store._write = slow_write  # type: ignore[method-assign]
+    writer = threading.Thread(target=store.commit, args=(Changes(events=[EventRecord("x", 1.0)]),))
+    writer.start()
+    assert writing.wait(30)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # waits for the write
+    gate.set()
+    writer.join(30)
+    closer.join(30)
+    assert not closer.is_alive()
+    with SqliteStore(db) as again:
+        assert [e.kind for e in again.events()] == ["x"]
