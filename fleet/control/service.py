@@ -408,8 +408,17 @@ class ControllerService:
         first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id)]
         if not out.changes and not first_time:
             return []
-        async with self._store_lock:
-            return await asyncio.to_thread(self._commit_and_prepare, out.changes, first_time)
+        writing = False
+        try:
+            async with self._store_lock:
+                writing = True
+                return await asyncio.to_thread(self._commit_and_prepare, out.changes, first_time)
+        except asyncio.CancelledError:
+            # Stopped while waiting for the store: what was drained is written all the same
+            # (once the worker thread has it, it finishes the write on its own).
+            if not writing and out.changes:
+                self.store.commit(out.changes)
+            raise
 
     def _commit_and_prepare(self, changes: Changes, first_time: list[str]) -> list[EventRecord]:
         events = self.store.commit(changes) if changes else []
