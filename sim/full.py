@@ -334,6 +334,11 @@ class FullRun:
 
     # ---- the parts ---------------------------------------------------------------------------
 
+    def _client_id(self, part: str) -> str:
+        """An MQTT client id of this run: two runs on one broker must not take over each
+        other's sessions (the broker drops the older client of an id)."""
+        return f"{self.topics.prefix.rstrip('/')}-{part}"
+
     async def _start_controller(
         self, address: BrokerAddress, work: Path, base: ControllerConfig
     ) -> None:
@@ -342,7 +347,7 @@ class FullRun:
         self.service = ControllerService(
             address=address,
             store=self._store,
-            config=self.timing.controller(base),
+            config=replace(self.timing.controller(base), name=self._client_id("controller")),
             van=self.spec,
             roster=self.roster,
             clock=self.clock,
@@ -420,6 +425,7 @@ class FullRun:
                 ),
                 state_dir=work / "vans" / van_id,
                 topic_prefix=self.topics.prefix,
+                client_id=self._client_id(van_id),
                 baud=0,
                 link=t.link(wire.Role.BRIDGE),
                 max_command_age_s=t.command_max_age_s,
