@@ -273,9 +273,16 @@ def _stop(time_limit_s: float, max_iterations: int | None) -> pyvrp.stop.Stoppin
 
 
 def _initial(data: pyvrp.ProblemData, start: Result) -> pyvrp.Solution:
-    """``start``'s routes as a PyVRP solution of ``data`` (same clients and vehicle types)."""
+    """``start``'s routes as a PyVRP solution of ``data`` (same clients and vehicle types).
+
+    A warm start is only a hint: routes beyond what a vehicle type has available now (a
+    re-plan's earlier solve may have used more of one type) are left out, not an error."""
     routes = []
+    used: dict[int, int] = {}
     for r in start.routes:
+        if used.get(r.vehicle_type, 0) >= data.vehicle_type(r.vehicle_type).num_available:
+            continue
+        used[r.vehicle_type] = used.get(r.vehicle_type, 0) + 1
         acts: list[pyvrp.Activity] = []
         for k, trip in enumerate(r.trips):
             if k:

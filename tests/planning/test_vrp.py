@@ -99,3 +99,16 @@ def test_a_malformed_problem_is_refused(change: dict[str, object], message: str)
     } | change
     with pytest.raises(InfeasibleError, match=message):
         vrp.Problem(**fields).check()  # type: ignore[arg-type]
+
+
+def test_a_warm_start_with_more_vehicles_than_now_available_is_only_a_hint() -> None:
+    """A re-plan of the heavy day warm-started from a solve that had used two vans of a
+    type that now has one: PyVRP refused the start ('Used more than 1 vehicles of type 0')
+    and the re-plan crashed."""
+    two = vrp.solve(
+        line_problem([1, 1, 1, 1], count=2, capacity=2), time_limit_s=5, max_iterations=300
+    )
+    assert len(two.routes) == 2
+    one = line_problem([1, 1, 1, 1], count=1, capacity=4)
+    result = vrp.solve_in_process(one, 5.0, 1, max_iterations=300, initial=two)
+    assert result.feasible and result.unvisited == () and len(result.routes) == 1
