@@ -358,11 +358,14 @@ class FastRun:
         now = self._now()
         try:
             checked = self.planning.replan(request)
-        except FleetError as exc:
-            log.warning("re-plan %s failed: %s", request.replan_id, exc)
-            core.replan_failed(request.replan_id, str(exc), now)
+        except Exception as exc:  # as the service: a failed or crashed re-plan is an event
+            if not isinstance(exc, FleetError):
+                log.exception("re-plan %s crashed", request.replan_id)
+            error = str(exc) if isinstance(exc, FleetError) else f"the planner crashed: {exc!r}"
+            log.warning("re-plan %s failed: %s", request.replan_id, error)
+            core.replan_failed(request.replan_id, error, now)
             self.trace.incidents.append(
-                Incident(self._day_s(now), "replan_failed", None, str(exc)[:300])
+                Incident(self._day_s(now), "replan_failed", None, error[:300])
             )
             return
         moved = self._plan_applied(checked.plan)

@@ -468,6 +468,10 @@ class ControllerService:
             checked = await asyncio.to_thread(self.planning.replan, request)
         except FleetError as exc:
             self.core.replan_failed(request.replan_id, str(exc), self.clock.time())
+        except Exception as exc:  # a planner defect must not leave the re-plan in flight
+            log.exception("re-plan %s crashed", request.replan_id)
+            error = f"the planner crashed: {type(exc).__name__}: {exc}"
+            self.core.replan_failed(request.replan_id, error, self.clock.time())
         else:
             self.core.replan_done(checked, self.clock.time())
         await self._flush()

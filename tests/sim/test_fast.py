@@ -145,3 +145,21 @@ def test_the_report_of_a_day_maps_the_routes_driven(day: PreparedDay, tmp_path: 
     assert "OpenStreetMap" in text
     assert "srcdoc=" in page.read_text()
     assert "| 07:30:00 | breakdown | " in (tmp_path / "report.md").read_text()
+
+
+def test_a_planner_crash_in_a_replan_is_a_failed_replan_not_a_stalled_day(
+    day: PreparedDay,
+) -> None:
+    at = 7 * 3600 + 1800
+    run = FastRun(_with_events(day, Breakdown(at_s=at, van="busiest", recovery_s=1800)))
+
+    def crash(request: object) -> object:
+        raise RuntimeError("Used more than 1 vehicles of type 0.")
+
+    run.planning.replan = crash  # type: ignore[method-assign, assignment]
+    trace = run.run()
+    failed = [i for i in trace.incidents if i.kind == "replan_failed"]
+    assert failed and "the planner crashed" in failed[0].detail
+    k = compute_kpis(trace, day.scenario.van)
+    assert k.lost == 0 and k.delivered_twice == 0
+    assert k.delivered > 0 and trace.end_s < day.scenario.run.end_s  # the day went on
