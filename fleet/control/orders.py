@@ -81,7 +81,16 @@ def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeActio
     if stop.parcels_loaded:
         add(NodeActionType.LOAD, stop.parcels_loaded)
     charged = prev is not None and stop.soc_pct > prev.soc_pct + CHARGE_NOTICE_PCT
-    if stop.kind is PlanStopKind.CHARGE or charged:
+    # An order's first stop at a depot: the plan charged the van there from the state of
+    # charge it had when planned, which this stop does not show; charging to the planned
+    # charge at departure is then the instruction (a van already above it just goes).
+    starts_at_depot = (
+        prev is None
+        and stop.kind is PlanStopKind.DEPOT
+        and stop.dwell_s > 0
+        and stop.soc_pct < 100.0 - CHARGE_NOTICE_PCT
+    )
+    if stop.kind is PlanStopKind.CHARGE or charged or starts_at_depot:
         add(NodeActionType.CHARGE, (), target=min(100.0, stop.soc_pct))
     return tuple(actions)
 

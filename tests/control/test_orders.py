@@ -58,6 +58,26 @@ def test_a_stop_where_the_plan_charges_carries_a_charge_action_with_its_target()
     stops[-1] = replace(stops[-1], soc_pct=97.0, departure_s=stops[-1].arrival_s + 1800.0)
     route = replace(route, trips=(Trip(0, tuple(stops)),))
     path = route_path(route, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=TOP_SPEED_MPS)
-    charges = [a for n in path.nodes for a in n.actions if a.action_type is NodeActionType.CHARGE]
-    assert [(a.target_soc_pct, a.parcel_ids) for a in charges] == [(97.0, ())]
-    assert charges[0].action_id.startswith(path.nodes[-1].node_id)
+    charges = [
+        (n.node_id, a.target_soc_pct, a.parcel_ids)
+        for n in path.nodes[1:]
+        for a in n.actions
+        if a.action_type is NodeActionType.CHARGE
+    ]
+    assert charges == [(path.nodes[-1].node_id, 97.0, ())]
+
+
+def test_an_orders_first_stop_at_its_depot_charges_to_the_planned_departure_charge() -> None:
+    """A re-plan gives a van back at its depot at 40 % a new order; the plan charges it
+    there while it loads. With no earlier stop to compare with, the order must still say so."""
+    route = plans.line_haul_route()
+    (trip,) = route.trips
+    stops = [replace(s, soc_pct=s.soc_pct - 50.0) for s in trip.stops]  # 40 % and lower
+    route = replace(route, trips=(Trip(0, tuple(stops)),))
+    path = route_path(route, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=TOP_SPEED_MPS)
+    first = [a for a in path.nodes[0].actions if a.action_type is NodeActionType.CHARGE]
+    assert [a.target_soc_pct for a in first] == [stops[0].soc_pct]
+    # a full van's first stop (the morning plan): nothing to charge
+    full = replace(route, trips=(Trip(0, tuple(replace(s, soc_pct=100.0) for s in stops)),))
+    path = route_path(full, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=20.0)
+    assert all(a.action_type is not NodeActionType.CHARGE for a in path.nodes[0].actions)
