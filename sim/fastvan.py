@@ -11,7 +11,9 @@ without the bytes in between:
   actions); a stop's work does not start before its planned departure minus that time (the
   bridge holds the segment back; here the van waits for it at the stop); at a node with a
   ``charge`` action the van charges at ``charging_power_kw`` towards its target while the
-  work goes on, and leaves when both are over (the VCU's CHARGE, closed form);
+  work goes on, and leaves when both are over (the VCU's CHARGE, closed form); a new order
+  whose first node, where the van stands, has one (a re-plan's order for a van at its depot)
+  charges from the moment it is accepted, while the van waits for the planned departure;
 * the van drives from standstill to the next stop (or the end of what is released) as one
   closed-form :class:`sim.motion.Leg`, passing nodes without actions without stopping, and
   dwells at stops; a node's actions are finished when the van leaves it (or passes it), as the
@@ -29,6 +31,7 @@ first (the stepped vehicle would roll on), which costs a few seconds at most.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +61,12 @@ from fleet.protocol import (
 from sim.motion import Leg
 
 log = logging.getLogger(__name__)
+
+# A new order's first node is where the van stands if it is this close (a re-plan's order
+# for a van at its depot): a depot's road node can lie tens of metres from the depot's own
+# position, where a van starts its day.
+AT_FIRST_NODE_M = 100.0
+_M_PER_DEG = math.radians(1.0) * 6_371_008.8
 
 RECENT_ERROR_S = 300.0  # refused commands stay in state this long (as the bridge keeps them)
 
@@ -205,8 +214,30 @@ class FastVan:
             self.waypoints = []
             self._edges_cut = 0
         self._extend_waypoints(order)
+        if decision.verdict is OrderVerdict.NEW:
+            self._charge_at_first_node(now_s)
         self._go(now_s)
         self._report(now_s)
+
+    def _charge_at_first_node(self, now_s: float) -> None:
+        """A new order whose first node (where the van stands) has a charge action: charge
+        now, while waiting for the planned departure, as the plan did (a re-plan's order for a
+        van at its depot). The van leaves when the charge is over and the departure is due."""
+        if self.move is not None or self.dwell_until_s is not None or not self.waypoints:
+            return
+        wp = self.waypoints[0]
+        if wp.charge_pct is None or not self._near(wp, AT_FIRST_NODE_M):
+            return
+        charge_s = self._start_charge(wp, now_s)
+        if charge_s > 0:
+            self.dwell_until_s = now_s + charge_s
+            self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
+
+    def _near(self, wp: Waypoint, within_m: float) -> bool:
+        lon, lat = wire.from_e7(wp.lon_e7), wire.from_e7(wp.lat_e7)
+        dx = (lon - self.lon) * _M_PER_DEG * math.cos(math.radians(lat))
+        dy = (lat - self.lat) * _M_PER_DEG
+        return math.hypot(dx, dy) <= within_m
 
     def receive_instant(self, message: InstantActions, now_s: float) -> None:
         ordered = sorted(

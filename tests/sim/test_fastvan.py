@@ -455,3 +455,35 @@ def test_fast_van_charges_like_the_bridge_and_the_stepped_vehicle(
     drawn = van.odometer_m / 1000 * spec.consumption_kwh_per_km
     assert 0.9 * spec.battery_kwh - drawn - 1e-6 <= van.energy_kwh < 0.9 * spec.battery_kwh
     assert any(s.battery.charging for s in fast.states)
+
+
+def test_a_new_orders_charge_at_the_node_the_van_stands_at_is_charged_before_it_leaves(
+    plan: Plan, scenario: Scenario
+) -> None:
+    """A re-plan's order for a van at its depot starts there with a ``charge`` action: the van
+    charges while it waits for the planned departure, not only at stops it drives to."""
+    spec = scenario.van
+    t0 = local_to_epoch(plan.day, plan.timezone)(scenario.run.start_s)
+    route = next(r for r in plan.routes if r.trips and len(list(r.stops())) >= 3)
+    depot = (
+        scenario.site.warehouse
+        if route.depot == scenario.site.warehouse.id
+        else scenario.site.station(route.depot)
+    )
+    order = _order(plan, route.van_id, spec, t0)
+    charge = NodeAction(
+        action_id="c0", action_type=NodeActionType.CHARGE, duration_s=0.0, target_soc_pct=90.0
+    )
+    nodes = list(order.nodes)
+    nodes[0] = nodes[0].model_copy(update={"actions": (*nodes[0].actions, charge)})
+    order = order.model_copy(update={"nodes": tuple(nodes)})
+    fast, van = _run_fast(order, spec, depot.lon, depot.lat, t0, soc_pct=40.0)
+    # 50 % of the battery at the charging power before the van leaves its depot
+    charge_s = 0.5 * spec.battery_kwh / spec.charging_power_kw * 3600
+    departure = order.nodes[0].planned_departure
+    planned = parse_timestamp(departure) if departure else t0
+    assert fast.done[0] >= max(planned, t0 + charge_s * 0.99)
+    assert fast.reached[1] > fast.done[0]
+    drawn = van.odometer_m / 1000 * spec.consumption_kwh_per_km
+    assert van.energy_kwh == pytest.approx(0.9 * spec.battery_kwh - drawn, rel=1e-6)
+    assert any(s.battery.charging for s in fast.states)
