@@ -50,6 +50,7 @@ from fleet.control.orders import (
 from fleet.errors import ControlError, VerificationError
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
+from fleet.model.plan import Stop as PlanStop
 from fleet.model.van import VanSpec
 from fleet.planning.replan import VanNow
 from fleet.protocol import (
@@ -370,7 +371,12 @@ class ControllerCore:
             if not route.trips:
                 continue
             v = self._van(route.van_id)
-            path = route_path(route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps)
+            path = route_path(
+                route,
+                to_epoch,
+                top_speed_mps=self.van_spec.top_speed_mps,
+                door_work_s=self._door_work_s,
+            )
             self._new_order(v, plan_id, path, plan_id, now_s)
         self._event(
             "plan_dispatched",
@@ -1025,6 +1031,17 @@ class ControllerCore:
                 return node.node_id
         return ""
 
+    def _door_work_s(self, stop: PlanStop) -> float:
+        """A door stop's service time as the planner counts it (the stop, then each parcel's
+        hand-over), without any wait for a window."""
+        spec = self.van_spec
+        hand_over = 0.0
+        for pid in stop.parcels_delivered:
+            rec = self._parcels.get(pid)
+            own = rec.parcel.service_s if rec is not None else None
+            hand_over += own if own is not None else spec.per_parcel_s
+        return spec.door_stop_s + hand_over
+
     def _drop_from_horizon(self, v: _Van, pid: str) -> bool:
         if v.path is None or v.rec.cancelled or v.rec.finished:
             return False
@@ -1380,11 +1397,20 @@ class ControllerCore:
             if v.active and v.order is not None:
                 base = base_path(v.order)
                 tail = route_path(
-                    route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps, after=base.nodes[-1]
+                    route,
+                    to_epoch,
+                    top_speed_mps=self.van_spec.top_speed_mps,
+                    after=base.nodes[-1],
+                    door_work_s=self._door_work_s,
                 )
                 self._replace_horizon(v, tail, replan_id, now_s)
             else:
-                path = route_path(route, to_epoch, top_speed_mps=self.van_spec.top_speed_mps)
+                path = route_path(
+                    route,
+                    to_epoch,
+                    top_speed_mps=self.van_spec.top_speed_mps,
+                    door_work_s=self._door_work_s,
+                )
                 self._new_order(v, replan_id, path, replan_id, now_s)
         for v in self._vans.values():
             if v.van_id not in routed and v.active and v.rec.in_service and v.order is not None:

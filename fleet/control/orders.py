@@ -59,8 +59,11 @@ def _kind(stop: Stop) -> StopKind:
     return StopKind(stop.kind.value)
 
 
-def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeAction, ...]:
+def _actions(
+    i: int, stop: Stop, prev: Stop | None, leg: Leg, work_s: float | None = None
+) -> tuple[NodeAction, ...]:
     actions: list[NodeAction] = []
+    duration_s = max(0.0, stop.dwell_s if work_s is None else min(stop.dwell_s, work_s))
 
     def add(kind: NodeActionType, parcels: Sequence[str], target: float | None = None) -> None:
         actions.append(
@@ -68,7 +71,7 @@ def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeActio
                 action_id=f"n{i}.{len(actions)}",
                 action_type=kind,
                 parcel_ids=tuple(parcels),
-                duration_s=max(0.0, stop.dwell_s),
+                duration_s=duration_s,
                 target_soc_pct=target,
             )
         )
@@ -93,6 +96,12 @@ def _actions(i: int, stop: Stop, prev: Stop | None, leg: Leg) -> tuple[NodeActio
     if stop.kind is PlanStopKind.CHARGE or charged or starts_at_depot:
         add(NodeActionType.CHARGE, (), target=min(100.0, stop.soc_pct))
     return tuple(actions)
+
+
+def _door_work(stop: Stop, door_work_s: Callable[[Stop], float] | None) -> float | None:
+    if door_work_s is None or stop.kind is not PlanStopKind.DOOR:
+        return None
+    return max(0.0, math.ceil(door_work_s(stop)) - 1.0)
 
 
 def _straight_m(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -120,6 +129,7 @@ def route_path(
     *,
     top_speed_mps: float,
     after: Node | None = None,
+    door_work_s: Callable[[Stop], float] | None = None,
 ) -> RoutePath:
     """Nodes and edges for every stop of ``route`` (all unreleased).
 
@@ -130,6 +140,12 @@ def route_path(
     nodes are numbered from the next position and the first edge leaves ``after``. A
     re-plan's ``start`` stop is where ``after`` is, so it is dropped and its road to the
     next stop becomes that first edge.
+
+    With ``door_work_s`` (a door stop's service time) a door's actions last that long, not
+    its whole dwell: a van early for a window waits, and the bridge holds the stop's work until
+    the planned departure minus it, so nothing is delivered before the window opens. It is
+    rounded up to whole seconds less one, so the float rounding of the timestamps never starts
+    the work before the window (the work then lasts at most a second less than planned).
     """
     stops = list(route.stops())
     nodes: list[Node] = []
@@ -152,7 +168,7 @@ def route_path(
             allowed_deviation_m=ARRIVAL_TOLERANCE_M,
             planned_arrival=format_timestamp(to_epoch(stop.arrival_s)),
             planned_departure=format_timestamp(to_epoch(stop.departure_s)),
-            actions=_actions(i, stop, prev_stop, route.leg),
+            actions=_actions(i, stop, prev_stop, route.leg, _door_work(stop, door_work_s)),
         )
         if prev_node is not None:
             here = (stop.lon, stop.lat)

@@ -8,7 +8,7 @@ import pytest
 
 from fleet.control.orders import local_to_epoch, route_path
 from fleet.model import Leg, ParcelId, StopKind, Trip
-from fleet.protocol import NodeActionType
+from fleet.protocol import NodeActionType, parse_timestamp
 from tests.support import plans
 
 TOP_SPEED_MPS = 60 / 3.6
@@ -81,3 +81,38 @@ def test_an_orders_first_stop_at_its_depot_charges_to_the_planned_departure_char
     full = replace(route, trips=(Trip(0, tuple(replace(s, soc_pct=100.0) for s in stops)),))
     path = route_path(full, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=20.0)
     assert all(a.action_type is not NodeActionType.CHARGE for a in path.nodes[0].actions)
+
+
+def test_a_door_reached_before_its_window_has_its_work_held_until_the_window_opens() -> None:
+    """The plan has the van wait at a door for its window: the wait is part of the stop's
+    dwell, not of its work. The bridge starts the work at the planned departure minus the
+    action's duration, so the duration must be the service alone or the parcel is handed over
+    before the window opens."""
+    route = plans.last_mile_route()
+    (trip,) = route.trips
+    stops = list(trip.stops)
+    k = next(i for i, s in enumerate(stops) if s.kind is StopKind.DOOR)
+    service_s, wait_s = 95.4, 600.0
+    opens_s = stops[k].departure_s - service_s  # the window opens when the service begins
+    stops[k] = replace(stops[k], arrival_s=opens_s - wait_s)
+    route = replace(route, trips=(Trip(0, tuple(stops)),))
+    to_epoch = local_to_epoch(plans.DAY, plans.TIMEZONE)
+    path = route_path(
+        route, to_epoch, top_speed_mps=TOP_SPEED_MPS, door_work_s=lambda stop: service_s
+    )
+    node = path.nodes[k]
+    (deliver,) = node.actions
+    assert deliver.action_type is NodeActionType.DELIVER
+    assert node.planned_departure is not None
+    work_starts = parse_timestamp(node.planned_departure) - deliver.duration_s
+    assert to_epoch(opens_s) < work_starts <= to_epoch(opens_s) + 1.0
+    # depots and stations keep their whole dwell as work
+    assert all(
+        a.duration_s == pytest.approx(s.dwell_s)
+        for n, s in zip(path.nodes, stops, strict=True)
+        if s.kind is not StopKind.DOOR
+        for a in n.actions
+    )
+    # without the service times the work is the whole dwell, the wait included
+    plain = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS)
+    assert plain.nodes[k].actions[0].duration_s == pytest.approx(wait_s + service_s)
