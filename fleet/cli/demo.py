@@ -1,4 +1,4 @@
-"""``fleet demo``: the whole system on a morning in Porto, in about two minutes.
+"""``fleet demo``: the whole system on a day in Porto, in two to three minutes.
 
 An embedded MQTT broker, the controller, and a fleet of simulated vans (each a simulated
 vehicle control unit behind a real firmware bridge on a pseudo-terminal) run a planned day
