@@ -404,36 +404,59 @@ def _link_steps() -> st.SearchStrategy[list[tuple[str, Any]]]:
             st.tuples(st.just("rx"), _damaged_stream()),
             st.tuples(st.just("poll"), st.floats(0.0, 2.0)),
             st.tuples(st.just("send"), _any_message),
+            st.tuples(st.just("peer"), _any_message),
         ),
         min_size=1,
         max_size=12,
     )
 
 
+def _offer(core: LinkCore, message: wire.Message, now: float) -> None:
+    """Hand ``message`` to ``core`` the way its user would (or skip what a full queue refuses)."""
+    if isinstance(message, wire.EmergencyStop):
+        core.emergency_stop(now, message.reason)
+    elif message.SEQUENCED:
+        if core.queued < core.config.max_queue:
+            core.send(message, now)
+    else:
+        core.send_now(message, now)
+
+
 def check_link(steps: list[tuple[str, Any]]) -> str:
+    """A VCU-side link, brought up by a real bridge-side peer over a clean line, then fed
+    damaged bytes, timer runs, its own sends and well-formed frames from that peer, mixed."""
     core = LinkCore(LinkConfig(wire.Role.VCU), new_session=lambda: 0x1234)
+    peer = LinkCore(LinkConfig(wire.Role.BRIDGE), new_session=lambda: 0x4321)
     now = 0.0
-    core.start(now)
     received = 0
+
+    def count(events: list[Any]) -> int:
+        return sum(1 for e in events if type(e).__name__ == "Received")
+
+    core.start(now)
+    peer.start(now)
+    for _ in range(8):  # the handshake
+        to_core, to_peer = peer.take_output(), core.take_output()
+        if not to_core and not to_peer:
+            break
+        received += count(core.receive(to_core, now))
+        peer.receive(to_peer, now)
     for kind, item in steps:
+        now += item if kind == "poll" else 0.001
         if kind == "rx":
-            now += 0.001
             events = core.receive(item, now)
         elif kind == "poll":
-            now += item
             events = core.poll(now)
+            peer.poll(now)
+        elif kind == "peer":
+            _offer(peer, item, now)
+            events = core.receive(peer.take_output(), now)
         else:
-            now += 0.001
-            if isinstance(item, wire.EmergencyStop):
-                core.emergency_stop(now, item.reason)
-            elif item.SEQUENCED:
-                if core.queued < core.config.max_queue:
-                    core.send(item, now)
-            else:
-                core.send_now(item, now)
+            _offer(core, item, now)
             events = []
-        received += sum(1 for e in events if type(e).__name__ == "Received")
+        received += count(events)
         out = core.take_output()
+        peer.receive(out, now)
         _require(len(out) <= 64 * 1024, f"{len(out)} bytes of output from one step")
         _require(len(core._rx_ahead) <= RX_AHEAD_MAX, "frames held past a gap without bound")
     if received:
