@@ -93,6 +93,17 @@ OFFLINE_STATES = frozenset(
 )  # at most one bad_message event per van and reason per minute
 
 
+def _planned_reach(node: Node) -> float:
+    """When the plan has the van reach ``node`` (epoch s): its planned arrival, or where it
+    waits for a window, when its work starts (the planned departure less the work's time,
+    as the bridge holds it), so a van that waited at a door is not counted late."""
+    arrival = parse_timestamp(node.planned_arrival or "")
+    if not node.planned_departure or not node.actions:
+        return arrival
+    work_s = max(a.duration_s for a in node.actions)
+    return max(arrival, parse_timestamp(node.planned_departure) - work_s)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedPlan:
     """A plan with the verifier's verdict on it; the core dispatches only these.
@@ -615,7 +626,7 @@ class ControllerCore:
         index = seq // 2
         lateness = v.rec.lateness_s
         if 0 <= index < len(order.nodes) and order.nodes[index].planned_arrival:
-            lateness = now_s - parse_timestamp(order.nodes[index].planned_arrival or "")
+            lateness = now_s - _planned_reach(order.nodes[index])
         finished = seq >= order.last_sequence_id
         self._set(v, reached_seq=seq, lateness_s=lateness, finished=finished)
         if finished:

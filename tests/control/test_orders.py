@@ -116,3 +116,25 @@ def test_a_door_reached_before_its_window_has_its_work_held_until_the_window_ope
     # without the service times the work is the whole dwell, the wait included
     plain = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS)
     assert plain.nodes[k].actions[0].duration_s == pytest.approx(wait_s + service_s)
+
+
+def test_a_van_that_waited_at_a_door_for_its_window_is_not_counted_late() -> None:
+    """The controller measures a van's lateness when it reaches a node; at a door where the
+    plan waits for the window the bridge reaches the node when the work starts, not at the
+    planned arrival."""
+    from fleet.control.core import _planned_reach
+
+    route = plans.last_mile_route()
+    (trip,) = route.trips
+    stops = list(trip.stops)
+    k = next(i for i, s in enumerate(stops) if s.kind is StopKind.DOOR)
+    stops[k] = replace(stops[k], arrival_s=stops[k].departure_s - 80.0 - 900.0)
+    route = replace(route, trips=(Trip(0, tuple(stops)),))
+    to_epoch = local_to_epoch(plans.DAY, plans.TIMEZONE)
+    path = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS, door_work_s=lambda s: 80.0)
+    node = path.nodes[k]
+    work_starts = to_epoch(stops[k].departure_s) - node.actions[0].duration_s
+    assert _planned_reach(node) == pytest.approx(work_starts, abs=1e-3)
+    # a node without a wait: its planned arrival
+    depot = path.nodes[0]
+    assert _planned_reach(depot) == pytest.approx(to_epoch(stops[0].arrival_s), abs=1e-3)
