@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
 import tempfile
 import time
@@ -90,6 +91,9 @@ def run_target(target: Target, examples: int, seed_value: int) -> Result:
     return result
 
 
+MEMORY_CAP_BYTES = 8 << 30  # address space for this process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=120_000, help="total inputs to try")
@@ -97,6 +101,11 @@ def main() -> None:
     parser.add_argument("--target", default="", help="only targets whose name contains this")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the bridge logs every refused command; we count them
+    # An input that makes a parser allocate without bound is a crash to report (MemoryError),
+    # not a reason for the kernel to kill the whole run.
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = MEMORY_CAP_BYTES if hard == resource.RLIM_INFINITY else min(MEMORY_CAP_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     console = Console()
 
     with tempfile.TemporaryDirectory(prefix="fleet-fuzz-") as tmp:

@@ -21,11 +21,14 @@ import numpy as np
 
 from fleet.errors import ConfigError
 from fleet.model import DepotId, NodeId, Site, VanId, VanSpec, load_site, load_van_spec
+from fleet.model.site import MAX_VANS_PER_DEPOT
 from fleet.model.toml_table import Table, parse_clock
 
 DistributionKind = Literal["fixed", "uniform", "lognormal", "triangular"]
 _KINDS: tuple[DistributionKind, ...] = ("fixed", "uniform", "lognormal", "triangular")
 
+MAX_FLEET = 20_000  # vans in one scenario (the speed benchmark runs 1,000)
+MAX_PARCELS = 1_000_000  # parcels in one scenario's day
 BUSIEST_VAN = "busiest"  # an event's van chosen at run time: the van with the most parcels aboard
 
 
@@ -172,8 +175,8 @@ class Fleet:
         The warehouse keeps at least one van if it had any (leg 1 needs it) and so does
         every station that had one, as long as ``total`` allows.
         """
-        if total < 1:
-            raise ConfigError(f"--vans: expected at least 1 van, got {total}")
+        if not 1 <= total <= MAX_FLEET:
+            raise ConfigError(f"--vans: expected 1 to {MAX_FLEET:,} vans, got {total}")
         ids: list[DepotId | None] = [None, *self.station_vans]
         weights = [self.warehouse_vans, *self.station_vans.values()]
         wsum = sum(weights)
@@ -255,8 +258,10 @@ class Scenario:
             fleet = self.fleet.resized(vans)
             out = dataclasses.replace(out, fleet=fleet, site=_apply_fleet(self.site, fleet))
         if parcels is not None:
-            if parcels < 0:
-                raise ConfigError(f"--parcels: expected 0 or more parcels, got {parcels}")
+            if not 0 <= parcels <= MAX_PARCELS:
+                raise ConfigError(
+                    f"--parcels: expected 0 to {MAX_PARCELS:,} parcels, got {parcels}"
+                )
             out = dataclasses.replace(out, demand=dataclasses.replace(out.demand, parcels=parcels))
         if seed is not None:
             out = dataclasses.replace(out, seed=seed)
@@ -337,7 +342,7 @@ def _slot(text: str, where: str) -> tuple[int, int]:
 
 
 def _demand(t: Table, run: RunSettings) -> Demand:
-    parcels = t.integer("parcels", "parcels", ge=0)
+    parcels = t.integer("parcels", "parcels", ge=0, le=MAX_PARCELS)
     weight = _distribution(t.table("weight_kg"))
     volume = _distribution(t.table("volume_m3"))
     window_share = t.number("window_share", "share 0..1", ge=0, le=1, default=0.0)
@@ -385,15 +390,19 @@ def _demand(t: Table, run: RunSettings) -> Demand:
 
 
 def _fleet(t: Table, site: Site) -> Fleet:
-    warehouse_vans = t.integer("warehouse_vans", "vans", ge=0, default=site.warehouse.vans)
+    warehouse_vans = t.integer(
+        "warehouse_vans", "vans", ge=0, le=MAX_VANS_PER_DEPOT, default=site.warehouse.vans
+    )
     default_station: int | None = None
     if t.has("station_vans"):
-        default_station = t.integer("station_vans", "vans at each station", ge=0)
+        default_station = t.integer(
+            "station_vans", "vans at each station", ge=0, le=MAX_VANS_PER_DEPOT
+        )
     by_id = t.table("by_station", optional=True)
     counts: dict[DepotId, int] = {}
     for st in site.stations:
         if by_id.has(st.id):
-            counts[st.id] = by_id.integer(st.id, "vans", ge=0)
+            counts[st.id] = by_id.integer(st.id, "vans", ge=0, le=MAX_VANS_PER_DEPOT)
         else:
             counts[st.id] = st.vans if default_station is None else default_station
     known = {st.id for st in site.stations}

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fleet.model.ids import DepotId
 from fleet.model.toml_table import Table, parse_clock
 
+MAX_VANS_PER_DEPOT = 10_000  # a bound on configs: far above any depot, far below memory trouble
+
 
 @dataclass(frozen=True, slots=True)
 class Depot:
@@ -53,7 +55,7 @@ def _depot(t: Table) -> Depot:
         name=t.string("name"),
         lon=t.number("lon", "degrees WGS84", ge=-180, le=180),
         lat=t.number("lat", "degrees WGS84", ge=-90, le=90),
-        vans=t.integer("vans", "vans", ge=0),
+        vans=t.integer("vans", "vans", ge=0, le=MAX_VANS_PER_DEPOT),
     )
     t.finish()
     return depot

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,26 @@ def test_an_implausible_vcu_reading_is_clamped_and_reported_not_fatal_to_the_bri
     assert warning.level is ErrorLevel.WARNING
     assert [(r.key, r.value) for r in warning.references] == [("field", field)]
     assert field in warning.description
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("warehouse_vans", 2**63 - 1), ("station_vans", 10_001), ("parcels", 10**12)],
+)
+def test_a_scenario_asking_for_an_absurd_fleet_or_day_is_a_config_error(
+    tmp_path: Path, key: str, value: int
+) -> None:
+    """Found by benchmarks/fuzz.py: ``warehouse_vans = 9223372036854775807`` made
+    ``load_scenario`` build a list of that many van ids until the machine ran out of memory."""
+    from sim.scenario import load_scenario
+
+    text = (REPO / "configs" / "scenarios" / "poa_small.toml").read_text(encoding="utf-8")
+    text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+    assert f"{key} = {value}" in text
+    scenarios = tmp_path / "configs" / "scenarios"
+    scenarios.mkdir(parents=True)
+    shutil.copytree(REPO / "configs" / "sites", tmp_path / "configs" / "sites")
+    shutil.copy(REPO / "configs" / "van.toml", tmp_path / "configs" / "van.toml")
+    (scenarios / "big.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=key):
+        load_scenario(scenarios / "big.toml")
