@@ -128,6 +128,17 @@ def line_order(
     return order
 
 
+def long_edge_order() -> Order:
+    """A 3-stop order, all released, whose first edge has a 100-point road geometry."""
+    order = line_order(stops=3, released=3)
+    long_edge = order.edges[0].model_copy(
+        update={"trajectory": tuple(north(i * 30 / 99) for i in range(100))}
+    )
+    return Order.model_validate(
+        {**order.model_dump(), "edges": (long_edge, order.edges[1])}, strict=False
+    )
+
+
 def released_more(order: Order, released: int, *, message_id: int, now_s: float) -> Order:
     return line_order(
         stops=len(order.nodes),

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from bridge_fixtures import KEY, NOW_S, VAN, instant, line_order, north, released_more
+from bridge_fixtures import (
+    KEY,
+    NOW_S,
+    VAN,
+    instant,
+    line_order,
+    long_edge_order,
+    north,
+    released_more,
+)
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.core import (
@@ -81,13 +90,7 @@ def test_only_the_released_base_becomes_waypoints() -> None:
 
 
 def test_segments_never_cross_a_node_nor_exceed_the_frame() -> None:
-    order = line_order(stops=3, released=3)
-    long_edge = order.edges[0].model_copy(
-        update={"trajectory": tuple(north(i * 30 / 99) for i in range(100))}
-    )
-    order = Order.model_validate(
-        {**order.model_dump(), "edges": (long_edge, order.edges[1])}, strict=False
-    )
+    order = long_edge_order()
     wps = base_waypoints(order)
     segs = cut_segments(wps, mission_id=1, start=0)
     assert all(1 <= len(s.waypoints) <= wire.MAX_WAYPOINTS for s in segs)

@@ -3,21 +3,14 @@ short frames get through a noisy line, one long frame would not."""
 
 from __future__ import annotations
 
-from bridge_fixtures import line_order, north
+from bridge_fixtures import long_edge_order
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.mission import SEGMENT_WAYPOINTS, base_waypoints, cut_segments
-from fleet.protocol import Order
 
 
 def test_a_long_edge_is_split_into_segments_of_at_most_8_waypoints_and_88_bytes() -> None:
-    order = line_order(stops=3, released=3)
-    long_edge = order.edges[0].model_copy(
-        update={"trajectory": tuple(north(i * 30 / 99) for i in range(100))}
-    )
-    order = Order.model_validate(
-        {**order.model_dump(), "edges": (long_edge, order.edges[1])}, strict=False
-    )
+    order = long_edge_order()
     wps = base_waypoints(order)
     segs = cut_segments(wps, mission_id=1, start=0)
     assert SEGMENT_WAYPOINTS == 8
