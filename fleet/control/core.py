@@ -230,8 +230,8 @@ class ControllerCore:
         self._inflight_request: ReplanRequest | None = None
         self._replan_seq = 0  # re-plans started (dropped and failed ones have no plan record)
         self._replan_waiting: list[str] = []
-        self._next_flush_s = 0.0
-        self._dirty_states: set[str] = set()
+        # van -> when its state first changed since it was last written; oldest first
+        self._dirty_states: dict[str, float] = {}
         self._bad_event_at: dict[tuple[str, str], float] = {}
         self._instant_seq = 0
         self._lag = LagMeter()
@@ -591,7 +591,7 @@ class ControllerCore:
         v = self._van(van_id)
         previous = v.state
         v.state, v.seen_s, v.state_json = state, now_s, raw
-        self._dirty_states.add(van_id)
+        self._dirty_states.setdefault(van_id, now_s)
         if v.stale:
             v.stale = False
             self._event("van_fresh", now_s, van_id=van_id, detail="reporting again")
@@ -822,7 +822,8 @@ class ControllerCore:
     # ------------------------------------------------------------------ the clock
     def tick(self, now_s: float) -> None:
         """Timers: silence and offline checks over every van once a second; re-sends for the
-        vans waiting on a confirmation at every tick; the latest states to the store."""
+        vans waiting on a confirmation at every tick; the latest states that are due to the
+        store."""
         cfg = self.config
         if now_s >= self._next_scan_s:
             self._next_scan_s = now_s + SCAN_EVERY_S
@@ -839,15 +840,21 @@ class ControllerCore:
                     self._maybe_resend(v, now_s)
                 if v.rec.pending_instants:
                     self._resend_instants(v, now_s)
-        if now_s >= self._next_flush_s:
-            self._next_flush_s = now_s + cfg.flush_interval_s
-            for van_id in self._dirty_states:
-                v = self._vans[van_id]
-                assert v.state is not None and v.seen_s is not None
-                self._changes.van_states[van_id] = VanStateRecord(
-                    van_id, v.state, v.seen_s, v.state_json
-                )
-            self._dirty_states.clear()
+        # Each van's latest state is written within flush_interval_s of changing, a few vans
+        # at each tick rather than the whole fleet at once (one long write a second held up
+        # what arrived meanwhile).
+        due_s = now_s - cfg.flush_interval_s + cfg.tick_s
+        dirty = self._dirty_states
+        while dirty:
+            van_id, since_s = next(iter(dirty.items()))
+            if since_s > due_s:
+                break
+            del dirty[van_id]
+            v = self._vans[van_id]
+            assert v.state is not None and v.seen_s is not None
+            self._changes.van_states[van_id] = VanStateRecord(
+                van_id, v.state, v.seen_s, v.state_json
+            )
 
     def _check_silence(self, v: _Van, now_s: float) -> None:
         r = v.rec

@@ -378,3 +378,29 @@ def test_a_van_at_its_last_stop_still_handing_over_keeps_those_parcels_in_the_re
     assert request.at_station["P4"] == "WH-PORTO"  # the re-planner takes it as the warehouse
     assert "P4" in request.ready_at
     assert all("P4" not in v.parcels_on_board for v in request.vans)
+
+
+def test_each_vans_latest_state_is_stored_within_the_flush_interval_a_few_at_each_tick() -> None:
+    config = ControllerConfig(release_ahead_stops=1, flush_interval_s=1.0, tick_s=0.25)
+    h = Harness(config=config)
+    first, *others = h.vans
+    h.report(first)
+    h.advance(0.5)
+    h.report(*others)  # these changed half a second after the first
+    h.vans[first].step()
+    h.report(first)  # a newer state of the first van: still one write, the latest
+
+    def stored(after: int) -> list[tuple[str, float]]:
+        return [(v, r.seen_s) for c in h.changes[after:] for v, r in c.van_states.items()]
+
+    mark = len(h.changes)
+    h.advance(0.25)  # 0.75 s after the first van's change: its write is due at this tick
+    assert stored(mark) == [(first, h.now_s - 0.25)]
+    mark = len(h.changes)
+    h.advance(0.25)  # 0.5 s after the others changed: not yet due
+    assert stored(mark) == []
+    h.advance(0.25)
+    assert sorted(stored(mark)) == sorted((v, h.now_s - 0.75) for v in others)
+    mark = len(h.changes)
+    h.advance(5.0)  # nothing changed since: nothing written again
+    assert stored(mark) == []
