@@ -70,6 +70,7 @@ from fleet.protocol import (
     make_header,
     parse_timestamp,
 )
+from fleet.protocol import StopKind as NodeKind
 from fleet.protocol.control_api import StatusResult, VanMode, VanStatus
 from fleet.store.records import (
     TERMINAL_STATUSES,
@@ -93,15 +94,25 @@ OFFLINE_STATES = frozenset(
 )  # at most one bad_message event per van and reason per minute
 
 
-def _planned_reach(node: Node) -> float:
-    """When the plan has the van reach ``node`` (epoch s): its planned arrival, or where it
-    waits for a window, when its work starts (the planned departure less the work's time,
-    as the bridge holds it), so a van that waited at a door is not counted late."""
+def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
+    """How late (negative: early) a van that reached ``node`` at ``reached_s`` (epoch s) is
+    on its plan, with "reached" as the bridge reports it.
+
+    A node is due at its planned arrival; where the van waits for a window, when its work
+    starts (the planned departure less the work's time, as the bridge holds it), so a van
+    that waited at a door is not counted late. An order's ``first`` node with work, where the
+    van already stands (its depot in the morning: the work's time there is all the time from
+    arrival, waiting included), is left at the planned departure, never before: the bridge
+    reaches it then, and a van there sooner is not ahead of its plan.
+    """
     arrival = parse_timestamp(node.planned_arrival or "")
     if not node.planned_departure or not node.actions:
-        return arrival
+        return reached_s - arrival
+    departure = parse_timestamp(node.planned_departure)
+    if first and node.kind is not NodeKind.START:
+        return max(0.0, reached_s - departure)
     work_s = max(a.duration_s for a in node.actions)
-    return max(arrival, parse_timestamp(node.planned_departure) - work_s)
+    return reached_s - max(arrival, departure - work_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,7 +637,7 @@ class ControllerCore:
         index = seq // 2
         lateness = v.rec.lateness_s
         if 0 <= index < len(order.nodes) and order.nodes[index].planned_arrival:
-            lateness = now_s - _planned_reach(order.nodes[index])
+            lateness = _lateness(order.nodes[index], now_s, first=index == 0)
         finished = seq >= order.last_sequence_id
         self._set(v, reached_seq=seq, lateness_s=lateness, finished=finished)
         if finished:

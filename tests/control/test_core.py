@@ -404,3 +404,30 @@ def test_each_vans_latest_state_is_stored_within_the_flush_interval_a_few_at_eac
     mark = len(h.changes)
     h.advance(5.0)  # nothing changed since: nothing written again
     assert stored(mark) == []
+
+
+def test_a_van_leaving_its_first_stop_at_the_planned_departure_is_not_late() -> None:
+    # The day's first stop at the station: there from 06:00, loading until 09:30 (its
+    # work time is all of that); the bridge releases the van from it at 09:30. A re-plan
+    # made just then plans the van from its lateness, so it must not count the wait.
+    route = plans.last_mile_route()
+    first, *rest = route.trips[0].stops
+    first = dataclasses.replace(first, arrival_s=6 * 3600.0, departure_s=9.5 * 3600.0)
+    later = 9.5 * 3600.0 - route.trips[0].stops[0].departure_s  # the rest as much later
+    rest = [
+        dataclasses.replace(s, arrival_s=s.arrival_s + later, departure_s=s.departure_s + later)
+        for s in rest
+    ]
+    trip = dataclasses.replace(route.trips[0], stops=(first, *rest))
+    h = Harness()
+    h.dispatch(plans.plan([dataclasses.replace(route, trips=(trip,))]), plans.parcels())
+    h.report()
+    h.advance(3.5 * 3600.0)  # 09:30
+    h.drive("ST-A-01")
+    record = h.core.van_record("ST-A-01")
+    assert record is not None and record.reached_seq == 0
+    assert record.lateness_s == pytest.approx(0.0, abs=1.0)
+    h.advance(200.0)
+    h.drive("ST-A-01")  # the first door, planned 2 min after leaving, reached 200 s after
+    record = h.core.van_record("ST-A-01")
+    assert record is not None and record.lateness_s == pytest.approx(80.0, abs=1.0)

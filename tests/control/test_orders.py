@@ -122,7 +122,7 @@ def test_a_van_that_waited_at_a_door_for_its_window_is_not_counted_late() -> Non
     """The controller measures a van's lateness when it reaches a node; at a door where the
     plan waits for the window the bridge reaches the node when the work starts, not at the
     planned arrival."""
-    from fleet.control.core import _planned_reach
+    from fleet.control.core import _lateness
 
     route = plans.last_mile_route()
     (trip,) = route.trips
@@ -134,7 +134,16 @@ def test_a_van_that_waited_at_a_door_for_its_window_is_not_counted_late() -> Non
     path = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS, door_work_s=lambda s: 80.0)
     node = path.nodes[k]
     work_starts = to_epoch(stops[k].departure_s) - node.actions[0].duration_s
-    assert _planned_reach(node) == pytest.approx(work_starts, abs=1e-3)
-    # a node without a wait: its planned arrival
+    assert _lateness(node, work_starts, first=False) == pytest.approx(0.0, abs=1e-3)
+    assert _lateness(node, work_starts + 60, first=False) == pytest.approx(60.0, abs=1e-3)
+    # the first node, where the van stands and loads until it leaves: due at its departure,
+    # never early
     depot = path.nodes[0]
-    assert _planned_reach(depot) == pytest.approx(to_epoch(stops[0].arrival_s), abs=1e-3)
+    leaves = to_epoch(stops[0].departure_s)
+    assert depot.actions and _lateness(depot, leaves + 30, first=True) == pytest.approx(30.0)
+    assert _lateness(depot, leaves - 600, first=True) == 0.0
+    # a node without work (the trip's end): its planned arrival
+    end = path.nodes[-1]
+    assert not end.actions
+    arrives = to_epoch(stops[-1].arrival_s)
+    assert _lateness(end, arrives - 20, first=False) == pytest.approx(-20.0, abs=1e-3)
