@@ -329,8 +329,9 @@ class FullRun:
             await self._stop_vans()
             await self._drain_observer()
             self._count_messages()
+            unserved = self._unserved()  # while the controller's records are still at hand
         self._observer.finish()
-        self.trace.finish(self._end_day_s, self._unserved())
+        self.trace.finish(self._end_day_s, unserved)
 
     # ---- the parts ---------------------------------------------------------------------------
 

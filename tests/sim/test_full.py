@@ -121,6 +121,25 @@ def test_full_stack_plays_every_fault(
         assert set(lost) <= {"ST-MOINHOS-01"}
 
 
+@pytest.mark.slow
+def test_parcels_a_replan_leaves_out_fail_with_the_controllers_reason(day: PreparedDay) -> None:
+    # one van a depot: what the broken-down van carried is recovered to a station with no
+    # other van, and the re-plan leaves it out; the day's report gives the planner's reason
+    # (read from the controller before it stops), not "still at a depot"
+    first_door = min(
+        s.arrival_s for r in day.plan.routes for s in r.stops() if s.kind is StopKind.DOOR
+    )
+    breakdown = Breakdown(at_s=first_door + 60.0, van="busiest", recovery_s=1800)
+    sc = dataclasses.replace(day.scenario, events=(breakdown,))
+    trace = FullRun(dataclasses.replace(day, scenario=sc), speedup=SPEEDUP).run()
+    (b,) = trace.breakdowns
+    delivered = {d.parcel for d in trace.delivered}
+    stranded = [p for p in b.parcels if p not in delivered]
+    reasons = {f.parcel: f.reason for f in trace.failed}
+    assert stranded
+    assert {reasons[p] for p in stranded} == {"not_enough_vans"}
+
+
 def test_timing_stretches_wall_clock_guards_with_the_clock() -> None:
     t = Timing(600.0, 30.0)
     link = t.link(wire.Role.BRIDGE)
