@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from firmware_bridge import wire
-from firmware_bridge.bridge.mission import Mission, Waypoint, base_waypoints
+from firmware_bridge.bridge.mission import Mission, Waypoint, base_waypoints, distance_m
 from fleet.protocol import (
     ActionState,
     ActionStatus,
@@ -63,6 +63,9 @@ RECENT_ERRORS = 8  # refused commands kept in state
 MAX_STATE_SPEED_MPS = 100.0
 MAX_STATE_RANGE_M = 10_000_000.0
 RECENT_ERROR_S = 300.0
+# A van this close to an order's first node stands there: its charge may start before the
+# order's first segment is released (the VCU's fix against the node's snapped position)
+AT_NODE_M = 30.0
 
 
 # ---- what the core asks the service to do ----------------------------------------------
@@ -408,7 +411,19 @@ class BridgeCore:
                     log.info("van %s: charge at node %d finished", self.van_id, seq)
         m = self.mission
         last = self.last_order_wp
-        if m is None or last is None or t.mission_id != m.mission_id or t.speed_cmps != 0:
+        if m is None or t.speed_cmps != 0:
+            return out
+        if last is None:
+            # Nothing of the order driven yet. A charge at its first node, where the van
+            # stands (a re-plan's order for a van at its depot), starts now and runs while
+            # the van waits for the planned departure, as the plan has it — not after it.
+            first = self.waypoints[0] if self.waypoints else None
+            if first is None or first.charge_pct is None:
+                return out
+            if distance_m((t.lon_e7, t.lat_e7), (first.lon_e7, first.lat_e7)) > AT_NODE_M:
+                return out
+            last = 0
+        elif t.mission_id != m.mission_id:
             return out
         wp = self.waypoints[last] if last < len(self.waypoints) else None
         if wp is None or wp.charge_pct is None or wp.node_seq is None:

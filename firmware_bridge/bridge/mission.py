@@ -42,11 +42,16 @@ MAX_CAP_CMPS = 0xFFFF
 SEGMENT_WAYPOINTS = 8
 
 
-def _near(a: tuple[int, int], b: tuple[int, int]) -> bool:
+def distance_m(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Metres between two (lon, lat) points in 1e-7 degree (equirectangular: short spans)."""
     lat = math.radians(a[1] / 1e7)
     dx = (a[0] - b[0]) / 1e7 * _M_PER_DEG * math.cos(lat)
     dy = (a[1] - b[1]) / 1e7 * _M_PER_DEG
-    return math.hypot(dx, dy) < SAME_POINT_M
+    return math.hypot(dx, dy)
+
+
+def _near(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return distance_m(a, b) < SAME_POINT_M
 
 
 @dataclass(frozen=True, slots=True)

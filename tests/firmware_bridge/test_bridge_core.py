@@ -385,6 +385,37 @@ def test_a_charge_action_becomes_charge_at_the_node_and_the_van_waits_for_it() -
     assert {a.action_id: a.status for a in state.action_states}["c1"] is ActionStatus.FINISHED
 
 
+def test_a_charge_at_the_first_node_runs_while_the_van_waits_for_its_departure() -> None:
+    # a re-plan's order for a van at its depot: charge there, leave at the planned departure
+    c = core()
+    ready(c)
+    order = _timed(_with_charge(line_order(stops=3, released=3), 0, 80.0), {0: NOW_S + 3600})
+    assert segments(c.on_order_payload(payload(order), NOW_S)) == []
+    out = c.on_telemetry(telemetry(drive_state=wire.DriveState.IDLE), NOW_S + 1)
+    (charge,) = [a for a in out if isinstance(a, SendSerial)]
+    assert charge.tag == "charge:0" and charge.message == wire.Charge(8000, 0)
+    c.on_delivered("charge:0")
+    charging = int(wire.FaultBit.CHARGING)
+    assert segments(c.on_telemetry(telemetry(fault_bits=charging), NOW_S + 60)) == []
+    assert c.build_state(NOW_S + 60).battery.charging
+    # charged long before the departure: nothing moves until then, then all of it at once
+    assert segments(c.on_telemetry(telemetry(soc_cpct=8000), NOW_S + 1800)) == []
+    statuses = {a.action_id: a.status for a in c.build_state(NOW_S + 1800).action_states}
+    assert statuses["c0"] is ActionStatus.FINISHED
+    assert c.next_gate_s() == NOW_S + 3600
+    released = segments(c.tick(NOW_S + 3600))
+    assert [len(s.waypoints) for s in released] == [1, 2, 2]  # n0 | mid, n1 | mid, n2
+
+
+def test_a_van_away_from_the_first_node_does_not_charge_before_it_is_there() -> None:
+    c = core()
+    ready(c)
+    order = _timed(_with_charge(line_order(stops=3, released=3), 0, 80.0), {0: NOW_S + 3600})
+    c.on_order_payload(payload(order), NOW_S)
+    away = telemetry(lat_e7=wire.to_e7(north(0)[1]) + 10_000)  # ~110 m north
+    assert not [a for a in c.on_telemetry(away, NOW_S + 1) if isinstance(a, SendSerial)]
+
+
 def test_a_refused_charge_fails_its_action_and_lets_the_van_go_on() -> None:
     c = core()
     ready(c)
