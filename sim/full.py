@@ -535,7 +535,10 @@ class FullRun:
             return out
         for pid in self.parcels:
             rec = core.parcel(pid)
-            if rec is not None and rec.status.value == "unserved":
+            # left out for good, or (a line haul still brought it) left for a later re-plan
+            if rec is not None and (
+                rec.status.value == "unserved" or rec.detail.startswith("re-plan: ")
+            ):
                 detail = rec.detail.removeprefix("re-plan: ")
                 reason = detail.split(":", 1)[0] or "unserved"
                 out[pid] = (reason, detail)

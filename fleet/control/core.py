@@ -1459,6 +1459,11 @@ class ControllerCore:
                 self._set_parcel(rec, detail=f"released to a van; re-plan: {u.reason.value}")
             elif rec.status is ParcelStatus.LOADED and holder is not None and holder.rec.in_service:
                 self._set_parcel(rec, detail=f"on board of {rec.holder}; re-plan: {u.reason.value}")
+            elif u.parcel_id in planned:
+                # a line haul of this plan still brings it to its station, where no last-mile
+                # van takes it today: it stays planned (the van loads and unloads it), and the
+                # next re-plan tries again
+                self._set_parcel(rec, detail=f"re-plan: {u.reason.value}: {u.detail}")
             else:
                 self._set_parcel(
                     rec,

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.control.config import ControllerConfig
 from fleet.errors import ControlError, VerificationError
-from fleet.model import Parcel, ParcelId, Trip
+from fleet.model import Parcel, ParcelId, Trip, Unserved, UnservedReason
 from fleet.protocol import (
     ActionStatus,
     Connection,
@@ -431,3 +431,33 @@ def test_a_van_leaving_its_first_stop_at_the_planned_departure_is_not_late() -> 
     h.drive("ST-A-01")  # the first door, planned 2 min after leaving, reached 200 s after
     record = h.core.van_record("ST-A-01")
     assert record is not None and record.lateness_s == pytest.approx(80.0, abs=1.0)
+
+
+def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile_is_full() -> None:
+    # The line haul brings P4 on its second trip (in its horizon, not released). A re-plan
+    # keeps that but finds no last-mile van for P4 today: it is still loaded, unloaded at the
+    # station and planned again by the next re-plan, never dropped while a van carries it.
+    first = plans.line_haul_route(["P1", "P2", "P3"]).trips[0]
+    later = tuple(
+        dataclasses.replace(s, arrival_s=s.arrival_s + 3000, departure_s=s.departure_s + 3000)
+        for s in plans.line_haul_route(["P4"]).trips[0].stops
+    )
+    line_haul = dataclasses.replace(plans.line_haul_route(), trips=(first, Trip(1, later)))
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.dispatch(plans.plan([line_haul, plans.last_mile_route()]), plans.parcels())
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    (request,) = h.replans
+    full = Unserved(ParcelId("P4"), UnservedReason.NOT_ENOUGH_VANS, "no van of ST-A had room")
+    replan = dataclasses.replace(
+        plans.plan([line_haul, plans.last_mile_route(["P1", "P2", "P3"])]), unserved=(full,)
+    )
+    h.replan_done(request, replan)
+    assert _status(h, "P4") is ParcelStatus.PLANNED
+    assert "not_enough_vans" in h.core.parcel("P4").detail  # type: ignore[union-attr]
+    h.report()
+    h.drive("WH-PORTO-01", 12)  # its first trip, then loads P4 and unloads it at the station
+    assert _status(h, "P4") is ParcelStatus.AT_STATION
+    h.core.request_replan("again", h.now_s)
+    h.pump()
+    assert "P4" in {p.id for p in h.replans[-1].parcels}
