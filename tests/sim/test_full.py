@@ -113,12 +113,16 @@ def test_full_stack_plays_every_fault(
     # every parcel is accounted for
     assert k.lost == 0 and k.delivered + k.failed == k.parcels
     # Mosquitto keeps a cut-off van's QoS 1 commands for its persistent session and loses
-    # nothing; the embedded broker may drop those for the van whose link was cut, no other
+    # none; the embedded broker may drop those for the van whose link was cut, no other.
+    # States are QoS 0 (docs/protocol.md): one in flight when a link is cut or the controller
+    # restarts may vanish (the next one, a period later, replaces it) — seen once in six runs.
     lost = trace.counters.lost_by_van
+    states_lost = k.messages_lost - sum(lost.values())
     if broker == "mosquitto":
-        assert k.messages_lost == 0
+        assert lost == {}
     else:
         assert set(lost) <= {"ST-MOINHOS-01"}
+    assert states_lost <= 2
 
 
 @pytest.mark.slow
