@@ -255,9 +255,10 @@ class BridgeService:
             elif isinstance(msg, wire.FaultReport):
                 self._apply(core.on_fault_report(msg, now))
         elif isinstance(event, Delivered):
-            tag = self._tickets.pop(event.ticket, None)
-            if tag is not None:
-                self._apply(core.on_delivered(tag))
+            for ticket in event.tickets:
+                tag = self._tickets.pop(ticket, None)
+                if tag is not None:
+                    self._apply(core.on_delivered(tag))
         elif isinstance(event, Rejected | Discarded):
             tag = self._tickets.pop(event.ticket, None)
             if tag is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from firmware_bridge.errors import LinkError, WireError
@@ -139,14 +139,13 @@ class LinkDown:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True)
 class Delivered:
-    """The peer acknowledged the message of ``ticket`` (one per message; see Received)."""
+    """The peer acknowledged the messages of ``tickets``, in the order they were sent: one
+    event per acknowledgement, which covers every frame up to its number (a window of
+    frames is often acknowledged at once)."""
 
-    ticket: int
-
-    def __init__(self, ticket: int) -> None:
-        _set_delivered_ticket(self, ticket)
+    tickets: tuple[int, ...]
 
 
 def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
@@ -157,7 +156,6 @@ def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
 
 _set_received_message = _slot_setter(Received, "message")
 _set_received_seq = _slot_setter(Received, "seq")
-_set_delivered_ticket = _slot_setter(Delivered, "ticket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +348,36 @@ class LinkCore:
         if self._up and len(self._inflight) < self.config.window:
             self._pump(now)  # (no ACK is ever owed here: every receive() and poll() pumps)
         return self._ticket
+
+    def send_many(self, messages: Iterable[Message], now: float) -> list[int]:
+        """:meth:`send` for several messages at once (a mission's segments): their tickets,
+        in order. Every message is checked and encoded before any is queued: on a LinkError
+        or WireError nothing is queued."""
+        max_queue = self.config.max_queue
+        queued = len(self._queue) + len(self._inflight)
+        items: list[tuple[int, Message, bytes]] = []
+        ticket = self._ticket
+        for message in messages:
+            if not message.SEQUENCED:
+                raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
+            if queued >= max_queue:
+                raise LinkError(
+                    f"link queue full ({max_queue} messages unacknowledged); "
+                    f"refusing {message.TYPE.name}"
+                )
+            payload = message.encode_payload()
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
+            ticket += 1
+            queued += 1
+            items.append((ticket, message, payload))
+        if not items:
+            return []
+        self._ticket = ticket
+        self._queue.extend(items)
+        if self._up and len(self._inflight) < self.config.window:
+            self._pump(now)
+        return list(range(items[0][0], ticket + 1))
 
     def send_now(self, message: Message, now: float) -> None:
         """Send an unsequenced message (telemetry, …) once, behind urgent traffic."""
@@ -602,21 +630,38 @@ class LinkCore:
             self._emit_sequenced(item, seq, now, round_=True)
 
     def _on_ack(self, ack: int) -> None:
-        if not self._inflight or ack == 0:
+        inflight = self._inflight
+        if not inflight or ack == 0:
             return
-        first = next(iter(self._inflight))
+        first = next(iter(inflight))
+        last = next(reversed(inflight))
         # ack acknowledges every in-flight seq from `first` up to and including `ack`
         span = seq_distance(first, ack)
-        if span >= len(self._inflight):
+        held = seq_distance(first, last)
+        if span > held:
             return  # an old or foreign ack
-        popitem = self._inflight.popitem
-        append = self._events.append
+        popitem = inflight.popitem
+        tickets: list[int] = []
+        append = tickets.append
         freed = 0
-        for _ in range(span + 1):
-            _, item = popitem(last=False)
-            freed += item.size
-            append(Delivered(item.ticket))
+        if held == len(inflight) - 1:
+            # the usual case: the numbers in flight are contiguous, so the first span + 1
+            for _ in range(span + 1):
+                _, item = popitem(last=False)
+                freed += item.size
+                append(item.ticket)
+        else:
+            # a frame refused for good (NAK) left a hole: go by number
+            while inflight:
+                seq, item = popitem(last=False)
+                if seq_distance(first, seq) > span:
+                    inflight[seq] = item
+                    inflight.move_to_end(seq, last=False)
+                    break
+                freed += item.size
+                append(item.ticket)
         self._inflight_bytes -= freed
+        self._events.append(Delivered(tuple(tickets)))
 
     def _on_frame(self, seq: int, ack: int, msg: Message, now: float) -> None:
         self.stats.frames_rx += 1

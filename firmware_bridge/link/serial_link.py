@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -147,6 +147,13 @@ class SerialLink:
         self._flush_soon()
         return ticket
 
+    def send_many(self, messages: Iterable[Message]) -> list[int]:
+        """Queue several sequenced messages at once (nothing is queued if one is refused);
+        their tickets, in order. One flush, as for :meth:`send`."""
+        tickets = self.core.send_many(messages, self._clock.monotonic())
+        self._flush_soon()
+        return tickets
+
     async def deliver(self, message: Message) -> None:
         """Send a sequenced message and wait until the peer acknowledged it."""
         ticket = self.send(message)
@@ -188,12 +195,15 @@ class SerialLink:
         waiters = self._waiters
         on_event = self._on_event
         for event in events:
-            if waiters and isinstance(event, Delivered | Rejected | Discarded):
-                fut = waiters.pop(event.ticket, None)
-                if fut is not None and not fut.done():
-                    if isinstance(event, Delivered):
-                        fut.set_result(None)
-                    else:
+            if waiters:
+                if type(event) is Delivered:
+                    for ticket in event.tickets:
+                        fut = waiters.pop(ticket, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(None)
+                elif isinstance(event, Rejected | Discarded):
+                    fut = waiters.pop(event.ticket, None)
+                    if fut is not None and not fut.done():
                         what = "rejected" if isinstance(event, Rejected) else "discarded"
                         fut.set_exception(
                             LinkError(f"{self.name}: {event.message.TYPE.name} {what}")

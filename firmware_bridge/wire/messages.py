@@ -283,6 +283,12 @@ _SEG_LAYOUTS: tuple[struct.Struct, ...] = tuple(
 )
 # The top byte (little-endian byte 3) of an i32 whose value is certainly within ±LAT_E7_MAX
 # (0x35A4E900): 0x00..0x34 and 0xCB..0xFF. A value with any other top byte is checked exactly.
+_SEG_SIZES = tuple(layout.size for layout in _SEG_LAYOUTS)
+_SEG_HEAD_SIZE = _SEG_HEAD.size
+_SEG_HEAD_UNPACK_FROM = _SEG_HEAD.unpack_from
+_SEG_WP_ITER_UNPACK = _SEG_WP.iter_unpack
+_SEG_HEAD_PACK = _SEG_HEAD.pack
+_SEG_WP_PACK = _SEG_WP.pack
 _SAFE_TOP_BYTES = bytes(range(0x00, 0x35)) + bytes(range(0xCB, 0x100))
 _FIRST_TOP_BYTE = _SEG_HEAD.size + 3  # offset of the first coordinate's top byte in a payload
 
@@ -343,9 +349,29 @@ class DriveSegment:
         _set_waypoints(self, waypoints)
 
     def encode_payload(self) -> bytes:
-        n = len(self.waypoints)
+        wps = self.waypoints
+        n = len(wps)
         if not 1 <= n <= MAX_WAYPOINTS:
             raise WireError(f"DRIVE_SEGMENT: {n} waypoints, expected 1..{MAX_WAYPOINTS}")
+        try:
+            # the head, then one C-level pack per pair (a waypoint that is not exactly two
+            # ints fails); on any error the slow path below names what is wrong
+            payload = _SEG_HEAD_PACK(
+                self.mission_id,
+                self.first_wp,
+                self.speed_cap_cmps,
+                self.dwell_s,
+                SEGMENT_FLAG_STOP_AT_END if self.stop_at_end else 0,
+                n,
+            ) + b"".join(_starmap(_SEG_WP_PACK, wps))
+        except (struct.error, TypeError):
+            payload = self._encode_checked(n)
+        if payload[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
+            _check_waypoints("DRIVE_SEGMENT", payload, n)
+        return payload
+
+    def _encode_checked(self, n: int) -> bytes:
+        """Field by field, raising WireError naming the field that does not fit."""
         head = _pack(
             _SEG_HEAD,
             "DRIVE_SEGMENT",
@@ -358,30 +384,27 @@ class DriveSegment:
         )
         try:
             # one C-level pack per pair: a waypoint that is not exactly two ints is refused
-            payload = head + b"".join(_starmap(_SEG_WP.pack, self.waypoints))
+            return head + b"".join(_starmap(_SEG_WP.pack, self.waypoints))
         except (struct.error, TypeError) as exc:
             raise WireError(
                 f"DRIVE_SEGMENT: waypoints must be (lon_e7, lat_e7) pairs of 32-bit integers: {exc}"
             ) from exc
-        _check_waypoints("DRIVE_SEGMENT", payload, n)
-        return payload
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:
         size = len(data)
-        if size < _SEG_HEAD.size:
-            raise WireError(f"DRIVE_SEGMENT payload is {size} bytes, expected ≥ {_SEG_HEAD.size}")
-        mission, first, cap, dwell, flags, n = _SEG_HEAD.unpack_from(data)
+        if size < _SEG_HEAD_SIZE:
+            raise WireError(f"DRIVE_SEGMENT payload is {size} bytes, expected ≥ {_SEG_HEAD_SIZE}")
+        mission, first, cap, dwell, flags, n = _SEG_HEAD_UNPACK_FROM(data)
         if not 1 <= n <= MAX_WAYPOINTS:
             raise WireError(f"DRIVE_SEGMENT: count {n}, expected 1..{MAX_WAYPOINTS}")
-        if size != _SEG_LAYOUTS[n].size:
-            raise WireError(
-                f"DRIVE_SEGMENT payload is {size} bytes, expected {_SEG_LAYOUTS[n].size}"
-            )
+        if size != _SEG_SIZES[n]:
+            raise WireError(f"DRIVE_SEGMENT payload is {size} bytes, expected {_SEG_SIZES[n]}")
         if flags & ~SEGMENT_FLAG_STOP_AT_END:
             raise WireError(f"DRIVE_SEGMENT: unknown flag bits 0x{flags:02x}")
-        _check_waypoints("DRIVE_SEGMENT", data, n)
-        wps = tuple(_SEG_WP.iter_unpack(data[_SEG_HEAD.size :]))
+        if data[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
+            _check_waypoints("DRIVE_SEGMENT", data, n)
+        wps = tuple(_SEG_WP_ITER_UNPACK(data[_SEG_HEAD_SIZE:]))
         return cls(mission, first, cap, dwell, flags == SEGMENT_FLAG_STOP_AT_END, wps)
 
 

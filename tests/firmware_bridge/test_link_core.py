@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge import wire
-from firmware_bridge.errors import WireError
+from firmware_bridge.errors import LinkError, WireError
 from firmware_bridge.link import (
     BadFrame,
     Delivered,
@@ -115,7 +115,7 @@ def test_messages_arrive_in_order_and_are_acknowledged() -> None:
     tickets = [line.a.core.send(segment(i), line.now) for i in range(40)]
     line.run(0.2)
     assert line.b.received() == [segment(i) for i in range(40)]
-    assert {e.ticket for e in line.a.events if isinstance(e, Delivered)} == set(tickets)
+    assert [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets] == tickets
     assert line.a.core.queued == 0
     assert line.a.core.stats.retransmits == 0
 
@@ -282,7 +282,7 @@ def test_a_corrupting_line_never_takes_the_link_down_and_a_long_route_arrives_on
     assert line.a.core.queued == 0, f"{line.a.core.queued} segments undelivered after 120 s"
     segs = [m for m in line.b.received() if isinstance(m, wire.DriveSegment)]
     assert segs == route  # every segment once, in order, intact
-    assert [e.ticket for e in line.a.events if isinstance(e, Delivered)] == tickets
+    assert [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets] == tickets
     for end in (line.a, line.b):
         assert not any(isinstance(e, LinkDown) for e in end.events)
         assert end.core.up
@@ -322,6 +322,42 @@ def test_a_nak_for_good_is_reported_to_the_sender() -> None:
     nak = wire.encode_frame(wire.Nak(NakReason.BAD_PAYLOAD, 1), seq=0, ack=1)
     line.a.events += line.a.core.receive(nak, line.now)
     assert Rejected(ticket, segment(0), NakReason.BAD_PAYLOAD) in line.a.events
+
+
+def test_a_frame_refused_in_the_middle_of_the_window_is_not_reported_delivered() -> None:
+    line = Line()
+    line.start()
+    t1, t2, t3 = (line.a.core.send(segment(i), line.now) for i in range(3))
+    line.a.core.take_output()  # seq 1..3 on their way; the VCU cannot use seq 2
+    # the VCU consumed seq 2 and refuses it for good: the NAK's header acknowledges up to 2
+    nak = wire.encode_frame(wire.Nak(NakReason.BAD_PAYLOAD, 2), seq=0, ack=2)
+    line.a.events += line.a.core.receive(nak, line.now)
+    assert Rejected(t2, segment(1), NakReason.BAD_PAYLOAD) in line.a.events
+    delivered = [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets]
+    assert delivered == [t1]  # seq 3 is still in flight
+    assert line.a.core.queued == 1
+    line.a.events += line.a.core.receive(wire.encode_frame(wire.Ack(), seq=0, ack=3), line.now)
+    delivered = [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets]
+    assert delivered == [t1, t3]
+    assert line.a.core.queued == 0
+
+
+def test_send_many_queues_all_in_order_or_nothing() -> None:
+    line = Line()
+    line.start()
+    bad = wire.DriveSegment(7, 9, 1000, 0, False, ((0, 950_000_000),))
+    with pytest.raises(WireError, match="lat_e7"):
+        line.a.core.send_many([segment(0), segment(1), bad], line.now)
+    assert line.a.core.queued == 0
+    with pytest.raises(LinkError, match="not a sequenced"):
+        line.a.core.send_many([segment(0), wire.Heartbeat(1)], line.now)
+    assert line.a.core.queued == 0
+    tickets = line.a.core.send_many([segment(i) for i in range(40)], line.now)
+    assert len(tickets) == 40 and tickets == sorted(set(tickets))
+    assert line.a.core.send_many([], line.now) == []
+    line.run(0.2)
+    assert line.b.received() == [segment(i) for i in range(40)]
+    assert [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets] == tickets
 
 
 def test_steady_traffic_is_heartbeats_only_when_nothing_else_flows() -> None:
@@ -434,13 +470,10 @@ def test_an_emergency_stop_id_is_new_again_after_the_repeat_window_or_a_new_sess
     ] * 3
 
 
-def test_the_per_frame_events_are_frozen_values_like_the_others() -> None:
+def test_the_received_event_is_a_frozen_value_like_the_others() -> None:
     got = Received(wire.Door(open=True), 3)
     assert got == Received(message=wire.Door(open=True), seq=3)
     assert hash(got) == hash(Received(wire.Door(open=True), 3))
     assert got != Received(wire.Door(open=True), 4)
-    assert Delivered(4) == Delivered(ticket=4) != Delivered(5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.seq = 5  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        Delivered(4).ticket = 5  # type: ignore[misc]
