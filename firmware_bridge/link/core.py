@@ -333,16 +333,7 @@ class LinkCore:
         """Queue a sequenced message and send it if the window allows; returns its ticket
         (followed later by a Delivered, Rejected or Discarded event). The payload is encoded
         here, once: a message that cannot be encoded raises WireError and nothing is queued."""
-        if not message.SEQUENCED:
-            raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
-        if len(self._queue) + len(self._inflight) >= self.config.max_queue:
-            raise LinkError(
-                f"link queue full ({self.config.max_queue} messages unacknowledged); "
-                f"refusing {message.TYPE.name}"
-            )
-        payload = message.encode_payload()  # WireError here leaves nothing queued
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
+        payload = self._encode_sequenced(message, len(self._queue) + len(self._inflight))
         self._ticket += 1
         self._queue.append((self._ticket, message, payload))
         if self._up and len(self._inflight) < self.config.window:
@@ -353,21 +344,11 @@ class LinkCore:
         """:meth:`send` for several messages at once (a mission's segments): their tickets,
         in order. Every message is checked and encoded before any is queued: on a LinkError
         or WireError nothing is queued."""
-        max_queue = self.config.max_queue
         queued = len(self._queue) + len(self._inflight)
         items: list[tuple[int, Message, bytes]] = []
         ticket = self._ticket
         for message in messages:
-            if not message.SEQUENCED:
-                raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
-            if queued >= max_queue:
-                raise LinkError(
-                    f"link queue full ({max_queue} messages unacknowledged); "
-                    f"refusing {message.TYPE.name}"
-                )
-            payload = message.encode_payload()
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
+            payload = self._encode_sequenced(message, queued)
             ticket += 1
             queued += 1
             items.append((ticket, message, payload))
@@ -378,6 +359,21 @@ class LinkCore:
         if self._up and len(self._inflight) < self.config.window:
             self._pump(now)
         return list(range(items[0][0], ticket + 1))
+
+    def _encode_sequenced(self, message: Message, queued: int) -> bytes:
+        """The payload of a sequenced message about to join ``queued`` unacknowledged ones;
+        LinkError or WireError when it cannot be queued (nothing is queued then)."""
+        if not message.SEQUENCED:
+            raise LinkError(f"{message.TYPE.name} is not a sequenced message; use send_now()")
+        if queued >= self.config.max_queue:
+            raise LinkError(
+                f"link queue full ({self.config.max_queue} messages unacknowledged); "
+                f"refusing {message.TYPE.name}"
+            )
+        payload = message.encode_payload()
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise WireError(f"{message.TYPE.name}: payload of {len(payload)} bytes is too long")
+        return payload
 
     def send_now(self, message: Message, now: float) -> None:
         """Send an unsequenced message (telemetry, …) once, behind urgent traffic."""

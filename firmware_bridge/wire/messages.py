@@ -281,27 +281,29 @@ _SEG_WP = struct.Struct("<ii")
 _SEG_LAYOUTS: tuple[struct.Struct, ...] = tuple(
     struct.Struct(f"<IIHHBB{2 * n}i") for n in range(MAX_WAYPOINTS + 1)
 )
-# The top byte (little-endian byte 3) of an i32 whose value is certainly within ±LAT_E7_MAX
-# (0x35A4E900): 0x00..0x34 and 0xCB..0xFF. A value with any other top byte is checked exactly.
 _SEG_SIZES = tuple(layout.size for layout in _SEG_LAYOUTS)
 _SEG_HEAD_SIZE = _SEG_HEAD.size
 _SEG_HEAD_UNPACK_FROM = _SEG_HEAD.unpack_from
 _SEG_WP_ITER_UNPACK = _SEG_WP.iter_unpack
 _SEG_HEAD_PACK = _SEG_HEAD.pack
 _SEG_WP_PACK = _SEG_WP.pack
+# The top byte (little-endian byte 3) of an i32 whose value is certainly within ±LAT_E7_MAX
+# (0x35A4E900): 0x00..0x34 and 0xCB..0xFF. A value with any other top byte is checked exactly.
 _SAFE_TOP_BYTES = bytes(range(0x00, 0x35)) + bytes(range(0xCB, 0x100))
 _FIRST_TOP_BYTE = _SEG_HEAD.size + 3  # offset of the first coordinate's top byte in a payload
 
 
-def _check_waypoints(where: str, payload: bytes, n: int) -> None:
-    """Range-check the ``n`` packed waypoints of a DRIVE_SEGMENT payload; name the first bad one.
+def _waypoints_near_bounds(payload: bytes) -> bool:
+    """The fast range test of a DRIVE_SEGMENT payload, in C: False when every coordinate's top
+    byte is one of ``_SAFE_TOP_BYTES``, so every value is within the latitude bound (the
+    tighter one) and both bounds hold; that is every waypoint between 88.9° W and 88.9° E.
+    True: some value must be checked exactly (:func:`_check_waypoints`)."""
+    return bool(payload[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES))
 
-    Fast path, in C: when every coordinate's top byte is one of ``_SAFE_TOP_BYTES`` every value
-    is within the latitude bound (the tighter one), so both bounds hold; that is every waypoint
-    between 88.9° W and 88.9° E. Otherwise each pair is checked exactly.
-    """
-    if not payload[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
-        return
+
+def _check_waypoints(where: str, payload: bytes, n: int) -> None:
+    """Range-check the ``n`` packed waypoints of a DRIVE_SEGMENT payload exactly; name the
+    first bad one."""
     coords = _SEG_LAYOUTS[n].unpack(payload)[6:]
     for i in range(n):
         _check_lonlat(f"{where} waypoint {i}", coords[2 * i], coords[2 * i + 1])
@@ -366,7 +368,7 @@ class DriveSegment:
             ) + b"".join(_starmap(_SEG_WP_PACK, wps))
         except (struct.error, TypeError):
             payload = self._encode_checked(n)
-        if payload[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
+        if _waypoints_near_bounds(payload):
             _check_waypoints("DRIVE_SEGMENT", payload, n)
         return payload
 
@@ -402,7 +404,7 @@ class DriveSegment:
             raise WireError(f"DRIVE_SEGMENT payload is {size} bytes, expected {_SEG_SIZES[n]}")
         if flags & ~SEGMENT_FLAG_STOP_AT_END:
             raise WireError(f"DRIVE_SEGMENT: unknown flag bits 0x{flags:02x}")
-        if data[_FIRST_TOP_BYTE::4].translate(None, _SAFE_TOP_BYTES):
+        if _waypoints_near_bounds(data):
             _check_waypoints("DRIVE_SEGMENT", data, n)
         wps = tuple(_SEG_WP_ITER_UNPACK(data[_SEG_HEAD_SIZE:]))
         return cls(mission, first, cap, dwell, flags == SEGMENT_FLAG_STOP_AT_END, wps)
