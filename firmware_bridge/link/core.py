@@ -276,6 +276,7 @@ class LinkCore:
         self._gap_nak_at = float("-inf")
         self._crc_nak_at = float("-inf")
         self._nak_resend_at = float("-inf")  # the last resend a NAK asked for
+        self._suspect_seq = 0  # the next seq once arrived with a good CRC and a bad payload
         self._version_nak_at = float("-inf")
         # e-stop ids seen from the peer → when last seen: a copy within peer_timeout_s of the
         # previous one is a repeat (the sender repeats until acknowledged, possibly with newer
@@ -589,6 +590,7 @@ class LinkCore:
         self._rx_ahead.clear()
         self._ack_pending = False
         self._gap_nak_for = -1
+        self._suspect_seq = 0
 
     def _pump(self, now: float) -> None:
         """Send queued sequenced messages while the window allows, then a bare ACK if owed."""
@@ -831,7 +833,18 @@ class LinkCore:
             return
         seq = fault.seq or 0
         if seq and seq == next_seq(self._rx_seq):
-            # a well-checksummed frame we cannot use: consume its number and refuse it for good
+            if self._suspect_seq != seq:
+                # A well-checksummed frame we cannot use may still be line damage the CRC-16
+                # missed (about 1 damaged frame in 65,536): ask for it again, as for a CRC
+                # error; the frames after it wait past the gap. Only a resend that is
+                # refused too is refused for good.
+                self._suspect_seq = seq
+                if now - self._crc_nak_at >= self.config.ack_timeout_s / 4:
+                    self._crc_nak_at = now
+                    self._send_nak(NakReason.CRC, 0, now)
+                return
+            # refused twice: consume its number and refuse it for good
+            self._suspect_seq = 0
             self._rx_seq = seq
             self._ack_pending = True
             reason = (
