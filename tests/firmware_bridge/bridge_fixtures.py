@@ -221,6 +221,7 @@ async def rig(
     telemetry_hz: float = 10.0,
     telemetry_stale_s: float = 0.5 * FACTOR,
     state_dir: Path | None = None,
+    now_s: float = NOW_S,
 ) -> AsyncIterator[Rig]:
     """``bridge_port``: where the bridge connects (a cuttable forwarder), default ``port``.
 
@@ -228,7 +229,7 @@ async def rig(
     VCU's telemetry stale after ``telemetry_stale_s`` (0.5 s of wall time by default, so that
     a loaded test machine does not make it flap)."""
     prefix = prefix or f"test/{uuid.uuid4().hex[:10]}/"
-    clock = ScaledClock(NOW_S, FACTOR)
+    clock = ScaledClock(now_s, FACTOR)
     spec = load_van_spec(REPO / "configs" / "van.toml")
     port_ = vcu_port("pty")
     vcu = SimulatedVcu(
