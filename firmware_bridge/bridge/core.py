@@ -210,6 +210,7 @@ class BridgeCore:
         self._bad_frames_logged = 0
         self._bad_frame_log_at = float("-inf")
         self.bad_frames = 0
+        self.ignored_telemetry = 0  # TELEMETRY dropped while a version mismatch stands
         self.spool_dropped = 0
         self.accepted = 0
         self.refused = 0
@@ -844,6 +845,11 @@ class BridgeCore:
 
     def on_telemetry(self, t: wire.Telemetry, now_s: float) -> list[Action]:
         self._see(now_s)
+        if self._version_mismatch is not None:
+            # a VCU announced firmware we cannot speak with: until a handshake succeeds, no
+            # frame is taken as what the vehicle does (it may be a session that is gone)
+            self.ignored_telemetry += 1
+            return []
         self.telemetry = t
         self._telemetry_at_s = now_s
         out: list[Action] = self._reassert_estop(t, now_s)

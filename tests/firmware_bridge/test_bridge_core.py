@@ -574,6 +574,10 @@ def test_a_vcu_with_another_protocol_version_is_a_fatal_error_even_before_any_te
     assert _errors(state)["vcu_version_mismatch"] is ErrorLevel.FATAL
     assert not state.driving and state.position is None  # nothing of the vehicle is known
     assert c.on_version_mismatch(3, 4, NOW_S + 0.2) == []  # the same again: nothing new
+    # frames that still arrive are not the vehicle's until a handshake succeeds
+    moving = telemetry(speed_cmps=1135, drive_state=wire.DriveState.DRIVING)
+    assert c.on_telemetry(moving, NOW_S + 0.3) == []
+    assert not c.build_state(NOW_S + 0.3).driving
     mismatch_logs = [r for r in caplog.records if "protocol versions" in r.getMessage()]
     assert len(mismatch_logs) == 1 and mismatch_logs[0].levelname == "ERROR"
     c.on_link_up()  # a full handshake: the VCU speaks our version now

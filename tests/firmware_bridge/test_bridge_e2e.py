@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -456,60 +457,89 @@ async def test_heartbeats_without_telemetry_are_reported_stale_within_the_bound(
 
 
 class _WrongVersionVcu:
-    """A VCU that offers only a protocol version we do not speak, and keeps sending
-    heartbeats and TELEMETRY of a van driving at 11.35 m/s (issue 14 item 3)."""
+    """A VCU written by hand: first (``good``) a proper handshake and TELEMETRY of a van
+    standing still; then (``good`` False, as after a reboot with other firmware) a new session
+    offering only a protocol version we do not speak, with heartbeats and TELEMETRY of a van
+    driving at 11.35 m/s (issue 14 item 3)."""
 
-    def __init__(self, pair: PtyPair) -> None:
+    def __init__(self, pair: PtyPair, *, good: bool = False) -> None:
         self.pair = pair
+        self.good = good
         self.session = 0x1234_5678
+        self.bridge_session = 0
         self.naks = 0
         self._decoder = wire.FrameDecoder()
+
+    def reboot_into_another_version(self) -> None:
+        self.good = False
+        self.session = 0x0BAD_0BAD
 
     def _read(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             for item in self._decoder.feed(os.read(self.pair.master_fd, 4096)):
-                if isinstance(item, wire.Frame) and isinstance(item.message, wire.Nak):
+                if not isinstance(item, wire.Frame):
+                    continue
+                if isinstance(item.message, wire.Nak):
                     self.naks += 1
+                elif isinstance(item.message, wire.Hello):
+                    self.bridge_session = item.message.session
+
+    def _frames(self) -> list[wire.Message]:
+        version = wire.PROTOCOL_VERSION if self.good else wire.PROTOCOL_VERSION + 1
+        hello = wire.Hello(
+            role=wire.Role.VCU,
+            version_min=version,
+            version_max=version,
+            session=self.session,
+            peer_session=self.bridge_session if self.good else 0,
+            heartbeat_ms=50,
+            link_up=self.good and self.bridge_session != 0,
+        )
+        telemetry = wire.Telemetry(
+            uptime_ms=1,
+            lon_e7=wire.to_e7(LON0),
+            lat_e7=wire.to_e7(LAT0),
+            heading_cdeg=0,
+            speed_cmps=0 if self.good else 1135,
+            soc_cpct=9000,
+            range_m=144_000,
+            odometer_m=10,
+            mission_id=0 if self.good else 7,
+            last_wp=wire.WP_NONE if self.good else 0,
+            wp_queued=0 if self.good else 3,
+            drive_state=wire.DriveState.IDLE if self.good else wire.DriveState.DRIVING,
+            door=wire.DoorState.CLOSED,
+            fault_bits=0,
+            estop_id=0,
+        )
+        return [hello, wire.Heartbeat(uptime_ms=1), telemetry]
 
     async def run(self) -> None:
         os.set_blocking(self.pair.master_fd, False)
         loop = asyncio.get_running_loop()
         loop.add_reader(self.pair.master_fd, self._read)
-        version = wire.PROTOCOL_VERSION + 1
         try:
             while True:
-                hello = wire.Hello(
-                    role=wire.Role.VCU,
-                    version_min=version,
-                    version_max=version,
-                    session=self.session,
-                    peer_session=0,
-                    heartbeat_ms=50,
-                    link_up=False,
-                )
-                moving = wire.Telemetry(
-                    uptime_ms=1,
-                    lon_e7=wire.to_e7(LON0),
-                    lat_e7=wire.to_e7(LAT0),
-                    heading_cdeg=0,
-                    speed_cmps=1135,
-                    soc_cpct=9000,
-                    range_m=144_000,
-                    odometer_m=10,
-                    mission_id=7,
-                    last_wp=0,
-                    wp_queued=3,
-                    drive_state=wire.DriveState.DRIVING,
-                    door=wire.DoorState.CLOSED,
-                    fault_bits=0,
-                    estop_id=0,
-                )
-                for message in (hello, wire.Heartbeat(uptime_ms=1), moving):
+                for message in self._frames():
                     with contextlib.suppress(BlockingIOError):
                         os.write(self.pair.master_fd, wire.encode_frame(message, seq=0, ack=0))
                 await asyncio.sleep(0.05)
         finally:
             loop.remove_reader(self.pair.master_fd)
+
+
+def _bare_bridge(mosquitto: BrokerEndpoint, tmp_path: Path, pair: PtyPair) -> BridgeSettings:
+    return BridgeSettings(
+        van_id=VAN,
+        serial_url=pair.slave_path,
+        broker=BrokerSettings(host=mosquitto.host, port=mosquitto.port),
+        keys=(KEY,),
+        state_dir=tmp_path / "bridge-state",
+        topic_prefix=mosquitto.prefix,
+        client_id=f"bridge-{uuid.uuid4().hex[:8]}",
+        baud=0,
+        link=LinkConfig(wire.Role.BRIDGE, line_baud=0, **LINK),
+    )
 
 
 @aio
@@ -520,17 +550,7 @@ async def test_a_vcu_with_an_unsupported_version_is_a_fatal_error_and_never_driv
     clock = ScaledClock(NOW_S, FACTOR)
     pair = PtyPair()
     vcu = _WrongVersionVcu(pair)
-    settings = BridgeSettings(
-        van_id=VAN,
-        serial_url=pair.slave_path,
-        broker=BrokerSettings(host=mosquitto.host, port=mosquitto.port),
-        keys=(KEY,),
-        state_dir=tmp_path / "bridge-state",
-        topic_prefix=prefix,
-        client_id=f"bridge-{uuid.uuid4().hex[:8]}",
-        baud=0,
-        link=LinkConfig(wire.Role.BRIDGE, line_baud=0, **LINK),
-    )
+    settings = _bare_bridge(mosquitto, tmp_path, pair)
     states: list[State] = []
     vcu_task = asyncio.create_task(vcu.run())
     try:
@@ -617,3 +637,55 @@ async def test_state_ids_rise_across_a_bridge_restart_with_the_clock_stepped_bac
         ) as r,
     ):
         assert r.states[0].header.message_id > last_id
+
+
+@aio
+async def test_a_vcu_rebooted_into_an_unsupported_version_is_never_reported_driving(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # issue 14 item 3: frames after a refused HELLO are not the vehicle's (the link core keeps
+    # the old session's link up until C7; the bridge drops TELEMETRY while the mismatch stands)
+    prefix = mosquitto.prefix
+    pair = PtyPair()
+    vcu = _WrongVersionVcu(pair, good=True)
+    states: list[State] = []
+    vcu_task = asyncio.create_task(vcu.run())
+    try:
+        async with (
+            asyncio.timeout(60),
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as client,
+            BridgeService(_bare_bridge(mosquitto, tmp_path, pair), ScaledClock(NOW_S, FACTOR)),
+        ):
+            await client.subscribe(f"{prefix}fleet/v1/vans/{VAN}/state", qos=0)
+            changed = asyncio.Event()
+
+            async def listen() -> None:
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    states.append(decode(State, message.payload))
+                    changed.set()
+
+            async def until(what: Callable[[State], bool]) -> State:
+                while not (states and what(states[-1])):
+                    changed.clear()
+                    await changed.wait()
+                return states[-1]
+
+            listener = asyncio.create_task(listen())
+            await until(lambda s: s.position is not None and not s.errors)  # a good link
+            vcu.reboot_into_another_version()
+            mark = len(states)
+            fatal = await until(
+                lambda s: any(e.error_type == "vcu_version_mismatch" for e in s.errors)
+            )
+            assert any(e.level is ErrorLevel.FATAL for e in fatal.errors)
+            await asyncio.sleep(2.0)  # heartbeats and driving telemetry go on meanwhile
+            listener.cancel()
+            assert len(states) > mark + 1
+            assert not any(s.driving or s.speed_mps > 0 for s in states[mark:])
+            assert any(e.error_type == "vcu_version_mismatch" for e in states[-1].errors)
+    finally:
+        vcu_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await vcu_task
+        pair.close()

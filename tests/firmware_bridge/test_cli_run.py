@@ -278,3 +278,17 @@ def test_a_bridge_stopped_mid_order_comes_back_with_its_order_and_parcels_and_dr
     book = json.loads((tmp_path / "state" / "order-book.json").read_text())
     assert book["order"] is not None and book["parcels_on_board"] == []
     assert os.stat(tmp_path / "state" / "order-book.json").st_mode & 0o777 == 0o600
+
+
+def test_a_telemetry_bound_that_is_not_positive_is_refused_with_the_option_named(
+    tmp_path: Path,
+) -> None:
+    key = tmp_path / "signing.key"
+    key.write_text(f'key_id = "{VAN}.k1"\nsecret_hex = "{"ab" * 32}"\n')
+    got = subprocess.run(
+        [BRIDGE, "run", "--van", VAN, "--serial", "loop://", "--key-file", str(key),
+         "--state-dir", str(tmp_path / "state"), "--telemetry-stale", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode != 0
+    assert "--telemetry-stale" in got.stdout + got.stderr
