@@ -251,7 +251,7 @@ class FastVan:
         for ia in ordered:
             kind = ia.action_type
             # the book sets the latches and the cancel; an id applied before is not repeated
-            if not self.book.apply_instant(ia.action_id, kind, ActionStatus.FINISHED):
+            if not self.book.apply_instant(ia.action_id, kind, ActionStatus.FINISHED, at_s=now_s):
                 continue
             if kind in (InstantActionType.PAUSE, InstantActionType.EMERGENCY_STOP):
                 estop = kind is InstantActionType.EMERGENCY_STOP

@@ -314,6 +314,14 @@ class BridgeCore:
             start_wp = self._first_unreached()
             if start_wp < len(self.waypoints):
                 self._new_mission(start_wp)
+        # instant actions not acknowledged by the VCU before the restart go out again once
+        # the link is up (idempotent), as after a link loss; a latched e-stop is re-asserted
+        self._pending = [
+            _Pending(r.action_id, InstantActionType(r.action_type), r.at_s or float("-inf"))
+            for r in book.instants
+            if r.status is ActionStatus.RUNNING
+            and r.action_type != InstantActionType.EMERGENCY_STOP.value
+        ]
         self._saved_key = self._persist_key()
         order = book.order
         log.info(
@@ -399,7 +407,8 @@ class BridgeCore:
             msg.actions, key=lambda a: a.action_type is not InstantActionType.EMERGENCY_STOP
         )
         for ia in ordered:
-            if not self.book.apply_instant(ia.action_id, ia.action_type, ActionStatus.RUNNING):
+            kind = ia.action_type
+            if not self.book.apply_instant(ia.action_id, kind, ActionStatus.RUNNING, at_s=now_s):
                 log.info(
                     "van %s: instant action %s (%s) was applied before: confirmed, not repeated",
                     self.van_id,

@@ -105,6 +105,7 @@ class InstantRecord:
     action_type: str
     status: ActionStatus
     description: str = ""
+    at_s: float | None = None  # when it was applied (epoch s), if the holder said
 
 
 class OrderBook:
@@ -281,16 +282,23 @@ class OrderBook:
     def applied(self, action_id: str) -> bool:
         return action_id in self._applied
 
-    def apply_instant(self, action_id: str, kind: InstantActionType, status: ActionStatus) -> bool:
-        """Record instant action ``action_id`` and apply its effect on the book (latches,
-        cancel). False, and nothing changes, if that id was applied before: the caller
-        confirms it again instead of doing it twice."""
+    def apply_instant(
+        self,
+        action_id: str,
+        kind: InstantActionType,
+        status: ActionStatus,
+        *,
+        at_s: float | None = None,
+    ) -> bool:
+        """Record instant action ``action_id`` (applied at ``at_s``) and apply its effect on
+        the book (latches, cancel). False, and nothing changes, if that id was applied before:
+        the caller confirms it again instead of doing it twice."""
         if action_id in self._applied:
             return False
         self._applied[action_id] = None
         while len(self._applied) > APPLIED_IDS_KEPT:
             self._applied.popitem(last=False)
-        self._instants.append(InstantRecord(action_id, kind.value, status))
+        self._instants.append(InstantRecord(action_id, kind.value, status, at_s=at_s))
         if kind is InstantActionType.EMERGENCY_STOP:
             self.estop_latched = True
         elif kind is InstantActionType.PAUSE:
@@ -439,6 +447,7 @@ class OrderBook:
                     "action_type": r.action_type,
                     "status": r.status.value,
                     "description": r.description,
+                    "at_s": r.at_s,
                 }
                 for r in self._instants
             ],
@@ -500,12 +509,20 @@ class OrderBook:
             _expect(isinstance(instants, list), where, "instants", "expected a list")
             for item in instants:
                 _expect(isinstance(item, dict), where, "instants", "expected objects")
+                at_s = item.get("at_s")
+                _expect(
+                    at_s is None or (isinstance(at_s, int | float) and not isinstance(at_s, bool)),
+                    where,
+                    "instants.at_s",
+                    "expected a number or null",
+                )
                 book._instants.append(
                     InstantRecord(
                         str(item["action_id"]),
                         str(item["action_type"]),
                         ActionStatus(item["status"]),
                         str(item.get("description", "")),
+                        None if at_s is None else float(at_s),
                     )
                 )
             applied = data["applied_instant_ids"]

@@ -717,6 +717,8 @@ def test_the_order_book_survives_a_restart_and_the_same_vcu_mission_carries_on()
         NOW_S + 5,
     )
     assert segments(out) == []  # the VCU holds the whole mission: nothing sent twice
+    # the pause, never acknowledged before the restart, is sent again (idempotent)
+    assert [a.tag for a in out if isinstance(a, SendSerial)] == ["ia:P1"]
     (state,) = _states(out)
     assert state.order_id == "O-1" and state.last_node_sequence_id == 4
     assert state.load.parcel_ids == ("P3",)  # n2 was passed while the bridge was away
