@@ -11,26 +11,34 @@ What is signed (``canonical_bytes``)::
     b"fleet/v1/" + kind + b"\\n" + canonical JSON of the message without its "signature"
 
 where kind is ``order`` or ``instant`` (a signed order cannot be replayed as another kind),
-and canonical JSON is the message object with keys sorted at every level, no whitespace,
-UTF-8, numbers as Python's ``json`` writes them. The header inside it carries the anti-replay
-counter (``header.message_id``, strictly increasing per van and topic) and the timestamp.
+and canonical JSON is RFC 8785, the JSON Canonicalization Scheme (JCS): keys sorted by their
+UTF-16 code units at every level, no whitespace, UTF-8, strings escaped only where JSON must,
+numbers written as ECMAScript writes an IEEE double (``25.0`` → ``25``, ``1e-7`` → ``1e-7``).
+Any language can reproduce it from the parsed message: in JavaScript it is
+``JSON.stringify`` of the object with its keys sorted (our keys are ASCII). The header inside
+it carries the anti-replay counter (``header.message_id``, strictly increasing per van and
+topic) and the timestamp.
 
 A van checks every command with a :class:`CommandVerifier`; each failure is a
 :class:`SignatureError` whose ``reason`` is a :class:`Rejection`, reported in the van's state.
+A command that only makes the van safer (every action in :data:`SAFER_ACTIONS`: emergency
+stop, pause, cancel order) is refused only for ``unsigned``, ``wrong_van`` or
+``bad_signature``: its age and its counter never stop it (``docs/protocol.md`` section 9).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
+import rfc8785
+
 from fleet.protocol.errors import SignatureError
-from fleet.protocol.messages import InstantActions, Order, Signature
+from fleet.protocol.messages import InstantActions, InstantActionType, Order, Signature
 from fleet.protocol.timestamps import parse_timestamp
 from fleet.protocol.topics import check_van_id
 
@@ -84,10 +92,15 @@ def derive_van_key(master_secret: bytes, van_id: str, *, generation: int = 1) ->
 
 
 def canonical_json(value: object) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; refuses NaN and infinities."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """RFC 8785 (JCS) bytes of a JSON value (dicts, lists, str, int, float, bool, None).
+
+    A value JCS cannot represent exactly — NaN, an infinity, an integer beyond ±(2⁵³ − 1), a
+    string that is not valid Unicode — is a :class:`ValueError` naming it.
+    """
+    try:
+        return rfc8785.dumps(value)  # type: ignore[arg-type]
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"not canonicalisable as RFC 8785 JSON: {exc}") from exc
 
 
 def canonical_bytes(message: Command) -> bytes:
@@ -140,11 +153,15 @@ class CommandVerifier:
     def last_message_ids(self) -> dict[str, int]:
         return dict(self._last)
 
-    def verify(self, message: Command, now_s: float, *, topic: str = "") -> None:
+    def verify(self, message: Command, now_s: float, *, topic: str = "") -> tuple[Rejection, ...]:
         """Return if ``message`` may be obeyed, else raise :class:`SignatureError`.
 
         Checks, in order: signed, addressed to this van, key known and MAC right, fresh,
-        not replayed. Only a command that passes all of them advances the counter.
+        not replayed. Only a command that passes advances the counter. A safer-only
+        command (:func:`is_safer_only`) is refused only by the first three: a stale or
+        replayed one is obeyed all the same, and accepting it never lowers the counter
+        (``max(last, message_id)``). Returns the checks that were waived for it
+        (``Rejection.STALE``/``Rejection.REPLAYED``, for the van's log); ``()`` otherwise.
         """
         kind = command_kind(message)
         header = message.header
@@ -164,29 +181,61 @@ class CommandVerifier:
                 f"which van {self.van_id} does not hold",
                 topic=topic,
             )
-        if not hmac.compare_digest(compute_mac(message, key), message.signature.mac):
+        try:
+            expected = compute_mac(message, key)
+        except ValueError as exc:  # built in code with a value JSON cannot carry
+            raise SignatureError(Rejection.BAD_SIGNATURE, f"{kind}: {exc}", topic=topic) from exc
+        if not hmac.compare_digest(expected, message.signature.mac):
             raise SignatureError(
                 Rejection.BAD_SIGNATURE,
                 f"{kind} MAC does not match its content (tampered or wrong key)",
                 topic=topic,
             )
+        last = self._last.get(kind, -1)
+        stale = self._staleness(kind, header.timestamp, now_s)
+        replayed = (
+            f"{kind} message_id {header.message_id} is not above the last accepted {last}"
+            if header.message_id <= last
+            else ""
+        )
+        if is_safer_only(message):
+            self._last[kind] = max(last, header.message_id)
+            waived = ((Rejection.STALE, stale), (Rejection.REPLAYED, replayed))
+            return tuple(reason for reason, why in waived if why)
+        if stale:
+            raise SignatureError(Rejection.STALE, stale, topic=topic)
+        if replayed:
+            raise SignatureError(Rejection.REPLAYED, replayed, topic=topic)
+        self._last[kind] = header.message_id
+        return ()
+
+    def _staleness(self, kind: str, timestamp: str, now_s: float) -> str:
+        """Why ``timestamp`` is not fresh at ``now_s``; "" when it is."""
         try:
-            stamped_s = parse_timestamp(header.timestamp)
+            stamped_s = parse_timestamp(timestamp)
         except ValueError as exc:
-            raise SignatureError(Rejection.STALE, str(exc), topic=topic) from exc
+            return str(exc)
         age_s = now_s - stamped_s
         if age_s > self.max_age_s or -age_s > self.max_ahead_s:
-            raise SignatureError(
-                Rejection.STALE,
-                f"{kind} stamped {header.timestamp} is {age_s:+.1f} s old; accepted: "
-                f"-{self.max_ahead_s:g} s to +{self.max_age_s:g} s",
-                topic=topic,
+            return (
+                f"{kind} stamped {timestamp} is {age_s:+.1f} s old; accepted: "
+                f"-{self.max_ahead_s:g} s to +{self.max_age_s:g} s"
             )
-        last = self._last.get(kind, -1)
-        if header.message_id <= last:
-            raise SignatureError(
-                Rejection.REPLAYED,
-                f"{kind} message_id {header.message_id} is not above the last accepted {last}",
-                topic=topic,
-            )
-        self._last[kind] = header.message_id
+        return ""
+
+
+SAFER_ACTIONS: frozenset[InstantActionType] = frozenset(
+    {InstantActionType.EMERGENCY_STOP, InstantActionType.PAUSE, InstantActionType.CANCEL_ORDER}
+)
+"""Instant actions that only ever make a van safer: never refused for bookkeeping."""
+
+
+def is_safer_only(message: Command) -> bool:
+    """An instant-actions message all of whose actions are in :data:`SAFER_ACTIONS`.
+
+    An order is never safer-only (it makes the van move); a message that mixes a safer
+    action with another one (say ``pause`` and ``resume``) is checked in full.
+    """
+    return isinstance(message, InstantActions) and all(
+        a.action_type in SAFER_ACTIONS for a in message.actions
+    )
