@@ -13,6 +13,6 @@ checks what comes back against the documented rules.
 """
 
 from fleet.conformance.report import CaseResult, Outcome, Report
-from fleet.conformance.van_kit import VanKitSettings, run_van_conformance
+from fleet.conformance.van_kit import VAN_CASES, VanKitSettings, run_van_conformance
 
-__all__ = ["CaseResult", "Outcome", "Report", "VanKitSettings", "run_van_conformance"]
+__all__ = ["VAN_CASES", "CaseResult", "Outcome", "Report", "VanKitSettings", "run_van_conformance"]

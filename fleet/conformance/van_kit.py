@@ -78,6 +78,34 @@ class VanKitSettings:
 
 Case = Callable[[], Awaitable[str]]
 
+VAN_CASES = (
+    "connection",
+    "factsheet",
+    "first_state",
+    "order_accepted",
+    "order_update_followed",
+    "stale_update",
+    "conflicting_update",
+    "base_changed",
+    "busy",
+    "unsigned",
+    "tampered",
+    "stale_timestamp",
+    "wrong_key",
+    "replayed_id",
+    "wrong_van",
+    "pause_resume",
+    "estop",
+    "estop_lower_message_id",
+    "estop_stamped_old",
+    "estop_tampered",
+    "cancel_order",
+    "van_restart",
+    "last_will",
+    "state_sequence",
+)
+"""Every case of the van kit, in the order it runs them (docs/conformance.md lists each)."""
+
 
 class VanKit:
     """The cases, in order, around one :class:`VanWatch`."""
@@ -757,6 +785,7 @@ async def run_van_conformance(
     report = Report()
     async with VanWatch(settings.address, settings.topics, settings.van_id) as watch:
         kit = VanKit(settings, watch, clock or WallClock())
+        assert tuple(name for name, _, _ in kit.cases()) == VAN_CASES
         outcomes: dict[str, Outcome] = {}
         for name, case, needs in kit.cases():
             began = time.monotonic()

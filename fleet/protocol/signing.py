@@ -165,31 +165,32 @@ class CommandVerifier:
         """
         kind = command_kind(message)
         header = message.header
+
+        def refused(reason: Rejection, detail: str) -> SignatureError:
+            return SignatureError(reason, detail, topic=topic, message_id=header.message_id)
+
         if message.signature is None:
-            raise SignatureError(Rejection.UNSIGNED, f"{kind} carries no signature", topic=topic)
+            raise refused(Rejection.UNSIGNED, f"{kind} carries no signature")
         if message.van_id != self.van_id:
-            raise SignatureError(
+            raise refused(
                 Rejection.WRONG_VAN,
                 f"{kind} is addressed to van {message.van_id!r}, this is {self.van_id!r}",
-                topic=topic,
             )
         key = self._keys.get(message.signature.key_id)
         if key is None:
-            raise SignatureError(
+            raise refused(
                 Rejection.BAD_SIGNATURE,
                 f"{kind} is signed with key {message.signature.key_id!r}, "
                 f"which van {self.van_id} does not hold",
-                topic=topic,
             )
         try:
             expected = compute_mac(message, key)
         except ValueError as exc:  # built in code with a value JSON cannot carry
-            raise SignatureError(Rejection.BAD_SIGNATURE, f"{kind}: {exc}", topic=topic) from exc
+            raise refused(Rejection.BAD_SIGNATURE, f"{kind}: {exc}") from exc
         if not hmac.compare_digest(expected, message.signature.mac):
-            raise SignatureError(
+            raise refused(
                 Rejection.BAD_SIGNATURE,
                 f"{kind} MAC does not match its content (tampered or wrong key)",
-                topic=topic,
             )
         last = self._last.get(kind, -1)
         stale = self._staleness(kind, header.timestamp, now_s)
@@ -203,9 +204,9 @@ class CommandVerifier:
             waived = ((Rejection.STALE, stale), (Rejection.REPLAYED, replayed))
             return tuple(reason for reason, why in waived if why)
         if stale:
-            raise SignatureError(Rejection.STALE, stale, topic=topic)
+            raise refused(Rejection.STALE, stale)
         if replayed:
-            raise SignatureError(Rejection.REPLAYED, replayed, topic=topic)
+            raise refused(Rejection.REPLAYED, replayed)
         self._last[kind] = header.message_id
         return ()
 
