@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,39 @@ def test_a_van_key_file_names_what_is_wrong(tmp_path: Path) -> None:
         load_van_key(path)
     path.write_text('key_id = "V-1.k1"\nsecret_hex = "' + "ab" * 32 + '"\n')
     assert load_van_key(path).key_id == "V-1.k1"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
+
+
+def test_the_doc_lists_every_case_in_the_order_they_run() -> None:
+    from fleet.conformance import VAN_CASES
+
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Van conformance (MQTT)") :]
+    rows = re.findall(r"^\| (\d+) \| `([a-z_]+)` \|", section, re.M)
+    assert [name for _, name in rows] == list(VAN_CASES)
+    assert [int(n) for n, _ in rows] == list(range(1, len(VAN_CASES) + 1))
+    assert (
+        f"through {len(VAN_CASES)}" in section
+        or f"through {len(VAN_CASES)} " in section.replace("\n", " ")
+    )
+
+
+def test_the_doc_gives_the_kits_bounds() -> None:
+    from fleet.conformance import VanKitSettings
+    from fleet.control.mqtt import BrokerAddress
+
+    s = VanKitSettings(BrokerAddress("h", 1), "V", KEY)
+    text = DOC.read_text(encoding="utf-8").replace("\n", " ")
+    for phrase in (
+        f"for {s.hold_s:g} s",
+        f"within {s.state_bound_s:g} s",
+        f"within {s.stop_timeout_s:g} s",
+        f"within {s.restart_timeout_s:g} s",
+        f"echoes `A`/0 within {s.reply_timeout_s:g} s",
+        f"{s.connect_timeout_s:g} s for the van to be ONLINE",
+        f"{s.drive_timeout_s:g} s to drive one leg",
+        f"{s.leg_m:g} m at {s.speed_mps:g} m/s",
+    ):
+        assert phrase in text, phrase
