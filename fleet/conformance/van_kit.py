@@ -123,7 +123,7 @@ class VanKit:
         self.last_accepted: tuple[Order, bytes] | None = None  # any order, as sent
         self.passed: set[str] = set()
         self.restart_saw: ConnectionState | None = None  # OFFLINE or the will, during restart
-        self.restart_skipped = ""
+        self.restarted = False  # the restart command ran and the van said ONLINE again
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -592,7 +592,6 @@ class VanKit:
     async def van_restart(self) -> str:
         command = self.s.restart_command
         if not command:
-            self.restart_skipped = "no --restart-command given"
             raise Skip("no --restart-command given: the van's restart is not checked")
         before = self.latest_state()
         if before.driving:  # stand still at a stop: what it did there is what it must keep
@@ -618,15 +617,16 @@ class VanKit:
             if c.connection_state is not ConnectionState.ONLINE:
                 self.restart_saw = self.restart_saw or c.connection_state
                 return False
-            return self.restart_saw is not None
+            return True  # the van announces itself after every start (section 7)
 
         await self.watch.wait_for(
             Connection,
             back_online,
             after=mark,
             timeout_s=max(left, 1.0),
-            what="OFFLINE or CONNECTION_BROKEN, then ONLINE",
+            what="ONLINE again after the restart",
         )
+        self.restarted = True
         online_mark = self.watch.mark()
         after = await self.state(
             lambda s: True,
@@ -678,7 +678,13 @@ class VanKit:
                 "the van said OFFLINE when restarted (a clean stop): its will was not needed; "
                 "give a --restart-command that kills the van (SIGKILL) to check it"
             )
-        raise Skip("needs van_restart to have run: the will shows only when the van's link dies")
+        if not self.restarted:
+            raise Skip("needs van_restart: the will shows only when the van's link dies")
+        raise Skip(
+            "the van came back ONLINE with no OFFLINE or CONNECTION_BROKEN before it: the "
+            "broker handed the old session to the new connection without publishing the will "
+            "(the van was back before the broker noticed the old link was dead)"
+        )
 
     async def cancel_order(self) -> str:
         cancel_id, payload = self.instant(InstantActionType.CANCEL_ORDER)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import rfc8785
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fleet.protocol import (
     MAX_MESSAGE_ID,
@@ -317,3 +319,33 @@ def test_an_unreadable_timestamp_built_in_code_is_stale_not_a_crash() -> None:
         update={"header": message.header.model_copy(update={"timestamp": "2026-02-30T00:00:00Z"})}
     )
     assert _reason(_verifier(), sign(broken, KEY)) == Rejection.STALE
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-MAX_MESSAGE_ID, MAX_MESSAGE_ID)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=-1e-3, max_value=1e-3, allow_nan=False)
+    | st.text(max_size=12)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(alphabet="abcdefgh_", max_size=6) | st.text(max_size=4), inner,
+                      max_size=5),
+    max_leaves=30,
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES)
+def test_the_fast_canonicaliser_writes_what_rfc8785_writes(value: object) -> None:
+    """canonical_json prepares floats for the C json encoder; the rfc8785 package is the
+    reference it must match byte for byte, whatever the value."""
+    assert canonical_json(value) == rfc8785.dumps(value)  # type: ignore[arg-type]
+
+
+def test_a_lone_surrogate_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="RFC 8785"):
+        canonical_json({"reason": "\ud800"})
