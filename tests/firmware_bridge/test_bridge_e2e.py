@@ -139,11 +139,19 @@ async def test_refused_commands_are_errors_in_state_and_change_nothing(
         ok = sign(order(order_id="O-ok"), KEY)
         await r.client.publish(order_topic, encode(ok), qos=1)
         await r.client.publish(order_topic, encode(ok), qos=1)  # replayed
+        # a replayed resume is refused (a safer command, e.g. a pause, would not be: C2,
+        # docs/protocol.md section 9): the van stays paused
+        instant_topic = r.topic(VanTopic.INSTANT)
         ia = sign(instant(InstantActionType.PAUSE, message_id=r.next_id(), now_s=now), KEY)
-        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)
+        await r.client.publish(instant_topic, encode(ia), qos=1)
         await r.until(lambda: r.vcu.vehicle.paused)
-        r.vcu.vehicle.resume()
-        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)  # replayed
+        go = sign(instant(InstantActionType.RESUME, message_id=r.next_id(), now_s=now), KEY)
+        await r.client.publish(instant_topic, encode(go), qos=1)
+        await r.until(lambda: not r.vcu.vehicle.paused)
+        again = sign(instant(InstantActionType.PAUSE, message_id=r.next_id(), now_s=now), KEY)
+        await r.client.publish(instant_topic, encode(again), qos=1)
+        await r.until(lambda: r.vcu.vehicle.paused)
+        await r.client.publish(instant_topic, encode(go), qos=1)  # replayed
 
         def reasons() -> list[str]:
             return [ref.value for e in r.last.errors for ref in e.references if ref.key == "reason"]
@@ -163,7 +171,7 @@ async def test_refused_commands_are_errors_in_state_and_change_nothing(
         assert all(e.level is ErrorLevel.WARNING for e in r.last.errors)
         assert r.last.order_id == "O-ok"
         await asyncio.sleep(0.3)
-        assert not r.vcu.vehicle.paused  # the replayed pause was not obeyed
+        assert r.vcu.vehicle.paused  # the replayed resume was not obeyed
 
 
 @aio
