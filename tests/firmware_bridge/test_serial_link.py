@@ -13,6 +13,7 @@ import pytest
 
 from firmware_bridge import wire
 from firmware_bridge.link import (
+    Delivered,
     FdTransport,
     LinkConfig,
     LinkDown,
@@ -269,3 +270,109 @@ def test_a_pty_corrupting_both_ways_delivers_a_long_route_once_and_never_goes_do
         pair.close()
     assert downs == []
     assert sum(n.corrupted for n in noisy) > 0
+
+
+@asynccontextmanager
+async def paced_pair(
+    baud: int, on_bridge: Callable[[LinkEvent], None], on_vcu: Callable[[LinkEvent], None]
+) -> AsyncIterator[tuple[SerialLink, SerialLink]]:
+    """A bridge and a VCU link over a pty, both paced at ``baud`` as in production."""
+    pair = PtyPair()
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        return FdTransport(fd, pair.slave_path, lambda: os.close(fd))
+
+    async def open_master() -> Transport:
+        fd = os.dup(pair.master_fd)
+        return FdTransport(fd, "master", lambda: os.close(fd))
+
+    clock = WallClock()
+    bridge = SerialLink(
+        open_slave,
+        config=LinkConfig(wire.Role.BRIDGE, line_baud=baud),
+        clock=clock,
+        on_event=on_bridge,
+        baud=baud,
+        name="bridge",
+    )
+    vcu = SerialLink(
+        open_master,
+        config=LinkConfig(wire.Role.VCU, line_baud=baud),
+        clock=clock,
+        on_event=on_vcu,
+        baud=baud,
+        name="vcu",
+    )
+    try:
+        async with vcu, bridge:
+            while not (bridge.up and vcu.up):
+                await asyncio.sleep(0.01)
+            yield bridge, vcu
+    finally:
+        pair.close()
+
+
+def test_bursts_on_a_paced_line_acknowledged_at_once_are_never_resent() -> None:
+    """Issue 14 item 10: bursts of 11+ segments at 115200 baud resent their last frames
+    although each was acknowledged within a millisecond: the resend timer counted the time the
+    frames spent queued behind the burst in this side's own pacing."""
+    delivered: list[int] = []
+    received: list[wire.Message] = []
+
+    def on_bridge(event: LinkEvent) -> None:
+        if isinstance(event, Delivered):
+            delivered.extend(event.tickets)
+
+    def on_vcu(event: LinkEvent) -> None:
+        if isinstance(event, Received):
+            received.append(event.message)
+
+    async def body() -> None:
+        async with asyncio.timeout(30), paced_pair(115_200, on_bridge, on_vcu) as (bridge, vcu):
+            before = bridge.core.stats.retransmits
+            sent = 0
+            for count in (11, 16, 30):
+                tickets = bridge.send_many([route_segment(sent + i) for i in range(count)])
+                sent += count
+                while not set(tickets) <= set(delivered):
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.3)  # a late resend would show here
+            assert received == [route_segment(i) for i in range(sent)]
+            assert bridge.core.stats.retransmits - before == 0
+            assert vcu.core.stats.duplicates_rx == 0
+
+    asyncio.run(body())
+
+
+def test_an_acknowledgement_does_not_wait_behind_a_burst_of_our_own_frames() -> None:
+    """The VCU's FAULT_REPORT arrives while the bridge has a long burst queued for the line:
+    the bridge's ACK goes out at the next frame boundary, not after the burst (0.3 s of line),
+    so the VCU does not resend its report."""
+    faults: list[wire.Message] = []
+
+    def on_bridge(event: LinkEvent) -> None:
+        if isinstance(event, Received) and isinstance(event.message, wire.FaultReport):
+            faults.append(event.message)
+
+    async def body() -> None:
+        async with (
+            asyncio.timeout(30),
+            paced_pair(115_200, on_bridge, lambda _: None) as (
+                bridge,
+                vcu,
+            ),
+        ):
+            window = bridge.core.config.window
+            bridge.send_many([route_segment(i) for i in range(window)])  # 0.12 s of line
+            await asyncio.sleep(0.01)  # the burst is on its way
+            report = wire.FaultReport(wire.FaultCode.DOOR_REFUSED, wire.Severity.WARNING, 0, 3)
+            before = vcu.core.stats.retransmits
+            vcu.send(report)
+            while vcu.core.queued:
+                await asyncio.sleep(0.005)
+            assert faults == [report]
+            assert vcu.core.stats.retransmits - before == 0
+
+    asyncio.run(body())
