@@ -762,3 +762,18 @@ def test_the_health_log_tells_the_first_fault_at_once_then_at_most_every_interva
     stats.unsessioned_rx += 3  # a handshake's worth of early heartbeats: counted, not told
     assert health.check(stats, 40.0) is None
     assert fault_counts(stats)["unsessioned_rx"] == 3
+
+
+@pytest.mark.parametrize("code", [0x8123, 0x0042, 0x0000])
+def test_a_fault_report_with_an_unlisted_code_is_delivered_never_refused(code: int) -> None:
+    line = Line()
+    line.start()
+    # as a VCU sends it: code, severity 2 (error), fault bits, arg
+    payload = code.to_bytes(2, "little") + b"\x02" + b"\x01\x00" + (99).to_bytes(4, "little")
+    for _ in range(2):  # a resend of the same seq is a duplicate, not a refusal
+        line.a.events += line.a.core.receive(_raw(0x21, 1, 0, payload), line.now)
+    got = line.a.received()
+    assert len(got) == 1 and isinstance(got[0], wire.FaultReport)
+    assert got[0].code == code and got[0].severity is wire.Severity.ERROR
+    assert _naks(line.a.core.take_output()) == []
+    assert line.a.core.stats.refused_rx == 0
