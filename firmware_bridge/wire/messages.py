@@ -18,6 +18,13 @@ from firmware_bridge.errors import WireError
 
 PROTOCOL_VERSION = 1
 
+# What every VCU must keep to (docs/serial.md, "Obligations of a VCU"):
+TELEMETRY_MIN_HZ = 10.0  # TELEMETRY at least this often, whatever else happens
+# After the VCU declares the bridge lost it drives on for at most this long and this far
+# (whichever comes first), then makes a minimal-risk stop at the next safe place and holds.
+LINK_LOSS_DRIVE_S = 5.0
+LINK_LOSS_DRIVE_M = 50.0
+
 # Coordinates travel as signed 32-bit integers of 1e-7 degree (about 1.1 cm at the equator).
 DEG_E7 = 10_000_000
 LON_E7_MAX = 180 * DEG_E7
