@@ -272,6 +272,15 @@ def monitor(
     console.print(f"{counts['frames']} frames, {counts['bad']} bad")
 
 
+def _register_conformance() -> None:
+    from firmware_bridge.conformance.cli import register  # `conformance vcu`: the VCU kit
+
+    register(app)
+
+
+_register_conformance()
+
+
 def main() -> None:
     """Entry point: a FleetError becomes one clear line on stderr and exit code 1."""
     try:

@@ -322,7 +322,10 @@ class SimulatedVcu:
             eventful |= self._check_link_loss(now)
             if eventful or now >= next_telemetry:
                 self.send_telemetry()
-                next_telemetry = now + period
+            if now >= next_telemetry:
+                # on a fixed schedule (late ticks do not stretch the period): at least
+                # telemetry_hz, as every VCU must keep; events add frames in between
+                next_telemetry = max(next_telemetry + period, now + period / 2)
 
     def _check_link_loss(self, now: float) -> bool:
         """The bound on driving without the bridge: past it, a minimal-risk stop at the next
