@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
+import sys
+import time
 import tty
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from cobs import cobs
 
 from firmware_bridge import wire
 from firmware_bridge.link import (
@@ -376,3 +381,44 @@ def test_an_acknowledgement_does_not_wait_behind_a_burst_of_our_own_frames() -> 
             assert vcu.core.stats.retransmits - before == 0
 
     asyncio.run(body())
+
+
+def test_the_monitor_counts_crc_errors_garbage_and_refused_frames() -> None:
+    """Issue 14 item 10: CRC errors, garbage and refused frames were never counted or told."""
+    pair = PtyPair()
+    try:
+        monitor = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "firmware-bridge"),
+                "monitor",
+                "--serial",
+                pair.slave_path,
+                "--seconds",
+                "1.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        body = bytearray(wire.encode_frame(wire.Heartbeat(1), seq=0, ack=0)[:-1])
+        damaged = bytearray(cobs.decode(bytes(body)))
+        damaged[-1] ^= 0x33  # the CRC
+        unknown = b"\x01\x7e\x00\x00\x00\x00"
+        unknown += wire.crc16_ccitt_false(unknown).to_bytes(2, "little")
+        line = (
+            b"\x00"
+            + cobs.encode(bytes(damaged))  # a CRC error
+            + b"\x00\x05\x01\x00"  # garbage: bad COBS
+            + cobs.encode(unknown)  # a good CRC, an unknown type: refused
+            + b"\x00"
+            + wire.encode_frame(wire.Heartbeat(2), seq=0, ack=0)
+        )
+        assert monitor.stdout is not None
+        assert "monitoring" in monitor.stdout.readline()
+        time.sleep(0.5)  # it opens the port right after saying so
+        os.write(pair.master_fd, line)
+        out, _ = monitor.communicate(timeout=20)
+    finally:
+        pair.close()
+    assert "line faults: CRC errors 1, garbage (bad COBS, short, oversize) 1" in out, out
+    assert "frames refused (good CRC, unusable) 1" in out
