@@ -7,16 +7,21 @@ The same core runs in the bridge and in the simulated VCU. Rules (``docs/serial.
 * Sequenced messages carry seq 1..65535 (wrapping to 1) and are delivered in order, exactly
   once within a session; the receiver acknowledges cumulatively (every frame's header
   ``ack``), re-acknowledges duplicates without delivering them, holds frames that arrive past
-  a gap and answers the gap with NAK(SEQ_GAP). Up to ``window`` frames are in flight; they are
-  resent after ``ack_timeout_s`` (plus their line time), for as long as it takes: a frame
-  that keeps being damaged on a noisy line never takes the link down. Each resend round in
-  which the peer stayed silent doubles the wait (up to ``resend_max_s``); any valid frame
-  from the peer resets it. A new session (port reopened, peer rebooted) resends
-  unacknowledged messages with new numbers: across a port reopen delivery is at least once,
-  so commands are idempotent above the link.
+  a gap and answers the gap with NAK(SEQ_GAP). Up to ``window`` frames are in flight; a
+  frame's resend timer (``ack_timeout_s`` plus the line time of one largest frame) starts when
+  its last byte has left the line — this side models its own paced line from the bytes it
+  produced — and again at every acknowledgement of new frames; they are resent for as long
+  as it takes: a frame that keeps being damaged on a noisy line never takes the link down.
+  Each resend round in which the peer stayed silent doubles the wait (up to
+  ``resend_max_s``); any valid frame from the peer resets it. A new session (port reopened,
+  peer rebooted) resends unacknowledged messages with new numbers: across a port reopen
+  delivery is at least once, so commands are idempotent above the link.
 * HELLO opens a session. Each side picks a random non-zero session number at every (re)start;
-  a HELLO from a new peer session restarts both sequence spaces. The link is *up* when this
-  side has seen the peer's session and the peer has echoed ours.
+  a HELLO from a new peer session restarts both sequence spaces. The link is *up* only after
+  the full handshake: this side has seen the peer's session and the peer has echoed ours.
+  While it is not up (before, after a peer timeout, after a HELLO of another version) only
+  HELLO, EMERGENCY_STOP and ESTOP_ACK are acted on; a HELLO whose version range excludes ours
+  is answered NAK(BAD_VERSION) and reported as :class:`VersionMismatch` once per change.
 * Every valid frame proves the sender alive; each side sends a HEARTBEAT every
   ``heartbeat_s`` whatever else it sends (a short frame still gets through a line that
   damages most long ones). No valid frame for ``peer_timeout_s`` means the peer is lost:
