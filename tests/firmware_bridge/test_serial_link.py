@@ -422,3 +422,45 @@ def test_the_monitor_counts_crc_errors_garbage_and_refused_frames() -> None:
         pair.close()
     assert "line faults: CRC errors 1, garbage (bad COBS, short, oversize) 1" in out, out
     assert "frames refused (good CRC, unusable) 1" in out
+
+
+def test_a_version_mismatch_is_logged_once_and_line_faults_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14 item 3: the version mismatch was never reported or logged."""
+    pair = PtyPair()
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        return FdTransport(fd, pair.slave_path, lambda: os.close(fd))
+
+    bad = wire.Hello(wire.Role.VCU, 2, 2, 0xBEEF, 0, 50)
+
+    async def body() -> None:
+        link = SerialLink(
+            open_slave,
+            config=fast(wire.Role.BRIDGE),
+            clock=WallClock(),
+            on_event=lambda _: None,
+            name="bridge",
+        )
+        async with asyncio.timeout(20), link:
+            await link.port_opened.wait()
+            for _ in range(6):  # a VCU that speaks only version 2 keeps saying HELLO
+                os.write(pair.master_fd, b"\x00" + wire.encode_frame(bad, seq=0, ack=0))
+                await asyncio.sleep(0.1)
+            os.write(pair.master_fd, b"\x00\x05\x01\x00")  # and some garbage
+            await asyncio.sleep(0.3)
+            assert not link.up
+
+    with caplog.at_level("WARNING", logger="firmware_bridge.link.serial_link"):
+        try:
+            asyncio.run(body())
+        finally:
+            pair.close()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "versions 2..2, this side 1" in errors[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("line faults" in w and "HELLOs of another protocol version" in w for w in warnings)
