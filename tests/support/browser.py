@@ -7,6 +7,7 @@ unless ``FLEET_REQUIRE_BROWSER=1`` (CI sets it), when they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -51,6 +52,12 @@ def _skip_or_fail(reason: str) -> None:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """A fresh headless Chromium (its own profile directory), closed after the test."""
+    with chromium() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
     missing = browser_missing()
     if missing:
         _skip_or_fail(missing)

@@ -169,26 +169,33 @@
     c.textContent = "controller " + (k.controller || "unknown").toLowerCase();
     c.className = "pill " + (k.controller === "ONLINE" ? "ok" : "bad");
   }
+  const vanRows = new Map();
   function renderVanTable() {
+    // rows are kept and updated in place (a click never lands on a row being replaced)
     const body = $("van-table").tBodies[0];
-    body.replaceChildren();
     const list = Array.from(vans.values()).sort((a, b) => a.van_id.localeCompare(b.van_id));
-    for (const v of list) {
-      const tr = el("tr", null, "mode-" + v.mode);
-      tr.dataset.van = v.van_id;
-      tr.appendChild(el("td", v.van_id));
+    list.forEach(function (v, i) {
+      let tr = vanRows.get(v.van_id);
+      if (!tr) {
+        tr = el("tr");
+        tr.dataset.van = v.van_id;
+        for (let k = 0; k < 5; k++) tr.appendChild(el("td"));
+        tr.cells[0].textContent = v.van_id;
+        tr.cells[1].className = "state";
+        tr.onclick = () => select("van", v.van_id);
+        vanRows.set(v.van_id, tr);
+      }
+      if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] || null);
+      tr.className = "mode-" + v.mode;
       let state = v.mode.replace("_", " ");
       if (v.emergency_stop) state = "E-STOPPED";
       if (!v.in_service) state += " (out)";
-      const td = el("td", state, "state");
-      td.style.color = MODE_COLOR[v.mode] || "#333";
-      tr.appendChild(td);
-      tr.appendChild(el("td", num(v.soc_pct, 0, " %")));
-      tr.appendChild(el("td", num(v.load_kg, 0, " kg")));
-      tr.appendChild(el("td", v.next_stop ? v.next_stop + " (" + time(v.next_eta) + ")" : "–"));
-      tr.onclick = () => select("van", v.van_id);
-      body.appendChild(tr);
-    }
+      tr.cells[1].textContent = state;
+      tr.cells[1].style.color = MODE_COLOR[v.mode] || "#333";
+      tr.cells[2].textContent = num(v.soc_pct, 0, " %");
+      tr.cells[3].textContent = num(v.load_kg, 0, " kg");
+      tr.cells[4].textContent = v.next_stop ? v.next_stop + " (" + time(v.next_eta) + ")" : "–";
+    });
   }
   function renderAlerts() {
     const ul = $("alert-list");
@@ -237,21 +244,46 @@
   function button(text, cls, onclick) {
     const b = el("button", text, cls); b.type = "button"; b.onclick = onclick; return b;
   }
+  function vanSkeleton(id) {
+    // built once per selection: the buttons stay put while the facts refresh under them
+    const box = $("details");
+    box.replaceChildren();
+    box.dataset.van = id;
+    box.appendChild(el("h2", "Van " + id));
+    const status = el("p", "…", "van-mode");
+    status.id = "van-mode";
+    box.appendChild(status);
+    const facts = el("div"); facts.id = "van-facts"; box.appendChild(facts);
+    const acts = el("div", null, "actions");
+    const path = "/api/vans/" + encodeURIComponent(id) + "/";
+    acts.appendChild(button("Pause", "", () => act(path + "pause", {}, "pause " + id)));
+    acts.appendChild(button("Resume", "", () => act(path + "resume", {}, "resume " + id)));
+    acts.appendChild(button("E-STOP", "danger estop-van", async () => {
+      if (await confirmDialog("Emergency-stop " + id + " now?")) act(path + "estop", {}, "e-stop " + id);
+    }));
+    acts.appendChild(button("Cancel van", "", async () => {
+      if (await confirmDialog("Cancel " + id + "'s order? It goes out of service and its parcels are re-planned.")) act(path + "cancel", {}, "cancel " + id);
+    }));
+    box.appendChild(acts);
+    box.appendChild(el("h3", "Route"));
+    const stops = el("ol", null, "stops"); stops.id = "van-stops"; box.appendChild(stops);
+  }
   async function showVan(id, redraw) {
     const r = await api("/api/vans/" + encodeURIComponent(id));
     if (!r.ok || !selected || selected.kind !== "van" || selected.id !== id) return;
     const v = r.body;
-    const box = $("details");
-    box.replaceChildren();
-    box.appendChild(el("h2", "Van " + v.van_id));
+    if ($("details").dataset.van !== id) vanSkeleton(id);
     let mode = v.mode.replace("_", " ");
     if (v.emergency_stop) mode = "E-STOPPED (" + mode + ")";
-    const status = el("p", mode, "van-mode mode-" + v.mode);
+    const status = $("van-mode");
+    status.textContent = mode;
+    status.className = "van-mode mode-" + v.mode;
     status.dataset.mode = v.mode;
     status.dataset.estop = String(v.emergency_stop);
-    box.appendChild(status);
-    if (v.stale_reason) box.appendChild(el("p", "not live: " + v.stale_reason, "warn"));
-    box.appendChild(dl([
+    const facts = $("van-facts");
+    facts.replaceChildren();
+    if (v.stale_reason) facts.appendChild(el("p", "not live: " + v.stale_reason, "warn"));
+    facts.appendChild(dl([
       ["in service", v.in_service ? "yes" : "no: " + v.out_reason],
       ["position", v.lat === null ? "–" : v.lat.toFixed(5) + ", " + v.lon.toFixed(5)],
       ["heading", num(v.heading_deg, 0, "°")],
@@ -263,26 +295,14 @@
       ["order", v.order_id ? v.order_id + " #" + v.order_update_id : "–"],
       ["last state", time(v.state_time)],
     ]));
-    for (const e of v.errors) box.appendChild(el("p", e, "warn"));
-    const acts = el("div", null, "actions");
-    acts.appendChild(button("Pause", "", () => act("/api/vans/" + v.van_id + "/pause", {}, "pause " + v.van_id)));
-    acts.appendChild(button("Resume", "", () => act("/api/vans/" + v.van_id + "/resume", {}, "resume " + v.van_id)));
-    acts.appendChild(button("E-STOP", "danger estop-van", async () => {
-      if (await confirmDialog("Emergency-stop " + v.van_id + " now?")) act("/api/vans/" + v.van_id + "/estop", {}, "e-stop " + v.van_id);
-    }));
-    acts.appendChild(button("Cancel van", "", async () => {
-      if (await confirmDialog("Cancel " + v.van_id + "'s order? It goes out of service and its parcels are re-planned.")) act("/api/vans/" + v.van_id + "/cancel", {}, "cancel " + v.van_id);
-    }));
-    box.appendChild(acts);
-    const stops = el("ol", null, "stops");
+    for (const e of v.errors) facts.appendChild(el("p", e, "warn"));
+    const stops = $("van-stops");
+    stops.replaceChildren();
     for (const s of v.route.stops) {
-      const li = el("li", s.name + ": planned " + time(s.planned_arrival) +
+      stops.appendChild(el("li", s.name + ": planned " + time(s.planned_arrival) +
         (s.done ? " (done)" : ", predicted " + time(s.predicted_arrival)) + (s.released ? "" : " · horizon"),
-        s.done ? "done" : s.released ? "base" : "horizon");
-      stops.appendChild(li);
+        s.done ? "done" : s.released ? "base" : "horizon"));
     }
-    box.appendChild(el("h3", "Route"));
-    box.appendChild(stops);
     const key = v.order_id + "#" + v.order_update_id + ":" + v.current_stop;
     if (redraw || key !== showVan.key) {
       showVan.key = key;
@@ -295,6 +315,7 @@
     if (!selected || selected.kind !== "parcel" || selected.id !== id) return;
     const box = $("details");
     box.replaceChildren();
+    delete box.dataset.van;
     box.appendChild(el("h2", "Parcel " + id));
     if (!r.ok) { box.appendChild(el("p", r.body.error || "unknown parcel", "warn")); return; }
     const p = r.body;
@@ -324,6 +345,7 @@
   }
   function select(kind, id) {
     selected = { kind: kind, id: id };
+    delete $("details").dataset.van;
     showTab("details");
     routeLayer.clearLayers();
     if (kind === "van") {
@@ -438,6 +460,8 @@
       else $("order-error").textContent = r.body.error || ("refused: HTTP " + r.status);
     });
     $("order-pick").onclick = () => { placing = true; $("order-dialog").close(); toast("click the map where the door is"); };
+    // read-only handles for troubleshooting from the browser's devtools (and the page tests)
+    window.fleetConsole = { vans: vans, parcels: parcels, alerts: alerts, map: map };
     connect();
     setInterval(renderDirty, 500);
     setInterval(liveness, 1000);
