@@ -155,7 +155,12 @@ def console_run(
         console.print("console stopped", highlight=False)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        try:
+            import uvloop  # the faster event loop, where it is installed (not on Windows)
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
 
 
 @user_app.command("add")

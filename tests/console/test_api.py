@@ -214,6 +214,8 @@ def test_a_parcel_is_found_with_its_van_and_planned_time(
     assert body["van_id"] == "WH-PORTO-01" and body["status"] == "planned"
     assert body["history"][0]["text"].startswith("planned on WH-PORTO-01")
     assert client.get("/api/parcels/NOPE", headers=bearer(VIEWER)).status_code == 404
+    assert client.get("/api/parcels/P2").status_code == 401
+    assert client.get("/api/parcels/%20P2", headers=bearer(VIEWER)).status_code == 422
 
 
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:
