@@ -190,5 +190,52 @@ def user_add(
     typer.echo(token)
 
 
+@console_app.command("cert")
+def cert(
+    ca_dir: Annotated[
+        Path, typer.Option("--ca", help="The CA directory of `fleet broker credentials --tls`.")
+    ] = Path("secrets/ca"),
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="A name or address the console is reached at (repeat)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for console.crt/.key.")] = Path(
+        "secrets/console"
+    ),
+    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = 365,
+) -> None:
+    """Issue the console's HTTPS certificate from the broker's throwaway CA (TLS as for the
+    broker): browsers and API clients that trust ca.crt trust the console."""
+    import os
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleet.security import tls
+
+    names = hosts or ["127.0.0.1", "localhost"]
+    try:
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+        key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ca_dir}: cannot read ca.crt and ca.key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{ca_dir}/ca.key: expected the EC key `fleet broker credentials` makes")
+    ca = tls.CertificateAuthority(ca_cert.subject.rfc4514_string(), ca_cert, key)
+    issued = tls.issue_server_cert(ca, names, datetime.now(UTC), days=days)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name, data in (("console.crt", issued.cert_pem), ("console.key", issued.key_pem)):
+        fd = os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    console.print(
+        f"wrote {out}/console.crt and console.key for {', '.join(names)}; serve with "
+        f"`fleet console --tls-cert {out}/console.crt --tls-key {out}/console.key`",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(console_app, name="console")
