@@ -260,7 +260,9 @@ def test_the_users_file_round_trips_and_refuses_mistakes(tmp_path: Path) -> None
         Users.load(path)
 
 
-def test_lists_take_their_filters_and_refuse_bad_bounds(client: TestClient, ctx: ConsoleContext) -> None:
+def test_lists_take_their_filters_and_refuse_bad_bounds(
+    client: TestClient, ctx: ConsoleContext
+) -> None:
     ctx.view.on_order(order(), NOW_S)
     r = client.get("/api/parcels?status=waiting&limit=2", headers=bearer(VIEWER))
     assert r.status_code == 200 and len(r.json()["parcels"]) == 2
@@ -268,4 +270,6 @@ def test_lists_take_their_filters_and_refuse_bad_bounds(client: TestClient, ctx:
     assert r.json()["parcels"] == []
     assert client.get("/api/parcels?limit=0", headers=bearer(VIEWER)).status_code == 422
     assert client.get("/api/events?after=-1", headers=bearer(VIEWER)).status_code == 422
-    assert client.get("/api/events?after=0&limit=5", headers=bearer(VIEWER)).json() == {"events": []}
+    assert client.get("/api/events?after=0&limit=5", headers=bearer(VIEWER)).json() == {
+        "events": []
+    }

@@ -164,7 +164,10 @@ def test_the_offline_map_draws_in_chromium_with_text_never_markup(
     assert label.text == "WH </script><b>x</b>"  # the label is text: no <b> element made
     assert browser.find_elements(By.CSS_SELECTOR, ".fm-label b") == []
     assert browser.find_element(By.CSS_SELECTOR, ".fm-panel h1").text == "Test map"
-    layer_names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".leaflet-control-layers-overlays label")]
+    layer_names = [
+        e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, ".leaflet-control-layers-overlays label")
+    ]
     assert layer_names == ["Area", "Roads", "Routes", "Depots"]
     # the drawn canvas is not blank: the roads and the area are on it
     painted = browser.execute_script(
