@@ -284,6 +284,11 @@ def test_an_order_posted_to_the_api_appears_on_the_map_and_is_planned(
         events = api(live_day, "/api/events?limit=2000")[1]["events"][-15:]
         raise AssertionError(f"{api(live_day, '/api/parcels/URGENT-1')[1]}\n{events}") from None
     assert planned["status"] in ("planned", "loaded", "delivered")
+    if SHOTS:  # the alerts of the day so far, over the map with its parcels
+        page.find_element(By.CSS_SELECTOR, '.tabs button[data-tab="alerts"]').click()
+        page.execute_script("window.fleetConsole.map.setZoom(13)")
+        time.sleep(1.0)
+        shot(page, "console-alerts.png")
     assert any("ordered by dora" in h["text"] for h in planned["history"])
 
 
