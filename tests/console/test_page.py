@@ -137,3 +137,16 @@ def test_a_page_whose_stream_stops_says_it_is_not_live(console: Any, browser: An
         loop.call_soon_threadsafe(queue.put_nowait, None)
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "banner").is_displayed())
     assert "Not live" in browser.find_element(By.ID, "banner").text
+
+
+def test_the_api_docs_render_offline_under_the_content_security_policy(
+    console: Any, browser: Any
+) -> None:
+    url, _, _ = console
+    browser.get(url + "/docs")
+    WebDriverWait(browser, 20).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 10
+    )
+    text = browser.find_element(By.ID, "swagger-ui").text
+    assert "/api/orders" in text and "/api/parcels/{parcel_id}" in text
+    assert console_errors(browser) == []
