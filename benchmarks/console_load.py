@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=40.0, help="how long the vans run")
     parser.add_argument("--stream-seconds", type=float, default=15.0)
-    parser.add_argument("--api-connections", type=int, default=8)
+    parser.add_argument("--api-connections", type=int, default=16)
     parser.add_argument("--orders-per-second", type=float, default=10.0)
     parser.add_argument("--vans-per-connection", type=int, default=25)
     args = parser.parse_args()
