@@ -31,6 +31,7 @@ from firmware_bridge.bridge import (
     parse_broker_url,
 )
 from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, default_window, url_opener
+from firmware_bridge.link.health import describe_counts, fault_counts
 from fleet.errors import FleetError
 from fleet.protocol import check_van_id
 from fleet.protocol.clock import WallClock
@@ -238,6 +239,7 @@ def monitor(
     decoder = wire.FrameDecoder()
     start = time.monotonic()
     counts = {"frames": 0, "bad": 0}
+    links: list[SerialLink] = []  # for the line-fault counts at the end
 
     def show(data: bytes) -> bytes:
         for r in decoder.feed(data):
@@ -273,6 +275,7 @@ def monitor(
                 rx_filter=show,
                 tx_filter=lambda data: b"",
             )
+        links.append(serial_link)
         async with serial_link:
             if seconds > 0:
                 await asyncio.sleep(seconds)
@@ -283,6 +286,18 @@ def monitor(
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
     console.print(f"{counts['frames']} frames, {counts['bad']} bad")
+    for serial_link in links:
+        faults = describe_counts(fault_counts(serial_link.core.stats))
+        console.print(f"line faults: {faults}", highlight=False)
+
+
+def _register_conformance() -> None:
+    from firmware_bridge.conformance.cli import register  # `conformance vcu`: the VCU kit
+
+    register(app)
+
+
+_register_conformance()
 
 
 def main() -> None:

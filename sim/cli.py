@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,10 +66,25 @@ def vcu(
         None, "--fault-reboot-at", help="Reboot at this uptime (s)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the byte faults."),
+    nvm: Annotated[
+        Path | None,
+        typer.Option(
+            "--nvm",
+            help="File holding the VCU's non-volatile memory (the e-stop latch), so that it "
+            "survives a restart of this process too; default: kept in the process, where it "
+            "survives a reboot (SIGUSR1).",
+        ),
+    ] = None,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    """Run a simulated VCU that a `firmware-bridge run` can connect to."""
-    from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, vcu_port
+    """Run a simulated VCU that a `firmware-bridge run` can connect to.
+
+    SIGUSR1 reboots its firmware in place (a reset: new link session, mission forgotten,
+    e-stop latch kept), e.g. `--reset-command "kill -USR1 PID"` for `firmware-bridge
+    conformance vcu`."""
+    import signal
+
+    from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuMemory, vcu_port
     from sim.vehicle import Vehicle
 
     logging.basicConfig(
@@ -94,13 +110,27 @@ def vcu(
     port = vcu_port(serial)
     config = VcuConfig(baud=baud, link=LinkConfig(wire.Role.VCU, line_baud=baud))
     vehicle = Vehicle(spec, lon=lon, lat=lat, soc_pct=soc_pct)
-    sim = SimulatedVcu(port, vehicle, clock=WallClock(), config=config, faults=faults)
+    memory = VcuMemory(nvm)
+    sim = SimulatedVcu(
+        port, vehicle, clock=WallClock(), config=config, faults=faults, memory=memory
+    )
     console.print(f"simulated VCU ({spec.name}) {port.description}", highlight=False)
     if port.path:
         console.print(f"bridge: firmware-bridge run --serial {port.path} ...", highlight=False)
+    console.print(f"reset: kill -USR1 {os.getpid()}", highlight=False)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, sim.request_reboot)
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await sim.run()
+
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(sim.run())
+            asyncio.run(serve())
     finally:
         port.close()
 

@@ -109,6 +109,21 @@ FullProgress = Callable[[float, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
+class StackInfo:
+    """What a companion of the run (``fleet demo --console``) needs to join the stack."""
+
+    address: BrokerAddress
+    topics: Topics
+    clock: PausableClock
+    controller: ControllerConfig
+    day: PreparedDay
+
+
+# entered once the broker, the controller and the vans are up, before the day is dispatched
+Companion = Callable[[StackInfo], contextlib.AbstractAsyncContextManager[object]]
+
+
+@dataclass(frozen=True, slots=True)
 class Timing:
     """Every timer of the full stack, in simulated seconds, for a clock ``factor``."""
 
@@ -201,6 +216,7 @@ class FullRun:
         work_dir: Path | None = None,
         keep_paths: bool | None = None,
         lead_wall_s: float | None = None,
+        companion: Companion | None = None,
     ) -> None:
         self.day = day
         sc = day.scenario
@@ -211,6 +227,7 @@ class FullRun:
             raise SimError(f"speed-up must be > 0, got {self.factor}")
         self.timing = Timing(self.factor, sc.run.state_period_s)
         self.broker_url = broker_url
+        self.companion = companion
         self.progress = progress
         self.work_dir = work_dir
         self.daytime = DayTime.of(sc.day, sc.site.timezone)
@@ -310,6 +327,15 @@ class FullRun:
             stack.push_async_callback(self._stop_vans)
             client = ControllerClient(address, topics=self.topics, clock=self.clock, timeout_s=300)
             self._client = await stack.enter_async_context(client)
+            if self.companion is not None:
+                info = StackInfo(
+                    address,
+                    self.topics,
+                    self.clock,
+                    self.timing.controller(controller_base),
+                    self.day,
+                )
+                await stack.enter_async_context(self.companion(info))
             await self._wait_ready()
             late = self.clock.time() - start_epoch
             if late > 0:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from sim.day import PreparedDay, prepare_day
 from sim.fast import FastRun
-from sim.full import FullRun
+from sim.full import Companion, FullRun
 from sim.kpi import Kpis, compute_kpis
 from sim.report import RunInfo, write_run_report
 from sim.scenario import Scenario
@@ -58,6 +58,7 @@ def run_day(
     report_dir: Path | None = None,
     watcher: Watcher | None = None,
     max_iterations: int | None = None,
+    companion: Companion | None = None,
 ) -> Outcome:
     """Prepare ``scenario``'s day, run it in ``mode``, and report on it."""
     w = watcher or Watcher()
@@ -67,7 +68,9 @@ def run_day(
     if mode == "fast":
         trace = FastRun(day, progress=progress).run()
     else:
-        trace = FullRun(day, speedup=speedup, broker_url=broker_url, progress=progress).run()
+        trace = FullRun(
+            day, speedup=speedup, broker_url=broker_url, progress=progress, companion=companion
+        ).run()
     w.ran(trace.end_s, len({d.parcel for d in trace.delivered}))
     kpis = compute_kpis(trace, scenario.van)
     page: Path | None = None

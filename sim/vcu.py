@@ -7,6 +7,17 @@ and can misbehave on purpose (:class:`VcuFaults`): drop or corrupt a share of th
 bytes, stall, raise a fatal fault, reboot. Its line is paced at ``baud`` (default 115200, the
 rate of real VCU serial interfaces; 0 turns pacing off) so bandwidth problems show in tests.
 
+What every VCU must do (``docs/serial.md``, "Obligations of a VCU") and this one does:
+
+* the e-stop latch and its id live in non-volatile memory (:class:`VcuMemory`, a file with
+  ``--nvm``): a reboot comes back ESTOPPED with ESTOP_LATCHED until a RESUME names that id;
+* after the bridge is lost it drives on for at most ``link_loss_drive_s`` (5 s) and
+  ``link_loss_drive_m`` (50 m), then makes a minimal-risk stop at the next safe place and
+  holds (HOLDING, LINK_LOST) — after the link is back too, until a RESUME.
+
+:meth:`SimulatedVcu.request_reboot` reboots the firmware in place (``fleet-sim vcu``: on
+SIGUSR1): a new link session, the mission forgotten, the memory kept.
+
 Where it listens (``serial`` argument of :func:`vcu_port`):
 
 * ``pty`` — a new pseudo-terminal pair; the bridge opens the printed ``/dev/pts/N`` path;
@@ -18,10 +29,13 @@ Where it listens (``serial`` argument of :func:`vcu_port`):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from firmware_bridge import wire
@@ -73,6 +87,61 @@ class VcuConfig:
     telemetry_hz: float = 10.0
     tick_s: float = 0.02
     link: LinkConfig = field(default_factory=lambda: LinkConfig(wire.Role.VCU))
+    link_loss_drive_s: float = wire.LINK_LOSS_DRIVE_S
+    link_loss_drive_m: float = wire.LINK_LOSS_DRIVE_M
+
+
+class VcuMemory:
+    """The VCU's non-volatile memory: the e-stop latch and its id, kept across reboots.
+
+    Without a ``path`` it lives in this object (it survives :meth:`SimulatedVcu.request_reboot`,
+    not the end of the process); with one, in a small JSON file written crash-safely (temp
+    file, fsync, rename, fsync of the directory) at every change, so a power cycle — a new
+    process on the same file — keeps it too. A file that cannot be read is taken as a latch
+    (id 0) and said so in the log: when in doubt, the van stays stopped.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.estop_latched = False
+        self.estop_id = 0
+        if path is not None and path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                latched, estop_id = data["estop_latched"], data["estop_id"]
+                if not isinstance(latched, bool) or not isinstance(estop_id, int):
+                    raise ValueError("estop_latched must be a boolean, estop_id an integer")
+                if not 0 <= estop_id <= 0xFFFF:
+                    raise ValueError(f"estop_id {estop_id} outside 0..65535")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("vcu: non-volatile memory %s unreadable (%s): e-stop latched", path, exc)
+                self.estop_latched, self.estop_id = True, 0
+            else:
+                self.estop_latched, self.estop_id = latched, estop_id
+
+    def latch(self, estop_id: int) -> None:
+        self.estop_latched, self.estop_id = True, estop_id
+        self._save()
+
+    def release(self) -> None:
+        self.estop_latched = False
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = json.dumps({"estop_latched": self.estop_latched, "estop_id": self.estop_id})
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 class ByteNoise:
@@ -145,6 +214,7 @@ class SimulatedVcu:
         config: VcuConfig | None = None,
         faults: VcuFaults | None = None,
         on_estop: Callable[[int], None] | None = None,
+        memory: VcuMemory | None = None,
     ) -> None:
         self.port = port
         self.vehicle = vehicle
@@ -152,6 +222,7 @@ class SimulatedVcu:
         self.config = config or VcuConfig()
         self.faults = faults or VcuFaults()
         self.on_estop = on_estop
+        self.memory = memory or VcuMemory()
         rng = random.Random(self.faults.seed)
         noisy = self.faults.drop > 0 or self.faults.corrupt > 0
         self.tx_noise = ByteNoise(self.faults.drop, self.faults.corrupt, rng) if noisy else None
@@ -167,8 +238,13 @@ class SimulatedVcu:
         self.estops_received: list[int] = []
         self._link: SerialLink | None = None
         self._boot_at = 0.0
-        self._link_lost_at: float | None = None
+        self._link_lost_at: float | None = None  # since when the bridge is lost
+        self._link_lost_odometer_m = 0.0  # the odometer then
+        self.link_loss_stops = 0  # minimal-risk stops made after losing the bridge
+        self._safe_stop_ordered = False  # one is ordered and not yet released by a RESUME
+        self.last_link_loss_stop: tuple[float, float] | None = None  # (s, m) without a bridge
         self._done_faults: set[str] = set()
+        self._reboot_requested = False
         self.link_up = asyncio.Event()
 
     # ---- lifetime ------------------------------------------------------------------------
@@ -189,18 +265,32 @@ class SimulatedVcu:
             if not rebooted:
                 return
 
+    def request_reboot(self) -> None:
+        """Reboot the firmware at its next tick (as a reset button would): a new link
+        session, the mission forgotten, the non-volatile memory (e-stop latch) kept."""
+        self._reboot_requested = True
+
     async def _boot(self) -> bool:
         self.boots += 1
         self._boot_at = self.clock.monotonic()
         self.mission_id = 0
         self.wp_queued = 0
-        self.estop_id = 0
         self.fault_bits = 0
+        self._link_lost_at = None
+        self._safe_stop_ordered = False
         self.link_up.clear()
-        self.vehicle.clear_route()
-        self.vehicle.release_estop()
-        self.vehicle.resume()
-        self.vehicle.speed_mps = 0.0  # a reboot cuts the drive
+        v = self.vehicle
+        v.clear_route()
+        v.resume()
+        v.release_hold()
+        v.speed_mps = 0.0  # a reboot cuts the drive
+        # the e-stop latch is in non-volatile memory: it survives the reboot
+        self.estop_id = self.memory.estop_id
+        if self.memory.estop_latched:
+            v.emergency_stop()
+            log.warning("vcu: boot with e-stop %d latched (non-volatile memory)", self.estop_id)
+        else:
+            v.release_estop()
         link = SerialLink(
             self.port.opener,
             config=self.config.link,
@@ -229,11 +319,41 @@ class SimulatedVcu:
             events = self.vehicle.step(max(0.0, now - last))
             last = now
             eventful = self._on_vehicle_events(events)
+            eventful |= self._check_link_loss(now)
             if eventful or now >= next_telemetry:
                 self.send_telemetry()
-                next_telemetry = now + period
+            if now >= next_telemetry:
+                # on a fixed schedule (late ticks do not stretch the period): at least
+                # telemetry_hz, as every VCU must keep; events add frames in between
+                next_telemetry = max(next_telemetry + period, now + period / 2)
+
+    def _check_link_loss(self, now: float) -> bool:
+        """The bound on driving without the bridge: past it, a minimal-risk stop at the next
+        safe place, held until a RESUME; True when that stop was ordered now."""
+        if self._link_lost_at is None or self._safe_stop_ordered:
+            return False
+        cfg = self.config
+        lost_s = now - self._link_lost_at
+        driven_m = self.vehicle.odometer_m - self._link_lost_odometer_m
+        if lost_s < cfg.link_loss_drive_s and driven_m < cfg.link_loss_drive_m:
+            return False
+        self._safe_stop_ordered = True
+        self.link_loss_stops += 1
+        self.last_link_loss_stop = (lost_s, driven_m)
+        stop_wp = self.vehicle.stop_at_next_safe_place()
+        log.warning(
+            "vcu: no bridge for %.1f s and %.0f m: minimal-risk stop %s, holding until a RESUME",
+            lost_s,
+            driven_m,
+            "here" if stop_wp is None else f"at the mission's stop point {stop_wp}",
+        )
+        return True
 
     def _scheduled_faults(self) -> bool:
+        if self._reboot_requested:
+            self._reboot_requested = False
+            log.warning("vcu: rebooting (requested)")
+            return True
         f = self.faults
         up = self.uptime_s
         if f.stall_at_s is not None and up >= f.stall_at_s and "stall" not in self._done_faults:
@@ -317,12 +437,15 @@ class SimulatedVcu:
         elif isinstance(event, LinkDown):
             self.link_up.clear()
             if self._link_lost_at is None:
-                # the bridge is gone: finish the segments already held, then hold (no action
-                # needed: the vehicle stops at the end of what it was given)
+                # the bridge is gone: drive on within the bound (_check_link_loss), then a
+                # minimal-risk stop at the next safe place
                 log.warning("vcu: link down: %s", event.reason)
                 self._link_lost_at = self.clock.monotonic()
+                self._link_lost_odometer_m = self.vehicle.odometer_m
                 self.fault_bits |= wire.FaultBit.LINK_LOST
-                self._report(wire.FaultCode.LINK_LOST, wire.Severity.WARNING, 0)
+                silent_ms = round(self.config.link.peer_timeout_s * 1000)
+                self._report(wire.FaultCode.LINK_LOST, wire.Severity.WARNING, silent_ms)
+                self.send_telemetry()
 
     def _on_message(self, msg: wire.Message) -> None:
         v = self.vehicle
@@ -332,6 +455,7 @@ class SimulatedVcu:
             self.estops_received.append(msg.estop_id)
             if self.on_estop is not None:
                 self.on_estop(msg.estop_id)
+            self.memory.latch(msg.estop_id)  # non-volatile: survives a reboot
         elif isinstance(msg, wire.DriveSegment):
             self._on_segment(msg)
         elif isinstance(msg, wire.Stop):
@@ -351,7 +475,10 @@ class SimulatedVcu:
                     )
                     return
                 v.release_estop()
+                self.memory.release()
             v.resume()
+            v.release_hold()  # a minimal-risk stop after a link loss ends here too
+            self._safe_stop_ordered = False
         elif isinstance(msg, wire.Charge):
             # the bridge sends CHARGE only where the order's charge action is (a depot's
             # charger); the VCU charges only standing still

@@ -33,6 +33,10 @@ SERVICE_DECEL_SHARE = 0.6
 ARRIVE_EPS_M = 0.05
 BATTERY_LOW_PCT = 10.0
 DOOR_MOVE_S = 3.0
+# A minimal-risk stop pulls up at a stop point of the mission if one lies within this distance
+# beyond the braking distance; otherwise at the roadside where braking ends (in this simulator
+# every point of a road is a legal roadside stopping point).
+SAFE_PLACE_LOOKAHEAD_M = 30.0
 
 
 def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -103,6 +107,8 @@ class Vehicle:
         self.paused = False
         self.estopped = False
         self.fatal = False
+        self.held = False  # a minimal-risk stop: standing at a safe place until released
+        self._hold_at_wp: int | None = None  # driving on to this stop point, then held
         self._route: deque[Waypoint] = deque()
         self._dwell_left_s = 0.0
         self._door_left_s = 0.0
@@ -148,8 +154,12 @@ class Vehicle:
             return DriveState.ESTOPPED
         if self.paused:
             return DriveState.PAUSED
+        if self.held or self._hold_at_wp is not None:
+            return DriveState.HOLDING  # a minimal-risk stop: on its way to it, or made
         if self.dwelling:
             return DriveState.DWELLING
+        if self.charging and self.speed_mps == 0.0 and self._route:
+            return DriveState.HOLDING  # segments wait for the charge to end
         if self._route:
             return DriveState.DRIVING
         if self.speed_mps > 0:
@@ -162,6 +172,7 @@ class Vehicle:
             or self.battery_empty
             or self.estopped
             or self.paused
+            or self.held
             or self.dwelling
             or self.charging  # the cable is in
             or self.door is not DoorState.CLOSED
@@ -220,6 +231,38 @@ class Vehicle:
         self._route.clear()
         self._dwell_left_s = 0.0
         self.last_wp = None
+        if self._hold_at_wp is not None:  # the stop point it was heading for is gone
+            self._hold_at_wp = None
+            self.held = True
+
+    def stop_at_next_safe_place(self, lookahead_m: float = SAFE_PLACE_LOOKAHEAD_M) -> int | None:
+        """A minimal-risk stop: stand at the next safe place and hold there until
+        :meth:`release_hold`. The next safe place is the next stop point of the mission (or
+        the end of the queued waypoints) if it lies within the braking distance at service
+        deceleration plus ``lookahead_m``; else the roadside where a controlled stop ends.
+        Returns the waypoint the van stops at, or None (roadside, or standing already)."""
+        if self.held or self._hold_at_wp is not None:
+            return self._hold_at_wp
+        if self.speed_mps == 0.0 or self.dwelling or not self._route:
+            self.held = True  # standing (or braking with nothing ahead): here is the place
+            return None
+        braking_m = self.speed_mps**2 / (2 * self.service_decel_mps2)
+        d = 0.0
+        lon, lat = self.lon, self.lat
+        for i, wp in enumerate(self._route):
+            d += distance_m(lon, lat, wp.lon, wp.lat)
+            lon, lat = wp.lon, wp.lat
+            if d > braking_m + lookahead_m:
+                break
+            if wp.stop or i == len(self._route) - 1:
+                self._hold_at_wp = wp.index
+                return wp.index
+        self.held = True
+        return None
+
+    def release_hold(self) -> None:
+        self.held = False
+        self._hold_at_wp = None
 
     def reset_mission(self) -> None:
         self.clear_route()
@@ -406,6 +449,9 @@ class Vehicle:
                     self.speed_mps = 0.0
                     self._dwell_left_s = wp.dwell_s if wp.stop else 0.0
                     events.append(VehicleEvent(EventKind.ARRIVED, wp.index))
+                    if self._hold_at_wp == wp.index:
+                        self._hold_at_wp = None
+                        self.held = True
                 break
         self._account(travelled, events)
 

@@ -73,7 +73,6 @@ TELEMETRY_STALE_S = 0.5  # default age beyond which the VCU's TELEMETRY is stale
 # a latched e-stop the VCU's telemetry does not show is sent again at once, then at most this
 # often while the VCU still does not show it (the link repeats each one until acknowledged)
 ESTOP_REASSERT_S = 0.25
-BAD_FRAME_LOG_S = 10.0  # bad frames from the VCU are logged at most this often (with a count)
 # state message ids are reserved this far ahead in the state dir, so that a restart after a
 # clock step back still starts above every id used before (at most one write a minute)
 MESSAGE_ID_RESERVE = 60_000
@@ -207,8 +206,6 @@ class BridgeCore:
         self._last_state_s = float("-inf")
         self._state_key: tuple[object, ...] = ()
         self._saved_key: tuple[object, ...] = self._persist_key()
-        self._bad_frames_logged = 0
-        self._bad_frame_log_at = float("-inf")
         self.bad_frames = 0
         self.ignored_telemetry = 0  # TELEMETRY dropped while a version mismatch stands
         self.spool_dropped = 0
@@ -354,7 +351,9 @@ class BridgeCore:
             order = decode(Order, payload, topic=topic)
             self.verifier.verify(order, now_s, topic=topic)
         except SignatureError as exc:
-            return self._refuse("signature_error", exc.reason, str(exc), now_s)
+            return self._refuse(
+                "signature_error", exc.reason, str(exc), now_s, message_id=exc.message_id
+            )
         except DecodeError as exc:
             return self._refuse("validation_error", exc.reason, str(exc), now_s)
         actions: list[Action] = [SaveCounters(self.verifier.last_message_ids)]
@@ -395,7 +394,9 @@ class BridgeCore:
             msg = decode(InstantActions, payload, topic=topic)
             self.verifier.verify(msg, now_s, topic=topic)
         except SignatureError as exc:
-            self._record_refusal("signature_error", exc.reason, str(exc), now_s)
+            self._record_refusal(
+                "signature_error", exc.reason, str(exc), now_s, message_id=exc.message_id
+            )
             return []
         except DecodeError as exc:
             self._record_refusal("validation_error", exc.reason, str(exc), now_s)
@@ -467,18 +468,37 @@ class BridgeCore:
         """The service put e-stop ``estop_id`` on the line (the id a RESUME names)."""
         self.book.estop_sent(estop_id)
 
-    def _refuse(self, error_type: str, reason: str, detail: str, now_s: float) -> list[Action]:
-        self._record_refusal(error_type, reason, detail, now_s)
+    def _refuse(
+        self,
+        error_type: str,
+        reason: str,
+        detail: str,
+        now_s: float,
+        *,
+        message_id: int | None = None,
+    ) -> list[Action]:
+        self._record_refusal(error_type, reason, detail, now_s, message_id=message_id)
         return self._state_now(now_s)
 
-    def _record_refusal(self, error_type: str, reason: str, detail: str, now_s: float) -> None:
+    def _record_refusal(
+        self,
+        error_type: str,
+        reason: str,
+        detail: str,
+        now_s: float,
+        *,
+        message_id: int | None = None,
+    ) -> None:
         self.refused += 1
         log.warning("van %s: command refused (%s): %s", self.van_id, reason, detail)
+        refs = [ErrorReference(key="reason", value=reason[:200])]
+        if message_id is not None:  # tells two refusals of one reason apart
+            refs.append(ErrorReference(key="message_id", value=str(message_id)))
         error = VanError(
             error_type=error_type,
             level=ErrorLevel.WARNING,
             description=detail[:500],
-            references=(ErrorReference(key="reason", value=reason[:200]),),
+            references=tuple(refs),
         )
         self._recent.append(_Recent(error, now_s))
 
@@ -588,38 +608,19 @@ class BridgeCore:
 
     def on_version_mismatch(self, peer_min: int, peer_max: int, now_s: float) -> list[Action]:
         """The VCU's HELLO offers protocol versions ``peer_min .. peer_max``, without ours: the
-        link stays down; a fatal error in state (logged once per change)."""
+        link stays down; a fatal error in state at once (the serial link logs it as an ERROR,
+        once per change)."""
         self._see(now_s)
         if self._version_mismatch == (peer_min, peer_max):
             return []
         self._version_mismatch = (peer_min, peer_max)
-        log.error(
-            "van %s: the VCU speaks serial protocol versions %d..%d, this bridge %d: no link",
-            self.van_id,
-            peer_min,
-            peer_max,
-            wire.PROTOCOL_VERSION,
-        )
         return self._state_now(now_s)
 
     def on_bad_frame(self, fault: wire.FrameFault, now_s: float) -> list[Action]:
-        """A chunk from the VCU that was no usable frame: counted, logged (rate-limited)."""
+        """A chunk from the VCU that was no usable frame: counted (the serial link logs line
+        faults, at most every 10 s)."""
         self._see(now_s)
         self.bad_frames += 1
-        if now_s - self._bad_frame_log_at >= BAD_FRAME_LOG_S:
-            since = self.bad_frames - self._bad_frames_logged
-            log.warning(
-                "van %s: %d bad frame(s) from the VCU since the last report (%d in all); "
-                "latest: %s (%d bytes): %s",
-                self.van_id,
-                since,
-                self.bad_frames,
-                fault.kind.value,
-                fault.size,
-                fault.detail,
-            )
-            self._bad_frame_log_at = now_s
-            self._bad_frames_logged = self.bad_frames
         return []
 
     def link_lost_fatal(self, now_s: float) -> bool:
@@ -696,8 +697,8 @@ class BridgeCore:
                 f"bridge speaks {wire.PROTOCOL_VERSION}: no link"
             ),
             references=(
-                ErrorReference(key="vcu_version_min", value=str(lo)),
-                ErrorReference(key="vcu_version_max", value=str(hi)),
+                ErrorReference(key="peer_min", value=str(lo)),
+                ErrorReference(key="peer_max", value=str(hi)),
             ),
         )
 

@@ -16,6 +16,7 @@ from firmware_bridge.link.core import (
     VersionMismatch,
     default_window,
 )
+from firmware_bridge.link.health import HealthLog, describe_counts, fault_counts
 from firmware_bridge.link.serial_link import SerialLink, url_opener
 from firmware_bridge.link.transport import (
     FdTransport,
@@ -31,6 +32,7 @@ __all__ = [
     "Discarded",
     "EstopAcked",
     "FdTransport",
+    "HealthLog",
     "LinkConfig",
     "LinkCore",
     "LinkDown",
@@ -45,6 +47,8 @@ __all__ = [
     "Transport",
     "VersionMismatch",
     "default_window",
+    "describe_counts",
+    "fault_counts",
     "open_serial_url",
     "url_opener",
 ]

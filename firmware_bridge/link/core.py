@@ -7,16 +7,21 @@ The same core runs in the bridge and in the simulated VCU. Rules (``docs/serial.
 * Sequenced messages carry seq 1..65535 (wrapping to 1) and are delivered in order, exactly
   once within a session; the receiver acknowledges cumulatively (every frame's header
   ``ack``), re-acknowledges duplicates without delivering them, holds frames that arrive past
-  a gap and answers the gap with NAK(SEQ_GAP). Up to ``window`` frames are in flight; they are
-  resent after ``ack_timeout_s`` (plus their line time), for as long as it takes: a frame
-  that keeps being damaged on a noisy line never takes the link down. Each resend round in
-  which the peer stayed silent doubles the wait (up to ``resend_max_s``); any valid frame
-  from the peer resets it. A new session (port reopened, peer rebooted) resends
-  unacknowledged messages with new numbers: across a port reopen delivery is at least once,
-  so commands are idempotent above the link.
+  a gap and answers the gap with NAK(SEQ_GAP). Up to ``window`` frames are in flight; a
+  frame's resend timer (``ack_timeout_s`` plus the line time of one largest frame) starts when
+  its last byte has left the line — this side models its own paced line from the bytes it
+  produced — and again at every acknowledgement of new frames; they are resent for as long
+  as it takes: a frame that keeps being damaged on a noisy line never takes the link down.
+  Each resend round in which the peer stayed silent doubles the wait (up to
+  ``resend_max_s``); any valid frame from the peer resets it. A new session (port reopened,
+  peer rebooted) resends unacknowledged messages with new numbers: across a port reopen
+  delivery is at least once, so commands are idempotent above the link.
 * HELLO opens a session. Each side picks a random non-zero session number at every (re)start;
-  a HELLO from a new peer session restarts both sequence spaces. The link is *up* when this
-  side has seen the peer's session and the peer has echoed ours.
+  a HELLO from a new peer session restarts both sequence spaces. The link is *up* only after
+  the full handshake: this side has seen the peer's session and the peer has echoed ours.
+  While it is not up (before, after a peer timeout, after a HELLO of another version) only
+  HELLO, EMERGENCY_STOP and ESTOP_ACK are acted on; a HELLO whose version range excludes ours
+  is answered NAK(BAD_VERSION) and reported as :class:`VersionMismatch` once per change.
 * Every valid frame proves the sender alive; each side sends a HEARTBEAT every
   ``heartbeat_s`` whatever else it sends (a short frame still gets through a line that
   damages most long ones). No valid frame for ``peer_timeout_s`` means the peer is lost:
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from firmware_bridge.errors import LinkError, WireError
 from firmware_bridge.wire import (
     MAX_PAYLOAD_BYTES,
+    MAX_WIRE_BYTES,
     PROTOCOL_VERSION,
     Ack,
     EmergencyStop,
@@ -206,15 +212,25 @@ LinkEvent = (
 
 @dataclass(slots=True)
 class LinkStats:
+    """What one end of the link counted since it was made (never reset)."""
+
     frames_tx: int = 0
     frames_rx: int = 0
     bytes_tx: int = 0
     bytes_rx: int = 0
     retransmits: int = 0
-    bad_frames: int = 0
+    bad_frames: int = 0  # every chunk between delimiters that was not a usable frame
+    crc_errors: int = 0  # ... of which: a checksum mismatch
+    garbage: int = 0  # ... bad COBS, shorter than a header, or oversize (no delimiter)
+    refused_rx: int = 0  # ... a good checksum, but unusable (version, type, payload, seq)
+    refused_tx: int = 0  # our frames the peer refused for good (NAK 3-5 naming them)
     naks_tx: int = 0
     naks_rx: int = 0
+    naks_tx_by_reason: dict[NakReason, int] = field(default_factory=dict)
+    naks_rx_by_reason: dict[NakReason, int] = field(default_factory=dict)
     duplicates_rx: int = 0
+    version_mismatches: int = 0  # HELLOs refused: their version range excludes ours
+    unsessioned_rx: int = 0  # valid frames ignored: no established session with the peer
     sessions: int = 0
     estops_tx: int = 0
 
@@ -268,6 +284,13 @@ class LinkCore:
         self._heartbeat_due = 0.0  # a HEARTBEAT every heartbeat_s, whatever else is sent
         self._backoff = 0  # resend rounds in a row after which the peer had said nothing
         self._last_rx = 0.0
+        # The line as this side paces it: every byte it produces leaves after the ones before
+        # it, at the line rate. A frame's resend timer starts when its last byte has left
+        # (not when it was queued behind a burst), and again at every acknowledgement of
+        # new frames: the peer is keeping up, the rest of the window is on its way.
+        self._line_s_per_byte = 10 / config.line_baud if config.line_baud > 0 else 0.0
+        self._line_free_at = 0.0
+        self._progress_at = float("-inf")  # the last ACK that acknowledged new frames
         # receive side
         self._rx_seq = 0  # last in-order sequence accepted
         self._rx_ahead: dict[int, Message] = {}  # frames past a gap, held until it is filled
@@ -278,12 +301,14 @@ class LinkCore:
         self._nak_resend_at = float("-inf")  # the last resend a NAK asked for
         self._suspect_seq = 0  # the next seq once arrived with a good CRC and a bad payload
         self._version_nak_at = float("-inf")
+        self._version_mismatch: tuple[int, int] | None = None  # the last one reported
         # e-stop ids seen from the peer → when last seen: a copy within peer_timeout_s of the
         # previous one is a repeat (the sender repeats until acknowledged, possibly with newer
         # e-stops in between); a new peer session forgets them
         self._estops_seen: dict[int, float] = {}
         # output
-        self._urgent: list[bytes] = []
+        self._urgent: list[bytes] = []  # EMERGENCY_STOP, ESTOP_ACK: ahead of everything
+        self._control: list[bytes] = []  # ACK, NAK: ahead of frames not yet started
         self._normal: list[bytes] = []
         self._events: list[LinkEvent] = []
 
@@ -397,6 +422,7 @@ class LinkCore:
         """The port vanished: the link is down until :meth:`start` runs on a reopened port."""
         self._decoder = FrameDecoder()
         self._urgent.clear()
+        self._control.clear()
         self._normal.clear()
         if self._up:
             self._up = False
@@ -436,7 +462,7 @@ class LinkCore:
                 in_order += 1
                 self._last_rx = now
                 if ack and self._inflight:
-                    self._on_ack(ack)
+                    self._on_ack(ack, now)
                 self._rx_seq = seq
                 self._ack_pending = True
                 self._gap_nak_for = -1
@@ -472,12 +498,12 @@ class LinkCore:
             # quarter of the peer timeout doubles the wait; a valid frame from the peer within
             # that time resets it (our frames were damaged, the peer is there: a noisy line
             # needs resends at full pace). While the link is down: the HELLO pace.
-            if now - oldest.sent_at >= self._resend_after_s():
+            if now - max(oldest.sent_at, self._progress_at) >= self._resend_after_s():
                 if now - self._last_rx < cfg.peer_timeout_s / 4:
                     self._backoff = 0
                 elif self._backoff < 16:
                     self._backoff += 1
-                self._retransmit_all(now)
+                self._retransmit_round(now)
         if not self._up and now >= self._hello_due:
             self._send_hello(now)
         self._pump(now)
@@ -495,18 +521,30 @@ class LinkCore:
         t = self._heartbeat_due
         t = min(t, self._last_rx + cfg.peer_timeout_s if self._up else self._hello_due)
         if self._inflight:
-            t = min(t, next(iter(self._inflight.values())).sent_at + self._resend_after_s())
+            oldest = next(iter(self._inflight.values()))
+            t = min(t, max(oldest.sent_at, self._progress_at) + self._resend_after_s())
         for estop in self._estops.values():
             t = min(t, estop.next_at)
         return t
 
     def take_output(self) -> bytes:
-        """Bytes to write now: a leading delimiter, urgent frames, then the rest."""
-        if not self._urgent and not self._normal:
+        """Bytes to write now: a leading delimiter, urgent frames, ACK/NAK, then the rest."""
+        if not self._urgent and not self._control and not self._normal:
             return b""
-        out = b"".join([b"\x00", *self._urgent, *self._normal])
+        out = b"".join([b"\x00", *self._urgent, *self._control, *self._normal])
         self._urgent.clear()
+        self._control.clear()
         self._normal.clear()
+        return out
+
+    def take_control_output(self) -> bytes:
+        """Only the ACK and NAK frames (after :meth:`take_urgent_output`): a paced writer
+        sends them ahead of queued frames it has not started, so an acknowledgement never
+        waits behind a burst of this side's own frames."""
+        if not self._control:
+            return b""
+        out = b"".join([b"\x00", *self._control])
+        self._control.clear()
         return out
 
     def take_urgent_output(self) -> bytes:
@@ -525,13 +563,14 @@ class LinkCore:
         return cfg.estop_retry_s + line_s
 
     def _resend_after_s(self) -> float:
-        """How long the oldest in-flight frame waits for its acknowledgement."""
+        """How long the oldest in-flight frame waits for its acknowledgement, from the time
+        its last byte left (or the last acknowledgement of new frames, if later): the ack
+        timeout, plus on a paced line the time of one largest frame (the peer may finish the
+        frame it is sending before it acknowledges)."""
         cfg = self.config
         if not self._up:
             return cfg.hello_interval_s
-        base = cfg.ack_timeout_s
-        if cfg.line_baud > 0:
-            base += 2 * self._inflight_bytes * 10 / cfg.line_baud
+        base = cfg.ack_timeout_s + MAX_WIRE_BYTES * self._line_s_per_byte
         if not self._backoff:
             return base
         return min(base * (1 << self._backoff), max(base, cfg.resend_max_s))
@@ -543,9 +582,16 @@ class LinkCore:
     def _emit(self, message: Message, seq: int, *, urgent: bool, now: float) -> int:
         data = encode_frame(message, seq=seq, ack=self._rx_seq)
         self._ack_pending = False
-        (self._urgent if urgent else self._normal).append(data)
+        if urgent:
+            self._urgent.append(data)
+        elif type(message) is Ack or type(message) is Nak:
+            self._control.append(data)
+        else:
+            self._normal.append(data)
         self.stats.frames_tx += 1
         self.stats.bytes_tx += len(data)
+        if self._line_s_per_byte:
+            self._line_free_at = max(now, self._line_free_at) + len(data) * self._line_s_per_byte
         return len(data)
 
     def _emit_sequenced(self, item: _InFlight, seq: int, now: float, *, round_: bool) -> None:
@@ -559,8 +605,13 @@ class LinkCore:
         stats = self.stats
         stats.frames_tx += 1
         stats.bytes_tx += size
+        gone_at = now
+        if self._line_s_per_byte:
+            gone_at = self._line_free_at = max(now, self._line_free_at) + (
+                size * self._line_s_per_byte
+            )
         if round_:
-            item.sent_at = now
+            item.sent_at = gone_at
         self._inflight_bytes += size - item.size
         item.size = size
 
@@ -604,15 +655,21 @@ class LinkCore:
             ack = self._rx_seq
             sent_bytes = 0
             sent = 0
+            per_byte = self._line_s_per_byte
+            gone_at = max(now, self._line_free_at) if per_byte else now
             while queue and sent < room:
                 ticket, message, payload = queue.popleft()
                 seq = 1 if seq >= SEQ_MAX else seq + 1
                 data = frame_bytes(message.TYPE, payload, seq, ack)
                 size = len(data)
-                inflight[seq] = _InFlight(ticket, message, payload, now, size)
+                if per_byte:
+                    gone_at += size * per_byte  # when its last byte has left
+                inflight[seq] = _InFlight(ticket, message, payload, gone_at, size)
                 out.append(data)
                 sent_bytes += size
                 sent += 1
+            if per_byte:
+                self._line_free_at = gone_at
             self._tx_seq = seq
             self._inflight_bytes += sent_bytes
             self._ack_pending = False  # every frame carried the ack
@@ -622,12 +679,15 @@ class LinkCore:
         if self._ack_pending:
             self._emit(Ack(), 0, urgent=False, now=now)
 
-    def _retransmit_all(self, now: float) -> None:
+    def _retransmit_round(self, now: float) -> None:
+        """Resend, oldest first, every in-flight frame that has left the line (one still
+        queued behind the others, by this side's pacing, is on its way: not resent)."""
         for seq, item in self._inflight.items():
-            self.stats.retransmits += 1
-            self._emit_sequenced(item, seq, now, round_=True)
+            if item.sent_at <= now or not self._up:
+                self.stats.retransmits += 1
+                self._emit_sequenced(item, seq, now, round_=True)
 
-    def _on_ack(self, ack: int) -> None:
+    def _on_ack(self, ack: int, now: float) -> None:
         inflight = self._inflight
         if not inflight or ack == 0:
             return
@@ -659,6 +719,7 @@ class LinkCore:
                 freed += item.size
                 append(item.ticket)
         self._inflight_bytes -= freed
+        self._progress_at = now
         self._events.append(Delivered(tuple(tickets)))
 
     def _on_frame(self, seq: int, ack: int, msg: Message, now: float) -> None:
@@ -668,26 +729,31 @@ class LinkCore:
             assert isinstance(msg, Hello)
             self._on_hello(msg, now)
             return
-        if not self._peer_session:
-            # Before any HELLO we cannot trust sequence numbers; e-stops still count.
+        if not self._up:
+            # No established session (no HELLO exchange yet, or none since the peer went
+            # silent, rebooted or spoke another version): the frame may come from a peer
+            # that is not the one our sequence numbers belong to. Nothing brings the link
+            # up but the handshake; only the e-stop and its acknowledgement count.
             if kind is EmergencyStop:
                 assert isinstance(msg, EmergencyStop)
                 self._on_estop(msg, now)
+            elif kind is EstopAck:
+                assert isinstance(msg, EstopAck)
+                self._on_estop_ack(msg)
+            else:
+                if kind is Nak:
+                    assert isinstance(msg, Nak)
+                    self._count_nak_rx(msg.reason)
+                self.stats.unsessioned_rx += 1
             return
         self._last_rx = now
-        if self._timed_out and self._peer_confirmed:
-            self._timed_out = False
-            self._up = True
-            self._backoff = 0
-            self._events.append(LinkUp(self._peer_session, False, resumed=True))
-        if self._up:
-            if kind is Nak:
-                assert isinstance(msg, Nak)
-                if not msg.reason.asks_retransmit:
-                    # the refused frame is inside this header's ack: report it as refused first
-                    self._on_nak(msg, now)
-            if ack and self._inflight:
-                self._on_ack(ack)
+        if kind is Nak:
+            assert isinstance(msg, Nak)
+            if not msg.reason.asks_retransmit:
+                # the refused frame is inside this header's ack: report it as refused first
+                self._on_nak(msg, now)
+        if ack and self._inflight:
+            self._on_ack(ack, now)
         if msg.SEQUENCED:
             self._on_sequenced(seq, msg, now)
         elif kind is EmergencyStop:
@@ -695,8 +761,7 @@ class LinkCore:
             self._on_estop(msg, now)
         elif kind is EstopAck:
             assert isinstance(msg, EstopAck)
-            if self._estops.pop(msg.estop_id, None) is not None:
-                self._events.append(EstopAcked(msg.estop_id))
+            self._on_estop_ack(msg)
         elif kind is Nak:
             assert isinstance(msg, Nak)
             if msg.reason.asks_retransmit:
@@ -717,6 +782,10 @@ class LinkCore:
                 if now - at > window:
                     del seen[estop_id]
         self._events.append(Received(msg, 0))
+
+    def _on_estop_ack(self, msg: EstopAck) -> None:
+        if self._estops.pop(msg.estop_id, None) is not None:
+            self._events.append(EstopAcked(msg.estop_id))
 
     def _on_sequenced(self, seq: int, msg: Message, now: float) -> None:
         if not self._up:
@@ -757,11 +826,18 @@ class LinkCore:
         self._send_nak(NakReason.SEQ_GAP, seq, now)
 
     def _send_nak(self, reason: NakReason, ref: int, now: float) -> None:
-        self.stats.naks_tx += 1
+        stats = self.stats
+        stats.naks_tx += 1
+        stats.naks_tx_by_reason[reason] = stats.naks_tx_by_reason.get(reason, 0) + 1
         self._emit(Nak(reason, ref), 0, urgent=False, now=now)
 
+    def _count_nak_rx(self, reason: NakReason) -> None:
+        stats = self.stats
+        stats.naks_rx += 1
+        stats.naks_rx_by_reason[reason] = stats.naks_rx_by_reason.get(reason, 0) + 1
+
     def _on_nak(self, msg: Nak, now: float) -> None:
-        self.stats.naks_rx += 1
+        self._count_nak_rx(msg.reason)
         if msg.reason.asks_retransmit:
             if self._inflight:
                 seq, oldest = next(iter(self._inflight.items()))
@@ -775,10 +851,12 @@ class LinkCore:
         item = self._inflight.pop(msg.ref_seq, None) if self._up else None
         if item is not None:
             self._inflight_bytes -= item.size
+            self.stats.refused_tx += 1
             self._events.append(Rejected(item.ticket, item.message, msg.reason))
 
     def _on_hello(self, hello: Hello, now: float) -> None:
         if hello.role == self.config.role:
+            self.stats.refused_rx += 1
             self._events.append(
                 BadFrame(
                     FrameFault(
@@ -790,12 +868,10 @@ class LinkCore:
             )
             return
         if not hello.version_min <= PROTOCOL_VERSION <= hello.version_max:
-            self._events.append(VersionMismatch(hello.version_min, hello.version_max))
-            if now - self._version_nak_at >= self.config.hello_interval_s:
-                self._version_nak_at = now
-                self._send_nak(NakReason.BAD_VERSION, 0, now)
+            self._on_version_mismatch(hello, now)
             return
         self._last_rx = now
+        self._version_mismatch = None  # a later mismatch is a change, reported again
         new_peer = hello.session != self._peer_session
         if new_peer:
             self._peer_session = hello.session
@@ -806,30 +882,77 @@ class LinkCore:
                 self._events.append(LinkDown("the peer started a new session"))
         self._peer_confirmed = hello.peer_session == self._session
         if self._peer_confirmed and not self._up:
+            # the full handshake: we saw the peer's session and it echoes ours
             self._up = True
+            resumed = self._timed_out and not new_peer  # same sessions: nothing was reset
             self._timed_out = False
+            self._backoff = 0
             restarted = self._was_up_with not in (0, self._peer_session)
             self._was_up_with = self._peer_session
-            self._events.append(LinkUp(self._peer_session, restarted, resumed=False))
+            self._events.append(LinkUp(self._peer_session, restarted, resumed=resumed))
         # Answer every HELLO whose sender still waits for our echo (it says so in link_up);
         # an answer from a side that is up carries link_up and needs no answer: no ping-pong.
         if not hello.link_up or not self._peer_confirmed:
             self._send_hello(now)
 
+    def _on_version_mismatch(self, hello: Hello, now: float) -> None:
+        """A HELLO whose version range excludes ours: NAK(BAD_VERSION) (at most one per
+        HELLO interval), the link stays or goes down, VersionMismatch once per change."""
+        self.stats.version_mismatches += 1
+        self.stats.refused_rx += 1
+        self._report_version(hello.version_min, hello.version_max)
+        if self._up:
+            self._up = False
+            self._events.append(
+                LinkDown(
+                    f"the peer speaks protocol versions {hello.version_min}.."
+                    f"{hello.version_max}, not {PROTOCOL_VERSION}"
+                )
+            )
+        self._peer_confirmed = False
+        self._timed_out = False
+        if hello.session != self._peer_session:
+            # a new peer session (it rebooted into another version): what we numbered for
+            # the old one is numbered again for the next session that speaks our version
+            self._peer_session = 0
+            self._reset_sequences()
+            self._estops_seen.clear()
+        self._nak_version(0, now)
+
+    def _report_version(self, peer_min: int, peer_max: int) -> None:
+        if self._version_mismatch != (peer_min, peer_max):
+            self._version_mismatch = (peer_min, peer_max)
+            self._events.append(VersionMismatch(peer_min, peer_max))
+
+    def _nak_version(self, ref: int, now: float) -> None:
+        if now - self._version_nak_at >= self.config.hello_interval_s:
+            self._version_nak_at = now
+            self._send_nak(NakReason.BAD_VERSION, ref, now)
+
     def _on_fault(self, fault: FrameFault, now: float) -> None:
-        self.stats.bad_frames += 1
+        stats = self.stats
+        stats.bad_frames += 1
+        kind = fault.kind
+        if kind is FaultKind.CRC:
+            stats.crc_errors += 1
+        elif kind.damaged:
+            stats.garbage += 1
+        else:
+            stats.refused_rx += 1
         self._events.append(BadFrame(fault))
+        if kind is FaultKind.VERSION:
+            # a good checksum and a header version we do not speak: a peer of another
+            # version (its range is at least that version)
+            if not self._up and fault.version is not None:
+                self._report_version(fault.version, fault.version)
+            self._nak_version(fault.seq or 0, now)
+            return
         if not self._up:
             return
-        if fault.kind.damaged:
+        if kind.damaged:
             if now - self._crc_nak_at >= self.config.ack_timeout_s / 4:
                 self._crc_nak_at = now
                 self._send_nak(NakReason.CRC, 0, now)
-            return
-        if fault.kind is FaultKind.VERSION:
-            if now - self._version_nak_at >= self.config.hello_interval_s:
-                self._version_nak_at = now
-                self._send_nak(NakReason.BAD_VERSION, fault.seq or 0, now)
             return
         seq = fault.seq or 0
         if seq and seq == next_seq(self._rx_seq):

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Self
 
+from firmware_bridge import wire
 from firmware_bridge.errors import LinkError, PortError
 from firmware_bridge.link.core import (
     Delivered,
@@ -35,7 +36,9 @@ from firmware_bridge.link.core import (
     LinkCore,
     LinkEvent,
     Rejected,
+    VersionMismatch,
 )
+from firmware_bridge.link.health import HealthLog
 from firmware_bridge.link.transport import Transport, open_serial_url
 from firmware_bridge.wire import Message
 from fleet.protocol.clock import Clock
@@ -91,8 +94,10 @@ class SerialLink:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._stalled_until = float("-inf")
         self.port_opened = asyncio.Event()
+        self.health = HealthLog()  # line faults, logged at most every 10 s
         # pacing
         self._pace_urgent: deque[bytes] = deque()
+        self._pace_control: deque[bytes] = deque()  # ACK / NAK: before frames not started
         self._pace_normal: deque[bytes] = deque()
         self._pace_wake = asyncio.Event()
         self._rx_pending: deque[tuple[float, bytes]] = deque()
@@ -208,6 +213,15 @@ class SerialLink:
                         fut.set_exception(
                             LinkError(f"{self.name}: {event.message.TYPE.name} {what}")
                         )
+            if type(event) is VersionMismatch:
+                log.error(
+                    "%s: the peer speaks serial protocol versions %d..%d, this side %d: "
+                    "the link stays down",
+                    self.name,
+                    event.peer_min,
+                    event.peer_max,
+                    wire.PROTOCOL_VERSION,
+                )
             try:
                 on_event(event)
             except Exception:
@@ -228,15 +242,19 @@ class SerialLink:
             self._arm_timer()
             return
         urgent = self.core.take_urgent_output()
-        normal = self.core.take_output()
         if self._baud > 0:
+            control = self.core.take_control_output()
+            normal = self.core.take_output()
             if urgent:
                 self._pace_urgent.append(urgent)
+            if control:
+                self._pace_control.append(control)
             if normal:
                 self._pace_normal.append(normal)
-            if urgent or normal:
+            if urgent or control or normal:
                 self._pace_wake.set()
         else:
+            normal = self.core.take_output()
             if urgent:
                 self._write(urgent, urgent=True)
             if normal:
@@ -275,6 +293,9 @@ class SerialLink:
         if now >= self.core.next_deadline():
             self._dispatch(self.core.poll(now))
             self._flush()
+            told = self.health.check(self.core.stats, now)
+            if told is not None:
+                log.warning("%s: %s", self.name, told)
         else:
             self._arm_timer()
 
@@ -361,32 +382,46 @@ class SerialLink:
 
     async def _pacer(self) -> None:
         """Hand bytes to the port no faster than the line carries them, keeping at most
-        PACE_SLICE_S (wall) of bytes ahead of the line, so urgent bytes wait at most that."""
+        PACE_SLICE_S (wall) of bytes ahead of the line, so urgent bytes wait at most that.
+
+        Three lanes: urgent bytes (e-stop) cut in at the next piece; ACK/NAK frames go
+        next, once the frame being written is complete (an acknowledgement never waits
+        behind this side's queued burst, and no frame is cut for it); then the rest."""
         rate = self._baud / BITS_PER_BYTE  # bytes per clock second
         ahead_s = PACE_SLICE_S * self._clock.factor  # in clock seconds
         line_free_at = self._clock.monotonic()
         current = b""
+        lane = self._pace_normal
         while True:
             if not current:
                 if self._pace_urgent:
-                    current = self._pace_urgent.popleft()
+                    lane = self._pace_urgent
+                elif self._pace_control:
+                    lane = self._pace_control
                 elif self._pace_normal:
-                    current = self._pace_normal.popleft()
+                    lane = self._pace_normal
                 else:
                     self._pace_wake.clear()
                     await self._pace_wake.wait()
                     continue
+                current = lane.popleft()
             now = self._clock.monotonic()
             line_free_at = max(line_free_at, now)
             if line_free_at - now >= ahead_s:
                 await self._clock.sleep(line_free_at - now - ahead_s / 2)
                 continue
             budget = max(1, int((now + ahead_s - line_free_at) * rate))
+            yield_to_control = False
+            if self._pace_control and lane is self._pace_normal:
+                end = current.find(0)  # the end of the frame being written
+                if 0 <= end < budget:
+                    budget = end + 1
+                    yield_to_control = True
             piece, current = current[:budget], current[budget:]
             # An urgent burst cuts in at the next piece: it starts with a delimiter, so it
             # decodes cleanly; a frame it cut in two is lost and retransmitted by the link.
-            if current and self._pace_urgent:
-                self._pace_normal.appendleft(current)
+            if current and (self._pace_urgent or yield_to_control):
+                lane.appendleft(current)
                 current = b""
             self._write(piece, urgent=False)
             line_free_at += len(piece) / rate

@@ -16,8 +16,12 @@ from firmware_bridge.wire.frame import (
     encode_frame,
 )
 from firmware_bridge.wire.messages import (
+    LINK_LOSS_DRIVE_M,
+    LINK_LOSS_DRIVE_S,
     MAX_WAYPOINTS,
     PROTOCOL_VERSION,
+    TELEMETRY_MIN_HZ,
+    VENDOR_FAULT_MIN,
     WP_NONE,
     Ack,
     Charge,
@@ -47,11 +51,15 @@ from firmware_bridge.wire.messages import (
 )
 
 __all__ = [
+    "LINK_LOSS_DRIVE_M",
+    "LINK_LOSS_DRIVE_S",
     "MAX_BODY_BYTES",
     "MAX_PAYLOAD_BYTES",
     "MAX_WAYPOINTS",
     "MAX_WIRE_BYTES",
     "PROTOCOL_VERSION",
+    "TELEMETRY_MIN_HZ",
+    "VENDOR_FAULT_MIN",
     "WP_NONE",
     "Ack",
     "Charge",

@@ -105,6 +105,7 @@ class FrameFault:
     type_code: int | None = None
     seq: int | None = None
     ack: int | None = None
+    version: int | None = None  # the header's version byte (set when the CRC was good)
 
 
 RawFrame = tuple[int, int, Message]  # (seq, ack, message): a decoded frame without the wrapper
@@ -139,6 +140,7 @@ def decode_raw(chunk: bytes) -> RawFrame | FrameFault:
             type_code,
             seq,
             ack,
+            version,
         )
     cls = _CLASS_BY_CODE.get(type_code)
     if cls is None:

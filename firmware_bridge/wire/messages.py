@@ -18,6 +18,13 @@ from firmware_bridge.errors import WireError
 
 PROTOCOL_VERSION = 1
 
+# What every VCU must keep to (docs/serial.md, "Obligations of a VCU"):
+TELEMETRY_MIN_HZ = 10.0  # TELEMETRY at least this often, whatever else happens
+# After the VCU declares the bridge lost it drives on for at most this long and this far
+# (whichever comes first), then makes a minimal-risk stop at the next safe place and holds.
+LINK_LOSS_DRIVE_S = 5.0
+LINK_LOSS_DRIVE_M = 50.0
+
 # Coordinates travel as signed 32-bit integers of 1e-7 degree (about 1.1 cm at the equator).
 DEG_E7 = 10_000_000
 LON_E7_MAX = 180 * DEG_E7
@@ -105,8 +112,18 @@ class FaultBit(IntEnum):
     CHARGING = 1 << 7  # status, not a fault: charging after a CHARGE, until its target
 
 
+VENDOR_FAULT_MIN = 0x8000  # FAULT_REPORT codes 0x8000..0xFFFF belong to the VCU's vendor
+
+
 class FaultCode(IntEnum):
-    """FAULT_REPORT codes; ``arg`` carries the detail named here."""
+    """FAULT_REPORT codes; ``arg`` carries the detail named here.
+
+    Every u16 decodes, none is refused: a VCU must always be able to tell its faults.
+    1..0x7FFF are this protocol's (the ones below; the rest reserved for later versions, and
+    a receiver that does not know one takes it as ``UNKNOWN_0x....``, as it does 0);
+    0x8000..0xFFFF are the vendor's own codes (``VENDOR_0x....``), meaning only what the
+    vendor documents. What a fault means to the van is in its severity.
+    """
 
     SEGMENT_GAP = 1  # arg = first_wp the VCU expected
     SEGMENT_MISSION = 2  # a non-initial segment for an unknown mission; arg = mission_id
@@ -118,12 +135,50 @@ class FaultCode(IntEnum):
     LINK_RESTORED = 8  # arg = ms the link was lost
     CHARGE_REFUSED = 9  # CHARGE while moving or faulted; arg = drive state
 
+    @classmethod
+    def _missing_(cls, value: object) -> FaultCode | None:
+        if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            return None
+        kind = "VENDOR" if value >= VENDOR_FAULT_MIN else "UNKNOWN"
+        return _pseudo_member(cls, value, f"{kind}_0x{value:04X}")
+
+    @property
+    def is_vendor(self) -> bool:
+        """A code of the VCU vendor's own range (0x8000..0xFFFF)."""
+        return self.value >= VENDOR_FAULT_MIN
+
+    @property
+    def is_listed(self) -> bool:
+        """A code this protocol version defines."""
+        return self.name in FaultCode.__members__
+
 
 class Severity(IntEnum):
+    """FAULT_REPORT severity. 4..255 are reserved; a receiver takes them as at least FATAL
+    (they decode as ``SEVERITY_n`` and compare above FATAL), never refuses them."""
+
     INFO = 0
     WARNING = 1
     ERROR = 2
     FATAL = 3
+
+    @classmethod
+    def _missing_(cls, value: object) -> Severity | None:
+        if not isinstance(value, int) or not 0 <= value <= 0xFF:
+            return None
+        return _pseudo_member(cls, value, f"SEVERITY_{value}")
+
+
+_IE = TypeVar("_IE", bound=IntEnum)
+
+
+def _pseudo_member(cls: type[_IE], value: int, name: str) -> _IE:
+    """A member of ``cls`` for a value it does not list (an int like the others, with a
+    name that says what it is), so such values travel and compare like listed ones."""
+    member = int.__new__(cls, value)
+    member._name_ = name
+    member._value_ = value
+    return member
 
 
 _E = TypeVar("_E", bound=IntEnum)

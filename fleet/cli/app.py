@@ -40,9 +40,18 @@ def version() -> None:
 def _register() -> None:
     # Each command module defines ``register(app)``, adding its commands or its group;
     # every module is listed here so that `fleet --help` shows them all.
-    from fleet.cli import control, controller, credentials, demo, plan, site
+    from fleet.cli import conformance, console, control, controller, credentials, demo, plan, site
 
-    modules: list[object] = [site, credentials, control, plan, controller, demo]
+    modules: list[object] = [
+        site,
+        credentials,
+        control,
+        plan,
+        controller,
+        demo,
+        console,
+        conformance,
+    ]
     for module in modules:
         module.register(app)  # type: ignore[attr-defined]
 

@@ -7,15 +7,74 @@ at accelerated time; the KPIs are printed and a report with plots and a map is w
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from fleet.console.server import ConsoleServer
+    from sim.full import Companion, StackInfo
+
 console = Console()
 DEMO_SCENARIO = "demo"
+
+
+def console_companion(
+    listen: tuple[str, int],
+    tokens: dict[str, str],
+    on_ready: Callable[[ConsoleServer], None] | None = None,
+) -> Companion:
+    """The console as a part of a simulated day (``fleet demo --console``, the page tests):
+    it joins the run's broker, topics and clock once the stack is up. ``tokens`` maps a user
+    name to ``(role, token)`` as ``"role:token"``."""
+    from fleet.console.auth import Role, User, Users, token_digest
+    from fleet.console.server import ConsoleServer, ConsoleSettings
+    from fleet.console.view import ViewConfig
+    from fleet.control.site_planning import site_roster
+    from fleet.viz.html import map_data
+    from fleet.viz.site_map import base_map
+
+    users = Users(
+        [
+            User(name, Role(spec.partition(":")[0]), token_digest(spec.partition(":")[2]))
+            for name, spec in tokens.items()
+        ]
+    )
+
+    @contextlib.asynccontextmanager
+    async def companion(info: StackInfo) -> AsyncIterator[ConsoleServer]:
+        site = info.day.scenario.site
+        settings = ConsoleSettings(
+            host=listen[0],
+            port=listen[1],
+            view=ViewConfig(
+                stale_after_s=info.controller.stale_after_s,
+                battery_kwh=info.day.scenario.van.battery_kwh,
+            ),
+        )
+        map_json = json.dumps(map_data(base_map(info.day.net)), separators=(",", ":")).encode()
+        server = ConsoleServer(
+            settings,
+            address=info.address,
+            topics=info.topics,
+            clock=info.clock,
+            site=site,
+            map_json=map_json,
+            users=users,
+            roster=tuple(site_roster(site)),
+        )
+        async with server:
+            if on_ready is not None:
+                on_ready(server)
+            yield server
+
+    return companion
 
 
 def demo(
@@ -36,6 +95,15 @@ def demo(
         str, typer.Option("--scenario", help="Another scenario to run (name or file).")
     ] = DEMO_SCENARIO,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    with_console: Annotated[
+        bool,
+        typer.Option(
+            "--console", help="Serve the dispatcher's console during the day (docs/console.md)."
+        ),
+    ] = False,
+    console_listen: Annotated[
+        str, typer.Option("--console-listen", help="Where the console listens (HOST:PORT).")
+    ] = "127.0.0.1:8080",
 ) -> None:
     """Run a simulated delivery day on the real Porto road network, end to end.
 
@@ -63,6 +131,24 @@ def demo(
         f"time ×{sc.run.speedup:g}.",
         highlight=False,
     )
+    companion = None
+    if with_console:
+        from fleet.cli.console import _listen
+        from fleet.console.auth import new_token
+
+        token = new_token()
+
+        def ready(server: ConsoleServer) -> None:
+            console.print(
+                f"[bold]console[/]: {server.url}/login#token={token} (dispatcher 'demo'; "
+                f"the link logs you in; API docs at {server.url}/docs)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        companion = console_companion(
+            _listen(console_listen), {"demo": f"dispatcher:{token}"}, ready
+        )
     with RichWatcher(console, sc, sc.demand.parcels) as watcher:
         outcome = run_day(
             sc,
@@ -71,6 +157,7 @@ def demo(
             broker_url=broker,
             report_dir=report,
             watcher=watcher,
+            companion=companion,
         )
     console.print(kpi_table(outcome))
     if outcome.report is not None:

@@ -1,12 +1,14 @@
 """The wire protocol between the controller and the vans: topics, messages, signing, clocks.
 
-Light enough for a van to install: it imports only the standard library, pydantic and
+Light enough for a van to install: it imports only the standard library, pydantic,
+``rfc8785`` (JSON canonicalisation for signatures, pure Python, no dependencies) and
 ``fleet.errors``. Documented byte for byte in ``docs/protocol.md``.
 """
 
 from fleet.protocol.codec import MAX_PAYLOAD_BYTES, VAN_MODELS, decode, encode, max_payload_bytes
 from fleet.protocol.errors import DecodeError, ProtocolError, SignatureError, TopicError
 from fleet.protocol.messages import (
+    MAX_MESSAGE_ID,
     PROTOCOL_VERSION,
     ActionState,
     ActionStatus,
@@ -38,19 +40,24 @@ from fleet.protocol.messages import (
 )
 from fleet.protocol.order_update import OrderDecision, OrderVerdict, decide_order, order_finished
 from fleet.protocol.signing import (
+    SAFER_ACTIONS,
     CommandVerifier,
     Rejection,
     SigningKey,
     canonical_bytes,
+    compute_mac,
     derive_van_key,
+    is_safer_only,
     sign,
 )
 from fleet.protocol.timestamps import format_timestamp, parse_timestamp
 from fleet.protocol.topics import Topics, VanTopic, check_van_id
 
 __all__ = [
+    "MAX_MESSAGE_ID",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
+    "SAFER_ACTIONS",
     "VAN_MODELS",
     "ActionState",
     "ActionStatus",
@@ -91,11 +98,13 @@ __all__ = [
     "VanTopic",
     "canonical_bytes",
     "check_van_id",
+    "compute_mac",
     "decide_order",
     "decode",
     "derive_van_key",
     "encode",
     "format_timestamp",
+    "is_safer_only",
     "make_header",
     "max_payload_bytes",
     "order_finished",

@@ -37,4 +37,14 @@ class DecodeError(ProtocolError):
 
 
 class SignatureError(ProtocolError):
-    """A command failed verification; ``reason`` is a :class:`~fleet.protocol.signing.Rejection`."""
+    """A command failed verification; ``reason`` is a :class:`~fleet.protocol.signing.Rejection`.
+
+    ``message_id`` is the refused command's ``header.message_id``: a van reports it as a
+    ``message_id`` reference so that two refusals of one reason can be told apart.
+    """
+
+    def __init__(
+        self, reason: str, detail: str, *, topic: str = "", message_id: int | None = None
+    ) -> None:
+        super().__init__(reason, detail, topic=topic)
+        self.message_id = message_id

@@ -66,7 +66,8 @@ Timestamp = Annotated[
 Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
 Lon = Annotated[float, Field(ge=-180.0, le=180.0)]
 Lat = Annotated[float, Field(ge=-90.0, le=90.0)]
-MessageId = Annotated[int, Field(ge=0, le=2**53)]
+MAX_MESSAGE_ID = 2**53 - 1  # the largest integer every JSON reader (an IEEE double) holds exactly
+MessageId = Annotated[int, Field(ge=0, le=MAX_MESSAGE_ID)]
 
 
 class Strict(BaseModel):

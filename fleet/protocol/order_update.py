@@ -9,10 +9,12 @@ Given the order the van holds (with how far it got) and an incoming one:
 * same ``order_id``, higher ``order_update_id``, released base kept exactly and only extended
   → **update**;
 * anything else → **rejected**, with a :class:`~fleet.protocol.messages.VanError` to report in
-  state: a lower update id (``stale_update``), the same update id with other content
+  state (``order_update_error``; references ``reason``, ``order_id``, ``order_update_id``):
+  a lower update id (``stale_update``), the same update id with other content
   (``conflicting_update``), a changed or shrunk base (``base_changed``), a new order while
   the current one is still running (``busy``), an update to a cancelled order
-  (``cancelled``), or another van's order (``wrong_van``).
+  (``cancelled``), or another van's order (``wrong_van``, a ``signature_error`` as the
+  signature check reports it).
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ class OrderDecision:
         """The error a van reports in its state for a rejection (None otherwise)."""
         if self.verdict is not OrderVerdict.REJECTED:
             return None
+        # another van's order is refused by the signature check first (docs/protocol.md,
+        # section 9); should it get this far it is reported the same way
         return VanError(
-            error_type="validation_error" if self.reason == "wrong_van" else "order_update_error",
+            error_type="signature_error" if self.reason == "wrong_van" else "order_update_error",
             level=ErrorLevel.WARNING,
             description=f"{self.reason}: {self.detail}"[:500],
             references=(
+                ErrorReference(key="reason", value=self.reason),
                 ErrorReference(key="order_id", value=self.order_id),
                 ErrorReference(key="order_update_id", value=str(self.order_update_id)),
             ),

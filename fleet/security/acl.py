@@ -7,7 +7,9 @@ Three roles, one MQTT identity each (``docs/security.md``, "Who can publish what
 * the **controller** reads every van's ``state``, ``connection`` and ``factsheet``, writes
   every van's ``order`` and ``instant``, and owns ``fleet/v1/controller/#``;
 * the **dispatcher** (the ``fleet`` CLI) writes requests to the controller and reads its
-  replies, events and liveness — it never talks to a van directly.
+  replies, events and liveness — it never talks to a van directly;
+* the **console** (``fleet console``) is a dispatcher that also reads every van's ``state``,
+  ``connection``, ``factsheet`` and ``order`` (to draw them); it writes to no van either.
 
 Every grant is spelt out per user (no ``pattern`` lines), so an identity that is not in the
 file gets nothing, and a controller or dispatcher username can never be mistaken for a van.
@@ -26,6 +28,7 @@ class Role(StrEnum):
     VAN = "van"
     CONTROLLER = "controller"
     DISPATCHER = "dispatcher"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +67,21 @@ def grants(identity: Identity, topics: Topics | None = None) -> tuple[Grant, ...
             Grant("write", t.all_vans(VanTopic.INSTANT)),
             Grant("readwrite", f"{controller}/#"),
         )
-    return (
+    dispatcher = (
         Grant("write", t.controller_request),
         Grant("read", f"{controller}/reply/+"),
         Grant("read", t.controller_events),
         Grant("read", t.controller_connection),
     )
+    if identity.role is Role.CONSOLE:
+        return (
+            *dispatcher,
+            Grant("read", t.all_vans(VanTopic.STATE)),
+            Grant("read", t.all_vans(VanTopic.CONNECTION)),
+            Grant("read", t.all_vans(VanTopic.FACTSHEET)),
+            Grant("read", t.all_vans(VanTopic.ORDER)),
+        )
+    return dispatcher
 
 
 def render_acl(identities: Iterable[Identity], *, header: str = "") -> str:

@@ -17,6 +17,7 @@ Layout of the output directory (``docs/security.md``, "Credentials")::
     controller/mqtt.toml             the controller's login
     controller/signing-master.key    the master secret every van key derives from
     dispatcher/mqtt.toml             the CLI's login (talks to the controller only)
+    console/mqtt.toml                `fleet console`'s login (the CLI's, and reads the vans)
     vans/<van_id>/mqtt.toml          each van's login
     vans/<van_id>/signing.key        each van's own command-signing key
     <identity>/ca.crt, client.crt, client.key                    (--tls)
@@ -46,6 +47,7 @@ from fleet.security.passwords import password_file_line
 
 CONTROLLER_USERNAME = "fleet-controller"
 DISPATCHER_USERNAME = "fleet-dispatcher"
+CONSOLE_USERNAME = "fleet-console"
 PASSWORD_BYTES = 32  # 256 random bits per password
 MASTER_SECRET_BYTES = 32
 MANIFEST = "manifest.json"
@@ -241,12 +243,13 @@ def build_credentials(
     identities = [
         Identity(CONTROLLER_USERNAME, Role.CONTROLLER),
         Identity(DISPATCHER_USERNAME, Role.DISPATCHER),
+        Identity(CONSOLE_USERNAME, Role.CONSOLE),
         *(Identity(v, Role.VAN) for v in van_ids),
     ]
     if len({i.username for i in identities}) != len(identities):
         raise CredentialsError(
-            f"{site.config_file}: a van id clashes with {CONTROLLER_USERNAME!r} or "
-            f"{DISPATCHER_USERNAME!r}, or two vans share an id"
+            f"{site.config_file}: a van id clashes with {CONTROLLER_USERNAME!r}, "
+            f"{DISPATCHER_USERNAME!r} or {CONSOLE_USERNAME!r}, or two vans share an id"
         )
     broker_dir = out_dir.absolute() / "broker"
     files: dict[str, bytes] = {".gitignore": b"# secrets: never commit anything here\n*\n"}

@@ -1,7 +1,8 @@
 """Maps: a small layer model (lines, points, polygons in lon/lat) and two renderers.
 
-``write_map(spec, path)`` writes a self-contained, offline HTML page (``.html``) or an image
-(``.png``, ``.svg``, ``.pdf``, via matplotlib). Site maps, plan maps and simulation reports
+``write_map(spec, path)`` writes a self-contained, offline HTML page (``.html``: fleet's one
+map code, ``static/fleetmap.js``, on vendored Leaflet — the console draws with it too) or an
+image (``.png``, ``.svg``, ``.pdf``, via matplotlib). Site maps, plan maps and simulation reports
 all build a :class:`MapSpec` from these layers.
 """
 

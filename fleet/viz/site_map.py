@@ -77,3 +77,45 @@ def site_map(net: RoadNetwork, summary: SiteSummary) -> MapSpec:
         ),
         extra=extra,
     )
+
+
+def base_map(net: RoadNetwork) -> MapSpec:
+    """What every live map of the site sits on: the operating area, the roads, the depots
+    (the console draws its vans, routes and parcels over it)."""
+    site = net.site
+
+    def depot_points(warehouse: bool) -> tuple[Point, ...]:
+        return tuple(
+            Point(
+                d.lon,
+                d.lat,
+                label=f"{d.id} - {d.name}",
+                popup=f"{d.id} ({'warehouse' if warehouse else 'station'})\n{d.name}\n"
+                f"vans: {d.vans}",
+            )
+            for d in site.depots
+            if (d.id == site.warehouse.id) == warehouse
+        )
+
+    return MapSpec(
+        title=f"{site.name}: live",
+        layers=(
+            area_layer(net),
+            *road_layers(net),
+            PointLayer(
+                name="Stations",
+                points=depot_points(False),
+                color=STATION_COLOR,
+                radius_px=6,
+                show_labels=True,
+            ),
+            PointLayer(
+                name="Warehouse",
+                points=depot_points(True),
+                color=WAREHOUSE_COLOR,
+                radius_px=7,
+                marker="square",
+                show_labels=True,
+            ),
+        ),
+    )

@@ -38,7 +38,7 @@ from fleet.protocol import (
     sign,
 )
 from fleet.protocol.clock import ScaledClock
-from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, vcu_port
+from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuMemory, vcu_port
 from sim.vehicle import Vehicle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,6 +222,7 @@ async def rig(
     telemetry_stale_s: float = 0.5 * FACTOR,
     state_dir: Path | None = None,
     now_s: float = NOW_S,
+    memory: VcuMemory | None = None,
 ) -> AsyncIterator[Rig]:
     """``bridge_port``: where the bridge connects (a cuttable forwarder), default ``port``.
 
@@ -242,6 +243,7 @@ async def rig(
             link=LinkConfig(wire.Role.VCU, line_baud=baud, **LINK),
         ),
         faults=faults,
+        memory=memory,
     )
     assert port_.path is not None
     settings = BridgeSettings(

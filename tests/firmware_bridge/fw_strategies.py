@@ -63,8 +63,9 @@ telemetry = st.builds(
 )
 fault_report = st.builds(
     wire.FaultReport,
-    code=st.sampled_from(wire.FaultCode),
-    severity=st.sampled_from(wire.Severity),
+    # every u16 code travels (listed, unknown, the vendor's 0x8000..0xFFFF), every severity
+    code=st.one_of(st.sampled_from(wire.FaultCode), st.integers(0, 0xFFFF).map(wire.FaultCode)),
+    severity=st.integers(0, 0xFF).map(wire.Severity),
     fault_bits=u16,
     arg=u32,
 )

@@ -49,7 +49,7 @@ from fleet.protocol import (
     sign,
 )
 from fleet.protocol.clock import ScaledClock
-from sim.vcu import VcuFaults
+from sim.vcu import VcuFaults, VcuMemory
 from tests.support.brokers import BrokerEndpoint
 from tests.support.netcut import CuttableLink
 
@@ -164,11 +164,19 @@ async def test_refused_commands_are_errors_in_state_and_change_nothing(
         ok = sign(order(order_id="O-ok"), KEY)
         await r.client.publish(order_topic, encode(ok), qos=1)
         await r.client.publish(order_topic, encode(ok), qos=1)  # replayed
+        # a replayed resume is refused (a safer command, e.g. a pause, would not be: C2,
+        # docs/protocol.md section 9): the van stays paused
+        instant_topic = r.topic(VanTopic.INSTANT)
         ia = sign(instant(InstantActionType.PAUSE, message_id=r.next_id(), now_s=now), KEY)
-        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)
+        await r.client.publish(instant_topic, encode(ia), qos=1)
         await r.until(lambda: r.vcu.vehicle.paused)
-        r.vcu.vehicle.resume()
-        await r.client.publish(r.topic(VanTopic.INSTANT), encode(ia), qos=1)  # replayed
+        go = sign(instant(InstantActionType.RESUME, message_id=r.next_id(), now_s=now), KEY)
+        await r.client.publish(instant_topic, encode(go), qos=1)
+        await r.until(lambda: not r.vcu.vehicle.paused)
+        again = sign(instant(InstantActionType.PAUSE, message_id=r.next_id(), now_s=now), KEY)
+        await r.client.publish(instant_topic, encode(again), qos=1)
+        await r.until(lambda: r.vcu.vehicle.paused)
+        await r.client.publish(instant_topic, encode(go), qos=1)  # replayed
 
         def reasons() -> list[str]:
             return [ref.value for e in r.last.errors for ref in e.references if ref.key == "reason"]
@@ -188,7 +196,7 @@ async def test_refused_commands_are_errors_in_state_and_change_nothing(
         assert all(e.level is ErrorLevel.WARNING for e in r.last.errors)
         assert r.last.order_id == "O-ok"
         await asyncio.sleep(0.3)
-        assert not r.vcu.vehicle.paused  # the replayed pause was not obeyed
+        assert r.vcu.vehicle.paused  # the replayed resume was not obeyed
 
 
 @aio
@@ -390,16 +398,27 @@ async def test_a_vcu_reboot_mid_route_is_a_warning_and_the_route_resumes_once(
 # ---- issue 14: latch across a VCU reboot, stale telemetry, version mismatch, restarts -----
 
 
+class _ForgetfulMemory(VcuMemory):
+    """A VCU whose e-stop latch does not survive a reboot (what docs/serial.md forbids, and
+    what the bridge must stand up to all the same)."""
+
+    def latch(self, estop_id: int) -> None:
+        self.estop_id = estop_id  # reported, never kept as latched
+
+
 @aio
 async def test_an_estop_stays_latched_across_a_vcu_reboot_that_forgets_it(
     mosquitto: BrokerEndpoint, tmp_path: Path
 ) -> None:
-    # the simulated VCU forgets its latch when it reboots (H2 makes it non-volatile; the
-    # bridge must hold the van regardless)
-    faults = VcuFaults(reboot_at_s=24.0)  # VCU uptime in the rig's clock seconds
     async with (
         asyncio.timeout(90),
-        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix, faults=faults) as r,
+        rig(
+            mosquitto.host,
+            mosquitto.port,
+            tmp_path,
+            prefix=mosquitto.prefix,
+            memory=_ForgetfulMemory(),
+        ) as r,
     ):
         order = line_order(
             stops=3, released=3, spacing_m=200, message_id=r.next_id(), now_s=r.clock.time()
@@ -411,10 +430,10 @@ async def test_an_estop_stays_latched_across_a_vcu_reboot_that_forgets_it(
         latched_at = len(r.states)
         odometer_m = r.vcu.vehicle.odometer_m
         received = len(r.vcu.estops_received)
+        r.vcu.request_reboot()
         await r.poll(lambda: r.vcu.boots == 2, 60)
         # the rebooted VCU gets its e-stop again, before it could drive the new mission
-        await r.poll(lambda: r.vcu.vehicle.estopped, 20)
-        assert len(r.vcu.estops_received) > received
+        await r.poll(lambda: r.vcu.vehicle.estopped and len(r.vcu.estops_received) > received, 20)
         await asyncio.sleep(1.0)
         assert r.vcu.vehicle.odometer_m == pytest.approx(odometer_m, abs=0.5)
         after = r.states[latched_at:]
@@ -577,8 +596,12 @@ async def test_a_vcu_with_an_unsupported_version_is_a_fatal_error_and_never_driv
             assert not any(s.driving or s.speed_mps > 0 for s in states)
             assert state.position is None  # nothing of the vehicle known: nothing made up
             assert not bridge.link.up and vcu.naks > 0  # each HELLO refused
-            logged = [r for r in caplog.records if "protocol versions" in r.getMessage()]
-            assert len(logged) == 1 and logged[0].levelname == "ERROR"  # once per change
+            logged = [
+                r
+                for r in caplog.records
+                if "protocol versions" in r.getMessage() and r.levelname == "ERROR"
+            ]
+            assert len(logged) == 1  # once per change
     finally:
         vcu_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

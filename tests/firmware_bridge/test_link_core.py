@@ -20,10 +20,13 @@ from firmware_bridge.link import (
     LinkCore,
     LinkDown,
     LinkEvent,
+    LinkStats,
     LinkUp,
     Received,
     Rejected,
+    VersionMismatch,
 )
+from firmware_bridge.link.health import HealthLog, fault_counts
 from firmware_bridge.wire.frame import HEADER
 from firmware_bridge.wire.messages import NakReason
 
@@ -222,8 +225,9 @@ def test_a_silent_peer_is_lost_after_the_peer_timeout_not_after_a_count_of_resen
     line.a.core.send(segment(0), line.now)
     line.a.core.send(segment(1), line.now)
     line.run(0.9)
-    # 0.9 s of silence: resend rounds went out (two frames each) every 50 ms while the peer
-    # had been heard within 250 ms, then backing off (100, 200, 200 ms; 18 rounds without),
+    # 0.9 s of silence: resend rounds went out (two frames each) every 72 ms (50 ms + the
+    # line time of a largest frame) while the peer had been heard within 250 ms, then backing
+    # off (144, 200, 200, 200 ms; 18 rounds without),
     # and the link is still up: only the peer's silence for 1 s takes it down
     assert line.a.core.up
     assert 6 <= line.a.core.stats.retransmits // 2 <= 8
@@ -489,3 +493,287 @@ def test_the_received_event_is_a_frozen_value_like_the_others() -> None:
     assert got != Received(wire.Door(open=True), 4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.seq = 5  # type: ignore[misc]
+
+
+# ---- the link is up only after the full HELLO handshake (issue 14 item 3, contract C7) --------
+
+
+def _hello(
+    session: int, *, peer: int = 0, vmin: int = 1, vmax: int = 1, link_up: bool = False
+) -> bytes:
+    hello = wire.Hello(wire.Role.VCU, vmin, vmax, session, peer, 50, link_up)
+    return wire.encode_frame(hello, seq=0, ack=0)
+
+
+def _telemetry(estop_id: int = 0) -> wire.Telemetry:
+    return wire.Telemetry(
+        uptime_ms=1,
+        lon_e7=-86_100_000,
+        lat_e7=411_500_000,
+        heading_cdeg=0,
+        speed_cmps=1135,
+        soc_cpct=9000,
+        range_m=144_000,
+        odometer_m=10,
+        mission_id=3,
+        last_wp=2,
+        wp_queued=8,
+        drive_state=wire.DriveState.DRIVING,
+        door=wire.DoorState.CLOSED,
+        fault_bits=0,
+        estop_id=estop_id,
+    )
+
+
+def _naks(data: bytes) -> list[wire.Nak]:
+    return [
+        f.message
+        for f in wire.FrameDecoder().feed(data)
+        if isinstance(f, wire.Frame) and isinstance(f.message, wire.Nak)
+    ]
+
+
+def test_a_vcu_with_an_unsupported_version_never_brings_the_link_up() -> None:
+    bridge = LinkCore(LinkConfig(wire.Role.BRIDGE), new_session=lambda: 11)
+    events = bridge.start(0.0)
+    bridge.take_output()
+    naks: list[wire.Nak] = []
+    for i in range(20):  # 4 s of a VCU that speaks only version 2, telemetry in between
+        now = 0.2 * i
+        events += bridge.receive(_hello(99, peer=11, vmin=2, vmax=2), now)
+        events += bridge.receive(wire.encode_frame(_telemetry(), seq=0, ack=0), now + 0.05)
+        events += bridge.receive(wire.encode_frame(wire.Heartbeat(1), seq=0, ack=0), now + 0.1)
+        events += bridge.poll(now + 0.1)
+        naks += _naks(bridge.take_output())
+        assert not bridge.up
+    assert not any(isinstance(e, LinkUp | Received) for e in events)
+    assert [e for e in events if isinstance(e, VersionMismatch)] == [VersionMismatch(2, 2)]
+    assert naks and all(n.reason is NakReason.BAD_VERSION for n in naks)
+    assert bridge.stats.version_mismatches == 20
+
+
+def test_a_version_mismatch_is_emitted_again_only_when_it_changes() -> None:
+    bridge = LinkCore(LinkConfig(wire.Role.BRIDGE), new_session=lambda: 11)
+    events = bridge.start(0.0)
+    for i, (vmin, vmax) in enumerate([(2, 3), (2, 3), (0, 0), (0, 0), (2, 3)]):
+        events += bridge.receive(_hello(99, vmin=vmin, vmax=vmax), 0.3 * i)
+    assert [e for e in events if isinstance(e, VersionMismatch)] == [
+        VersionMismatch(2, 3),
+        VersionMismatch(0, 0),
+        VersionMismatch(2, 3),
+    ]
+
+
+def test_a_vcu_that_reboots_into_an_unsupported_version_takes_the_link_down() -> None:
+    line = Line()
+    line.start()
+    assert line.a.core.up
+    # the VCU rebooted: a new session, versions 2..2, then telemetry with a version-1 header
+    line.a.events += line.a.core.receive(_hello(5555, vmin=2, vmax=2), line.now)
+    assert not line.a.core.up
+    assert any(isinstance(e, LinkDown) for e in line.a.events)
+    before = len(line.a.received())
+    for _ in range(30):
+        line.now += 0.1
+        line.a.events += line.a.core.receive(
+            wire.encode_frame(_telemetry(), seq=0, ack=0), line.now
+        )
+        line.a.events += line.a.core.poll(line.now)
+        line.a.core.take_output()
+    assert not line.a.core.up
+    assert len(line.a.received()) == before  # no frozen telemetry published as live
+    assert line.a.core.stats.unsessioned_rx >= 30
+
+
+def test_an_estop_ack_from_a_peer_without_a_session_is_delivered_but_brings_nothing_up() -> None:
+    line = Line()
+    line.start()
+    estop_id = line.a.core.emergency_stop(line.now)
+    line.cut = True
+    line.run(1.3)  # the peer timed out
+    assert not line.a.core.up
+    ups = sum(isinstance(e, LinkUp) for e in line.a.events)
+    got = len(line.a.received())
+    # a VCU that never said HELLO (or a stale one) sends ESTOP_ACK, telemetry, heartbeats
+    for frame in (
+        wire.encode_frame(wire.EstopAck(estop_id), seq=0, ack=0),
+        wire.encode_frame(_telemetry(estop_id), seq=0, ack=0),
+        wire.encode_frame(wire.Heartbeat(7), seq=0, ack=0),
+        wire.encode_frame(wire.Door(open=True), seq=1, ack=0),
+    ):
+        line.a.events += line.a.core.receive(frame, line.now)
+    assert not line.a.core.up
+    assert sum(isinstance(e, LinkUp) for e in line.a.events) == ups
+    assert len(line.a.received()) == got
+    assert EstopAcked(estop_id) in line.a.events
+    assert not line.a.core.estop_pending()
+
+
+def test_after_a_peer_timeout_only_a_hello_exchange_brings_the_link_back() -> None:
+    line = Line()
+    line.start()
+    line.cut = True
+    line.run(1.3)
+    assert not line.a.core.up and not line.b.core.up
+    # the VCU's heartbeat alone does not bring the bridge's link back up
+    line.a.events += line.a.core.receive(
+        wire.encode_frame(wire.Heartbeat(1), seq=0, ack=0), line.now
+    )
+    assert not line.a.core.up
+    line.cut = False
+    line.run(0.5)  # HELLOs every 200 ms: same sessions on both sides, nothing reset
+    assert line.a.core.up and line.b.core.up
+    ups = [e for e in line.a.events if isinstance(e, LinkUp)]
+    assert ups[-1].resumed and not ups[-1].peer_restarted
+
+
+# ---- a paced line: the resend timer does not count the sender's own pacing (item 10) --------
+
+
+class PacedLine:
+    """Two cores joined by a UART at ``baud`` each way: bytes leave one after the other at the
+    line rate (10 bits a byte) and arrive frame by frame; each end answers at once."""
+
+    def __init__(self, baud: int = 115_200) -> None:
+        self.baud = baud
+        self.a = End(LinkCore(LinkConfig(wire.Role.BRIDGE, line_baud=baud), new_session=lambda: 1))
+        self.b = End(LinkCore(LinkConfig(wire.Role.VCU, line_baud=baud), new_session=lambda: 2))
+        self.now = 0.0
+        self.free_at = {id(self.a): 0.0, id(self.b): 0.0}
+        self.in_flight: list[tuple[float, int, End, bytes]] = []  # (arrival, order, to, bytes)
+        self.order = 0
+        self.ack_delays_s: list[float] = []
+
+    def _send(self, src: End, dst: End) -> None:
+        out = src.core.take_output()
+        for chunk in out.split(b"\x00"):
+            if not chunk:
+                continue
+            start = max(self.now, self.free_at[id(src)])
+            self.free_at[id(src)] = start + (len(chunk) + 1) * 10 / self.baud
+            self.order += 1
+            self.in_flight.append((self.free_at[id(src)], self.order, dst, chunk + b"\x00"))
+
+    def step(self) -> None:
+        for end in (self.a, self.b):
+            if self.now >= end.core.next_deadline():
+                end.events += end.core.poll(self.now)
+        self._send(self.a, self.b)
+        self._send(self.b, self.a)
+        self.in_flight.sort()
+        while self.in_flight and self.in_flight[0][0] <= self.now:
+            _, _, dst, data = self.in_flight.pop(0)
+            dst.events += dst.core.receive(data, self.now)
+            self._send(self.a, self.b)
+            self._send(self.b, self.a)
+            self.in_flight.sort()
+
+    def run(self, seconds: float, step_s: float = 0.0005) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now += step_s
+            self.step()
+
+
+@pytest.mark.parametrize("count", [11, 16, 40])
+def test_a_burst_on_a_paced_line_acknowledged_promptly_is_never_resent(count: int) -> None:
+    line = PacedLine()
+    line.a.events += line.a.core.start(0.0)
+    line.b.events += line.b.core.start(0.0)
+    line.run(0.5)
+    assert line.a.core.up and line.b.core.up
+    before = line.a.core.stats.retransmits
+    tickets = line.a.core.send_many([route_segment(i) for i in range(count)], line.now)
+    line.run(count * 0.008 + 0.5)
+    assert [m for m in line.b.received() if isinstance(m, wire.DriveSegment)] == [
+        route_segment(i) for i in range(count)
+    ]
+    assert [t for e in line.a.events if isinstance(e, Delivered) for t in e.tickets] == tickets
+    assert line.a.core.stats.retransmits - before == 0
+    assert line.b.core.stats.duplicates_rx == 0
+
+
+def test_a_lost_frame_on_a_paced_line_is_still_resent() -> None:
+    line = PacedLine()
+    line.a.events += line.a.core.start(0.0)
+    line.b.events += line.b.core.start(0.0)
+    line.run(0.5)
+    line.a.core.send(route_segment(0), line.now)
+    line.a.core.take_output()  # the only frame of the burst is lost on the line
+    line.run(0.3)
+    assert line.a.core.stats.retransmits >= 1
+    assert line.b.received() == [route_segment(0)]
+
+
+# ---- line faults are counted and told (item 10) ----------------------------------------------
+
+
+def test_every_kind_of_line_fault_is_counted_in_its_own_counter() -> None:
+    line = Line()
+    line.start()
+    from cobs import cobs
+
+    body = HEADER.pack(1, 0x02, 0, 0) + b"\x05\x00\x00\x00"
+    body += (wire.crc16_ccitt_false(body) ^ 0x0101).to_bytes(2, "little")
+    b = line.b.core
+    b.receive(b"\x00" + cobs.encode(body) + b"\x00", line.now)  # a CRC error
+    b.receive(b"\x00\x01\x00", line.now)  # too short: garbage
+    b.receive(b"\x07" * 300 + b"\x00", line.now)  # no delimiter for 300 bytes: garbage
+    b.receive(_raw(0x7E, 0, 0, b""), line.now)  # good CRC, unknown type: refused
+    b.receive(_raw(0x02, 0, 0, b"\x01"), line.now)  # a heartbeat 1 byte short: refused
+    line.now += 0.1
+    b.receive(wire.encode_frame(wire.Nak(NakReason.CRC, 0), seq=0, ack=0), line.now)
+    s = b.stats
+    assert (s.crc_errors, s.garbage, s.refused_rx) == (1, 2, 2)
+    assert s.bad_frames == 5
+    assert s.naks_tx == s.naks_tx_by_reason[NakReason.CRC] >= 1
+    assert s.naks_rx == s.naks_rx_by_reason[NakReason.CRC] == 1
+
+
+def test_a_frame_the_peer_refuses_for_good_is_counted_on_the_sender() -> None:
+    line = Line()
+    line.start()
+    line.a.core.send(segment(0), line.now)
+    line.a.core.take_output()
+    nak = wire.encode_frame(wire.Nak(NakReason.BAD_PAYLOAD, 1), seq=0, ack=1)
+    line.a.events += line.a.core.receive(nak, line.now)
+    assert line.a.core.stats.refused_tx == 1
+    assert line.a.core.stats.naks_rx_by_reason == {NakReason.BAD_PAYLOAD: 1}
+
+
+def test_the_health_log_tells_the_first_fault_at_once_then_at_most_every_interval() -> None:
+    stats = LinkStats()
+    health = HealthLog(interval_s=10.0)
+    assert health.check(stats, 0.0) is None  # nothing counted
+    stats.crc_errors += 1
+    stats.bad_frames += 1
+    told = health.check(stats, 1.0)
+    assert told is not None and "CRC errors 1" in told
+    stats.crc_errors += 5
+    stats.naks_tx += 2
+    stats.naks_tx_by_reason[NakReason.CRC] = 2
+    assert health.check(stats, 5.0) is None  # held: the last line was 4 s ago
+    told = health.check(stats, 11.0)
+    assert told == (
+        "line faults in the last 10 s: CRC errors 5, NAKs sent 2 (CRC 2); "
+        "since start: CRC errors 6, NAKs sent 2 (CRC 2)"
+    )
+    assert health.check(stats, 30.0) is None  # nothing new
+    stats.unsessioned_rx += 3  # a handshake's worth of early heartbeats: counted, not told
+    assert health.check(stats, 40.0) is None
+    assert fault_counts(stats)["unsessioned_rx"] == 3
+
+
+@pytest.mark.parametrize("code", [0x8123, 0x0042, 0x0000])
+def test_a_fault_report_with_an_unlisted_code_is_delivered_never_refused(code: int) -> None:
+    line = Line()
+    line.start()
+    # as a VCU sends it: code, severity 2 (error), fault bits, arg
+    payload = code.to_bytes(2, "little") + b"\x02" + b"\x01\x00" + (99).to_bytes(4, "little")
+    for _ in range(2):  # a resend of the same seq is a duplicate, not a refusal
+        line.a.events += line.a.core.receive(_raw(0x21, 1, 0, payload), line.now)
+    got = line.a.received()
+    assert len(got) == 1 and isinstance(got[0], wire.FaultReport)
+    assert got[0].code == code and got[0].severity is wire.Severity.ERROR
+    assert _naks(line.a.core.take_output()) == []
+    assert line.a.core.stats.refused_rx == 0

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
+import sys
+import time
 import tty
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from cobs import cobs
 
 from firmware_bridge import wire
 from firmware_bridge.link import (
+    Delivered,
     FdTransport,
     LinkConfig,
     LinkDown,
@@ -269,3 +275,192 @@ def test_a_pty_corrupting_both_ways_delivers_a_long_route_once_and_never_goes_do
         pair.close()
     assert downs == []
     assert sum(n.corrupted for n in noisy) > 0
+
+
+@asynccontextmanager
+async def paced_pair(
+    baud: int, on_bridge: Callable[[LinkEvent], None], on_vcu: Callable[[LinkEvent], None]
+) -> AsyncIterator[tuple[SerialLink, SerialLink]]:
+    """A bridge and a VCU link over a pty, both paced at ``baud`` as in production."""
+    pair = PtyPair()
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        return FdTransport(fd, pair.slave_path, lambda: os.close(fd))
+
+    async def open_master() -> Transport:
+        fd = os.dup(pair.master_fd)
+        return FdTransport(fd, "master", lambda: os.close(fd))
+
+    clock = WallClock()
+    bridge = SerialLink(
+        open_slave,
+        config=LinkConfig(wire.Role.BRIDGE, line_baud=baud),
+        clock=clock,
+        on_event=on_bridge,
+        baud=baud,
+        name="bridge",
+    )
+    vcu = SerialLink(
+        open_master,
+        config=LinkConfig(wire.Role.VCU, line_baud=baud),
+        clock=clock,
+        on_event=on_vcu,
+        baud=baud,
+        name="vcu",
+    )
+    try:
+        async with vcu, bridge:
+            while not (bridge.up and vcu.up):
+                await asyncio.sleep(0.01)
+            yield bridge, vcu
+    finally:
+        pair.close()
+
+
+def test_bursts_on_a_paced_line_acknowledged_at_once_are_never_resent() -> None:
+    """Issue 14 item 10: bursts of 11+ segments at 115200 baud resent their last frames
+    although each was acknowledged within a millisecond: the resend timer counted the time the
+    frames spent queued behind the burst in this side's own pacing."""
+    delivered: list[int] = []
+    received: list[wire.Message] = []
+
+    def on_bridge(event: LinkEvent) -> None:
+        if isinstance(event, Delivered):
+            delivered.extend(event.tickets)
+
+    def on_vcu(event: LinkEvent) -> None:
+        if isinstance(event, Received):
+            received.append(event.message)
+
+    async def body() -> None:
+        async with asyncio.timeout(30), paced_pair(115_200, on_bridge, on_vcu) as (bridge, vcu):
+            before = bridge.core.stats.retransmits
+            sent = 0
+            for count in (11, 16, 30):
+                tickets = bridge.send_many([route_segment(sent + i) for i in range(count)])
+                sent += count
+                while not set(tickets) <= set(delivered):
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.3)  # a late resend would show here
+            assert received == [route_segment(i) for i in range(sent)]
+            assert bridge.core.stats.retransmits - before == 0
+            assert vcu.core.stats.duplicates_rx == 0
+
+    asyncio.run(body())
+
+
+def test_an_acknowledgement_does_not_wait_behind_a_burst_of_our_own_frames() -> None:
+    """The VCU's FAULT_REPORT arrives while the bridge has a long burst queued for the line:
+    the bridge's ACK goes out at the next frame boundary, not after the burst (0.3 s of line),
+    so the VCU does not resend its report."""
+    faults: list[wire.Message] = []
+
+    def on_bridge(event: LinkEvent) -> None:
+        if isinstance(event, Received) and isinstance(event.message, wire.FaultReport):
+            faults.append(event.message)
+
+    async def body() -> None:
+        async with (
+            asyncio.timeout(30),
+            paced_pair(115_200, on_bridge, lambda _: None) as (
+                bridge,
+                vcu,
+            ),
+        ):
+            window = bridge.core.config.window
+            bridge.send_many([route_segment(i) for i in range(window)])  # 0.12 s of line
+            await asyncio.sleep(0.01)  # the burst is on its way
+            report = wire.FaultReport(wire.FaultCode.DOOR_REFUSED, wire.Severity.WARNING, 0, 3)
+            before = vcu.core.stats.retransmits
+            vcu.send(report)
+            while vcu.core.queued:
+                await asyncio.sleep(0.005)
+            assert faults == [report]
+            assert vcu.core.stats.retransmits - before == 0
+
+    asyncio.run(body())
+
+
+def test_the_monitor_counts_crc_errors_garbage_and_refused_frames() -> None:
+    """Issue 14 item 10: CRC errors, garbage and refused frames were never counted or told."""
+    pair = PtyPair()
+    try:
+        monitor = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "firmware-bridge"),
+                "monitor",
+                "--serial",
+                pair.slave_path,
+                "--seconds",
+                "1.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        body = bytearray(wire.encode_frame(wire.Heartbeat(1), seq=0, ack=0)[:-1])
+        damaged = bytearray(cobs.decode(bytes(body)))
+        damaged[-1] ^= 0x33  # the CRC
+        unknown = b"\x01\x7e\x00\x00\x00\x00"
+        unknown += wire.crc16_ccitt_false(unknown).to_bytes(2, "little")
+        line = (
+            b"\x00"
+            + cobs.encode(bytes(damaged))  # a CRC error
+            + b"\x00\x05\x01\x00"  # garbage: bad COBS
+            + cobs.encode(unknown)  # a good CRC, an unknown type: refused
+            + b"\x00"
+            + wire.encode_frame(wire.Heartbeat(2), seq=0, ack=0)
+        )
+        assert monitor.stdout is not None
+        assert "monitoring" in monitor.stdout.readline()
+        time.sleep(0.5)  # it opens the port right after saying so
+        os.write(pair.master_fd, line)
+        out, _ = monitor.communicate(timeout=20)
+    finally:
+        pair.close()
+    assert "line faults: CRC errors 1, garbage (bad COBS, short, oversize) 1" in out, out
+    assert "frames refused (good CRC, unusable) 1" in out
+
+
+def test_a_version_mismatch_is_logged_once_and_line_faults_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14 item 3: the version mismatch was never reported or logged."""
+    pair = PtyPair()
+
+    async def open_slave() -> Transport:
+        fd = os.open(pair.slave_path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)
+        return FdTransport(fd, pair.slave_path, lambda: os.close(fd))
+
+    bad = wire.Hello(wire.Role.VCU, 2, 2, 0xBEEF, 0, 50)
+
+    async def body() -> None:
+        link = SerialLink(
+            open_slave,
+            config=fast(wire.Role.BRIDGE),
+            clock=WallClock(),
+            on_event=lambda _: None,
+            name="bridge",
+        )
+        async with asyncio.timeout(20), link:
+            await link.port_opened.wait()
+            for _ in range(6):  # a VCU that speaks only version 2 keeps saying HELLO
+                os.write(pair.master_fd, b"\x00" + wire.encode_frame(bad, seq=0, ack=0))
+                await asyncio.sleep(0.1)
+            os.write(pair.master_fd, b"\x00\x05\x01\x00")  # and some garbage
+            await asyncio.sleep(0.3)
+            assert not link.up
+
+    with caplog.at_level("WARNING", logger="firmware_bridge.link.serial_link"):
+        try:
+            asyncio.run(body())
+        finally:
+            pair.close()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "versions 2..2, this side 1" in errors[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("line faults" in w and "HELLOs of another protocol version" in w for w in warnings)

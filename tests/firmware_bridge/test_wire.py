@@ -332,3 +332,34 @@ def test_a_segment_is_a_frozen_value_like_every_message() -> None:
         "stop_at_end",
         "waypoints",
     ]
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "vendor"),
+    [
+        (0x8000, "VENDOR_0x8000", True),
+        (0xBEEF, "VENDOR_0xBEEF", True),
+        (0xFFFF, "VENDOR_0xFFFF", True),
+        (0x002A, "UNKNOWN_0x002A", False),  # reserved for later versions of the protocol
+        (0x0000, "UNKNOWN_0x0000", False),
+        (0x0003, "SEGMENT_REFUSED", False),
+    ],
+)
+def test_every_fault_code_decodes_and_says_whose_it_is(code: int, name: str, vendor: bool) -> None:
+    """Issue 14 item 10: an unlisted fault code was refused for good (NAK BAD_PAYLOAD), so a
+    VCU could not tell its own faults. Every u16 decodes now; 0x8000.. are the vendor's."""
+    report = wire.FaultReport(wire.FaultCode(code), wire.Severity.ERROR, 0x10, 77)
+    frame = wire.decode_frame(wire.encode_frame(report, seq=3, ack=0))
+    got = frame.message
+    assert isinstance(got, wire.FaultReport)
+    assert got == report and got.code == code and got.code.name == name
+    assert got.code.is_vendor is vendor
+    assert got.code.is_listed is (name == "SEGMENT_REFUSED")
+
+
+def test_a_reserved_severity_decodes_and_ranks_at_least_fatal() -> None:
+    body = wire.FaultReport(wire.FaultCode(0x8001), wire.Severity(9), 0, 0)
+    got = wire.decode_frame(wire.encode_frame(body, seq=1, ack=0)).message
+    assert isinstance(got, wire.FaultReport)
+    assert got.severity == 9 and got.severity.name == "SEVERITY_9"
+    assert got.severity > wire.Severity.FATAL

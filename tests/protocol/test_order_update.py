@@ -39,6 +39,7 @@ def test_a_lower_update_id_is_rejected_with_an_error_for_state() -> None:
     assert error is not None and error.error_type == "order_update_error"
     assert error.level is ErrorLevel.WARNING
     assert {(r.key, r.value) for r in error.references} == {
+        ("reason", "stale_update"),
         ("order_id", "O-1"),
         ("order_update_id", "0"),
     }
@@ -101,11 +102,13 @@ def test_an_update_to_a_cancelled_order_is_rejected() -> None:
     assert decision.reason == "cancelled"
 
 
-def test_another_vans_order_is_a_validation_error() -> None:
+def test_another_vans_order_is_reported_as_the_signature_check_reports_it() -> None:
+    """One error type for wrong_van wherever it is caught (issue 14, item 12)."""
     decision = decide_order(None, ex.order(van_id="X-1"), van_id=ex.VAN, last_node_sequence_id=None)
     assert decision.reason == "wrong_van"
     error = decision.error()
-    assert error is not None and error.error_type == "validation_error"
+    assert error is not None and error.error_type == "signature_error"
+    assert ("reason", "wrong_van") in {(r.key, r.value) for r in error.references}
 
 
 def test_accepted_decisions_carry_no_error() -> None:

@@ -54,6 +54,8 @@ class SecureBroker:
             return self.secrets / "controller"
         if username == "fleet-dispatcher":
             return self.secrets / "dispatcher"
+        if username == "fleet-console":
+            return self.secrets / "console"
         return self.secrets / "vans" / username
 
     def client(

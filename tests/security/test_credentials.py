@@ -24,6 +24,7 @@ from fleet.protocol.signing import derive_van_key
 from fleet.security import CredentialsError, hash_password, verify_password
 from fleet.security.acl import Identity, Role, grants, render_acl
 from fleet.security.credentials import (
+    CONSOLE_USERNAME,
     CONTROLLER_USERNAME,
     DISPATCHER_USERNAME,
     MANIFEST,
@@ -162,7 +163,9 @@ def test_every_identity_gets_a_distinct_password_that_the_password_file_accepts(
 ) -> None:
     built = build(site, tmp_path / "s")
     passwd = dict(line.split(":", 1) for line in built.files["broker/passwd"].decode().splitlines())
-    assert sorted(passwd) == sorted([CONTROLLER_USERNAME, DISPATCHER_USERNAME, *VANS])
+    assert sorted(passwd) == sorted(
+        [CONTROLLER_USERNAME, DISPATCHER_USERNAME, CONSOLE_USERNAME, *VANS]
+    )
     passwords = set()
     for ident in built.identities:
         login = tomllib.loads(built.files[f"{ident.directory}/mqtt.toml"].decode())["mqtt"]
@@ -387,6 +390,7 @@ def test_the_command_writes_a_set_and_refuses_to_overwrite_it(
     assert [i["username"] for i in manifest["identities"]] == [
         CONTROLLER_USERNAME,
         DISPATCHER_USERNAME,
+        CONSOLE_USERNAME,
         "WH-TEST-01",
         "ST-T1-01",
         "ST-T1-02",

@@ -25,7 +25,7 @@ from firmware_bridge.link import (
 )
 from fleet.model import VanSpec, load_van_spec
 from fleet.protocol.clock import Clock, ScaledClock
-from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuPort, vcu_port
+from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuMemory, VcuPort, vcu_port
 from sim.vehicle import Vehicle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +100,7 @@ async def vcu_and_bridge(
     faults: VcuFaults | None = None,
     baud: int = 115200,
     soc_pct: float = 100.0,
+    memory: VcuMemory | None = None,
 ) -> AsyncIterator[tuple[SimulatedVcu, BenchBridge, VcuPort]]:
     clock = ScaledClock(0.0, FACTOR)
     link = dict(LINK, line_baud=baud)
@@ -110,6 +111,7 @@ async def vcu_and_bridge(
         clock=clock,
         config=VcuConfig(baud=baud, link=LinkConfig(wire.Role.VCU, **link)),
         faults=faults,
+        memory=memory,
     )
     task = asyncio.create_task(vcu.run())
     assert port.path is not None
@@ -311,3 +313,152 @@ async def test_a_charge_is_refused_while_driving_and_a_charging_van_does_not_dri
         assert bridge.last.speed_cmps == 0
         await bridge.until(lambda: bridge.last.last_wp == 2, 40)
         assert not vcu.vehicle.charging and bridge.last.soc_cpct < 5010  # drove off after
+
+
+# ---- the e-stop latch survives a reset (issue 14 item 2, contract C6) ------------------------
+
+
+def _latched(t: wire.Telemetry, estop_id: int) -> bool:
+    return (
+        bool(t.fault_bits & wire.FaultBit.ESTOP_LATCHED)
+        and t.drive_state is wire.DriveState.ESTOPPED
+        and t.estop_id == estop_id
+    )
+
+
+@aio
+async def test_an_estop_latch_survives_a_vcu_reboot_until_a_resume_names_its_id(
+    spec: VanSpec,
+) -> None:
+    async with asyncio.timeout(60), vcu_and_bridge(spec) as (vcu, bridge, _):
+        await bridge.link.deliver(segment(3, 0, [0.0, 300.0]))
+        await bridge.until(lambda: bridge.last.speed_cmps > 0)
+        estop_id = bridge.link.emergency_stop()
+        await bridge.until(lambda: _latched(bridge.last, estop_id))
+        vcu.request_reboot()
+        await bridge.until(
+            lambda: any(isinstance(e, LinkUp) and e.peer_restarted for e in bridge.events)
+        )
+        boot = len(bridge.telemetry)
+        await bridge.until(lambda: len(bridge.telemetry) > boot)
+        after = bridge.telemetry[boot]  # the first TELEMETRY of the new boot
+        assert vcu.boots == 2 and after.mission_id == 0
+        assert _latched(after, estop_id)
+        # a RESUME naming another id (queued before the e-stop) leaves the latch alone
+        await bridge.link.deliver(wire.Resume(estop_id + 1))
+        await bridge.link.deliver(wire.Door(open=False))  # a round trip after the resume
+        await bridge.until(lambda: len(bridge.telemetry) > boot + 3)
+        assert _latched(bridge.last, estop_id) and vcu.vehicle.estopped
+        await bridge.link.deliver(wire.Resume(estop_id))
+        await bridge.until(lambda: not bridge.last.fault_bits & wire.FaultBit.ESTOP_LATCHED)
+        assert bridge.last.drive_state is wire.DriveState.IDLE
+        assert not vcu.memory.estop_latched
+
+
+def test_the_latch_in_a_memory_file_survives_a_power_cycle_and_a_bad_file_means_latched(
+    tmp_path: Path,
+) -> None:
+    nvm = tmp_path / "vcu-nvm.json"
+    VcuMemory(nvm).latch(41)
+    again = VcuMemory(nvm)  # a new process on the same file
+    assert (again.estop_latched, again.estop_id) == (True, 41)
+    again.release()
+    assert not VcuMemory(nvm).estop_latched and VcuMemory(nvm).estop_id == 41
+    nvm.write_text("{not json")
+    broken = VcuMemory(nvm)
+    assert broken.estop_latched and broken.estop_id == 0  # when in doubt, stay stopped
+    assert list(tmp_path.iterdir()) == [nvm]  # no temp file left behind
+
+
+@aio
+async def test_a_vcu_started_on_a_latched_memory_file_boots_estopped(
+    spec: VanSpec, tmp_path: Path
+) -> None:
+    nvm = tmp_path / "vcu-nvm.json"
+    VcuMemory(nvm).latch(9)
+    async with (
+        asyncio.timeout(60),
+        vcu_and_bridge(spec, memory=VcuMemory(nvm)) as (
+            vcu,
+            bridge,
+            _,
+        ),
+    ):
+        assert _latched(bridge.telemetry[0], 9)
+        await bridge.link.deliver(segment(2, 0, [0.0, 50.0]))
+        await bridge.link.deliver(wire.Door(open=False))
+        assert vcu.vehicle.speed_mps == 0.0 and _latched(bridge.last, 9)
+        await bridge.link.deliver(wire.Resume(9))
+        await bridge.until(lambda: bridge.last.speed_cmps > 0)  # drives the held segment
+
+
+# ---- driving without the bridge is bounded (issue 14 item 12, contract C8) -------------------
+
+
+async def _until_vcu(what: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait for a state of the VCU itself (a silent bridge hears nothing meanwhile)."""
+    async with asyncio.timeout(timeout_s):
+        while not what():
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("cap_cmps", "bound"),
+    [(300, "time"), (1400, "distance")],  # 5 s at 3 m/s is 15 m; 50 m at 14 m/s is 3.6 s
+)
+@aio
+async def test_a_vcu_that_loses_its_bridge_stops_within_the_bound_and_holds_until_resumed(
+    spec: VanSpec, cap_cmps: int, bound: str
+) -> None:
+    async with asyncio.timeout(90), vcu_and_bridge(spec) as (vcu, bridge, _):
+        route = tuple(north(m) for m in (0.0, 400.0, 800.0, 1200.0, 2000.0))
+        await bridge.link.deliver(wire.DriveSegment(5, 0, cap_cmps, 0, True, route))
+        await bridge.until(lambda: bridge.last.speed_cmps >= cap_cmps - 5, 60)
+        v = vcu.vehicle
+        bridge.link.stall(25.0)  # the bridge goes silent (simulated seconds)
+        await _until_vcu(lambda: vcu.telemetry().fault_bits & wire.FaultBit.LINK_LOST != 0)
+        lost_at, lost_odo, speed = vcu.clock.monotonic(), v.odometer_m, v.speed_mps
+        await _until_vcu(lambda: v.held and v.speed_mps == 0.0)
+        stopped_s, driven_m = vcu.clock.monotonic() - lost_at, v.odometer_m - lost_odo
+        assert vcu.last_link_loss_stop is not None
+        ordered_s, ordered_m = vcu.last_link_loss_stop
+        if bound == "time":
+            assert ordered_s == pytest.approx(wire.LINK_LOSS_DRIVE_S, abs=0.3)
+            assert ordered_m < wire.LINK_LOSS_DRIVE_M
+        else:
+            assert ordered_m == pytest.approx(wire.LINK_LOSS_DRIVE_M, abs=2.0)
+            assert ordered_s < wire.LINK_LOSS_DRIVE_S
+        braking_m = speed**2 / (2 * v.service_decel_mps2)
+        assert driven_m <= ordered_m + braking_m + 1.0
+        assert stopped_s <= ordered_s + speed / v.service_decel_mps2 + 0.5
+        t = vcu.telemetry()
+        assert t.drive_state is wire.DriveState.HOLDING and t.fault_bits & wire.FaultBit.LINK_LOST
+        # the bridge comes back: the link is restored, the van keeps holding ...
+        await bridge.until(
+            lambda: any(f.code is wire.FaultCode.LINK_RESTORED for f in bridge.faults), 60
+        )
+        held_at = len(bridge.telemetry)
+        await bridge.until(lambda: len(bridge.telemetry) >= held_at + 10)
+        assert all(
+            x.speed_cmps == 0 and x.drive_state is wire.DriveState.HOLDING
+            for x in bridge.telemetry[held_at:]
+        )
+        assert not bridge.last.fault_bits & wire.FaultBit.LINK_LOST
+        # ... until a RESUME: then it drives on along the mission it kept
+        await bridge.link.deliver(wire.Resume(0))
+        await bridge.until(lambda: bridge.last.speed_cmps > 0)
+        assert bridge.last.drive_state is wire.DriveState.DRIVING and bridge.last.mission_id == 5
+
+
+@aio
+async def test_a_link_back_within_the_bound_lets_the_van_drive_on(spec: VanSpec) -> None:
+    async with asyncio.timeout(60), vcu_and_bridge(spec) as (vcu, bridge, _):
+        route = tuple(north(m) for m in (0.0, 1000.0, 2000.0))
+        await bridge.link.deliver(wire.DriveSegment(6, 0, 300, 0, True, route))
+        await bridge.until(lambda: bridge.last.speed_cmps >= 295, 60)
+        bridge.link.stall(6.0)  # the VCU notices after 4 s, the link is back 2 s later
+        await bridge.until(
+            lambda: any(f.code is wire.FaultCode.LINK_RESTORED for f in bridge.faults), 60
+        )
+        assert vcu.link_loss_stops == 0 and not vcu.vehicle.held
+        assert bridge.last.drive_state is wire.DriveState.DRIVING

@@ -169,3 +169,61 @@ def test_a_coarse_step_drives_like_a_fine_one(
     assert abs(t_coarse - t_fine) <= dt_s + 0.5
     assert coarse.odometer_m == pytest.approx(fine.odometer_m, rel=1e-6, abs=0.01)
     assert coarse.energy_kwh == pytest.approx(fine.energy_kwh, rel=1e-6)
+
+
+def _cruise(v: Vehicle, until_mps: float) -> None:
+    for _ in range(10_000):
+        v.step(0.05)
+        if v.speed_mps >= until_mps - 1e-6:
+            return
+    raise AssertionError("never reached its speed")
+
+
+def test_a_minimal_risk_stop_ends_at_the_roadside_when_no_stop_point_is_near(
+    spec: VanSpec,
+) -> None:
+    v = Vehicle(spec, lon=LON0, lat=LAT0)
+    v.append([north(200), north(2000)], first_index=0, speed_cap_mps=12.0, stop_at_end=True)
+    _cruise(v, 12.0)
+    at_m = v.odometer_m
+    assert v.stop_at_next_safe_place() is None  # no stop point within reach
+    assert v.state is DriveState.HOLDING
+    for _ in range(400):
+        v.step(0.05)
+    braking_m = 12.0**2 / (2 * v.service_decel_mps2)
+    assert v.speed_mps == 0.0 and v.held
+    assert v.odometer_m - at_m == pytest.approx(braking_m, abs=0.5)  # a controlled stop
+    v.step(30.0)
+    assert v.speed_mps == 0.0 and v.state is DriveState.HOLDING  # and it holds
+    v.release_hold()
+    v.step(2.0)
+    assert v.speed_mps > 0.0 and v.state is DriveState.DRIVING
+
+
+def test_a_minimal_risk_stop_pulls_up_at_a_stop_point_just_beyond_the_braking_distance(
+    spec: VanSpec,
+) -> None:
+    v = Vehicle(spec, lon=LON0, lat=LAT0)
+    v.append([north(300)], first_index=0, speed_cap_mps=10.0, stop_at_end=True, dwell_s=60.0)
+    v.append([north(900)], first_index=1, speed_cap_mps=10.0)
+    braking_m = 10.0**2 / (2 * v.service_decel_mps2)  # 33 m
+    while v.odometer_m < 300 - braking_m - 20:  # the door is 20 m beyond the braking distance
+        v.step(0.05)
+    assert v.speed_mps == pytest.approx(10.0)
+    assert v.stop_at_next_safe_place() == 0  # the door, not the roadside 20 m before it
+    assert v.state is DriveState.HOLDING
+    events = [e for _ in range(2000) for e in v.step(0.05)]
+    assert any(e.kind is EventKind.ARRIVED and e.wp == 0 for e in events)
+    assert distance_m(v.lon, v.lat, *north(300)) < 0.1 and v.speed_mps == 0.0
+    assert v.held and v.state is DriveState.HOLDING  # past its dwell too, until released
+    v.release_hold()
+    v.step(2.0)
+    assert v.speed_mps > 0.0
+
+
+def test_a_charging_van_with_segments_waiting_is_holding(spec: VanSpec) -> None:
+    v = Vehicle(spec, lon=LON0, lat=LAT0, soc_pct=50.0)
+    assert v.start_charging(60.0, 50.0)
+    v.append([north(100)], first_index=0, speed_cap_mps=10.0)
+    v.step(1.0)
+    assert v.speed_mps == 0.0 and v.state is DriveState.HOLDING

@@ -2,8 +2,9 @@
 
 It wraps :class:`ProtocolVan` with an aiomqtt client (optionally through a
 :class:`CuttableLink`, for link losses), announces itself ONLINE (retained) with a last will
-of CONNECTION_BROKEN, checks every command with the van's key exactly as the bridge must,
-and publishes its state after every command and whenever the test calls :meth:`report`.
+of CONNECTION_BROKEN, checks every command with the van's key exactly as the bridge must
+(a refused one is reported in state as a ``signature_error`` or ``validation_error``), and
+publishes its state after every command and whenever the test calls :meth:`report`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from fleet.protocol import (
     Connection,
     ConnectionState,
     DecodeError,
+    ErrorLevel,
+    ErrorReference,
     InstantActions,
     Order,
     SignatureError,
     Topics,
+    VanError,
     VanTopic,
     decode,
     derive_van_key,
@@ -123,6 +127,20 @@ class MqttVan:
             except (DecodeError, SignatureError) as exc:
                 self.rejected.append(exc.reason)
                 self.rejected_details.append(str(exc))
+                # reported in state as docs/protocol.md says (section 6, section 9)
+                kind = "signature_error" if isinstance(exc, SignatureError) else "validation_error"
+                refs = [ErrorReference(key="reason", value=exc.reason)]
+                if isinstance(exc, SignatureError) and exc.message_id is not None:
+                    refs.append(ErrorReference(key="message_id", value=str(exc.message_id)))
+                self.van.errors.append(
+                    VanError(
+                        error_type=kind,
+                        level=ErrorLevel.WARNING,
+                        description=str(exc)[:500],
+                        references=tuple(refs),
+                    )
+                )
+                await self.report()
                 continue
             if isinstance(command, Order):
                 self.orders.append(command)

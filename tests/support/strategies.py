@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from fleet.protocol import (
+    MAX_MESSAGE_ID,
     ActionState,
     ActionStatus,
     Battery,
@@ -50,7 +51,7 @@ def _fin(lo: float, hi: float) -> st.SearchStrategy[float]:
 
 headers = st.builds(
     Header,
-    message_id=st.integers(0, 2**53),
+    message_id=st.integers(0, MAX_MESSAGE_ID),
     timestamp=timestamps,
     version=st.sampled_from(["1.0", "1.1", "1.23"]),
     sender=idents,

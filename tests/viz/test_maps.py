@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 from shapely.geometry import Polygon, box
 
 from fleet.errors import InputError
@@ -20,7 +23,10 @@ from fleet.viz import (
     PolygonLayer,
     write_map,
 )
-from fleet.viz.html import SCALE, render_html
+from fleet.viz.html import SCALE, render_html, static_text
+from tests.support.browser import browser, console_errors
+
+__all__ = ["browser"]  # the fixture
 
 ROUTE = ((-8.61, 41.15), (-8.605, 41.152), (-8.60, 41.149))
 
@@ -72,10 +78,18 @@ def test_html_is_self_contained_and_attributed() -> None:
     page = render_html(_spec())
     assert page.startswith("<!DOCTYPE html>")
     assert OSM_ATTRIBUTION in page and "openstreetmap.org/copyright" in page
-    assert not re.search(
-        r"<script[^>]+src=|<link[^>]+href=|https?://(?!www\.openstreetmap\.org)", page
-    )
-    assert page.count("</script>") == 2  # labels cannot close the data element early
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|<img|@import|url\(http", page)
+    # data, Leaflet, fleet's map code, the start-up: labels cannot close an element early
+    assert page.count("</script>") == 4
+    assert page.count("</style>") == 1
+    assert static_text("fleetmap.js").replace("</", "<\\/") in page
+
+
+def test_the_one_map_code_is_inlined_with_leaflet() -> None:
+    page = render_html(_spec())
+    assert 't.version="1.9.4"' in page  # the vendored Leaflet, not another copy
+    assert "FleetMap.create(" in page
+    assert "sourceMappingURL" not in page  # nothing asks for a file that is not there
 
 
 def test_html_carries_the_layers_and_coordinates_to_a_metre() -> None:
@@ -134,3 +148,32 @@ def test_layers_refuse_bad_colours_and_short_lines() -> None:
 
 def test_bounds_cover_every_layer() -> None:
     assert _spec().bounds() == pytest.approx((-8.63, 41.13, -8.58, 41.17))
+
+
+# -- in a real browser -------------------------------------------------------------------
+def test_the_offline_map_draws_in_chromium_with_text_never_markup(
+    tmp_path: Path, browser: Any
+) -> None:
+    page = tmp_path / "map.html"
+    write_map(_spec(), page)
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script("return document.querySelectorAll('.fm-label').length") == 1
+    )
+    label = browser.find_element(By.CSS_SELECTOR, ".fm-label")
+    assert label.text == "WH </script><b>x</b>"  # the label is text: no <b> element made
+    assert browser.find_elements(By.CSS_SELECTOR, ".fm-label b") == []
+    assert browser.find_element(By.CSS_SELECTOR, ".fm-panel h1").text == "Test map"
+    layer_names = [
+        e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, ".leaflet-control-layers-overlays label")
+    ]
+    assert layer_names == ["Area", "Roads", "Routes", "Depots"]
+    # the drawn canvas is not blank: the roads and the area are on it
+    painted = browser.execute_script(
+        "const c = document.querySelector('canvas.leaflet-zoom-animated');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
+    )
+    assert painted > 1000
+    assert console_errors(browser) == []
