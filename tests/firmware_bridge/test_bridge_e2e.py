@@ -712,3 +712,35 @@ async def test_a_vcu_rebooted_into_an_unsupported_version_is_never_reported_driv
         with contextlib.suppress(asyncio.CancelledError):
             await vcu_task
         pair.close()
+
+
+@aio
+async def test_a_bridge_back_after_the_vcu_made_its_link_loss_stop_resumes_it_and_drives_on(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # C8: a VCU without its bridge drives on at most 5 s / 50 m, then holds at the next safe
+    # place until a RESUME; the bridge that comes back (its book restored) sends it
+    async with (
+        asyncio.timeout(120),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        order = line_order(
+            stops=3, released=3, spacing_m=150, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        await r.until(lambda: r.last.driving and r.last.last_node_sequence_id == 0)
+        await r.bridge.__aexit__(None, None, None)  # the bridge process goes away
+        await r.poll(lambda: r.vcu.link_loss_stops == 1 and r.vcu.vehicle.speed_mps == 0.0, 30)
+        assert r.vcu.telemetry().drive_state is wire.DriveState.HOLDING
+        await asyncio.sleep(0.5)
+        assert r.vcu.vehicle.speed_mps == 0.0  # it holds until told
+        mark = len(r.states)
+        again = BridgeService(r.bridge.settings, r.clock)
+        async with again:
+            r.bridge = again
+            await r.until(lambda: len(r.states) > mark)
+            first = r.states[mark]
+            assert first.order_id == "O-1" and first.load.parcel_ids  # its order, its parcels
+            # RESUME once re-synced: no pause, no e-stop held; the van drives its route on
+            await r.until(lambda: r.last.last_node_sequence_id == 4 and not r.last.load.parcel_ids)
+            assert not r.vcu.vehicle.held
