@@ -783,7 +783,20 @@ class BridgeCore:
         if kind == "ia":
             self.book.instant_status(rest, ActionStatus.FINISHED)
             return self.save_if_changed()
-        return []  # the bridge's own repeats (latch, pause, resume after a link loss)
+        if kind == "latch":
+            self._estops_in_effect()  # a repeat of the latch took effect: so did the e-stop
+            return self.save_if_changed()
+        return []  # the bridge's own repeats (pause, resume after a link loss)
+
+    def _estops_in_effect(self) -> None:
+        """The VCU holds an e-stop the bridge sent: every emergency_stop still running is
+        finished (its brake command is on the vehicle, whichever copy got there)."""
+        for record in self.book.instants:
+            if (
+                record.status is ActionStatus.RUNNING
+                and record.action_type == InstantActionType.EMERGENCY_STOP.value
+            ):
+                self.book.instant_status(record.action_id, ActionStatus.FINISHED)
 
     def on_send_failed(self, tag: str, why: str, *, link_lost: bool = False) -> list[Action]:
         """A serial command did not get through: refused by the VCU (``link_lost`` False), or
@@ -862,6 +875,8 @@ class BridgeCore:
             return []
         self.telemetry = t
         self._telemetry_at_s = now_s
+        if self.book.estop_latched and t.fault_bits & wire.FaultBit.ESTOP_LATCHED:
+            self._estops_in_effect()
         out: list[Action] = self._reassert_estop(t, now_s)
         if self.awaiting_sync and self.link_up:
             self.awaiting_sync = False

@@ -527,6 +527,8 @@ def test_the_bridge_keeps_its_estop_latch_and_asserts_it_again_on_a_vcu_that_for
     latched = int(wire.FaultBit.ESTOP_LATCHED)
     c.on_telemetry(telemetry(fault_bits=latched, estop_id=1), NOW_S + 0.1)
     assert c.build_state(NOW_S + 0.1).emergency_stop
+    # a second e-stop whose frame the VCU never acknowledges (it is about to reboot)
+    c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 3, "E2"), NOW_S + 0.5)
     # the VCU reboots and forgets the latch: the state still says e-stop, and EMERGENCY_STOP
     # goes out again at the first telemetry that does not show it
     c.on_link_down("the peer started a new session", NOW_S + 1)
@@ -539,8 +541,11 @@ def test_the_bridge_keeps_its_estop_latch_and_asserts_it_again_on_a_vcu_that_for
     assert isinstance(_serial(c.on_telemetry(telemetry(), NOW_S + 1.5))[0], EmergencyStopSerial)
     c.estop_sent(1)
     assert _serial(c.on_telemetry(telemetry(fault_bits=latched, estop_id=1), NOW_S + 1.6)) == []
+    # the VCU holds an e-stop: E2, whose own frame was never acknowledged, is finished too
+    statuses = {a.action_id: a.status for a in c.build_state(NOW_S + 1.6).action_states}
+    assert statuses["E2"] is ActionStatus.FINISHED
     # only an accepted resume clears it, naming the e-stop the VCU holds
-    (resume,) = _serial(c.instant_commands(_instant(InstantActionType.RESUME, 2, "R1"), NOW_S + 2))
+    (resume,) = _serial(c.instant_commands(_instant(InstantActionType.RESUME, 4, "R1"), NOW_S + 2))
     assert isinstance(resume, SendSerial) and resume.message == wire.Resume(1)
     assert _serial(c.on_telemetry(telemetry(), NOW_S + 3)) == []
     assert not c.build_state(NOW_S + 3).emergency_stop
@@ -609,7 +614,7 @@ def test_a_pause_whose_frame_was_lost_with_the_link_is_sent_again_not_failed() -
     assert p1.status is ActionStatus.RUNNING and "link" in p1.result_description
     assert state.paused  # the bridge holds the pause whatever the VCU did
     # a resume accepted while the link is down waits behind it, in order
-    assert _serial(c.instant_commands(_instant(InstantActionType.RESUME, 2, "R1"), NOW_S + 2)) == []
+    assert _serial(c.instant_commands(_instant(InstantActionType.RESUME, 4, "R1"), NOW_S + 2)) == []
     c.on_link_up()
     out = _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5), NOW_S + 3))
     assert [(a.message, a.tag) for a in out if isinstance(a, SendSerial)][:2] == [
