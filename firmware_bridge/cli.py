@@ -21,6 +21,7 @@ from rich.console import Console
 from firmware_bridge import wire
 from firmware_bridge.bridge import (
     DEFAULT_STATE_PERIOD_S,
+    DEFAULT_TELEMETRY_STALE_S,
     DEFAULT_TICK_S,
     DEFAULT_VCU_GRACE_S,
     BridgeService,
@@ -83,7 +84,8 @@ def run(
         Path,
         typer.Option(
             "--state-dir",
-            help="Where the store-and-forward spool and the anti-replay counters live.",
+            help="Where the order book, the store-and-forward spool and the anti-replay "
+            "counters live (kept across restarts: give the same directory each time).",
         ),
     ] = Path("bridge-state"),
     baud: int = typer.Option(
@@ -107,12 +109,22 @@ def run(
         "--vcu-grace",
         help="Seconds a lost VCU link is reported as a warning before it turns fatal.",
     ),
+    telemetry_stale: float = typer.Option(
+        DEFAULT_TELEMETRY_STALE_S,
+        "--telemetry-stale",
+        help="Seconds after which the VCU's latest telemetry is reported stale "
+        "(vcu_telemetry_stale), never as live.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     """Run the bridge: MQTT orders and instant actions → serial frames; telemetry → MQTT state."""
     _logging(verbose)
     check_van_id(van)
-    for name, value in (("--state-period", state_period), ("--tick", tick)):
+    for name, value in (
+        ("--state-period", state_period),
+        ("--tick", tick),
+        ("--telemetry-stale", telemetry_stale),
+    ):
         if not value > 0:
             raise typer.BadParameter(f"{name} {value}: expected > 0")
     if not vcu_grace >= 0:
@@ -130,6 +142,7 @@ def run(
         state_period_s=state_period,
         tick_s=tick,
         vcu_grace_s=vcu_grace,
+        telemetry_stale_s=telemetry_stale,
     )
     console.print(
         f"bridge for van [bold]{van}[/]: serial {serial} ⇄ {settings.broker.describe()}; "

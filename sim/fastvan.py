@@ -1,11 +1,16 @@
-"""One van of the fast mode: the bridge's order rules and the VCU's motion, event by event.
+"""One van of the fast mode: the bridge's order book and the VCU's motion, event by event.
 
 In the full stack an order reaches a van through the broker, the firmware bridge
 (:mod:`firmware_bridge.bridge`) cuts its released base into drive segments and a simulated
 VCU steps :class:`sim.vehicle.Vehicle` along them. :class:`FastVan` does the same in-process
-without the bytes in between:
+without the bytes in between. Everything about the order — taking it or refusing it
+(:func:`fleet.protocol.decide_order`), nodes reached and finished, parcels on board, cancel,
+pause and e-stop latches, instant action ids, the action states a State reports, the rule for
+a charge at an order's first node — is the bridge's own
+:class:`~firmware_bridge.bridge.order_book.OrderBook`; this module keeps only motion and
+timing:
 
-* orders are decided with :func:`fleet.protocol.decide_order` and turned into waypoints by the
+* orders are turned into waypoints by the
   bridge's own :func:`firmware_bridge.bridge.base_waypoints` (released base only, positions at
   1e-7 degree, a stop with the stop's work time — its longest action — at every node that has
   actions); a stop's work does not start before its planned departure minus that time (the
@@ -31,7 +36,6 @@ first (the stepped vehicle would roll on), which costs a few seconds at most.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,9 +43,9 @@ from typing import Protocol
 from firmware_bridge import wire
 from firmware_bridge.bridge import base_waypoints
 from firmware_bridge.bridge.mission import Waypoint
+from firmware_bridge.bridge.order_book import OrderBook, ground_distance_m
 from fleet.model import VanSpec
 from fleet.protocol import (
-    ActionState,
     ActionStatus,
     Battery,
     ErrorLevel,
@@ -49,24 +53,16 @@ from fleet.protocol import (
     InstantActions,
     InstantActionType,
     Load,
-    NodeActionType,
     Order,
     OrderVerdict,
     State,
     VanError,
     VanPosition,
-    decide_order,
     make_header,
 )
 from sim.motion import Leg
 
 log = logging.getLogger(__name__)
-
-# A new order's first node is where the van stands if it is this close (a re-plan's order
-# for a van at its depot): a depot's road node can lie tens of metres from the depot's own
-# position, where a van starts its day.
-AT_FIRST_NODE_M = 100.0
-_M_PER_DEG = math.radians(1.0) * 6_371_008.8
 
 RECENT_ERROR_S = 300.0  # refused commands stay in state this long (as the bridge keeps them)
 
@@ -114,7 +110,7 @@ class _Move:
 
 
 class FastVan:
-    """A van: order book as the bridge keeps it, body as the VCU moves it (closed form)."""
+    """A van: the bridge's order book (:attr:`book`), body as the VCU moves it (closed form)."""
 
     def __init__(
         self,
@@ -137,20 +133,13 @@ class FastVan:
         self.scheduler = scheduler
         self.observer = observer
         self.publish = publish
-        # the bridge's order book
-        self.order: Order | None = None
-        self.cancelled = False
+        # the bridge's order book, and the waypoints of its released base
+        self.book = OrderBook(van_id)
         self.waypoints: list[Waypoint] = []
         self._edges_cut = 0  # released edges already turned into waypoints
         self.next_wp = 0  # first waypoint not yet reached
-        self.last_order_wp: int | None = None
-        self.last_node_seq: int | None = None
-        self.finished_nodes: set[int] = set()
-        self.parcels_on_board: list[str] = []
         self._recent: list[tuple[VanError, float]] = []
         self._faults: dict[str, VanError] = {}
-        self._instants: list[ActionState] = []
-        self._action_cache: dict[tuple[str, ActionStatus], ActionState] = {}
         self._message_id = 0
         # the body
         self.move: _Move | None = None
@@ -160,10 +149,42 @@ class FastVan:
         self._gate: tuple[float, Callable[[], None]] | None = None  # waiting for a stop's time
         # charging at a stop: (since, energy then, target energy, kW)
         self._charging: tuple[float, float, float, float] | None = None
-        self.paused = False
-        self.estopped = False
         self.fatal = False
         self.online = True  # the MQTT link: states are published only while it is up
+
+    # ---- the order book, as the simulator reads it -------------------------------------------
+
+    @property
+    def order(self) -> Order | None:
+        return self.book.order
+
+    @property
+    def cancelled(self) -> bool:
+        return self.book.cancelled
+
+    @property
+    def paused(self) -> bool:
+        return self.book.paused
+
+    @property
+    def estopped(self) -> bool:
+        return self.book.estop_latched
+
+    @property
+    def last_node_seq(self) -> int | None:
+        return self.book.last_node_seq
+
+    @property
+    def last_order_wp(self) -> int | None:
+        return self.book.progress_wp
+
+    @property
+    def finished_nodes(self) -> set[int]:
+        return self.book.finished
+
+    @property
+    def parcels_on_board(self) -> list[str]:
+        return self.book.parcels_on_board
 
     # ---- state of the body ----------------------------------------------------------------
 
@@ -189,13 +210,7 @@ class FastVan:
     # ---- commands ---------------------------------------------------------------------------
 
     def receive_order(self, order: Order, now_s: float) -> None:
-        decision = decide_order(
-            self.order,
-            order,
-            van_id=self.van_id,
-            last_node_sequence_id=self.last_node_seq,
-            cancelled=self.cancelled,
-        )
+        decision = self.book.take_order(order)
         error = decision.error()
         if error is not None:
             log.warning("van %s: order refused: %s", self.van_id, error.description)
@@ -204,12 +219,7 @@ class FastVan:
             return
         if decision.verdict is OrderVerdict.DUPLICATE:
             return
-        self.order = order
         if decision.verdict is OrderVerdict.NEW:
-            self.cancelled = False
-            self.last_node_seq = None
-            self.last_order_wp = None
-            self.finished_nodes = set()
             self.next_wp = 0
             self.waypoints = []
             self._edges_cut = 0
@@ -226,18 +236,13 @@ class FastVan:
         if self.move is not None or self.dwell_until_s is not None or not self.waypoints:
             return
         wp = self.waypoints[0]
-        if wp.charge_pct is None or not self._near(wp, AT_FIRST_NODE_M):
+        lon, lat = wire.from_e7(wp.lon_e7), wire.from_e7(wp.lat_e7)
+        if self.book.first_node_charge(ground_distance_m(self.lon, self.lat, lon, lat)) is None:
             return
         charge_s = self._start_charge(wp, now_s)
         if charge_s > 0:
             self.dwell_until_s = now_s + charge_s
             self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
-
-    def _near(self, wp: Waypoint, within_m: float) -> bool:
-        lon, lat = wire.from_e7(wp.lon_e7), wire.from_e7(wp.lat_e7)
-        dx = (lon - self.lon) * _M_PER_DEG * math.cos(math.radians(lat))
-        dy = (lat - self.lat) * _M_PER_DEG
-        return math.hypot(dx, dy) <= within_m
 
     def receive_instant(self, message: InstantActions, now_s: float) -> None:
         ordered = sorted(
@@ -245,27 +250,18 @@ class FastVan:
         )
         for ia in ordered:
             kind = ia.action_type
+            # the book sets the latches and the cancel; an id applied before is not repeated
+            if not self.book.apply_instant(ia.action_id, kind, ActionStatus.FINISHED, at_s=now_s):
+                continue
             if kind in (InstantActionType.PAUSE, InstantActionType.EMERGENCY_STOP):
                 estop = kind is InstantActionType.EMERGENCY_STOP
                 self._halt(now_s, "emergency stop" if estop else "paused")
                 self._suspend_dwell(now_s)
-                if estop:
-                    self.estopped = True
-                else:
-                    self.paused = True
             elif kind is InstantActionType.RESUME:
-                self.paused = self.estopped = False
                 self._resume_dwell(now_s)
                 self._go(now_s)
             elif kind is InstantActionType.CANCEL_ORDER:
                 self._halt(now_s, "order cancelled")
-                self.cancelled = True
-            self._instants.append(
-                ActionState(
-                    action_id=ia.action_id, action_type=kind.value, status=ActionStatus.FINISHED
-                )
-            )
-            self._instants = self._instants[-32:]
         self._report(now_s)
 
     def _extend_waypoints(self, order: Order) -> None:
@@ -489,17 +485,16 @@ class FastVan:
             self._dwell_left_s = None
             self._dwell_cancel = self.scheduler.at(self.dwell_until_s, self._dwell_done)
 
-    # ---- the order book -------------------------------------------------------------------------
+    # ---- progress, told to the order book ------------------------------------------------------
 
     def _reach(self, j: int, now_s: float) -> None:
-        if self.last_order_wp is None or j > self.last_order_wp:
-            self.last_order_wp = j
+        self.book.advance(j)
         self.next_wp = max(self.next_wp, j + 1)
         wp = self.waypoints[j]
-        if wp.node_seq is not None and self.order is not None:
-            if self.last_node_seq is None or wp.node_seq > self.last_node_seq:
-                self.last_node_seq = wp.node_seq
-            self.observer.node_reached(self, now_s, self.order, wp.node_seq // 2)
+        order = self.book.order
+        if wp.node_seq is not None and order is not None:
+            self.book.reach(wp.node_seq)
+            self.observer.node_reached(self, now_s, order, wp.node_seq // 2)
             if not wp.stop:
                 self._finish(wp.node_seq, now_s)
 
@@ -509,61 +504,22 @@ class FastVan:
             self._finish(wp.node_seq, now_s)
 
     def _finish(self, seq: int, now_s: float) -> None:
-        if seq in self.finished_nodes or self.order is None:
-            return
-        self.finished_nodes.add(seq)
-        index = seq // 2
-        node = self.order.nodes[index]
-        loaded: list[str] = []
-        unloaded: list[str] = []
-        for action in node.actions:
-            if action.action_type is NodeActionType.LOAD:
-                for p in action.parcel_ids:
-                    if p not in self.parcels_on_board:
-                        self.parcels_on_board.append(p)
-                        loaded.append(p)
-            elif action.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
-                gone = set(action.parcel_ids)
-                unloaded.extend(p for p in self.parcels_on_board if p in gone)
-                self.parcels_on_board = [p for p in self.parcels_on_board if p not in gone]
-        self.observer.node_done(self, now_s, self.order, index, tuple(loaded), tuple(unloaded))
+        done = self.book.finish(seq)
+        order = self.book.order
+        if done is not None and order is not None:
+            self.observer.node_done(self, now_s, order, done.index, done.loaded, done.unloaded)
 
     # ---- state ----------------------------------------------------------------------------
 
-    def _action(self, action_id: str, kind: str, status: ActionStatus) -> ActionState:
-        key = (action_id, status)
-        cached = self._action_cache.get(key)
-        if cached is None:
-            cached = ActionState(action_id=action_id, action_type=kind, status=status)
-            self._action_cache[key] = cached
-        return cached
-
     def state(self, now_s: float) -> State:
-        """The state the bridge would publish now."""
+        """The state the bridge would publish now (node and edge states left out: the
+        controller does not read them; node actions only of the nodes reached so far)."""
         self._message_id = max(self._message_id + 1, int(now_s * 1000))
-        order = self.order
+        book = self.book
+        order = book.order
         errors = list(self._faults.values())
         self._recent = [(e, t) for e, t in self._recent if now_s - t <= RECENT_ERROR_S]
         errors += [e for e, _ in self._recent]
-        actions: list[ActionState] = []
-        last_node_id = None
-        if order is not None and not self.cancelled:
-            reached = -1 if self.last_node_seq is None else self.last_node_seq
-            for node in order.nodes:
-                if node.sequence_id > reached:
-                    break  # the rest are waiting; the controller reads only the others
-                if node.sequence_id == reached:
-                    last_node_id = node.node_id
-                status = (
-                    ActionStatus.FINISHED
-                    if node.sequence_id in self.finished_nodes
-                    else ActionStatus.RUNNING
-                    if node.sequence_id == reached
-                    else ActionStatus.WAITING
-                )
-                for a in node.actions:
-                    actions.append(self._action(a.action_id, a.action_type.value, status))
-        actions.extend(self._instants)
         lon, lat, heading = self.position_at(now_s)
         energy = self._charged_kwh(now_s)
         speed = self.move.leg.speed_at(now_s - self.move.t0_s) if self.move else 0.0
@@ -572,11 +528,11 @@ class FastVan:
             van_id=self.van_id,
             order_id=order.order_id if order else None,
             order_update_id=order.order_update_id if order else 0,
-            last_node_id=last_node_id,
-            last_node_sequence_id=self.last_node_seq if order and not self.cancelled else None,
+            last_node_id=book.last_node_id,
+            last_node_sequence_id=book.reported_node_seq,
             driving=self.move is not None,
-            paused=self.paused,
-            emergency_stop=self.estopped,
+            paused=book.paused,
+            emergency_stop=book.estop_latched,
             position=VanPosition(lon=lon, lat=lat, heading_deg=heading % 360.0),
             speed_mps=speed,
             odometer_m=self.odometer_m,
@@ -585,8 +541,8 @@ class FastVan:
                 remaining_range_m=max(0.0, energy / self.spec.energy_per_m_kwh),
                 charging=self._charging is not None,
             ),
-            load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(self.parcels_on_board)),
-            action_states=tuple(actions),
+            load=Load(load_kg=0.0, volume_m3=0.0, parcel_ids=tuple(book.parcels_on_board)),
+            action_states=tuple(book.action_states(ahead=False)),
             errors=tuple(errors[:64]),
         )
 

@@ -34,7 +34,11 @@ from pathlib import Path
 
 from firmware_bridge import wire
 from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
-from firmware_bridge.bridge.config import DEFAULT_TICK_S, DEFAULT_VCU_GRACE_S
+from firmware_bridge.bridge.config import (
+    DEFAULT_TELEMETRY_STALE_S,
+    DEFAULT_TICK_S,
+    DEFAULT_VCU_GRACE_S,
+)
 from firmware_bridge.link import LinkConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
@@ -159,6 +163,12 @@ class Timing:
     def vcu_grace_s(self) -> float:
         """How long a bridge keeps a lost VCU link a warning, in clock seconds."""
         return self.stretch(DEFAULT_VCU_GRACE_S)
+
+    @property
+    def telemetry_stale_s(self) -> float:
+        """When a bridge reports the VCU's telemetry stale: three of its periods, in clock
+        seconds (the VCU reports at a wall-clock rate, ``TELEMETRY_WALL_HZ``)."""
+        return max(DEFAULT_TELEMETRY_STALE_S, 3.0 / self.vcu().telemetry_hz)
 
     @property
     def command_max_age_s(self) -> float:
@@ -460,6 +470,7 @@ class FullRun:
                 state_period_s=t.state_period_s,
                 tick_s=t.bridge_tick_s,
                 vcu_grace_s=t.vcu_grace_s,
+                telemetry_stale_s=t.telemetry_stale_s,
                 profile=profile,
             )
             van.bridge = BridgeService(settings, self.clock)

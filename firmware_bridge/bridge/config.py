@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware_bridge import wire
-from firmware_bridge.bridge.core import STATE_PERIOD_S, VCU_GRACE_S
+from firmware_bridge.bridge.core import STATE_PERIOD_S, TELEMETRY_STALE_S, VCU_GRACE_S
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.link import LinkConfig
 from fleet.protocol import SigningKey
@@ -34,6 +34,7 @@ from fleet.protocol import SigningKey
 DEFAULT_STATE_PERIOD_S = STATE_PERIOD_S  # the unprompted state: 1 Hz
 DEFAULT_TICK_S = 0.25  # how often the bridge checks whether a state is due
 DEFAULT_VCU_GRACE_S = VCU_GRACE_S  # a lost VCU link is a warning this long, then fatal
+DEFAULT_TELEMETRY_STALE_S = TELEMETRY_STALE_S  # older VCU telemetry is reported stale
 
 
 class ConfigFileError(BridgeError):
@@ -97,10 +98,18 @@ class BridgeSettings:
     state_period_s: float = DEFAULT_STATE_PERIOD_S
     tick_s: float = DEFAULT_TICK_S
     vcu_grace_s: float = DEFAULT_VCU_GRACE_S
+    telemetry_stale_s: float = DEFAULT_TELEMETRY_STALE_S
     profile: VanProfile = field(default_factory=VanProfile)
 
     def __post_init__(self) -> None:
-        positive = ("reconnect_s", "keepalive_s", "mqtt_timeout_s", "state_period_s", "tick_s")
+        positive = (
+            "reconnect_s",
+            "keepalive_s",
+            "mqtt_timeout_s",
+            "state_period_s",
+            "tick_s",
+            "telemetry_stale_s",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigFileError(f"bridge setting {name}={getattr(self, name)}: expected > 0")

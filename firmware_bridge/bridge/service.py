@@ -5,7 +5,8 @@ imports it), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
 ``await bridge.run()`` — runs until cancelled. Named tasks in one task group:
 ``serial`` (inside :class:`SerialLink`), ``mqtt`` (connect, subscribe; reconnect every
 ``reconnect_s``), ``publisher`` (spooled messages first, in order, then live ones),
-``ticker`` (every ``tick_s``: the periodic state). MQTT with TCP_NODELAY, short timeouts
+``ticker`` (every ``tick_s``, and at the core's next deadline: the periodic state, stale
+telemetry, held segments). MQTT with TCP_NODELAY, short timeouts
 (``keepalive_s``, ``mqtt_timeout_s``), QoS 1 commands, a retained ``connection`` with a last
 will of CONNECTION_BROKEN, a retained factsheet.
 
@@ -13,20 +14,25 @@ Commands are handled where they arrive: inside the MQTT socket's read callback, 
 order, before their QoS 1 PUBACK goes out (:class:`_CommandClient`), not one queue hop and
 two task switches later. An emergency stop is on the serial line before the state that
 reports it is built.
+
+The order book is restored from ``--state-dir/order-book.json`` when the service is made and
+written there (:mod:`firmware_bridge.bridge.statefile`: temp file, fsync, rename, fsync of
+the directory) whenever the core asks (:class:`SaveBook`), before the state that reports the
+change; an unreadable file is logged, moved aside and reported in state, and the bridge
+starts without an order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import aiomqtt
@@ -40,12 +46,21 @@ from firmware_bridge.bridge.core import (
     DiscardSerial,
     EmergencyStopSerial,
     PublishState,
+    SaveBook,
     SaveCounters,
     SendSerial,
 )
+from firmware_bridge.bridge.order_book import OrderBookError
 from firmware_bridge.bridge.spool import Spool
+from firmware_bridge.bridge.statefile import (
+    StateFileError,
+    StateWriter,
+    move_aside,
+    read_json,
+)
 from firmware_bridge.errors import LinkError, SpoolError
 from firmware_bridge.link import (
+    BadFrame,
     Delivered,
     Discarded,
     EstopAcked,
@@ -55,6 +70,7 @@ from firmware_bridge.link import (
     Received,
     Rejected,
     SerialLink,
+    VersionMismatch,
     url_opener,
 )
 from fleet.protocol import (
@@ -74,16 +90,17 @@ from fleet.protocol.clock import Clock
 log = logging.getLogger(__name__)
 
 COUNTERS_FILE = "replay-counters.json"
+BOOK_FILE = "order-book.json"
 OUTBOX_MAX = 256
 
 
 def load_counters(path: Path) -> dict[str, int]:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
+        data = read_json(path)
+    except StateFileError as exc:
         raise SpoolError(f"{path}: cannot read the anti-replay counters: {exc}") from exc
+    if data is None:
+        return {}
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, int) for k, v in data.items()
     ):
@@ -91,10 +108,12 @@ def load_counters(path: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in data.items()}
 
 
-def save_counters(path: Path, counters: dict[str, int]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(counters, sort_keys=True))
-    os.replace(tmp, path)
+def merge_counters(saved: dict[str, int], counters: dict[str, int]) -> dict[str, int]:
+    """The counters to save: a counter never goes down (``docs/bridge.md``, "Commands")."""
+    merged = dict(saved)
+    for kind, value in counters.items():
+        merged[kind] = max(value, merged.get(kind, value))
+    return merged
 
 
 def _payload_bytes(message: aiomqtt.Message) -> bytes:
@@ -155,18 +174,23 @@ class BridgeService:
         self._instant_topic = self.topics.van(settings.van_id, VanTopic.INSTANT)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._counters_path = settings.state_dir / COUNTERS_FILE
+        self._counters_saved = load_counters(self._counters_path)
+        self.writer = StateWriter()
         verifier = CommandVerifier(
             settings.van_id,
             settings.keys,
             max_age_s=settings.max_command_age_s,
-            last_message_ids=load_counters(self._counters_path),
+            last_message_ids=self._counters_saved,
         )
         self.core = BridgeCore(
             settings.van_id,
             verifier,
             state_period_s=settings.state_period_s,
             vcu_grace_s=settings.vcu_grace_s,
+            telemetry_stale_s=settings.telemetry_stale_s,
         )
+        self._book_path = settings.state_dir / BOOK_FILE
+        self._restore_book()
         self.spool = Spool(settings.state_dir / "spool", max_messages=settings.spool_max_messages)
         self.link = SerialLink(
             url_opener(settings.serial_url),
@@ -179,7 +203,8 @@ class BridgeService:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self._session_ended = asyncio.Event()
-        self._outbox: deque[tuple[str, bytes]] = deque()
+        # states to publish, each with the state-file write it must wait for
+        self._outbox: deque[tuple[str, bytes, Future[None] | None]] = deque()
         self._outbox_wake = asyncio.Event()
         self._tickets: dict[int, str] = {}
         self._estop_tags: dict[int, str] = {}
@@ -202,10 +227,32 @@ class BridgeService:
                 await self._runner
 
     async def run(self) -> None:
-        async with self.link, asyncio.TaskGroup() as tg:
-            tg.create_task(self._mqtt_loop(), name="mqtt")
-            tg.create_task(self._publisher(), name="publisher")
-            tg.create_task(self._ticker(), name="ticker")
+        try:
+            async with self.link, asyncio.TaskGroup() as tg:
+                tg.create_task(self._mqtt_loop(), name="mqtt")
+                tg.create_task(self._publisher(), name="publisher")
+                tg.create_task(self._ticker(), name="ticker")
+        finally:
+            self.writer.close()  # what was asked is written before the bridge ends
+
+    def _restore_book(self) -> None:
+        path = self._book_path
+        van = self.settings.van_id
+        try:
+            data = read_json(path)
+            if data is None:
+                log.info("van %s: no saved order book in %s: starting empty", van, path)
+                return
+            self.core.restore(data, where=str(path))
+        except (StateFileError, OrderBookError) as exc:
+            aside = move_aside(path, str(int(self.clock.time() * 1000)))
+            where = f"moved aside to {aside.name}" if aside else "could not be moved aside"
+            detail = f"{exc}; {where}; started without an order"
+            log.error("van %s: saved order book unreadable: %s", van, detail)
+            self.core.restore_failed(f"saved order book unreadable: {detail}")
+
+    def _save_book(self) -> None:
+        self.writer.put_json(self._book_path, self.core.book_document())
 
     # ---- actions --------------------------------------------------------------------------
 
@@ -237,13 +284,13 @@ class BridgeService:
             elif isinstance(action, PublishState):
                 topic = self.topics.van(self.settings.van_id, VanTopic.STATE)
                 self._publish(topic, encode(action.state))
+            elif isinstance(action, SaveBook):
+                self._save_book()
             elif isinstance(action, SaveCounters):
-                try:
-                    save_counters(self._counters_path, action.counters)
-                except OSError as exc:
-                    log.error(
-                        "cannot save anti-replay counters to %s: %s", self._counters_path, exc
-                    )
+                merged = merge_counters(self._counters_saved, action.counters)
+                if merged != self._counters_saved:
+                    self._counters_saved = merged
+                    self.writer.put_json(self._counters_path, merged)
 
     def _on_link_event(self, event: LinkEvent) -> None:
         now = self.clock.time()
@@ -259,11 +306,20 @@ class BridgeService:
                 tag = self._tickets.pop(ticket, None)
                 if tag is not None:
                     self._apply(core.on_delivered(tag))
-        elif isinstance(event, Rejected | Discarded):
+        elif isinstance(event, Rejected):
+            tag = self._tickets.pop(event.ticket, None)
+            log.warning(
+                "van %s: the VCU refused %s for good (%s)",
+                self.settings.van_id,
+                event.message.TYPE.name,
+                event.reason.name,
+            )
+            if tag is not None:
+                self._apply(core.on_send_failed(tag, f"refused by the VCU ({event.reason.name})"))
+        elif isinstance(event, Discarded):
             tag = self._tickets.pop(event.ticket, None)
             if tag is not None:
-                why = "refused by the VCU" if isinstance(event, Rejected) else "link lost"
-                self._apply(core.on_send_failed(tag, why))
+                self._apply(core.on_send_failed(tag, "link lost", link_lost=True))
         elif isinstance(event, EstopAcked):
             tag = self._estop_tags.pop(event.estop_id, None)
             if tag is not None:
@@ -274,6 +330,10 @@ class BridgeService:
         elif isinstance(event, LinkDown):
             log.error("van %s: VCU link down: %s", self.settings.van_id, event.reason)
             self._apply(core.on_link_down(event.reason, now))
+        elif isinstance(event, VersionMismatch):
+            self._apply(core.on_version_mismatch(event.peer_min, event.peer_max, now))
+        elif isinstance(event, BadFrame):
+            self._apply(core.on_bad_frame(event.fault, now))
 
     # ---- MQTT ------------------------------------------------------------------------------
 
@@ -281,6 +341,7 @@ class BridgeService:
         s = self.settings
         now = self.clock.time()
         header = make_header(s.van_id, self.core.next_message_id(now), now)
+        self._apply(self.core.save_if_changed())  # the message id reservation, if it grew
         if state is not None:
             return encode(Connection(header=header, van_id=s.van_id, connection_state=state))
         p = s.profile
@@ -406,7 +467,7 @@ class BridgeService:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.connected.is_set() and not len(self.spool) and len(self._outbox) < OUTBOX_MAX:
-            self._outbox.append((topic, payload))
+            self._outbox.append((topic, payload, self.writer.last))
             self._outbox_wake.set()
             return
         try:
@@ -428,14 +489,18 @@ class BridgeService:
                     self.spool.pop()
                     self.states_published += 1
                 while self._outbox:
-                    topic, payload = self._outbox[0]
+                    topic, payload, written = self._outbox[0]
+                    if written is not None and not written.done():
+                        # a state goes out only once the change it reports is on disk
+                        await asyncio.wrap_future(written)
                     await client.publish(topic, payload, qos=0)
                     self._outbox.popleft()
                     self.states_published += 1
             except aiomqtt.MqttError as exc:
                 log.warning("van %s: publish failed (%s); spooling", self.settings.van_id, exc)
                 while self._outbox:
-                    self.spool.append(*self._outbox.popleft())
+                    topic, payload, _ = self._outbox.popleft()
+                    self.spool.append(topic, payload)
                 await self.clock.sleep(0.1)
                 continue
             self._outbox_wake.clear()
@@ -463,10 +528,11 @@ class BridgeService:
     async def _ticker(self) -> None:
         while True:
             delay = self.settings.tick_s
-            gate = self.core.next_gate_s()
+            due = self.core.next_deadline_s()
             now = self.clock.time()
-            if gate is not None and gate > now:
-                # a segment held back for its stop's planned time goes out on time
-                delay = min(delay, gate - now)
+            if due is not None and due > now:
+                # a segment held back for its stop's planned time goes out on time; stale
+                # telemetry is reported when it turns stale, not up to a tick later
+                delay = min(delay, due - now + 1e-3)
             await self.clock.sleep(delay)
             self._apply(self.core.tick(self.clock.time()))

@@ -38,7 +38,7 @@ from fleet.protocol import (
     sign,
 )
 from fleet.protocol.clock import ScaledClock
-from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, vcu_port
+from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuMemory, vcu_port
 from sim.vehicle import Vehicle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,18 +218,32 @@ async def rig(
     spool_max: int = 10_000,
     bridge_port: int = 0,
     soc_pct: float = 100.0,
+    telemetry_hz: float = 10.0,
+    telemetry_stale_s: float = 0.5 * FACTOR,
+    state_dir: Path | None = None,
+    now_s: float = NOW_S,
+    memory: VcuMemory | None = None,
 ) -> AsyncIterator[Rig]:
-    """``bridge_port``: where the bridge connects (a cuttable forwarder), default ``port``."""
+    """``bridge_port``: where the bridge connects (a cuttable forwarder), default ``port``.
+
+    Times are the rig's clock seconds (``FACTOR`` times wall time): the bridge reports the
+    VCU's telemetry stale after ``telemetry_stale_s`` (0.5 s of wall time by default, so that
+    a loaded test machine does not make it flap)."""
     prefix = prefix or f"test/{uuid.uuid4().hex[:10]}/"
-    clock = ScaledClock(NOW_S, FACTOR)
+    clock = ScaledClock(now_s, FACTOR)
     spec = load_van_spec(REPO / "configs" / "van.toml")
     port_ = vcu_port("pty")
     vcu = SimulatedVcu(
         port_,
         Vehicle(spec, lon=LON0, lat=LAT0, soc_pct=soc_pct),
         clock=clock,
-        config=VcuConfig(baud=baud, link=LinkConfig(wire.Role.VCU, line_baud=baud, **LINK)),
+        config=VcuConfig(
+            baud=baud,
+            telemetry_hz=telemetry_hz,
+            link=LinkConfig(wire.Role.VCU, line_baud=baud, **LINK),
+        ),
         faults=faults,
+        memory=memory,
     )
     assert port_.path is not None
     settings = BridgeSettings(
@@ -237,7 +251,7 @@ async def rig(
         serial_url=port_.path,
         broker=BrokerSettings(host=host, port=bridge_port or port),
         keys=(KEY,),
-        state_dir=tmp / "bridge-state",
+        state_dir=state_dir or tmp / "bridge-state",
         topic_prefix=prefix,
         client_id=f"bridge-{uuid.uuid4().hex[:8]}",
         baud=baud,
@@ -245,6 +259,7 @@ async def rig(
         spool_max_messages=spool_max,
         max_command_age_s=600.0,
         reconnect_s=0.5 * FACTOR,
+        telemetry_stale_s=telemetry_stale_s,
     )
     bridge = BridgeService(settings, clock)
     vcu_task = asyncio.create_task(vcu.run(), name="vcu")

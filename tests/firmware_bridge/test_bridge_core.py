@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from bridge_fixtures import (
     KEY,
     NOW_S,
@@ -19,9 +22,12 @@ from firmware_bridge.bridge.core import (
     DiscardSerial,
     EmergencyStopSerial,
     PublishState,
+    SaveBook,
+    SaveCounters,
     SendSerial,
 )
 from firmware_bridge.bridge.mission import base_waypoints, cut_segments
+from firmware_bridge.bridge.order_book import OrderBookError
 from fleet.protocol import (
     ActionStatus,
     CommandVerifier,
@@ -31,6 +37,7 @@ from fleet.protocol import (
     NodeAction,
     NodeActionType,
     Order,
+    State,
     encode,
     format_timestamp,
     sign,
@@ -155,17 +162,25 @@ def test_a_lost_vcu_link_is_a_warning_then_fatal_after_the_grace_and_stops_the_s
     out = c.on_link_down("no valid frame for 1.00 s", NOW_S)
     assert isinstance(out[0], DiscardSerial)
     state = c.build_state(NOW_S + 1)
+    # the link is lost, and what the VCU said last is 1 s old: both said, neither fatal yet
     assert [(e.error_type, e.level) for e in state.errors] == [
-        ("vcu_link_lost", ErrorLevel.WARNING)
+        ("vcu_link_lost", ErrorLevel.WARNING),
+        ("vcu_telemetry_stale", ErrorLevel.WARNING),
     ]
+    assert {r.key: r.value for e in state.errors for r in e.references} == {
+        "telemetry_age_s": "1.00"
+    }
     assert segments(c.on_order_payload(payload(line_order()), NOW_S + 1)) == []
     # a second loss report does not restart the grace
     c.on_link_down("again", NOW_S + 4)
-    assert c.tick(NOW_S + 4.9) == []  # state sent at +1 s: not due, not fatal yet
+    for action in c.tick(NOW_S + 4.9):  # not fatal yet
+        assert isinstance(action, PublishState)
+        assert all(e.level is ErrorLevel.WARNING for e in action.state.errors)
     (escalated,) = c.tick(NOW_S + 5.0)  # the grace is over: a state at once, fatal
     assert isinstance(escalated, PublishState)
     assert [(e.error_type, e.level) for e in escalated.state.errors] == [
-        ("vcu_link_lost", ErrorLevel.FATAL)
+        ("vcu_link_lost", ErrorLevel.FATAL),
+        ("vcu_telemetry_stale", ErrorLevel.WARNING),
     ]
     c.on_link_up()
     assert segments(c.on_telemetry(telemetry(), NOW_S + 6))  # back in sync: the order goes out
@@ -178,7 +193,8 @@ def test_a_vcu_back_within_the_grace_never_shows_a_fatal_error() -> None:
     c.on_link_down("peer restarted", NOW_S)
     c.on_link_up()
     c.on_telemetry(telemetry(), NOW_S + 1)
-    assert c.tick(NOW_S + 30)[0].state.errors == ()  # type: ignore[union-attr]
+    states = [a.state for a in c.on_telemetry(telemetry(), NOW_S + 29.9)]  # type: ignore[union-attr]
+    assert states and all(s.errors == () for s in states)
 
 
 def test_after_a_vcu_reboot_a_new_mission_starts_at_the_first_waypoint_not_reached() -> None:
@@ -447,3 +463,277 @@ def test_no_state_before_the_vcu_has_spoken_and_a_refusal_meanwhile_is_kept() ->
     (first,) = [a for a in c.on_telemetry(telemetry(), NOW_S + 1) if isinstance(a, PublishState)]
     assert first.state.battery.soc_pct == 90.0
     assert [e.error_type for e in first.state.errors] == ["validation_error"]
+
+
+# ---- issue 14: e-stop, latch, stale data, link loss, restarts ---------------------------
+
+
+def _instant(kind: InstantActionType, message_id: int, action_id: str = "") -> bytes:
+    return encode(sign(instant(kind, message_id=message_id, now_s=NOW_S, action_id=action_id), KEY))
+
+
+def _serial(actions: list[object]) -> list[object]:
+    return [a for a in actions if isinstance(a, SendSerial | EmergencyStopSerial)]
+
+
+def _states(actions: list[object]) -> list[State]:
+    return [a.state for a in actions if isinstance(a, PublishState)]
+
+
+def _errors(state: State) -> dict[str, ErrorLevel]:
+    return {e.error_type: e.level for e in state.errors}
+
+
+def test_an_instant_action_id_is_applied_once_and_a_copy_is_confirmed_not_repeated() -> None:
+    c = core()
+    ready(c)
+    (stop,) = _serial(
+        c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 5, "E1"), NOW_S)
+    )
+    assert isinstance(stop, EmergencyStopSerial)
+    c.estop_sent(1)
+    c.on_delivered(stop.tag)
+    # the controller sends the same action again (a newer message, same action id)
+    again = c.on_instant_payload(_instant(InstantActionType.EMERGENCY_STOP, 6, "E1"), NOW_S)
+    assert _serial(again) == []  # not a second e-stop on the line
+    (state,) = _states(again)  # but confirmed: the state lists it, finished
+    assert {a.action_id: a.status for a in state.action_states}["E1"] is ActionStatus.FINISHED
+    # an e-stop with an id not seen before is always obeyed
+    (fresh,) = _serial(
+        c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 7, "E2"), NOW_S)
+    )
+    assert isinstance(fresh, EmergencyStopSerial)
+    # a pause repeated is not applied twice either
+    c.instant_commands(_instant(InstantActionType.PAUSE, 8, "P1"), NOW_S)
+    assert _serial(c.instant_commands(_instant(InstantActionType.PAUSE, 9, "P1"), NOW_S)) == []
+
+
+def test_an_emergency_stop_below_the_replay_counter_is_obeyed_and_lowers_nothing() -> None:
+    # issue 14 item 1: a controller restarted with a new store signs with lower message ids
+    c = core()
+    ready(c)
+    c.on_instant_payload(_instant(InstantActionType.PAUSE, 1002, "P1"), NOW_S)
+    out = c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 1, "E-new"), NOW_S)
+    assert isinstance(out[0], EmergencyStopSerial)
+    (counters,) = [a for a in out if isinstance(a, SaveCounters)]
+    assert counters.counters["instant"] == 1002
+
+
+def test_the_bridge_keeps_its_estop_latch_and_asserts_it_again_on_a_vcu_that_forgot_it() -> None:
+    c = core()
+    ready(c)
+    c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 1, "E1"), NOW_S)
+    c.estop_sent(1)
+    latched = int(wire.FaultBit.ESTOP_LATCHED)
+    c.on_telemetry(telemetry(fault_bits=latched, estop_id=1), NOW_S + 0.1)
+    assert c.build_state(NOW_S + 0.1).emergency_stop
+    # a second e-stop whose frame the VCU never acknowledges (it is about to reboot)
+    c.instant_commands(_instant(InstantActionType.EMERGENCY_STOP, 3, "E2"), NOW_S + 0.5)
+    # the VCU reboots and forgets the latch: the state still says e-stop, and EMERGENCY_STOP
+    # goes out again at the first telemetry that does not show it
+    c.on_link_down("the peer started a new session", NOW_S + 1)
+    c.on_link_up()
+    out = c.on_telemetry(telemetry(), NOW_S + 1.2)
+    assert isinstance(out[0], EmergencyStopSerial)
+    assert all(s.emergency_stop for s in _states(out))
+    # not again while the first repeat is on its way; again if the VCU still does not show it
+    assert _serial(c.on_telemetry(telemetry(), NOW_S + 1.3)) == []
+    assert isinstance(_serial(c.on_telemetry(telemetry(), NOW_S + 1.5))[0], EmergencyStopSerial)
+    c.estop_sent(1)
+    assert _serial(c.on_telemetry(telemetry(fault_bits=latched, estop_id=1), NOW_S + 1.6)) == []
+    # the VCU holds an e-stop: E2, whose own frame was never acknowledged, is finished too
+    statuses = {a.action_id: a.status for a in c.build_state(NOW_S + 1.6).action_states}
+    assert statuses["E2"] is ActionStatus.FINISHED
+    # only an accepted resume clears it, naming the e-stop the VCU holds
+    (resume,) = _serial(c.instant_commands(_instant(InstantActionType.RESUME, 4, "R1"), NOW_S + 2))
+    assert isinstance(resume, SendSerial) and resume.message == wire.Resume(1)
+    assert _serial(c.on_telemetry(telemetry(), NOW_S + 3)) == []
+    assert not c.build_state(NOW_S + 3).emergency_stop
+
+
+def test_stale_telemetry_is_an_error_at_once_never_a_guess_and_fatal_after_the_grace() -> None:
+    c = BridgeCore(VAN, CommandVerifier(VAN, [KEY]), telemetry_stale_s=0.5, vcu_grace_s=5.0)
+    c.on_link_up()
+    moving = telemetry(speed_cmps=1135, drive_state=wire.DriveState.DRIVING)
+    c.on_telemetry(moving, NOW_S)
+    assert c.next_deadline_s() == NOW_S + 0.5  # the service wakes the core then
+    assert c.tick(NOW_S + 0.5) == []  # not older than the bound yet
+    (stale,) = _states(c.tick(NOW_S + 0.51))  # heartbeats go on, telemetry does not: at once
+    assert _errors(stale) == {"vcu_telemetry_stale": ErrorLevel.WARNING}
+    (err,) = stale.errors
+    assert err.references[0].key == "telemetry_age_s" and err.references[0].value == "0.51"
+    # the last values, never a guess (no speed 0, no driving false), with the error
+    assert stale.driving and stale.speed_mps == 11.35
+    (fatal,) = _states(c.tick(NOW_S + 5.5))
+    assert _errors(fatal) == {"vcu_telemetry_stale": ErrorLevel.FATAL}
+    (live,) = _states(c.on_telemetry(moving, NOW_S + 6))
+    assert live.errors == ()
+
+
+def test_a_vcu_with_another_protocol_version_is_a_fatal_error_even_before_any_telemetry() -> None:
+    c = core()
+    (state,) = _states(c.on_version_mismatch(3, 4, NOW_S))
+    assert _errors(state)["vcu_version_mismatch"] is ErrorLevel.FATAL
+    assert not state.driving and state.position is None  # nothing of the vehicle is known
+    assert c.on_version_mismatch(3, 4, NOW_S + 0.2) == []  # the same again: nothing new
+    # frames that still arrive are not the vehicle's until a handshake succeeds
+    moving = telemetry(speed_cmps=1135, drive_state=wire.DriveState.DRIVING)
+    assert c.on_telemetry(moving, NOW_S + 0.3) == []
+    assert not c.build_state(NOW_S + 0.3).driving
+    c.on_link_up()  # a full handshake: the VCU speaks our version now
+    (ok,) = _states(c.on_telemetry(telemetry(), NOW_S + 1))
+    assert "vcu_version_mismatch" not in _errors(ok)
+
+
+def test_bad_frames_from_the_vcu_are_counted() -> None:
+    c = core()
+    fault = wire.FrameFault(wire.FaultKind.CRC, "checksum 0x1234 != 0x4321", 17)
+    for i in range(50):
+        assert c.on_bad_frame(fault, NOW_S + i * 0.1) == []
+    assert c.bad_frames == 50
+
+
+def _order_out(c: BridgeCore, stops: int = 3) -> int:
+    ready(c)
+    first = segments(c.on_order_payload(payload(line_order(stops=stops, released=stops)), NOW_S))
+    mission = first[0].mission_id
+    for k in range(len(first)):
+        c.on_delivered(f"seg:{mission}:{k}")
+    return mission
+
+
+def test_a_pause_whose_frame_was_lost_with_the_link_is_sent_again_not_failed() -> None:
+    c = core()
+    mission = _order_out(c)
+    (pause,) = _serial(c.instant_commands(_instant(InstantActionType.PAUSE, 1, "P1"), NOW_S))
+    assert isinstance(pause, SendSerial)
+    c.on_link_down("no valid frame for 1.00 s", NOW_S + 0.5)
+    c.on_send_failed(pause.tag, "link lost", link_lost=True)  # its ACK never came
+    state = c.build_state(NOW_S + 1)
+    p1 = {a.action_id: a for a in state.action_states}["P1"]
+    assert p1.status is ActionStatus.RUNNING and "link" in p1.result_description
+    assert state.paused  # the bridge holds the pause whatever the VCU did
+    # a resume accepted while the link is down waits behind it, in order
+    assert _serial(c.instant_commands(_instant(InstantActionType.RESUME, 4, "R1"), NOW_S + 2)) == []
+    c.on_link_up()
+    out = _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5), NOW_S + 3))
+    assert [(a.message, a.tag) for a in out if isinstance(a, SendSerial)][:2] == [
+        (wire.Stop(wire.StopMode.HOLD), "ia:P1"),
+        (wire.Resume(0), "ia:R1"),
+    ]
+    c.on_delivered("ia:P1")
+    statuses = {a.action_id: a.status for a in c.build_state(NOW_S + 3).action_states}
+    assert statuses["P1"] is ActionStatus.FINISHED and statuses["R1"] is ActionStatus.RUNNING
+
+
+def test_a_resume_waiting_for_the_link_longer_than_the_grace_fails_a_pause_never_does() -> None:
+    c = core()
+    mission = _order_out(c)
+    c.on_link_down("no valid frame for 1.00 s", NOW_S)
+    c.instant_commands(_instant(InstantActionType.RESUME, 1, "R1"), NOW_S)
+    c.instant_commands(_instant(InstantActionType.PAUSE, 2, "P1"), NOW_S)
+    c.tick(NOW_S + 6)
+    c.on_link_up()
+    out = _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5), NOW_S + 60))
+    assert [a.tag for a in out if isinstance(a, SendSerial)][:1] == ["ia:P1"]
+    r1 = {a.action_id: a for a in c.build_state(NOW_S + 60).action_states}["R1"]
+    assert r1.status is ActionStatus.FAILED and "link lost" in r1.result_description
+
+
+def test_vcu_link_faults_and_vendor_fault_codes_are_listed_not_swallowed() -> None:
+    c = core()
+    ready(c)
+    lost = wire.FaultReport(wire.FaultCode.LINK_LOST, wire.Severity.WARNING, 0x10, 1200)
+    back = wire.FaultReport(wire.FaultCode.LINK_RESTORED, wire.Severity.INFO, 0, 1800)
+    vendor = wire.FaultReport(wire.FaultCode(0x8123), wire.Severity.WARNING, 0, 7)
+    c.on_fault_report(lost, NOW_S)
+    c.on_fault_report(back, NOW_S)
+    (state,) = _states(c.on_fault_report(vendor, NOW_S))
+    codes = [r.value for e in state.errors for r in e.references if r.key == "fault_code"]
+    assert codes == ["LINK_LOST", "LINK_RESTORED", "VENDOR_0x8123"]
+    assert all(e.level is ErrorLevel.WARNING for e in state.errors)
+    numbers = [r.value for e in state.errors for r in e.references if r.key == "fault_code_number"]
+    assert numbers == [str(0x8123)]
+
+
+def test_after_a_link_loss_a_holding_vcu_is_resumed_once_unless_a_pause_or_estop_is_held() -> None:
+    holding = dict(drive_state=wire.DriveState.HOLDING, fault_bits=int(wire.FaultBit.LINK_LOST))
+    c = core()
+    mission = _order_out(c)
+    c.on_link_down("no valid frame for 1.00 s", NOW_S)
+    c.on_link_up()
+    out = _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5, **holding), NOW_S + 8))
+    assert [a.message for a in out if isinstance(a, SendSerial)] == [wire.Resume(0)]
+    assert _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5), NOW_S + 8.1)) == []
+    # paused: the VCU stays where it holds
+    c.instant_commands(_instant(InstantActionType.PAUSE, 1, "P1"), NOW_S + 9)
+    c.on_link_down("no valid frame for 1.00 s", NOW_S + 10)
+    c.on_link_up()
+    out = _serial(c.on_telemetry(telemetry(mission_id=mission, wp_queued=5, **holding), NOW_S + 12))
+    messages = [a.message for a in out if isinstance(a, SendSerial)]
+    assert wire.Stop(wire.StopMode.HOLD) in messages and not any(
+        isinstance(m, wire.Resume) for m in messages
+    )
+
+
+def test_state_message_ids_keep_rising_across_a_restart_with_the_clock_stepped_back() -> None:
+    c = core()
+    c.on_link_up()
+    out = c.on_telemetry(telemetry(), NOW_S)
+    # the first state reserved ids ahead, persisted before the state goes out
+    kinds = [type(a) for a in out]
+    assert kinds.index(SaveBook) < kinds.index(PublishState)
+    last = c.build_state(NOW_S).header.message_id
+    doc = c.book_document()
+    assert doc["bridge"]["message_id_reserved"] >= last
+    again = core()
+    again.restore(doc)
+    # the clock went back an hour: the ids still rise
+    assert again.build_state(NOW_S - 3600).header.message_id > last
+
+
+def test_the_order_book_survives_a_restart_and_the_same_vcu_mission_carries_on() -> None:
+    c = core()
+    mission = _order_out(c, stops=4)
+    c.instant_commands(_instant(InstantActionType.PAUSE, 1, "P1"), NOW_S)
+    c.on_telemetry(
+        telemetry(mission_id=mission, last_wp=2, wp_queued=7, drive_state=wire.DriveState.DRIVING),
+        NOW_S,
+    )
+    assert c.parcels_on_board == ["P2", "P3"] and c.last_node_seq == 2
+    doc = json.loads(json.dumps(c.book_document()))  # as the file holds it
+    again = core()
+    again.restore(doc)
+    assert again.order == c.order and again.parcels_on_board == ["P2", "P3"]
+    assert again.last_node_seq == 2 and again.book.paused
+    again.on_link_up()
+    out = again.on_telemetry(
+        telemetry(mission_id=mission, last_wp=4, wp_queued=7, drive_state=wire.DriveState.PAUSED),
+        NOW_S + 5,
+    )
+    assert segments(out) == []  # the VCU holds the whole mission: nothing sent twice
+    # the pause, never acknowledged before the restart, is sent again (idempotent)
+    assert [a.tag for a in out if isinstance(a, SendSerial)] == ["ia:P1"]
+    (state,) = _states(out)
+    assert state.order_id == "O-1" and state.last_node_sequence_id == 4
+    assert state.load.parcel_ids == ("P3",)  # n2 was passed while the bridge was away
+    assert state.paused
+
+
+def test_a_saved_book_that_is_not_one_is_refused_with_the_field_named() -> None:
+    c = core()
+    _order_out(c)
+    doc = c.book_document()
+    with pytest.raises(OrderBookError, match="parcels_on_board"):
+        core().restore({**doc, "parcels_on_board": "P1"})
+    with pytest.raises(OrderBookError, match="van_id"):
+        core().restore({**doc, "van_id": "WH-OTHER-01"})
+    with pytest.raises(OrderBookError, match="mission"):
+        core().restore({**doc, "bridge": {**doc["bridge"], "mission_start_wp": 99}})
+    fresh = core()
+    fresh.restore_failed("order-book.json: not valid JSON; moved aside")
+    fresh.on_link_up()
+    (state,) = _states(fresh.on_telemetry(telemetry(), NOW_S + 1))
+    assert _errors(state) == {"order_book_unreadable": ErrorLevel.WARNING}
+    fresh.on_order_payload(payload(line_order()), NOW_S + 1)
+    assert "order_book_unreadable" not in _errors(fresh.build_state(NOW_S + 1))

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import statistics
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import aiomqtt
 import pytest
-from bridge_fixtures import KEY, NOW_S, VAN, aio, instant, line_order, released_more, rig
+from bridge_fixtures import (
+    FACTOR,
+    KEY,
+    LAT0,
+    LINK,
+    LON0,
+    NOW_S,
+    VAN,
+    aio,
+    instant,
+    line_order,
+    released_more,
+    rig,
+)
 
-from firmware_bridge.bridge import Spool
+from firmware_bridge import wire
+from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, Spool
+from firmware_bridge.link import LinkConfig, PtyPair
 from fleet.protocol import (
     ActionStatus,
     ErrorLevel,
@@ -18,13 +39,17 @@ from fleet.protocol import (
     NodeAction,
     NodeActionType,
     Order,
+    State,
+    VanError,
     VanTopic,
+    decode,
     derive_van_key,
     encode,
     parse_timestamp,
     sign,
 )
-from sim.vcu import VcuFaults
+from fleet.protocol.clock import ScaledClock
+from sim.vcu import VcuFaults, VcuMemory
 from tests.support.brokers import BrokerEndpoint
 from tests.support.netcut import CuttableLink
 
@@ -368,3 +393,354 @@ async def test_a_vcu_reboot_mid_route_is_a_warning_and_the_route_resumes_once(
         assert len(set(missions)) == 2 and missions == sorted(missions)  # before, after
         assert r.bridge.core.mission is not None and r.bridge.core.mission.start > 0
         assert r.vcu.applied_segments == sorted(set(r.vcu.applied_segments))  # once each
+
+
+# ---- issue 14: latch across a VCU reboot, stale telemetry, version mismatch, restarts -----
+
+
+class _ForgetfulMemory(VcuMemory):
+    """A VCU whose e-stop latch does not survive a reboot (what docs/serial.md forbids, and
+    what the bridge must stand up to all the same)."""
+
+    def latch(self, estop_id: int) -> None:
+        self.estop_id = estop_id  # reported, never kept as latched
+
+
+@aio
+async def test_an_estop_stays_latched_across_a_vcu_reboot_that_forgets_it(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        rig(
+            mosquitto.host,
+            mosquitto.port,
+            tmp_path,
+            prefix=mosquitto.prefix,
+            memory=_ForgetfulMemory(),
+        ) as r,
+    ):
+        order = line_order(
+            stops=3, released=3, spacing_m=200, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        await r.until(lambda: r.last.driving)
+        await r.publish_instant(InstantActionType.EMERGENCY_STOP)
+        await r.until(lambda: r.last.emergency_stop and r.last.speed_mps == 0.0)
+        latched_at = len(r.states)
+        odometer_m = r.vcu.vehicle.odometer_m
+        received = len(r.vcu.estops_received)
+        r.vcu.request_reboot()
+        await r.poll(lambda: r.vcu.boots == 2, 60)
+        # the rebooted VCU gets its e-stop again, before it could drive the new mission
+        await r.poll(lambda: r.vcu.vehicle.estopped and len(r.vcu.estops_received) > received, 20)
+        await asyncio.sleep(1.0)
+        assert r.vcu.vehicle.odometer_m == pytest.approx(odometer_m, abs=0.5)
+        after = r.states[latched_at:]
+        assert after and all(s.emergency_stop and not s.driving for s in after)
+        # only a resume releases it; the van then drives the rest of its route
+        await r.publish_instant(InstantActionType.RESUME)
+        await r.until(lambda: not r.last.emergency_stop and r.last.driving)
+
+
+@aio
+async def test_heartbeats_without_telemetry_are_reported_stale_within_the_bound(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    stale_s = 2.0  # the rig's clock seconds: 0.5 s of wall time
+    async with (
+        asyncio.timeout(60),
+        rig(
+            mosquitto.host,
+            mosquitto.port,
+            tmp_path,
+            prefix=mosquitto.prefix,
+            telemetry_hz=0.001,  # a VCU that sends TELEMETRY at link-up and on events only
+            telemetry_stale_s=stale_s,
+        ) as r,
+    ):
+
+        def stale() -> list[VanError]:
+            return [e for e in r.last.errors if e.error_type == "vcu_telemetry_stale"]
+
+        await r.until(lambda: bool(stale()), 30)
+        (err,) = stale()
+        age_s = float(dict((ref.key, ref.value) for ref in err.references)["telemetry_age_s"])
+        assert stale_s <= age_s < stale_s + 1.0  # reported at once, not a period later
+        assert err.level is ErrorLevel.WARNING
+        assert r.bridge.link.up  # the heartbeats went on: the link itself is fine
+        assert not any(e.error_type == "vcu_link_lost" for e in r.last.errors)
+        # fresh telemetry clears it
+        r.vcu.send_telemetry()
+        await r.until(lambda: not stale())
+
+
+class _WrongVersionVcu:
+    """A VCU written by hand: first (``good``) a proper handshake and TELEMETRY of a van
+    standing still; then (``good`` False, as after a reboot with other firmware) a new session
+    offering only a protocol version we do not speak, with heartbeats and TELEMETRY of a van
+    driving at 11.35 m/s (issue 14 item 3)."""
+
+    def __init__(self, pair: PtyPair, *, good: bool = False) -> None:
+        self.pair = pair
+        self.good = good
+        self.session = 0x1234_5678
+        self.bridge_session = 0
+        self.naks = 0
+        self._decoder = wire.FrameDecoder()
+
+    def reboot_into_another_version(self) -> None:
+        self.good = False
+        self.session = 0x0BAD_0BAD
+
+    def _read(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            for item in self._decoder.feed(os.read(self.pair.master_fd, 4096)):
+                if not isinstance(item, wire.Frame):
+                    continue
+                if isinstance(item.message, wire.Nak):
+                    self.naks += 1
+                elif isinstance(item.message, wire.Hello):
+                    self.bridge_session = item.message.session
+
+    def _frames(self) -> list[wire.Message]:
+        version = wire.PROTOCOL_VERSION if self.good else wire.PROTOCOL_VERSION + 1
+        hello = wire.Hello(
+            role=wire.Role.VCU,
+            version_min=version,
+            version_max=version,
+            session=self.session,
+            peer_session=self.bridge_session if self.good else 0,
+            heartbeat_ms=50,
+            link_up=self.good and self.bridge_session != 0,
+        )
+        telemetry = wire.Telemetry(
+            uptime_ms=1,
+            lon_e7=wire.to_e7(LON0),
+            lat_e7=wire.to_e7(LAT0),
+            heading_cdeg=0,
+            speed_cmps=0 if self.good else 1135,
+            soc_cpct=9000,
+            range_m=144_000,
+            odometer_m=10,
+            mission_id=0 if self.good else 7,
+            last_wp=wire.WP_NONE if self.good else 0,
+            wp_queued=0 if self.good else 3,
+            drive_state=wire.DriveState.IDLE if self.good else wire.DriveState.DRIVING,
+            door=wire.DoorState.CLOSED,
+            fault_bits=0,
+            estop_id=0,
+        )
+        return [hello, wire.Heartbeat(uptime_ms=1), telemetry]
+
+    async def run(self) -> None:
+        os.set_blocking(self.pair.master_fd, False)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.pair.master_fd, self._read)
+        try:
+            while True:
+                for message in self._frames():
+                    with contextlib.suppress(BlockingIOError):
+                        os.write(self.pair.master_fd, wire.encode_frame(message, seq=0, ack=0))
+                await asyncio.sleep(0.05)
+        finally:
+            loop.remove_reader(self.pair.master_fd)
+
+
+def _bare_bridge(mosquitto: BrokerEndpoint, tmp_path: Path, pair: PtyPair) -> BridgeSettings:
+    return BridgeSettings(
+        van_id=VAN,
+        serial_url=pair.slave_path,
+        broker=BrokerSettings(host=mosquitto.host, port=mosquitto.port),
+        keys=(KEY,),
+        state_dir=tmp_path / "bridge-state",
+        topic_prefix=mosquitto.prefix,
+        client_id=f"bridge-{uuid.uuid4().hex[:8]}",
+        baud=0,
+        link=LinkConfig(wire.Role.BRIDGE, line_baud=0, **LINK),
+    )
+
+
+@aio
+async def test_a_vcu_with_an_unsupported_version_is_a_fatal_error_and_never_driving(
+    mosquitto: BrokerEndpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = mosquitto.prefix
+    clock = ScaledClock(NOW_S, FACTOR)
+    pair = PtyPair()
+    vcu = _WrongVersionVcu(pair)
+    settings = _bare_bridge(mosquitto, tmp_path, pair)
+    states: list[State] = []
+    vcu_task = asyncio.create_task(vcu.run())
+    try:
+        async with (
+            asyncio.timeout(60),
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as client,
+            BridgeService(settings, clock) as bridge,
+        ):
+            await client.subscribe(f"{prefix}fleet/v1/vans/{VAN}/state", qos=0)
+
+            async def first_fatal() -> State:
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    states.append(decode(State, message.payload))
+                    if any(e.error_type == "vcu_version_mismatch" for e in states[-1].errors):
+                        return states[-1]
+                raise AssertionError("no state")
+
+            state = await first_fatal()
+            await asyncio.sleep(1.0)  # heartbeats and driving telemetry go on meanwhile
+            (err,) = [e for e in state.errors if e.error_type == "vcu_version_mismatch"]
+            assert err.level is ErrorLevel.FATAL
+            assert str(wire.PROTOCOL_VERSION + 1) in err.description
+            assert not any(s.driving or s.speed_mps > 0 for s in states)
+            assert state.position is None  # nothing of the vehicle known: nothing made up
+            assert not bridge.link.up and vcu.naks > 0  # each HELLO refused
+            logged = [
+                r
+                for r in caplog.records
+                if "protocol versions" in r.getMessage() and r.levelname == "ERROR"
+            ]
+            assert len(logged) == 1  # once per change
+    finally:
+        vcu_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await vcu_task
+        pair.close()
+
+
+@aio
+async def test_an_unreadable_order_book_is_moved_aside_and_reported_not_a_crash(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "bridge-state"
+    state_dir.mkdir()
+    (state_dir / "order-book.json").write_text('{"format": "fleet-van-order-book", "vers')
+    async with (
+        asyncio.timeout(60),
+        rig(
+            mosquitto.host,
+            mosquitto.port,
+            tmp_path,
+            prefix=mosquitto.prefix,
+            state_dir=state_dir,
+        ) as r,
+    ):
+        (err,) = [e for e in r.last.errors if e.error_type == "order_book_unreadable"]
+        assert "not valid JSON" in err.description and "moved aside" in err.description
+        assert r.last.order_id is None
+        (aside,) = state_dir.glob("order-book.json.unreadable-*")
+        assert aside.read_text().startswith('{"format"')
+        # a new order is taken, and saved in a readable book again
+        await r.publish_order(line_order(message_id=r.next_id(), now_s=r.clock.time()))
+        await r.until(lambda: r.last.order_id == "O-1")
+        assert not any(e.error_type == "order_book_unreadable" for e in r.last.errors)
+        r.bridge.writer.flush()
+        saved = json.loads((state_dir / "order-book.json").read_text())
+        assert json.loads(saved["order"])["order_id"] == "O-1"
+
+
+@aio
+async def test_state_ids_rise_across_a_bridge_restart_with_the_clock_stepped_back(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(60),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        last_id = r.last.header.message_id
+    async with (
+        asyncio.timeout(60),
+        rig(
+            mosquitto.host,
+            mosquitto.port,
+            tmp_path,
+            prefix=mosquitto.prefix,
+            now_s=NOW_S - 3600,  # an hour earlier: the van's clock was stepped back
+        ) as r,
+    ):
+        assert r.states[0].header.message_id > last_id
+
+
+@aio
+async def test_a_vcu_rebooted_into_an_unsupported_version_is_never_reported_driving(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # issue 14 item 3: frames after a refused HELLO are not the vehicle's (the link core keeps
+    # the old session's link up until C7; the bridge drops TELEMETRY while the mismatch stands)
+    prefix = mosquitto.prefix
+    pair = PtyPair()
+    vcu = _WrongVersionVcu(pair, good=True)
+    states: list[State] = []
+    vcu_task = asyncio.create_task(vcu.run())
+    try:
+        async with (
+            asyncio.timeout(60),
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as client,
+            BridgeService(_bare_bridge(mosquitto, tmp_path, pair), ScaledClock(NOW_S, FACTOR)),
+        ):
+            await client.subscribe(f"{prefix}fleet/v1/vans/{VAN}/state", qos=0)
+            changed = asyncio.Event()
+
+            async def listen() -> None:
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    states.append(decode(State, message.payload))
+                    changed.set()
+
+            async def until(what: Callable[[State], bool]) -> State:
+                while not (states and what(states[-1])):
+                    changed.clear()
+                    await changed.wait()
+                return states[-1]
+
+            listener = asyncio.create_task(listen())
+            await until(lambda s: s.position is not None and not s.errors)  # a good link
+            vcu.reboot_into_another_version()
+            mark = len(states)
+            fatal = await until(
+                lambda s: any(e.error_type == "vcu_version_mismatch" for e in s.errors)
+            )
+            assert any(e.level is ErrorLevel.FATAL for e in fatal.errors)
+            await asyncio.sleep(2.0)  # heartbeats and driving telemetry go on meanwhile
+            listener.cancel()
+            assert len(states) > mark + 1
+            assert not any(s.driving or s.speed_mps > 0 for s in states[mark:])
+            assert any(e.error_type == "vcu_version_mismatch" for e in states[-1].errors)
+    finally:
+        vcu_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await vcu_task
+        pair.close()
+
+
+@aio
+async def test_a_bridge_back_after_the_vcu_made_its_link_loss_stop_resumes_it_and_drives_on(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    # C8: a VCU without its bridge drives on at most 5 s / 50 m, then holds at the next safe
+    # place until a RESUME; the bridge that comes back (its book restored) sends it
+    async with (
+        asyncio.timeout(120),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        order = line_order(
+            stops=3, released=3, spacing_m=150, message_id=r.next_id(), now_s=r.clock.time()
+        )
+        await r.publish_order(order)
+        await r.until(lambda: r.last.driving and r.last.last_node_sequence_id == 0)
+        await r.bridge.__aexit__(None, None, None)  # the bridge process goes away
+        await r.poll(lambda: r.vcu.link_loss_stops == 1 and r.vcu.vehicle.speed_mps == 0.0, 30)
+        assert r.vcu.telemetry().drive_state is wire.DriveState.HOLDING
+        await asyncio.sleep(0.5)
+        assert r.vcu.vehicle.speed_mps == 0.0  # it holds until told
+        mark = len(r.states)
+        again = BridgeService(r.bridge.settings, r.clock)
+        async with again:
+            r.bridge = again
+            await r.until(lambda: len(r.states) > mark)
+            first = r.states[mark]
+            assert first.order_id == "O-1" and first.load.parcel_ids  # its order, its parcels
+            # RESUME once re-synced: no pause, no e-stop held; the van drives its route on
+            await r.until(lambda: r.last.last_node_sequence_id == 4 and not r.last.load.parcel_ids)
+            assert not r.vcu.vehicle.held

@@ -211,9 +211,6 @@ def test_a_replayed_command_is_refused_however_it_comes_back() -> None:
     assert obeyed(actions) == [] and refusal_reasons(actions)[-1] == "replayed"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs wip/vanside (C2: each instant action_id applied once)"
-)
 def test_a_replayed_pause_is_confirmed_again_not_applied_again() -> None:
     """A replayed safer command passes the signature check (C2) but the bridge applies each
     action_id once: a recorded pause played back after a resume does not stop the van."""

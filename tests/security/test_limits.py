@@ -90,7 +90,10 @@ def test_a_flood_of_bad_commands_keeps_the_vans_state_bounded() -> None:
             if isinstance(a, PublishState)
         ]
     assert len(states) == 5000  # every refusal is reported ...
-    assert max(len(s.errors) for s in states) == RECENT_ERRORS  # ... in a bounded list
+    refusals = [sum(e.error_type == "signature_error" for e in s.errors) for s in states]
+    assert max(refusals) == RECENT_ERRORS  # ... in a bounded list
+    # beside them only the conditions that hold (the VCU's telemetry, 1 s old, is stale)
+    assert max(len(s.errors) for s in states) <= RECENT_ERRORS + 1
     assert core.refused == 5000 and core.accepted == 0
 
 

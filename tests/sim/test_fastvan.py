@@ -223,9 +223,9 @@ def _run_stepped(
     apply(core.on_order_payload(encode(sign(order, key)), now))
     last_node = len(order.nodes) - 1
     while now - t0 < 16 * 3600:
-        events = vehicle.step(dt)
+        vehicle.step(dt)
         now += dt
-        apply(core.on_telemetry(telemetry(), now) if events else core.tick(now))
+        apply(core.on_telemetry(telemetry(), now))  # a VCU reports at least every dt
         if last_node in seen.reached and vehicle.state is wire.DriveState.HOLDING:
             break
     return seen, vehicle
@@ -487,3 +487,28 @@ def test_a_new_orders_charge_at_the_node_the_van_stands_at_is_charged_before_it_
     drawn = van.odometer_m / 1000 * spec.consumption_kwh_per_km
     assert van.energy_kwh == pytest.approx(0.9 * spec.battery_kwh - drawn, rel=1e-6)
     assert any(s.battery.charging for s in fast.states)
+
+
+def test_the_bridge_and_the_fast_van_share_the_first_node_charge_rule(
+    plan: Plan, scenario: Scenario
+) -> None:
+    """One order book: a van standing 60 m from its new order's first node (a depot's own
+    position against the point the plan uses for it) charges there before it leaves, in the
+    full stack's bridge and in the fast van alike (they once used 30 m and 100 m)."""
+    spec = scenario.van
+    t0 = local_to_epoch(plan.day, plan.timezone)(scenario.run.start_s)
+    route = next(r for r in plan.routes if r.trips and len(list(r.stops())) >= 3)
+    order = _order(plan, route.van_id, spec, t0)
+    charge = NodeAction(
+        action_id="c0", action_type=NodeActionType.CHARGE, duration_s=0.0, target_soc_pct=90.0
+    )
+    nodes = list(order.nodes)
+    nodes[0] = nodes[0].model_copy(update={"actions": (*nodes[0].actions, charge)})
+    order = order.model_copy(update={"nodes": tuple(nodes)})
+    lon, lat = order.nodes[0].lon, order.nodes[0].lat + 60.0 / (111_195.0)
+    fast, van = _run_fast(order, spec, lon, lat, t0, soc_pct=40.0)
+    slow, vehicle = _run_stepped(order, spec, lon, lat, t0, 0.5, soc_pct=40.0)
+    charge_s = 0.5 * spec.battery_kwh / spec.charging_power_kw * 3600
+    for name, seen in (("fast", fast), ("bridge", slow)):
+        assert seen.done[0] >= t0 + charge_s * 0.99, name  # charged before it left the depot
+    assert van.energy_kwh == pytest.approx(vehicle.energy_kwh, rel=2e-3)
