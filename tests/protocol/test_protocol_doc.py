@@ -150,11 +150,6 @@ def _error_types_in(path: Path) -> set[str]:
     return set(re.findall(r'error_type="([a-z_]+)"', path.read_text(encoding="utf-8")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the order_book_unreadable row in docs/protocol.md section 6 (wip/vanside "
-    "report: the bridge's saved order book unreadable at start)",
-)
 def test_the_van_error_table_lists_every_error_a_van_of_ours_reports() -> None:
     table = section("6")
     listed = set(re.findall(r"^\| `([a-z_]+)` \| (?:warning|fatal)", table, re.M))
