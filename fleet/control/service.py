@@ -441,14 +441,17 @@ class ControllerService:
         """Write in a worker thread (SQLite releases the GIL), one batch at a time and in
         decision order, so that van traffic keeps flowing while the store writes. Vans about
         to get their first command have their message ids reserved in the same trip."""
-        first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id)]
+        now_s = self.clock.time()
+        first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id, now_s)]
         if not out.changes and not first_time:
             return []
         writing = False
         try:
             async with self._store_lock:
                 writing = True
-                return await asyncio.to_thread(self._commit_and_prepare, out.changes, first_time)
+                return await asyncio.to_thread(
+                    self._commit_and_prepare, out.changes, first_time, now_s
+                )
         except asyncio.CancelledError:
             # Stopped while waiting for the store: what was drained is written all the same
             # (once the worker thread has it, it finishes the write on its own).
@@ -456,9 +459,11 @@ class ControllerService:
                 self.store.commit(out.changes)
             raise
 
-    def _commit_and_prepare(self, changes: Changes, first_time: list[str]) -> list[EventRecord]:
+    def _commit_and_prepare(
+        self, changes: Changes, first_time: list[str], now_s: float
+    ) -> list[EventRecord]:
         events = self.store.commit(changes) if changes else []
-        self.signer.prepare(first_time)
+        self.signer.prepare(first_time, now_s)
         return events
 
     async def _flush(self) -> None:
