@@ -198,6 +198,9 @@ class _Van:
         default_factory=dict
     )
     factsheet: Factsheet | None = None
+    # header.message_id of the last state taken: a state must be above it (C4); None after
+    # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
+    last_state_id: int | None = None
 
     @property
     def van_id(self) -> str:
@@ -268,6 +271,7 @@ class ControllerCore:
         for s in snap.van_states:
             v = self._van(s.van_id)
             v.state, v.seen_s = s.state, s.seen_s
+            v.last_state_id = s.state.header.message_id
             if v.order is not None and s.state.order_id == v.order.order_id:
                 for a in s.state.action_states:
                     if a.status in (ActionStatus.FINISHED, ActionStatus.FAILED):
@@ -600,6 +604,18 @@ class ControllerCore:
         self.counters["states"] += 1
         self._lag.record(now_s - parse_timestamp(state.header.timestamp))
         v = self._van(van_id)
+        floor = v.last_state_id
+        if floor is not None and state.header.message_id <= floor:
+            # older than (or a copy of) the state already taken: it would turn the van back
+            self.on_bad_message(
+                f"vans/{van_id}/state",
+                "stale_state",
+                f"message_id {state.header.message_id} is not above the last accepted {floor}",
+                van_id,
+                now_s,
+            )
+            return
+        v.last_state_id = state.header.message_id
         previous = v.state
         v.state, v.seen_s, v.state_json = state, now_s, raw
         self._dirty_states.setdefault(van_id, now_s)
@@ -777,6 +793,8 @@ class ControllerCore:
         self.counters["connections"] += 1
         v = self._van(van_id)
         state = message.connection_state
+        if state is ConnectionState.ONLINE:
+            v.last_state_id = None  # the van (re)started or reconnected: its ids may restart
         if state.value == v.rec.connection:
             return
         self._set(v, connection=state.value, connection_since_s=now_s)
