@@ -20,6 +20,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fleet.control.client import ControllerClient
@@ -170,6 +171,8 @@ MODE_STYLE = {
     "driving": "green",
     "at_stop": "cyan",
     "paused": "yellow",
+    "estop_sent": "bold yellow",
+    "estopped": "bold red",
     "charging": "blue",
     "error": "bold red",
     "stale": "magenta",
@@ -211,10 +214,20 @@ def status_table(result: StatusResult, now_s: float) -> Table:
     return table
 
 
+NOT_LIVE = frozenset({"stale", "offline", "unknown"})  # position and speed are not current
+
+
 def _row(v: VanStatus, now_s: float) -> list[str]:
     mode = v.mode.value.replace("_", " ") + ("" if v.in_service else " (out)")
+    if v.mode_reason:
+        reason = v.mode_reason if len(v.mode_reason) <= 60 else v.mode_reason[:59] + "…"
+        mode += f" ({reason})"
+    mode = escape(mode)  # the reason may quote a van's text
     style = MODE_STYLE.get(v.mode.value, "")
+    live = v.mode.value not in NOT_LIVE
     where = f"{v.lat:.4f} {v.lon:.4f}" if v.lat is not None and v.lon is not None else ""
+    if where and not live:
+        where = f"last {where}"  # where it was when last heard, never shown as current
     charge = ""
     if v.soc_pct is not None:
         charge = f"{v.soc_pct:.0f}%"
@@ -226,7 +239,7 @@ def _row(v: VanStatus, now_s: float) -> list[str]:
         v.van_id,
         f"[{style}]{mode}[/]" if style else mode,
         where,
-        f"{v.speed_mps * 3.6:.0f}",
+        f"{v.speed_mps * 3.6:.0f}" if live else "-",
         charge,
         load,
         stops,

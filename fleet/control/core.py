@@ -92,6 +92,9 @@ SCAN_EVERY_S = 1.0  # silence and offline checks over every van
 OFFLINE_STATES = frozenset(
     {ConnectionState.OFFLINE.value, ConnectionState.CONNECTION_BROKEN.value}
 )  # at most one bad_message event per van and reason per minute
+# a state carrying one of these errors holds data that is not live (C5): the bridge keeps the
+# last telemetry's values, which the controller never shows or uses as current
+STALE_DATA_ERRORS = frozenset({"vcu_telemetry_stale", "vcu_link_lost"})
 
 
 def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
@@ -198,6 +201,7 @@ class _Van:
         default_factory=dict
     )
     factsheet: Factsheet | None = None
+    held: str = ""  # why releases are held for this van ("" when they are not)
     # header.message_id of the last state taken: a state must be above it (C4); None after
     # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
     last_state_id: int | None = None
@@ -1558,9 +1562,11 @@ class ControllerCore:
                 if node.planned_arrival:
                     eta_s = max(now_s, parse_timestamp(node.planned_arrival) + r.lateness_s)
                     eta = format_timestamp(eta_s)
+        mode, reason = self._mode(v, now_s)
         return VanStatus(
             van_id=van_id,
-            mode=self._mode(v, now_s),
+            mode=mode,
+            mode_reason=reason[:500],
             in_service=r.in_service,
             lon=s.position.lon if s and s.position else None,
             lat=s.position.lat if s and s.position else None,
@@ -1584,25 +1590,61 @@ class ControllerCore:
             else (),
         )
 
-    def _mode(self, v: _Van, now_s: float) -> VanMode:
+    def _mode(self, v: _Van, now_s: float) -> tuple[VanMode, str]:
+        """The van's mode for ``fleet status``, and why where it is not plain."""
         r, s = v.rec, v.state
+        estop = self._estop_pending(v)
+        if estop is not None:
+            # sent, not confirmed: never shown as stopped (nor paused) until the van says so
+            age = now_s - estop.first_sent_s
+            if estop.refused:
+                return VanMode.ESTOP_SENT, f"refused by the van: {estop.refused}; re-sending"
+            return VanMode.ESTOP_SENT, f"sent {age:.1f} s ago, not confirmed yet"
         if r.connection in OFFLINE_STATES:
-            return VanMode.OFFLINE
+            return VanMode.OFFLINE, f"{r.connection} for {now_s - r.connection_since_s:.0f} s"
         if s is None:
-            return VanMode.UNKNOWN
-        if v.stale or (v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s):
-            return VanMode.STALE
+            return VanMode.UNKNOWN, "never reported a state"
+        stale = self._not_live(v, now_s)
+        if stale:
+            return VanMode.STALE, stale
         if r.fatal:
-            return VanMode.ERROR
-        if s.paused or s.emergency_stop:
-            return VanMode.PAUSED
+            fatal = [e for e in s.errors if e.level is ErrorLevel.FATAL]
+            return VanMode.ERROR, "; ".join(f"{e.error_type}: {e.description}" for e in fatal)
+        if s.emergency_stop:
+            return VanMode.ESTOPPED, ""
+        if s.paused:
+            return VanMode.PAUSED, ""
         if s.battery.charging:
-            return VanMode.CHARGING
+            return VanMode.CHARGING, ""
         if s.driving:
-            return VanMode.DRIVING
+            return VanMode.DRIVING, ""
         if v.active:
-            return VanMode.AT_STOP
-        return VanMode.IDLE
+            return VanMode.AT_STOP, v.held
+        return VanMode.IDLE, ""
+
+    def _not_live(self, v: _Van, now_s: float) -> str:
+        """Why ``v``'s latest state may not be taken as live ("" when it may): the van is
+        silent, or its state says the VCU link is lost or its telemetry is stale (C5)."""
+        if v.state is None or v.seen_s is None:
+            return "no state yet"
+        if v.stale or now_s - v.seen_s > self.config.stale_after_s:
+            return f"silent for {now_s - v.seen_s:.0f} s"
+        for e in v.state.errors:
+            if e.error_type in STALE_DATA_ERRORS:
+                refs = {r.key: r.value for r in e.references}
+                age = refs.get("telemetry_age_s")
+                return (
+                    f"{e.error_type}"
+                    + (f" (telemetry {age} s old)" if age else "")
+                    + (f": {e.description}" if e.description else "")
+                )
+        return ""
+
+    def _estop_pending(self, v: _Van) -> PendingInstant | None:
+        for p in v.rec.pending_instants:
+            if _urgent(p.message):
+                return p
+        return None
 
     def parcel(self, parcel_id: str) -> ParcelRecord | None:
         return self._parcels.get(parcel_id)

@@ -47,6 +47,7 @@ class PendingInstant:
     first_sent_s: float
     next_send_s: float
     attempts: int
+    refused: str = ""  # the van's reason, when its state listed this command as refused
 
 
 @dataclass(frozen=True, slots=True)
