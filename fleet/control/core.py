@@ -406,6 +406,7 @@ class ControllerCore:
                 to_epoch,
                 top_speed_mps=self.van_spec.top_speed_mps,
                 door_work_s=self._door_work_s,
+                van=self.van_spec,
             )
             self._new_order(v, plan_id, path, plan_id, now_s)
         self._event(
@@ -1453,6 +1454,7 @@ class ControllerCore:
                     top_speed_mps=self.van_spec.top_speed_mps,
                     after=base.nodes[-1],
                     door_work_s=self._door_work_s,
+                    van=self.van_spec,
                 )
                 self._replace_horizon(v, tail, replan_id, now_s)
             else:
@@ -1461,6 +1463,7 @@ class ControllerCore:
                     to_epoch,
                     top_speed_mps=self.van_spec.top_speed_mps,
                     door_work_s=self._door_work_s,
+                    van=self.van_spec,
                 )
                 self._new_order(v, replan_id, path, replan_id, now_s)
         for v in self._vans.values():

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from fleet.model.plan import Leg, Stop, VanRoute
 from fleet.model.plan import StopKind as PlanStopKind
+from fleet.model.van import VanSpec
 from fleet.protocol import (
     Edge,
     Header,
@@ -60,10 +61,35 @@ def _kind(stop: Stop) -> StopKind:
 
 
 def _actions(
-    i: int, stop: Stop, prev: Stop | None, leg: Leg, work_s: float | None = None
+    i: int,
+    stop: Stop,
+    prev: Stop | None,
+    leg: Leg,
+    door_work_s: float | None = None,
+    van: VanSpec | None = None,
 ) -> tuple[NodeAction, ...]:
+    """The stop's actions. Each one's ``duration_s`` is its work, never the waiting the
+    stop's dwell may hold (that is what ``planned_departure`` says; docs/protocol.md): with
+    ``van``, loading takes ``depot_load_s``, a consignment's unloading ``station_unload_s``,
+    a door's hand-over ``door_work_s`` (or the van's door and per-parcel times), a charge the
+    time the plan's energy needs at the van's charging power — each at most the dwell.
+    Without ``van`` every action lasts the whole dwell (a door's, ``door_work_s`` if given)."""
     actions: list[NodeAction] = []
-    duration_s = max(0.0, stop.dwell_s if work_s is None else min(stop.dwell_s, work_s))
+    dwell_s = max(0.0, stop.dwell_s)
+
+    def work(kind: NodeActionType, target: float | None) -> float:
+        if kind is NodeActionType.DELIVER and door_work_s is not None:
+            return min(dwell_s, door_work_s)
+        if van is None:
+            return dwell_s
+        if kind is NodeActionType.LOAD:
+            return min(dwell_s, van.depot_load_s)
+        if kind is NodeActionType.UNLOAD:
+            return min(dwell_s, van.station_unload_s)
+        if kind is NodeActionType.DELIVER:
+            n = len(stop.parcels_delivered)
+            return min(dwell_s, van.door_stop_s + n * van.per_parcel_s)
+        return min(dwell_s, charge_work_s(stop, prev, target or 100.0, van))
 
     def add(kind: NodeActionType, parcels: Sequence[str], target: float | None = None) -> None:
         actions.append(
@@ -71,7 +97,7 @@ def _actions(
                 action_id=f"n{i}.{len(actions)}",
                 action_type=kind,
                 parcel_ids=tuple(parcels),
-                duration_s=duration_s,
+                duration_s=work(kind, target),
                 target_soc_pct=target,
             )
         )
@@ -84,18 +110,26 @@ def _actions(
     if stop.parcels_loaded:
         add(NodeActionType.LOAD, stop.parcels_loaded)
     charged = prev is not None and stop.soc_pct > prev.soc_pct + CHARGE_NOTICE_PCT
-    # An order's first stop at a depot: the plan charged the van there from the state of
-    # charge it had when planned, which this stop does not show; charging to the planned
-    # charge at departure is then the instruction (a van already above it just goes).
-    starts_at_depot = (
-        prev is None
-        and stop.kind is PlanStopKind.DEPOT
-        and stop.dwell_s > 0
-        and stop.soc_pct < 100.0 - CHARGE_NOTICE_PCT
-    )
+    # An order's first stop at a depot always carries a charge, to the charge the plan has
+    # the van leave with: the plan took that charge as given, and the van's own may be lower
+    # (a van already above it just goes). The controller raises the target further when the
+    # van's reported battery needs it (fleet.control.battery).
+    starts_at_depot = prev is None and stop.kind in (PlanStopKind.DEPOT, PlanStopKind.CHARGE)
     if stop.kind is PlanStopKind.CHARGE or charged or starts_at_depot:
         add(NodeActionType.CHARGE, (), target=min(100.0, stop.soc_pct))
     return tuple(actions)
+
+
+def charge_work_s(stop: Stop, prev: Stop | None, target_pct: float, van: VanSpec) -> float:
+    """Time to charge to ``target_pct`` at ``stop``, from the charge the plan has the van
+    arrive with (``prev``'s, less the energy of the road between); with no ``prev`` (an
+    order's first stop) from empty — the controller sets it from the van's reported charge."""
+    arrival_pct = 0.0
+    if prev is not None:
+        used_kwh = max(0.0, stop.energy_so_far_kwh - prev.energy_so_far_kwh)
+        arrival_pct = prev.soc_pct - used_kwh / van.battery_kwh * 100.0
+    energy_kwh = max(0.0, target_pct - arrival_pct) / 100.0 * van.battery_kwh
+    return float(math.ceil(van.charge_time_s(energy_kwh)))
 
 
 def _door_work(stop: Stop, door_work_s: Callable[[Stop], float] | None) -> float | None:
@@ -130,6 +164,7 @@ def route_path(
     top_speed_mps: float,
     after: Node | None = None,
     door_work_s: Callable[[Stop], float] | None = None,
+    van: VanSpec | None = None,
 ) -> RoutePath:
     """Nodes and edges for every stop of ``route`` (all unreleased).
 
@@ -146,6 +181,9 @@ def route_path(
     the planned departure minus it, so nothing is delivered before the window opens. It is
     rounded up to whole seconds less one, so the float rounding of the timestamps never starts
     the work before the window (the work then lasts at most a second less than planned).
+
+    With ``van`` every other action lasts its own work too (loading, unloading, charging;
+    see :func:`_actions`): a depot stay of hours is not hours of work.
     """
     stops = list(route.stops())
     nodes: list[Node] = []
@@ -168,7 +206,7 @@ def route_path(
             allowed_deviation_m=ARRIVAL_TOLERANCE_M,
             planned_arrival=format_timestamp(to_epoch(stop.arrival_s)),
             planned_departure=format_timestamp(to_epoch(stop.departure_s)),
-            actions=_actions(i, stop, prev_stop, route.leg, _door_work(stop, door_work_s)),
+            actions=_actions(i, stop, prev_stop, route.leg, _door_work(stop, door_work_s), van),
         )
         if prev_node is not None:
             here = (stop.lon, stop.lat)
