@@ -46,6 +46,7 @@ from fleet.control.orders import (
     path_of,
     released,
     route_path,
+    straight_m,
 )
 from fleet.errors import ControlError, VerificationError
 from fleet.model.parcel import Parcel
@@ -202,6 +203,8 @@ class _Van:
     )
     factsheet: Factsheet | None = None
     held: str = ""  # why releases are held for this van ("" when they are not)
+    # (order id, node index) of progress refused as implausible (one event each)
+    refused_progress: set[tuple[str, int]] = field(default_factory=set)
     # header.message_id of the last state taken: a state must be above it (C4); None after
     # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
     last_state_id: int | None = None
@@ -640,17 +643,85 @@ class ControllerCore:
                     detail=f"order {order.order_id} update {order.order_update_id}",
                     rtt_s=round(now_s - r.first_sent_s, 4),
                 )
-            if state.action_states:
-                self._apply_actions(v, state, now_s)
-            seq = state.last_node_sequence_id
-            if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
-                self._reached(v, seq, now_s)
+            implausible = self._implausible_progress(v, order, state, previous)
+            if implausible:
+                self._refuse_progress(v, order, implausible, now_s)
+            else:
+                if state.action_states:
+                    self._apply_actions(v, state, now_s)
+                seq = state.last_node_sequence_id
+                if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
+                    self._reached(v, seq, now_s)
         if state.errors and (previous is None or previous.errors != state.errors):
             self._check_errors(v, state, now_s)
         elif not state.errors and v.rec.fatal:
             self._fatal_cleared(v, now_s)
         if v.rec.pending_instants:
             self._confirm_instants(v, state, now_s)
+
+    def _implausible_progress(
+        self, v: _Van, order: Order, state: State, previous: State | None
+    ) -> tuple[int, str] | None:
+        """A stop is finished only where the van is (issue 14, item 9): the (node index, why)
+        of the first node this state newly reports reached, or whose actions it newly reports
+        done, while the van's reported position is farther from it than the node's
+        ``allowed_deviation_m`` + ``gps_tolerance_m`` + what the van could have driven at its
+        top speed since its previous state; None when every such report is plausible."""
+        nodes: set[int] = set()
+        seq = state.last_node_sequence_id
+        if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
+            nodes.add(seq // 2)
+        for a in state.action_states:
+            if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
+                continue
+            if a.action_id in v.done_actions or a.action_id not in v.action_index:
+                continue
+            nodes.add(v.action_index[a.action_id][0])
+        if not nodes:
+            return None
+        position = state.position
+        drove_m = 0.0
+        if previous is not None:
+            gap_s = parse_timestamp(state.header.timestamp) - parse_timestamp(
+                previous.header.timestamp
+            )
+            drove_m = max(0.0, gap_s) * self.van_spec.top_speed_mps
+        for index in sorted(nodes):
+            if not 0 <= index < len(order.nodes):
+                continue
+            node = order.nodes[index]
+            if position is None:
+                return index, "the state reports it without a position"
+            away_m = straight_m((position.lon, position.lat), (node.lon, node.lat))
+            allowed_m = node.allowed_deviation_m + self.config.gps_tolerance_m + drove_m
+            if away_m > allowed_m:
+                return index, (
+                    f"the van reports it at {away_m:,.0f} m from it; allowed "
+                    f"{node.allowed_deviation_m:g} m + {self.config.gps_tolerance_m:g} m GPS "
+                    f"tolerance + {drove_m:,.0f} m it could have driven since its last state"
+                )
+        return None
+
+    def _refuse_progress(
+        self, v: _Van, order: Order, implausible: tuple[int, str], now_s: float
+    ) -> None:
+        """Nothing of the state's progress is taken: no parcel changes, no release."""
+        index, why = implausible
+        self.counters["implausible_progress"] += 1
+        key = (order.order_id, index)
+        if key in v.refused_progress:
+            return
+        v.refused_progress.add(key)
+        node = order.nodes[index]
+        self._event(
+            "implausible_progress",
+            now_s,
+            van_id=v.van_id,
+            detail=f"order {order.order_id} node {node.node_id} ({_stop_name(node)}) "
+            f"reached or done: refused, {why}",
+            order_id=order.order_id,
+            node_id=node.node_id,
+        )
 
     def _reached(self, v: _Van, seq: int, now_s: float) -> None:
         order = v.rec.order

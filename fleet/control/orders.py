@@ -138,8 +138,9 @@ def _door_work(stop: Stop, door_work_s: Callable[[Stop], float] | None) -> float
     return max(0.0, math.ceil(door_work_s(stop)) - 1.0)
 
 
-def _straight_m(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance, only for joining a base to a re-plan that did not start there."""
+def straight_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (m) between two (lon, lat) points: joining a base to a re-plan that
+    did not start there, and how far a van is from a stop."""
     lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
     h = (
         math.sin((lat2 - lat1) / 2) ** 2
@@ -218,7 +219,7 @@ def route_path(
                 road = road_speed_mps(length_m, stop.arrival_s - prev_stop.departure_s)
                 speed_mps = min(top_speed_mps, road or top_speed_mps)
             else:  # nothing planned between them: the van's own stack finds the road
-                length_m, geometry = _straight_m(there, here), (there, here)
+                length_m, geometry = straight_m(there, here), (there, here)
             edges.append(
                 Edge(
                     edge_id=f"e{i - 1}",

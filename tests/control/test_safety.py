@@ -14,7 +14,15 @@ from fleet.protocol import (
     make_header,
 )
 from fleet.protocol.control_api import VanMode, VanStatus
+from fleet.store import ParcelStatus
 from tests.control.harness import Harness
+from tests.support import plans
+
+
+def _status(h: Harness, pid: str) -> ParcelStatus:
+    rec = h.core.parcel(pid)
+    assert rec is not None
+    return rec.status
 
 
 def _connection(h: Harness, van_id: str, state: ConnectionState) -> None:
@@ -96,3 +104,44 @@ def test_the_status_table_never_shows_a_stale_vans_position_or_speed_as_current(
     row = _row(stale, 0.0)
     assert "stale (vcu_link_lost (telemetry 12 s old))" in row[1]
     assert row[2].startswith("last ") and row[3] == "-"
+
+
+# -- item 9: a stop is finished only where the van is ---------------------------------------
+def test_a_station_stop_finished_with_the_van_2_km_away_changes_no_parcel() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01")  # loaded at the warehouse
+    van = h.vans["WH-PORTO-01"]
+    van.step()  # says it reached the station and unloaded there...
+    van.lon, van.lat = plans.STATION[0] + 0.024, plans.STATION[1]  # ...while 2 km away
+    h.report("WH-PORTO-01")
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.LOADED}
+    assert h.orders_for("ST-A-01") == []  # no station van sent to load them
+    (event,) = [e for e in h.events if e.kind == "implausible_progress"]
+    assert "node n1 (ST-A)" in event.detail and "2,0" in event.detail
+    h.advance(1.0)
+    h.report("WH-PORTO-01")  # said again a second later: still refused, one event
+    assert _status(h, "P1") is ParcelStatus.LOADED
+    assert h.core.counters["implausible_progress"] == 2
+    assert h.kinds().count("implausible_progress") == 1
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.reached_seq == 0
+    # the van is really there: taken
+    van.lon, van.lat = plans.STATION
+    h.advance(1.0)
+    h.report("WH-PORTO-01")
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.AT_STATION}
+    assert h.orders_for("ST-A-01")
+
+
+def test_a_stop_reported_after_states_were_lost_may_be_as_far_as_the_van_could_drive() -> None:
+    h = Harness()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01")
+    van = h.vans["WH-PORTO-01"]
+    van.step()  # at the station; the state saying so is lost; the van drives on 1 km
+    van.lon, van.lat = plans.STATION[0] + 0.012, plans.STATION[1]
+    h.advance(120.0)  # its next state comes two minutes later: it could be there
+    h.report("WH-PORTO-01")
+    assert "implausible_progress" not in h.kinds()
+    assert _status(h, "P1") is ParcelStatus.AT_STATION
