@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,7 @@ from fleet.protocol import (
     NodeActionType,
     Order,
     State,
+    VanError,
     format_timestamp,
     make_header,
     parse_timestamp,
@@ -96,6 +98,8 @@ OFFLINE_STATES = frozenset(
 # a state carrying one of these errors holds data that is not live (C5): the bridge keeps the
 # last telemetry's values, which the controller never shows or uses as current
 STALE_DATA_ERRORS = frozenset({"vcu_telemetry_stale", "vcu_link_lost"})
+REFUSAL_ERRORS = frozenset({"signature_error", "validation_error"})  # a command refused
+SIGNED_IDS_KEPT = 64  # per van: the commands a refusal may name by message id
 
 
 def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
@@ -203,6 +207,8 @@ class _Van:
     )
     factsheet: Factsheet | None = None
     held: str = ""  # why releases are held for this van ("" when they are not)
+    refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
+    signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
     # (order id, node index) of progress refused as implausible (one event each)
     refused_progress: set[tuple[str, int]] = field(default_factory=set)
     # header.message_id of the last state taken: a state must be above it (C4); None after
@@ -656,6 +662,8 @@ class ControllerCore:
             self._check_errors(v, state, now_s)
         elif not state.errors and v.rec.fatal:
             self._fatal_cleared(v, now_s)
+        if not state.errors and v.refusals_seen:
+            v.refusals_seen = set()
         if v.rec.pending_instants:
             self._confirm_instants(v, state, now_s)
 
@@ -807,6 +815,7 @@ class ControllerCore:
         self._event("parcel_failed", now_s, van_id=v.van_id, parcel_id=rec.parcel.id, detail=why)
 
     def _check_errors(self, v: _Van, state: State, now_s: float) -> None:
+        self._check_refusals(v, state, now_s)
         order = v.rec.order
         for e in state.errors:
             refs = {r.key: r.value for r in e.references}
@@ -840,6 +849,111 @@ class ControllerCore:
                 self._declare_broken_down(v, now_s)
         elif not fatal and v.rec.fatal:
             self._fatal_cleared(v, now_s)
+
+    def _check_refusals(self, v: _Van, state: State, now_s: float) -> None:
+        """A command the van refused (a ``signature_error`` or ``validation_error`` in its
+        state naming it) is an event at once: ``instant_refused`` or ``order_refused``, with
+        the van's reason. A refusal names its command by the references ``action_id`` (an
+        instant action), ``order_id`` + ``order_update_id`` (an order) or ``message_id``
+        (either); one naming none of them counts for every command still awaiting
+        confirmation of the kind its ``topic`` reference names, or else its description (as
+        ``fleet.protocol.SignatureError`` words it: ``.../instant: replayed: instant ...``).
+        A refused order is not re-sent; a refused emergency stop is re-sent all the same
+        (each copy freshly signed) until the van confirms it; other instant actions are
+        dropped."""
+        current = {
+            (e.error_type, e.description) for e in state.errors if e.error_type in REFUSAL_ERRORS
+        }
+        new = [
+            e for e in state.errors if (e.error_type, e.description) in current - v.refusals_seen
+        ]
+        v.refusals_seen = current
+        for e in new:
+            refs: dict[str, list[str]] = {}
+            for ref in e.references:
+                refs.setdefault(ref.key, []).append(ref.value)
+            reason = (refs.get("reason") or [e.error_type])[0]
+            ids = [int(m) for m in refs.get("message_id", ()) if m.isdigit()]
+            signed = {v.signed[m] for m in ids if m in v.signed}
+            named = bool(refs.get("action_id") or refs.get("order_id") or ids)
+            kind = "" if named else _refused_kind(e.description, refs.get("topic", []))
+            self._refuse_instants(v, e, reason, set(refs.get("action_id", ())), signed, kind, now_s)
+            order = v.rec.order
+            if order is None or not v.rec.sent or v.rec.confirmed or v.rec.rejected:
+                continue
+            key = f"order:{order.order_id}:{order.order_update_id}"
+            if (
+                (
+                    refs.get("order_id") == [order.order_id]
+                    and refs.get("order_update_id") == [str(order.order_update_id)]
+                )
+                or key in signed
+                or kind == "order"
+            ):
+                self._set(v, rejected=f"{reason}: {e.description}"[:500])
+                self.counters["orders_refused"] += 1
+                self._event(
+                    "order_refused",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"order {order.order_id} update {order.order_update_id} refused by "
+                    f"the van: {reason}: {e.description}",
+                    reason=reason,
+                    order_id=order.order_id,
+                )
+
+    def _refuse_instants(
+        self,
+        v: _Van,
+        error: VanError,
+        reason: str,
+        action_ids: set[str],
+        signed: set[str],
+        kind: str,
+        now_s: float,
+    ) -> None:
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            ids = [a.action_id for a in p.message.actions]
+            if not (
+                action_ids.intersection(ids)
+                or "instant:" + ",".join(ids) in signed
+                or kind == "instant"
+            ):
+                keep.append(p)
+                continue
+            action = p.message.actions[0]
+            self.counters["instants_refused"] += 1
+            urgent = _urgent(p.message)
+            self._event(
+                "instant_refused",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) refused by the van: "
+                f"{reason}: {error.description}"
+                + ("; re-sending it until the van confirms it" if urgent else ""),
+                action=action.action_type.value,
+                action_id=action.action_id,
+                reason=reason,
+            )
+            if urgent:
+                keep.append(replace(p, refused=f"{reason}: {error.description}"[:500]))
+        if keep != list(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
+
+    def command_signed(self, van_id: str, message: Order | InstantActions, message_id: int) -> None:
+        """The service signed ``message`` for ``van_id`` with ``message_id``: a refusal that
+        names the id is matched to the command (the last ``SIGNED_IDS_KEPT`` per van)."""
+        v = self._vans.get(van_id)
+        if v is None:
+            return
+        if isinstance(message, Order):
+            key = f"order:{message.order_id}:{message.order_update_id}"
+        else:
+            key = "instant:" + ",".join(a.action_id for a in message.actions)
+        v.signed[message_id] = key
+        if len(v.signed) > SIGNED_IDS_KEPT:
+            del v.signed[next(iter(v.signed))]
 
     def _declare_broken_down(self, v: _Van, now_s: float) -> None:
         """The fatal error outlasted its grace: the van is out of service for good."""
@@ -1009,15 +1123,8 @@ class ControllerCore:
                 raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
         for van_id in van_ids:
             v = self._van(van_id)
-            self._instant_seq += 1
-            action_id = f"I{int(now_s * 1000):x}.{self._instant_seq}"
-            message = InstantActions(
-                header=make_header(self.config.name, 0, now_s),
-                van_id=van_id,
-                actions=(
-                    InstantAction(action_id=action_id, action_type=action, reason=reason[:500]),
-                ),
-            )
+            message = self._instant_message(van_id, action, reason, now_s)
+            action_id = message.actions[0].action_id
             urgent = _urgent(message)
             pending = PendingInstant(
                 message,
@@ -1034,6 +1141,7 @@ class ControllerCore:
                 van_id=van_id,
                 detail=f"{action.value} ({action_id})" + (f": {reason}" if reason else ""),
                 action=action.value,
+                action_id=action_id,
             )
             if (
                 action is InstantActionType.RESUME
@@ -1045,23 +1153,72 @@ class ControllerCore:
             sent.append(van_id)
         return sent
 
+    def _instant_message(
+        self, van_id: str, action: InstantActionType, reason: str, now_s: float
+    ) -> InstantActions:
+        self._instant_seq += 1
+        action_id = f"I{int(now_s * 1000):x}.{self._instant_seq}"
+        return InstantActions(
+            header=make_header(self.config.name, 0, now_s),
+            van_id=van_id,
+            actions=(InstantAction(action_id=action_id, action_type=action, reason=reason[:500]),),
+        )
+
     def _confirm_instants(self, v: _Van, state: State, now_s: float) -> None:
-        seen = {a.action_id for a in state.action_states}
+        """An instant action is confirmed when the van lists it ``finished`` (done); one it
+        lists ``failed`` is an ``instant_failed`` event — an emergency stop that failed is
+        sent again under a new action id, which the van must obey anew."""
+        seen = {a.action_id: a for a in state.action_states}
         keep: list[PendingInstant] = []
         for p in v.rec.pending_instants:
             action = p.message.actions[0]
-            if action.action_id in seen:
+            reported = seen.get(action.action_id)
+            if reported is None or reported.status not in (
+                ActionStatus.FINISHED,
+                ActionStatus.FAILED,
+            ):
+                keep.append(p)
+                continue
+            if reported.status is ActionStatus.FINISHED:
                 self._event(
                     "instant_confirmed",
                     now_s,
                     van_id=v.van_id,
                     detail=f"{action.action_type.value} ({action.action_id})",
                     rtt_s=round(now_s - p.first_sent_s, 4),
+                    action=action.action_type.value,
+                    action_id=action.action_id,
                 )
-            else:
-                keep.append(p)
-        if len(keep) != len(v.rec.pending_instants):
+                self._instant_confirmed(v, action.action_type, now_s)
+                continue
+            urgent = _urgent(p.message)
+            self._event(
+                "instant_failed",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) failed on the van: "
+                f"{reported.result_description}"
+                + ("; sending a new emergency stop" if urgent else ""),
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+            if urgent:
+                again = self._instant_message(v.van_id, action.action_type, action.reason, now_s)
+                keep.append(
+                    PendingInstant(
+                        again,
+                        p.first_sent_s,
+                        now_s + self.config.estop_resend_s,
+                        1,
+                        f"failed: {reported.result_description}"[:500],
+                    )
+                )
+                self._sends.append(Outgoing(v.van_id, again, True))
+        if keep != list(v.rec.pending_instants):
             self._set(v, pending_instants=tuple(keep))
+
+    def _instant_confirmed(self, v: _Van, action: InstantActionType, now_s: float) -> None:
+        """Hook for what waits on a confirmation (a cancel: docs/controller.md)."""
 
     def _resend_instants(self, v: _Van, now_s: float) -> None:
         keep: list[PendingInstant] = []
@@ -1079,6 +1236,8 @@ class ControllerCore:
                     van_id=v.van_id,
                     detail=f"{p.message.actions[0].action_type.value} unconfirmed after "
                     f"{p.attempts} sends",
+                    action=p.message.actions[0].action_type.value,
+                    action_id=p.message.actions[0].action_id,
                 )
                 continue
             step = (
@@ -1764,6 +1923,19 @@ class LagMeter:
 
 def _urgent(message: InstantActions) -> bool:
     return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
+
+
+_KIND_IN_TEXT = re.compile(r"(?:^|/)(order|instant)\b")
+
+
+def _refused_kind(description: str, topics: Sequence[str]) -> str:
+    """``order`` or ``instant``: the kind of command a refusal that names none is about."""
+    for topic in topics:
+        last = topic.rsplit("/", 1)[-1]
+        if last in ("order", "instant"):
+            return last
+    found = _KIND_IN_TEXT.search(description)
+    return found.group(1) if found else ""
 
 
 def _stop_name(node: Node) -> str:

@@ -477,7 +477,8 @@ class ControllerService:
                 for send in sorted(out.sends, key=lambda s: not s.urgent):
                     kind = VanTopic.ORDER if isinstance(send.message, Order) else VanTopic.INSTANT
                     topic = self.topics.van(send.van_id, kind)
-                    payload = self.signer.payload(send.message, now_s)
+                    message_id, payload = self.signer.sign(send.message, now_s)
+                    self.core.command_signed(send.van_id, send.message, message_id)
                     sent_s = self.clock.time()
                     await link.publish_soon(topic, payload, qos=1)
                     if isinstance(send.message, Order):

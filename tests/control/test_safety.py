@@ -4,11 +4,15 @@ done twice. Each test plays one case of docs/controller.md, "Safety and recovery
 
 from __future__ import annotations
 
+import pytest
+
+from fleet.control.config import ControllerConfig
 from fleet.protocol import (
     Connection,
     ConnectionState,
     ErrorLevel,
     ErrorReference,
+    InstantActionType,
     VanError,
     VanPosition,
     make_header,
@@ -145,3 +149,102 @@ def test_a_stop_reported_after_states_were_lost_may_be_as_far_as_the_van_could_d
     h.report("WH-PORTO-01")
     assert "implausible_progress" not in h.kinds()
     assert _status(h, "P1") is ParcelStatus.AT_STATION
+
+
+# -- item 1: a refused command is an event at once ------------------------------------------
+def _refusal(description: str, **refs: str) -> VanError:
+    return VanError(
+        error_type="signature_error",
+        level=ErrorLevel.WARNING,
+        description=description,
+        references=tuple(ErrorReference(key=k, value=v) for k, v in refs.items()),
+    )
+
+
+def _state_with(h: Harness, van_id: str, *errors: VanError) -> None:
+    van = h.vans[van_id]
+    van.errors = list(errors)
+    h.core.on_state(van_id, van.state(h.now_s), h.now_s)
+    h.pump()
+
+
+def test_an_emergency_stop_the_van_refuses_is_an_event_at_once_and_is_sent_again() -> None:
+    h = Harness(config=ControllerConfig(estop_resend_s=0.5))
+    h.report()
+    h.connected.discard("ST-A-02")  # the van hears it but refuses it (we play its state)
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-02"], h.now_s)
+    h.pump()
+    (sent,) = [e for e in h.events if e.kind == "instant_sent"]
+    action_id = str(sent.data["action_id"])
+    (status,) = h.core.status(["ST-A-02"], h.now_s).vans
+    assert status.mode is VanMode.ESTOP_SENT and "not confirmed" in status.mode_reason
+    h.advance(0.2)
+    _state_with(
+        h,
+        "ST-A-02",
+        _refusal(
+            "instant message_id 1 is not above the last accepted 1002",
+            reason="replayed",
+            action_id=action_id,
+        ),
+    )
+    (refused,) = [e for e in h.events if e.kind == "instant_refused"]
+    assert refused.data["reason"] == "replayed" and refused.data["action_id"] == action_id
+    assert refused.time_s - sent.time_s == pytest.approx(0.2)  # at once, not in 5 minutes
+    (status,) = h.core.status(["ST-A-02"], h.now_s).vans
+    assert (
+        status.mode is VanMode.ESTOP_SENT and "refused by the van: replayed" in status.mode_reason
+    )
+    h.connected.add("ST-A-02")  # the next copy (a fresh id) goes through
+    h.advance(0.5)
+    assert h.vans["ST-A-02"].emergency_stop
+    _state_with(h, "ST-A-02")
+    assert "instant_confirmed" in h.kinds()
+    (status,) = h.core.status(["ST-A-02"], h.now_s).vans
+    assert status.mode is VanMode.ESTOPPED
+    assert h.kinds().count("instant_refused") == 1
+
+
+def test_a_refusal_naming_the_commands_message_id_or_nothing_is_matched_to_it() -> None:
+    h = Harness()
+    h.report()
+    h.connected.discard("ST-A-01")
+    h.core.instant(InstantActionType.PAUSE, ["ST-A-01"], h.now_s)
+    (pause,) = h.pump().sends
+    h.core.command_signed("ST-A-01", pause.message, 1_795_000_000_000_000)
+    _state_with(h, "ST-A-01", _refusal("instant is stale", message_id="1795000000000000"))
+    assert [e.data["reason"] for e in h.events if e.kind == "instant_refused"] == [
+        "signature_error"
+    ]
+    assert h.core.van_record("ST-A-01").pending_instants == ()  # type: ignore[union-attr]
+    # a refusal that names nothing counts for the commands of the kind it begins with
+    h.core.instant(InstantActionType.PAUSE, ["ST-A-01"], h.now_s)
+    h.pump()
+    _state_with(h, "ST-A-01", _refusal("instant carries no signature", reason="unsigned"))
+    assert h.kinds().count("instant_refused") == 2
+
+
+def test_an_order_the_van_refuses_is_an_event_at_once_and_not_sent_again() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, resend_first_s=1.0))
+    h.connected.discard("WH-PORTO-01")
+    h.dispatch(plans.plan(), plans.parcels())
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.order is not None and record.sent
+    _state_with(
+        h,
+        "WH-PORTO-01",
+        _refusal(
+            "order MAC does not match its content (tampered or wrong key)",
+            reason="bad_signature",
+            order_id=record.order.order_id,
+            order_update_id=str(record.order.order_update_id),
+        ),
+    )
+    (refused,) = [e for e in h.events if e.kind == "order_refused"]
+    assert refused.data["reason"] == "bad_signature"
+    sends = 0
+    for _ in range(20):
+        h.now_s += 1.0
+        h.core.tick(h.now_s)
+        sends += sum(1 for s in h.pump().sends if s.van_id == "WH-PORTO-01")
+    assert sends == 0
