@@ -264,6 +264,8 @@ class ControllerCore:
         self._lag = LagMeter()
         self._next_scan_s = 0.0
         self._waiting: set[str] = set()  # vans with a command not yet confirmed
+        # vans in service the last applied re-plan counted out as unreachable
+        self._counted_out: set[str] = set()
         if snapshot is not None:
             self._restore(snapshot, now_s)
 
@@ -483,6 +485,7 @@ class ControllerCore:
             released=0,
             sent=False,
             confirmed=False,
+            echoed=False,
             gave_up=False,
             rejected="",
             cancelled=False,
@@ -639,6 +642,8 @@ class ControllerCore:
         r = v.rec
         order = r.order
         if order is not None and r.sent and state.order_id == order.order_id:
+            if not r.echoed:
+                self._set(v, echoed=True)
             if not r.confirmed and state.order_update_id >= order.order_update_id:
                 self._set(v, confirmed=True)
                 self.counters["orders_confirmed"] += 1
@@ -666,6 +671,23 @@ class ControllerCore:
             v.refusals_seen = set()
         if v.rec.pending_instants:
             self._confirm_instants(v, state, now_s)
+        if van_id in self._counted_out:
+            self._maybe_available_again(v, now_s)
+        elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
+            self._back_in_service(v, "reporting again", now_s)
+
+    def _maybe_available_again(self, v: _Van, now_s: float) -> None:
+        """A van the last re-plan counted out while it was unreachable (never seen, offline,
+        stale) is reachable again: re-plan, so that it gets work and what it carries is its
+        own once more."""
+        if not self._available(v, now_s):
+            return
+        self._counted_out.discard(v.van_id)
+        if self._replan_in_flight is None or (
+            self._inflight_request is not None
+            and v.van_id not in self._inflight_request.out_of_service
+        ):
+            self._start_replan(f"{v.van_id}: available again", now_s)
 
     def _implausible_progress(
         self, v: _Van, order: Order, state: State, previous: State | None
@@ -1051,7 +1073,9 @@ class ControllerCore:
         for van_id in list(self._waiting):
             v = self._vans[van_id]
             r = v.rec
-            order_waits = r.sent and not r.confirmed and not r.gave_up and not r.rejected
+            order_waits = (
+                r.sent and not r.confirmed and not r.gave_up and not r.rejected and not r.cancelled
+            )
             if not order_waits and not r.pending_instants:
                 self._waiting.discard(van_id)
             elif r.connection not in OFFLINE_STATES:
@@ -1079,6 +1103,8 @@ class ControllerCore:
         r = v.rec
         if r.fatal and r.in_service and now_s - r.fatal_since_s >= self.config.fatal_grace_s:
             self._declare_broken_down(v, now_s)
+        if r.in_service and r.sent and not r.echoed and not r.cancelled and r.order is not None:
+            self._check_unconfirmed(v, r.order, now_s)
         if r.connection in OFFLINE_STATES:
             if (
                 r.in_service
@@ -1093,6 +1119,35 @@ class ControllerCore:
             self._event(
                 "van_stale", now_s, van_id=v.van_id, detail=f"silent for {now_s - v.seen_s:.0f} s"
             )
+
+    def _check_unconfirmed(self, v: _Van, order: Order, now_s: float) -> None:
+        """A van that has not confirmed its order by the first stop's planned departure plus
+        ``confirm_by_departure_s`` is unavailable (issue 14, item 7): its order is cancelled
+        (never re-sent: a late copy must not start it) and its parcels re-planned; it comes
+        back into service with its next state."""
+        departure = order.nodes[0].planned_departure
+        if departure is None:
+            return
+        due_s = parse_timestamp(departure) + self.config.confirm_by_departure_s
+        if now_s < due_s:
+            return
+        why = (
+            f"order {order.order_id} not confirmed by its planned departure "
+            f"{departure} + {self.config.confirm_by_departure_s:g} s"
+        )
+        self._event("order_unconfirmed", now_s, van_id=v.van_id, detail=why)
+        self._set(v, cancelled=True)
+        self.instant(InstantActionType.CANCEL_ORDER, [v.van_id], now_s, reason=why)
+        self._take_out_of_service(v, f"unavailable: {why}", now_s, truncate=False)
+
+    def _available(self, v: _Van, now_s: float) -> bool:
+        """In service and reachable with live data: connected, reporting, not stale. Only such
+        a van counts as in service for a re-plan (issue 14, item 7): one that never reported,
+        is offline or stale gets no new work."""
+        r = v.rec
+        if not r.in_service or r.cancelled or r.connection in OFFLINE_STATES:
+            return False
+        return not self._not_live(v, now_s)
 
     def _maybe_resend(self, v: _Van, now_s: float) -> None:
         r = v.rec
@@ -1496,7 +1551,7 @@ class ControllerCore:
             boards[van_id] = kept
         vans = [
             self._van_now(
-                van_id, self._vans.get(van_id), boards[van_id], ends.get(van_id), now_local
+                van_id, self._vans.get(van_id), boards[van_id], ends.get(van_id), now_local, now_s
             )
             for van_id in van_list
         ]
@@ -1583,6 +1638,7 @@ class ControllerCore:
         board: list[str],
         end: tuple[float, float, float, float] | None,
         now_local: float,
+        now_s: float,
     ) -> VanNow:
         home = self.roster.get(van_id)
         state = v.state if v is not None else None
@@ -1591,7 +1647,7 @@ class ControllerCore:
         if state is not None and state.position is not None:
             lon, lat = state.position.lon, state.position.lat
         free_s = now_local
-        in_service = v is None or (v.rec.in_service and not v.rec.cancelled)
+        in_service = v is not None and self._available(v, now_s)
         if end is not None:
             lon, lat, free_at, km = end
             free_s = max(now_local, free_at)
@@ -1618,7 +1674,7 @@ class ControllerCore:
         back = sorted(
             van_id
             for van_id in (request.out_of_service if request is not None else ())
-            if (v := self._vans.get(van_id)) is not None and v.rec.in_service
+            if (v := self._vans.get(van_id)) is not None and self._available(v, now_s)
         )
         if back:
             self.counters["replans_dropped"] += 1
@@ -1731,6 +1787,12 @@ class ControllerCore:
                     parcel_id=u.parcel_id,
                     detail=f"{u.reason.value}: {u.detail}",
                 )
+        if request is not None:
+            self._counted_out = {
+                van_id
+                for van_id in request.out_of_service
+                if (v := self._vans.get(van_id)) is None or v.rec.in_service
+            }
         self._event(
             "replan_applied",
             now_s,

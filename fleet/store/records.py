@@ -60,6 +60,7 @@ class VanRecord:
     released: int = 0  # nodes released; 0 = held back, not sent yet
     sent: bool = False  # order_update_id has been sent at least once
     confirmed: bool = False  # the van's state echoed order_id/order_update_id
+    echoed: bool = False  # a state of the van has carried this order_id (any update)
     gave_up: bool = False
     rejected: str = ""  # the van's reason, when it refused the order
     cancelled: bool = False

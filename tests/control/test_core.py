@@ -228,6 +228,7 @@ def test_a_replan_whose_cause_cleared_before_it_is_applied_is_dropped() -> None:
 def test_parcels_a_released_line_haul_still_brings_are_at_its_station_only_once_it_is_due() -> None:
     h = Harness(config=ControllerConfig(release_ahead_stops=1))
     h.dispatch(plans.plan(), plans.parcels())
+    h.report()  # every van is connected and reporting (a silent one gets no new work)
     h.drive("WH-PORTO-01")  # loaded at the warehouse; the station's unload is released
     h.core.request_replan("test", h.now_s)
     h.pump()
@@ -445,6 +446,7 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     line_haul = dataclasses.replace(plans.line_haul_route(), trips=(first, Trip(1, later)))
     h = Harness(config=ControllerConfig(release_ahead_stops=1))
     h.dispatch(plans.plan([line_haul, plans.last_mile_route()]), plans.parcels())
+    h.report()
     h.core.request_replan("test", h.now_s)
     h.pump()
     (request,) = h.replans
@@ -455,7 +457,6 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     h.replan_done(request, replan)
     assert _status(h, "P4") is ParcelStatus.PLANNED
     assert "not_enough_vans" in h.core.parcel("P4").detail  # type: ignore[union-attr]
-    h.report()
     h.drive("WH-PORTO-01", 12)  # its first trip, then loads P4 and unloads it at the station
     assert _status(h, "P4") is ParcelStatus.AT_STATION
     h.core.request_replan("again", h.now_s)

@@ -16,6 +16,7 @@ from fleet.protocol import (
     VanError,
     VanPosition,
     make_header,
+    parse_timestamp,
 )
 from fleet.protocol.control_api import VanMode, VanStatus
 from fleet.store import ParcelStatus
@@ -248,3 +249,70 @@ def test_an_order_the_van_refuses_is_an_event_at_once_and_not_sent_again() -> No
         h.core.tick(h.now_s)
         sends += sum(1 for s in h.pump().sends if s.van_id == "WH-PORTO-01")
     assert sends == 0
+
+
+# -- item 7: only a van that is there gets work ---------------------------------------------
+def test_a_van_that_never_connected_or_went_stale_is_not_in_service_for_a_replan() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=0.0))
+    h.connected.discard("ST-A-02")  # never heard from
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    h.vans["ST-A-01"].fatal("drive unit fault")
+    h.report("ST-A-01")
+    (request,) = h.replans
+    by_van = {v.van_id: v for v in request.vans}
+    assert not by_van["ST-A-02"].in_service  # no state ever: gets nothing
+    assert by_van["WH-PORTO-02"].in_service
+    assert request.out_of_service == {"ST-A-01", "ST-A-02"}
+    h.replan_done(request, plans.plan([plans.line_haul_route(van="WH-PORTO-02")]))
+    assert "replan_applied" in h.kinds()
+    # ST-A-02 appears: a re-plan follows at once, with it in service
+    h.connected.add("ST-A-02")
+    h.report("ST-A-02")
+    again = h.replans[-1]
+    assert again.cause == "ST-A-02: available again"
+    assert {v.van_id: v for v in again.vans}["ST-A-02"].in_service
+    # a van silent past stale_after_s is out of the next one
+    h.advance(h.config.stale_after_s + 1)
+    h.replan_done(again, plans.plan([]))
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    assert not {v.van_id: v for v in h.replans[-1].vans}["WH-PORTO-02"].in_service
+
+
+def test_a_van_that_never_confirms_its_order_by_its_departure_is_replanned() -> None:
+    config = ControllerConfig(release_ahead_stops=1, confirm_by_departure_s=120.0)
+    h = Harness(config=config)
+    h.connected.discard("WH-PORTO-01")  # the order never reaches it
+    h.dispatch(plans.plan(), plans.parcels())
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.order is not None and record.sent
+    departure_s = parse_timestamp(record.order.nodes[0].planned_departure or "")
+    h.report("ST-A-01", "ST-A-02", "WH-PORTO-02")
+    h.advance(departure_s + 100 - h.now_s, report=True)
+    assert "order_unconfirmed" not in h.kinds()
+    h.advance(30, report=True)
+    (event,) = [e for e in h.events if e.kind == "order_unconfirmed"]
+    assert "not confirmed by its planned departure" in event.detail
+    (request,) = h.replans
+    assert not {v.van_id: v for v in request.vans}["WH-PORTO-01"].in_service
+    assert {p.id for p in request.parcels} == {"P1", "P2", "P3", "P4"}
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and not record.in_service and record.cancelled
+    assert [p.message.actions[0].action_type for p in record.pending_instants] == [
+        InstantActionType.CANCEL_ORDER
+    ]
+    # the order is never sent again: a late copy must not start it
+    sent = len(h.orders)
+    h.connected.add("WH-PORTO-01")
+    for _ in range(10):
+        h.advance(30)
+    assert len(h.orders) == sent
+    assert h.vans["WH-PORTO-01"].order is None and h.vans["WH-PORTO-01"].cancelled
+    # it reports at last: back in service, and re-planned
+    h.replan_done(request, plans.plan([plans.line_haul_route(van="WH-PORTO-02")]))
+    h.report("WH-PORTO-01")
+    assert h.core.van_record("WH-PORTO-01").in_service  # type: ignore[union-attr]
+    assert "WH-PORTO-01: back in service (reporting again)" in h.replans[-1].cause
