@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from fleet.control import battery
 from fleet.control.config import ControllerConfig
 from fleet.control.orders import (
+    ROAD_DETOUR,
     RoutePath,
     base_path,
     epoch_to_local,
@@ -65,6 +67,7 @@ from fleet.protocol import (
     InstantActions,
     InstantActionType,
     Node,
+    NodeAction,
     NodeActionType,
     Order,
     State,
@@ -100,6 +103,7 @@ OFFLINE_STATES = frozenset(
 STALE_DATA_ERRORS = frozenset({"vcu_telemetry_stale", "vcu_link_lost"})
 REFUSAL_ERRORS = frozenset({"signature_error", "validation_error"})  # a command refused
 SIGNED_IDS_KEPT = 64  # per van: the commands a refusal may name by message id
+MAX_CHARGES_ADDED = 4  # charges the battery check may add to one release
 
 
 def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
@@ -207,6 +211,7 @@ class _Van:
     )
     factsheet: Factsheet | None = None
     held: str = ""  # why releases are held for this van ("" when they are not)
+    battery_replanned: bool = False  # a re-plan was asked for because of the battery
     refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
     signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
     # (order id, node index) of progress refused as implausible (one event each)
@@ -518,6 +523,132 @@ class ControllerCore:
                 break
         return max(r.released, want)
 
+    def _within_battery(self, v: _Van, target: int, now_s: float) -> int:
+        """How far ``v``'s base may be released, ``target`` at most, so that its reported
+        battery finishes it above the reserve, and the road on to its next charge
+        (``fleet.control.battery``). Short of it, a charge is added at the first stop with a
+        charger the controller may still change; failing that, releases are held where they
+        are (the van holds at its stop, with ``release_held`` saying why) and the van's work
+        is re-planned from its reported charge, once."""
+        assert v.path is not None
+        r, spec, state = v.rec, self.van_spec, v.state
+        start = 0 if r.reached_seq is None else r.reached_seq // 2
+        lead_m = 0.0
+        if r.reached_seq is None and state is not None and state.position is not None:
+            first = v.path.nodes[0]
+            away_m = straight_m((state.position.lon, state.position.lat), (first.lon, first.lat))
+            if away_m > first.allowed_deviation_m + self.config.gps_tolerance_m:
+                lead_m = away_m * ROAD_DETOUR
+        have_m = battery.usable_m(state, spec)
+        first_changeable = r.released if r.sent else 0
+        for _ in range(MAX_CHARGES_ADDED):
+            check = battery.check_range(
+                v.path.nodes,
+                v.path.edges,
+                start=start,
+                lead_m=lead_m,
+                have_m=have_m,
+                through=target - 1,
+                spec=spec,
+                done=v.done_actions,
+            )
+            if check.ok:
+                if v.held:
+                    v.held, v.battery_replanned = "", False
+                    self._event("release_resumed", now_s, van_id=v.van_id, detail="battery")
+                return target
+            added = battery.charge_to_add(
+                v.path.nodes,
+                v.path.edges,
+                check,
+                start=start,
+                first_changeable=first_changeable,
+                through=target - 1,
+                spec=spec,
+                done=v.done_actions,
+            )
+            if added is None:
+                break
+            self._add_charge(v, added, check, now_s)
+        reported = (
+            "it never reported its battery"
+            if state is None
+            else f"it reports {state.battery.soc_pct:.1f} % / "
+            f"{state.battery.remaining_range_m / 1000:.1f} km"
+        )
+        why = (
+            f"battery: {reported}; the road to its next charge is {check.need_m / 1000:.1f} km "
+            f"and {battery.reserve_m(spec) / 1000:.1f} km must stay in reserve; no stop it may "
+            "still be given a charge at comes first"
+        )
+        if why != v.held:
+            v.held = why
+            self.counters["releases_held"] += 1
+            self._event(
+                "release_held",
+                now_s,
+                van_id=v.van_id,
+                detail=f"order {r.order.order_id if r.order else ''}: {r.released} of "
+                f"{len(v.path.nodes)} stops stay released: {why}",
+                reason="battery",
+            )
+        if not v.battery_replanned and r.in_service:
+            v.battery_replanned = True
+            self._start_replan(f"{v.van_id}: {why}", now_s)
+        return r.released
+
+    def _add_charge(
+        self, v: _Van, added: battery.AddedCharge, check: battery.RangeCheck, now_s: float
+    ) -> None:
+        """Give node ``added.index`` of ``v``'s path a charge to ``added.target_pct`` (or
+        raise the one it has)."""
+        assert v.path is not None
+        nodes = list(v.path.nodes)
+        node = nodes[added.index]
+        actions = list(node.actions)
+        for k, a in enumerate(actions):
+            if a.action_type is NodeActionType.CHARGE and a.action_id not in v.done_actions:
+                actions[k] = a.model_copy(
+                    update={"target_soc_pct": added.target_pct, "duration_s": added.duration_s}
+                )
+                break
+        else:
+            taken = {a.action_id for a in actions}
+            action_id = next(
+                f"{node.node_id}.{k}"
+                for k in range(len(actions), len(actions) + 100)
+                if f"{node.node_id}.{k}" not in taken
+            )
+            actions.append(
+                NodeAction(
+                    action_id=action_id,
+                    action_type=NodeActionType.CHARGE,
+                    duration_s=added.duration_s,
+                    target_soc_pct=added.target_pct,
+                )
+            )
+        nodes[added.index] = node.model_copy(update={"actions": tuple(actions)})
+        v.path = RoutePath(tuple(nodes), v.path.edges)
+        self._index_actions(v)
+        state = v.state
+        reported = (
+            "no battery reported"
+            if state is None
+            else f"the van reports {state.battery.soc_pct:.1f} % / "
+            f"{state.battery.remaining_range_m / 1000:.1f} km"
+        )
+        self.counters["charges_added"] += 1
+        self._event(
+            "charge_added",
+            now_s,
+            van_id=v.van_id,
+            detail=f"node {node.node_id} ({_stop_name(node)}): charge to "
+            f"{added.target_pct:.0f} % ({reported}; {check.need_m / 1000:.1f} km to its next "
+            f"charge, {battery.reserve_m(self.van_spec) / 1000:.1f} km reserve)",
+            node_id=node.node_id,
+            target_soc_pct=added.target_pct,
+        )
+
     def _waits_for_line_haul(self, v: _Van, node: Node) -> bool:
         """A stop where ``v`` loads a parcel that is not there yet: a line-haul van has still
         to bring it, or another van in service still carries it."""
@@ -546,6 +677,8 @@ class ControllerCore:
         r = v.rec
         assert r.order is not None
         target = self._release_target(v)
+        if target > 0 and (target != r.released or force):
+            target = self._within_battery(v, target, now_s)
         if target == 0:  # held back: keep the draft (it may have changed) for a restart
             if (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
                 draft = make_order(
@@ -671,6 +804,12 @@ class ControllerCore:
             v.refusals_seen = set()
         if v.rec.pending_instants:
             self._confirm_instants(v, state, now_s)
+        if (
+            v.held
+            and v.rec.order is not None
+            and (previous is None or previous.battery != state.battery)
+        ):
+            self._release(v, now_s, force=False)  # charged meanwhile? try again
         if van_id in self._counted_out:
             self._maybe_available_again(v, now_s)
         elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):

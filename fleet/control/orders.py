@@ -33,6 +33,9 @@ from fleet.protocol import (
 # A depot stop is counted as a charge if the plan leaves it with this much more charge.
 CHARGE_NOTICE_PCT = 0.5
 ARRIVAL_TOLERANCE_M = 25.0
+# Where the controller joins two points without a road path (a van's position to its next
+# stop), the road is taken as this much longer than the straight line.
+ROAD_DETOUR = 1.3
 EARTH_RADIUS_M = 6_371_000.0
 MIN_SPEED_MPS = 1.0  # an edge's cap is never below walking pace (a rounding of a short edge)
 

@@ -4,15 +4,21 @@ done twice. Each test plays one case of docs/controller.md, "Safety and recovery
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fleet.control.config import ControllerConfig
+from fleet.model import VanRoute, load_van_spec
 from fleet.protocol import (
     Connection,
     ConnectionState,
     ErrorLevel,
     ErrorReference,
     InstantActionType,
+    NodeActionType,
+    Order,
+    StopKind,
     VanError,
     VanPosition,
     make_header,
@@ -20,7 +26,7 @@ from fleet.protocol import (
 )
 from fleet.protocol.control_api import VanMode, VanStatus
 from fleet.store import ParcelStatus
-from tests.control.harness import Harness
+from tests.control.harness import VAN_FILE, Harness
 from tests.support import plans
 
 
@@ -316,3 +322,118 @@ def test_a_van_that_never_confirms_its_order_by_its_departure_is_replanned() -> 
     h.report("WH-PORTO-01")
     assert h.core.van_record("WH-PORTO-01").in_service  # type: ignore[union-attr]
     assert "WH-PORTO-01: back in service (reporting again)" in h.replans[-1].cause
+
+
+# -- item 4: never release what the reported battery cannot finish above the reserve --------
+def _stretched(route: VanRoute, factor: float, soc_pct: float | None = None) -> VanRoute:
+    """``route`` with its roads ``factor`` times longer (and its stops' charge set)."""
+    trips = tuple(
+        dataclasses.replace(
+            trip,
+            stops=tuple(
+                dataclasses.replace(
+                    s,
+                    dist_so_far_m=s.dist_so_far_m * factor,
+                    soc_pct=s.soc_pct if soc_pct is None else soc_pct,
+                )
+                for s in trip.stops
+            ),
+        )
+        for trip in route.trips
+    )
+    return dataclasses.replace(route, trips=trips)
+
+
+def _charges(order: Order, index: int) -> list[float | None]:
+    return [
+        a.target_soc_pct
+        for a in order.nodes[index].actions
+        if a.action_type is NodeActionType.CHARGE
+    ]
+
+
+def test_a_van_at_36_percent_given_a_56_km_route_is_charged_first_at_its_depot() -> None:
+    """Issue 14, item 4: a van reporting 36.6 % (58.5 km) was dispatched a 55.6 km route with
+    no charge. With 16 km of reserve it needs 71.6 km: 45 % and a margin, at its depot."""
+    h = Harness()
+    h.vans["ST-A-01"].soc_pct = 36.6
+    h.report()
+    route = _stretched(plans.last_mile_route(), 55_600 / 1800, soc_pct=40.0)
+    h.dispatch(plans.plan([route]), plans.parcels())
+    (order,) = h.orders_for("ST-A-01")
+    assert _charges(order, 0) == [46.0]
+    (added,) = [e for e in h.events if e.kind == "charge_added"]
+    assert "36.6 % / 58.6 km" in added.detail and "55.6 km" in added.detail
+    # the plan's own charge at the depot was enough: nothing added
+    h = Harness()
+    h.vans["ST-A-01"].soc_pct = 36.6
+    h.report()
+    h.dispatch(plans.plan([_stretched(plans.last_mile_route(), 55_600 / 1800)]), plans.parcels())
+    (order,) = h.orders_for("ST-A-01")
+    assert _charges(order, 0) == [90.0] and "charge_added" not in h.kinds()
+
+
+def test_a_release_the_reported_battery_cannot_finish_is_held_and_replanned() -> None:
+    h = Harness()
+    h.report()
+    h.dispatch(plans.plan([_stretched(plans.last_mile_route(), 3.0)]), plans.parcels())
+    h.drive("ST-A-01")  # loaded at its station
+    h.vans["ST-A-01"].soc_pct = 12.0  # 19.2 km: 3.2 km above the reserve, 4.2 km to go
+    h.drive("ST-A-01")  # at the first door: the second door would be released now
+    order = h.orders_for("ST-A-01")[-1]
+    assert [n.released for n in order.nodes] == [True, True, False, False, False]
+    (held,) = [e for e in h.events if e.kind == "release_held"]
+    assert "12.0 %" in held.detail and "4.2 km" in held.detail
+    (request,) = h.replans
+    assert request.cause.startswith("ST-A-01: battery")
+    assert {v.van_id: v for v in request.vans}["ST-A-01"].soc_pct == pytest.approx(12.0)
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.AT_STOP and status.mode_reason.startswith("battery")
+    h.core.replan_failed(request.replan_id, "no better plan", h.now_s)  # nothing better
+    h.pump()
+    h.report("ST-A-01")
+    assert [n.released for n in h.orders_for("ST-A-01")[-1].nodes][:3] == [True, True, False]
+    assert len(h.replans) == 1  # asked once
+    h.vans["ST-A-01"].soc_pct = 30.0  # charged (a recovery team): the release goes on
+    h.report("ST-A-01")
+    assert h.orders_for("ST-A-01")[-1].nodes[2].released
+    assert "release_resumed" in h.kinds()
+
+
+def test_a_charge_is_added_at_the_next_depot_the_van_still_has_to_reach() -> None:
+    from fleet.control import battery
+    from fleet.control.orders import local_to_epoch, route_path
+
+    spec = load_van_spec(VAN_FILE)
+    first = plans.last_mile_route(("P1",)).trips[0]
+    second = plans.last_mile_route(("P2", "P3")).trips[0]
+    shift = first.stops[-1].departure_s - second.stops[0].arrival_s + 600.0
+    second = dataclasses.replace(
+        second,
+        index=1,
+        stops=tuple(
+            dataclasses.replace(
+                s,
+                arrival_s=s.arrival_s + shift,
+                departure_s=s.departure_s + shift,
+                dist_so_far_m=s.dist_so_far_m + first.stops[-1].dist_so_far_m,
+            )
+            for s in second.stops
+        ),
+    )
+    route = _stretched(dataclasses.replace(plans.last_mile_route(), trips=(first, second)), 10.0)
+    path = route_path(
+        route, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=16.0, van=spec
+    )
+    # at the first door, 20 % reported: 16 km above the reserve; 6 km back, then 14 km
+    have_m = 0.20 * 160_000 - battery.reserve_m(spec)
+    check = battery.check_range(
+        path.nodes, path.edges, start=1, lead_m=0.0, have_m=have_m, through=2, spec=spec
+    )
+    assert not check.ok and check.short_at is not None
+    added = battery.charge_to_add(
+        path.nodes, path.edges, check, start=1, first_changeable=3, through=2, spec=spec
+    )
+    assert added is not None and path.nodes[added.index].kind is StopKind.DEPOT
+    assert added.index == 3  # the second trip's depot stop, not yet released
+    assert added.target_pct >= (14_000 + 16_000) / 1600
