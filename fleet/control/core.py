@@ -48,6 +48,8 @@ from fleet.control.orders import (
     make_order,
     path_of,
     released,
+    resume_path,
+    return_path,
     route_path,
     straight_m,
 )
@@ -196,6 +198,15 @@ class Output:
 
 
 @dataclass(slots=True)
+class _Retired:
+    """An order replaced by a recovery or return order, kept for the van's late reports."""
+
+    order: Order  # every node, as the controller last built it
+    index: dict[str, tuple[int, NodeActionType, tuple[str, ...]]]
+    done: set[str]
+
+
+@dataclass(slots=True)
 class _Van:
     """Mutable working copy of a van; persisted as a VanRecord when it changes."""
 
@@ -211,6 +222,12 @@ class _Van:
     )
     factsheet: Factsheet | None = None
     held: str = ""  # why releases are held for this van ("" when they are not)
+    # the van's states lack the order it confirmed: since when, and in how many states
+    missing_since_s: float | None = None
+    missing_states: int = 0
+    lost_noted: bool = False  # an order_lost event says the recovery waits for a position
+    state_since_online: bool = False  # a state came after the van last said ONLINE
+    retired: _Retired | None = None  # the order it held before its current one
     battery_replanned: bool = False  # a re-plan was asked for because of the battery
     refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
     signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
@@ -368,7 +385,14 @@ class ControllerCore:
         """(Re)connected to the broker: re-send every unconfirmed command now."""
         for v in self._vans.values():
             r = v.rec
-            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and v.order:
+            if (
+                r.sent
+                and not r.confirmed
+                and not r.gave_up
+                and not r.rejected
+                and not r.cancelled
+                and v.order
+            ):
                 self._set(v, first_sent_s=now_s, next_send_s=now_s + self.config.resend_first_s)
                 self._queue_order(v, now_s, resend=True)
             for pending in r.pending_instants:
@@ -722,10 +746,22 @@ class ControllerCore:
 
     def _queue_order(self, v: _Van, now_s: float, *, resend: bool) -> None:
         assert v.order is not None
-        self._sends.append(Outgoing(v.van_id, v.order))
         self._waiting.add(v.van_id)
+        if not self._may_send_order(v, v.order):
+            return
+        self._sends.append(Outgoing(v.van_id, v.order))
         if resend:
             self.counters["orders_resent"] += 1
+
+    def _may_send_order(self, v: _Van, order: Order) -> bool:
+        """An order the van has held (its states carried it) goes to it again only while its
+        latest state, made since it last said ONLINE, still carries it: a van that restarted
+        without it would take it as new and do its finished stops again. It gets a recovery
+        order instead (:meth:`_check_order_held`)."""
+        if not v.rec.echoed:
+            return True
+        state = v.state
+        return v.state_since_online and state is not None and state.order_id == order.order_id
 
     def _replace_horizon(self, v: _Van, tail: RoutePath | None, source: str, now_s: float) -> None:
         """Keep ``v``'s released base, follow it with ``tail`` (None: nothing), send the update."""
@@ -766,6 +802,7 @@ class ControllerCore:
             )
             return
         v.last_state_id = state.header.message_id
+        v.state_since_online = True
         previous = v.state
         v.state, v.seen_s, v.state_json = state, now_s, raw
         self._dirty_states.setdefault(van_id, now_s)
@@ -774,6 +811,17 @@ class ControllerCore:
             self._event("van_fresh", now_s, van_id=van_id, detail="reporting again")
         r = v.rec
         order = r.order
+        retired = v.retired
+        if retired is not None and state.order_id == retired.order.order_id:
+            # late news of the order this van held before (cancelled, or replaced after it
+            # was lost): what it did is still taken, where it is plausible
+            implausible = self._implausible_progress(v, retired.order, state, previous, retired)
+            if implausible:
+                self._refuse_progress(v, retired.order, implausible, now_s)
+            elif state.action_states:
+                self._apply_actions(v, state, now_s, retired)
+        if order is not None and r.echoed and not r.finished and not r.cancelled:
+            self._check_order_held(v, order, state, now_s)
         if order is not None and r.sent and state.order_id == order.order_id:
             if not r.echoed:
                 self._set(v, echoed=True)
@@ -815,6 +863,103 @@ class ControllerCore:
         elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
             self._back_in_service(v, "reporting again", now_s)
 
+    def _check_order_held(self, v: _Van, order: Order, state: State, now_s: float) -> None:
+        """The van's states must carry the order it confirmed (C9). One that reports an older
+        update of it is sent the current one again at once; one whose states carry no order
+        (or another one) for ``order_lost_after_s`` and at least two states lost it (a van or
+        bridge restarted without it) and gets a recovery order."""
+        r = v.rec
+        if state.order_id == order.order_id:
+            v.missing_since_s, v.missing_states = None, 0
+            if state.order_update_id < order.order_update_id and r.confirmed:
+                self._set(v, confirmed=False, first_sent_s=now_s, next_send_s=now_s, attempts=0)
+                self._waiting.add(v.van_id)
+                self._event(
+                    "order_lost",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"the van holds update {state.order_update_id} of order "
+                    f"{order.order_id}, not {order.order_update_id}: sending it again",
+                    order_id=order.order_id,
+                )
+            return
+        if v.missing_since_s is None:
+            v.missing_since_s = now_s
+        v.missing_states += 1
+        if now_s - v.missing_since_s < self.config.order_lost_after_s or v.missing_states < 2:
+            return
+        self._recover_order(v, order, state, now_s)
+
+    def _recover_order(self, v: _Van, order: Order, state: State, now_s: float) -> None:
+        """A recovery order for a van that lost its order: from where it stands over the
+        stops it has not finished (a stop it reached keeps only the work not reported done),
+        never one it finished. Without a live position it waits for one (the van holds); a
+        van that lost its order with nothing left to do is only noted."""
+        assert v.path is not None
+        r = v.rec
+        held = state.order_id or "no order"
+        since = now_s - (v.missing_since_s or now_s)
+        reached = -1 if r.reached_seq is None else r.reached_seq // 2
+        start = reached + 1
+        if 0 <= reached < len(v.path.nodes) and any(
+            a.action_id not in v.done_actions for a in v.path.nodes[reached].actions
+        ):
+            start = reached  # reached, its work not all reported done
+        not_live = self._not_live(v, now_s)
+        position = state.position
+        why = f"its states carry {held} instead of order {order.order_id} for {since:.0f} s"
+        if start >= len(v.path.nodes) or (
+            start == len(v.path.nodes) - 1 and not v.path.nodes[start].actions
+        ):
+            self._set(v, finished=True)
+            self._event("order_lost", now_s, van_id=v.van_id, detail=f"{why}; nothing left to do")
+            return
+        if position is None or not_live:
+            if not v.lost_noted:
+                v.lost_noted = True
+                self._event(
+                    "order_lost",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"{why}; waiting for a live position to send a recovery order "
+                    f"({not_live or 'no position'}); the van holds",
+                )
+            return
+        path = resume_path(
+            v.path,
+            start,
+            at=(position.lon, position.lat),
+            done=v.done_actions,
+            top_speed_mps=self.van_spec.top_speed_mps,
+        )
+        new_id = _derived_order_id(order.order_id, "r")
+        self._retire(v, order)
+        self.counters["orders_recovered"] += 1
+        self._event(
+            "order_recovered",
+            now_s,
+            van_id=v.van_id,
+            detail=f"{why}: recovery order {new_id} from where it stands over the "
+            f"{len(path.nodes) - 1} stop(s) it has not finished (from {v.path.nodes[start].node_id}"
+            f" of {order.order_id})",
+            order_id=new_id,
+        )
+        self._new_order(v, new_id, path, "recovery", now_s)
+
+    def _retire(self, v: _Van, order: Order) -> None:
+        """Keep what is needed to take late reports of ``order`` once another replaces it."""
+        assert v.path is not None
+        index = dict(v.action_index)
+        full = make_order(
+            order.header,
+            v.van_id,
+            order.order_id,
+            order.order_update_id,
+            released(v.path, max(1, v.rec.released)),
+        )
+        v.retired = _Retired(full, index, set(v.done_actions))
+        v.missing_since_s, v.missing_states, v.lost_noted = None, 0, False
+
     def _maybe_available_again(self, v: _Van, now_s: float) -> None:
         """A van the last re-plan counted out while it was unreachable (never seen, offline,
         stale) is reachable again: re-plan, so that it gets work and what it carries is its
@@ -829,23 +974,34 @@ class ControllerCore:
             self._start_replan(f"{v.van_id}: available again", now_s)
 
     def _implausible_progress(
-        self, v: _Van, order: Order, state: State, previous: State | None
+        self,
+        v: _Van,
+        order: Order,
+        state: State,
+        previous: State | None,
+        book: _Retired | None = None,
     ) -> tuple[int, str] | None:
         """A stop is finished only where the van is (issue 14, item 9): the (node index, why)
         of the first node this state newly reports reached, or whose actions it newly reports
         done, while the van's reported position is farther from it than the node's
         ``allowed_deviation_m`` + ``gps_tolerance_m`` + what the van could have driven at its
         top speed since its previous state; None when every such report is plausible."""
+        actions_at = v.action_index if book is None else book.index
+        done = v.done_actions if book is None else book.done
         nodes: set[int] = set()
         seq = state.last_node_sequence_id
-        if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
+        if (
+            book is None
+            and seq is not None
+            and (v.rec.reached_seq is None or seq > v.rec.reached_seq)
+        ):
             nodes.add(seq // 2)
         for a in state.action_states:
             if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
                 continue
-            if a.action_id in v.done_actions or a.action_id not in v.action_index:
+            if a.action_id in done or a.action_id not in actions_at:
                 continue
-            nodes.add(v.action_index[a.action_id][0])
+            nodes.add(actions_at[a.action_id][0])
         if not nodes:
             return None
         position = state.position
@@ -906,14 +1062,21 @@ class ControllerCore:
             return
         self._release(v, now_s, force=False)
 
-    def _apply_actions(self, v: _Van, state: State, now_s: float) -> None:
+    def _apply_actions(
+        self, v: _Van, state: State, now_s: float, book: _Retired | None = None
+    ) -> None:
+        """What the van reports done (``book``: of an order it held before its current one)."""
+        index = v.action_index if book is None else book.index
+        done = v.done_actions if book is None else book.done
+        nodes = (v.path.nodes if v.path is not None else ()) if book is None else book.order.nodes
         for a in state.action_states:
             if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
                 continue
-            if a.action_id in v.done_actions or a.action_id not in v.action_index:
+            if a.action_id in done or a.action_id not in index:
                 continue
-            v.done_actions.add(a.action_id)
-            _, kind, parcel_ids = v.action_index[a.action_id]
+            done.add(a.action_id)
+            i, kind, parcel_ids = index[a.action_id]
+            where = nodes[i].ref if 0 <= i < len(nodes) and nodes[i].ref else None
             failed = (
                 set(parcel_ids) if a.status is ActionStatus.FAILED else set(a.failed_parcel_ids)
             )
@@ -925,9 +1088,17 @@ class ControllerCore:
                 if pid in failed:
                     self._parcel_failed(v, rec, kind, why, now_s)
                 else:
-                    self._parcel_done(v, rec, kind, now_s)
+                    self._parcel_done(v, rec, kind, now_s, where)
 
-    def _parcel_done(self, v: _Van, rec: ParcelRecord, kind: NodeActionType, now_s: float) -> None:
+    def _parcel_done(
+        self,
+        v: _Van,
+        rec: ParcelRecord,
+        kind: NodeActionType,
+        now_s: float,
+        where: str | None = None,
+    ) -> None:
+        """``where``: the depot or station the action was at (an unload leaves it there)."""
         pid = rec.parcel.id
         if kind is NodeActionType.LOAD and (
             rec.status in (ParcelStatus.PLANNED, ParcelStatus.AT_STATION)
@@ -940,8 +1111,12 @@ class ControllerCore:
             and rec.status is ParcelStatus.LOADED
             and rec.holder == v.van_id
         ):
-            self._set_parcel(rec, status=ParcelStatus.AT_STATION, holder=None)
-            self._event("parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid)
+            self._set_parcel(
+                rec, status=ParcelStatus.AT_STATION, holder=None, station=where or rec.station
+            )
+            self._event(
+                "parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid, detail=where or ""
+            )
             waiting = self._vans.get(rec.last_mile_van or "")
             if waiting is not None and waiting.rec.in_service:
                 self._release(waiting, now_s, force=False)
@@ -1146,6 +1321,7 @@ class ControllerCore:
         state = message.connection_state
         if state is ConnectionState.ONLINE:
             v.last_state_id = None  # the van (re)started or reconnected: its ids may restart
+            v.state_since_online = False  # what it holds now is known from its next state
         if state.value == v.rec.connection:
             return
         self._set(v, connection=state.value, connection_since_s=now_s)
@@ -2124,6 +2300,17 @@ class LagMeter:
 
 def _urgent(message: InstantActions) -> bool:
     return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
+
+
+def _derived_order_id(order_id: str, kind: str) -> str:
+    """``P-abc.r1`` for the first recovery (``kind`` "r") or return (``kind`` "h") order made
+    from ``P-abc``, ``P-abc.r2`` for the next; at most 64 characters."""
+    base, n = order_id, 1
+    found = re.fullmatch(r"(.*)\.([a-z])(\d+)", order_id)
+    if found is not None:
+        base, n = found.group(1), int(found.group(3)) + 1
+    suffix = f".{kind}{n}"
+    return base[: 64 - len(suffix)] + suffix
 
 
 _KIND_IN_TEXT = re.compile(r"(?:^|/)(order|instant)\b")

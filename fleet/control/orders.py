@@ -11,7 +11,7 @@ positional, which is safe because the released base (a prefix) never changes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
@@ -284,3 +284,129 @@ def base_path(order: Order) -> RoutePath:
 def join(head: RoutePath, tail: RoutePath) -> RoutePath:
     """``head`` then ``tail`` (made by :func:`route_path` with ``after=head.nodes[-1]``)."""
     return RoutePath(head.nodes + tail.nodes, head.edges + tail.edges)
+
+
+def start_node(lon: float, lat: float) -> Node:
+    """Node 0 of an order made for a van where it stands (a recovery or a return order)."""
+    return Node(
+        node_id="n0",
+        sequence_id=0,
+        released=False,
+        kind=StopKind.START,
+        lon=lon,
+        lat=lat,
+        allowed_deviation_m=ARRIVAL_TOLERANCE_M,
+    )
+
+
+def renumbered(nodes: Sequence[Node], edges: Sequence[Edge]) -> RoutePath:
+    """``nodes`` (each followed by its edge in ``edges``) with positional ids again: node
+    ``n{i}``, edge ``e{i}``, action ``n{i}.{k}``; nothing released."""
+    out_nodes = tuple(
+        node.model_copy(
+            update={
+                "node_id": f"n{i}",
+                "sequence_id": 2 * i,
+                "released": False,
+                "actions": tuple(
+                    a.model_copy(update={"action_id": f"n{i}.{k}"})
+                    for k, a in enumerate(node.actions)
+                ),
+            }
+        )
+        for i, node in enumerate(nodes)
+    )
+    out_edges = tuple(
+        edge.model_copy(
+            update={
+                "edge_id": f"e{i}",
+                "sequence_id": 2 * i + 1,
+                "released": False,
+                "start_node_id": f"n{i}",
+                "end_node_id": f"n{i + 1}",
+            }
+        )
+        for i, edge in enumerate(edges)
+    )
+    return RoutePath(out_nodes, out_edges)
+
+
+def joining_edge(a: Node, b: Node, top_speed_mps: float) -> Edge:
+    """An edge where the controller has no road path (from a van's position): the straight
+    line as trajectory (the van's own stack finds the road), the road taken as
+    :data:`ROAD_DETOUR` times longer."""
+    there, here = (a.lon, a.lat), (b.lon, b.lat)
+    return Edge(
+        edge_id="e0",
+        sequence_id=1,
+        released=False,
+        start_node_id=a.node_id,
+        end_node_id=b.node_id,
+        length_m=min(1_000_000.0, straight_m(there, here) * ROAD_DETOUR),
+        max_speed_mps=max(MIN_SPEED_MPS, top_speed_mps),
+        trajectory=(there, here),
+    )
+
+
+def resume_path(
+    path: RoutePath,
+    from_index: int,
+    *,
+    at: tuple[float, float],
+    done: Container[str],
+    top_speed_mps: float,
+) -> RoutePath:
+    """A recovery order's path: node 0 ``start`` where the van stands (``at``), then the
+    stops of ``path`` from ``from_index`` on, without the actions in ``done`` (a stop the van
+    reached and did part of the work at keeps only the rest)."""
+    start = start_node(*at)
+    rest = [
+        node.model_copy(
+            update={"actions": tuple(a for a in node.actions if a.action_id not in done)}
+        )
+        for node in path.nodes[from_index:]
+    ]
+    edges = [joining_edge(start, rest[0], top_speed_mps), *path.edges[from_index:]]
+    return renumbered([start, *rest], edges)
+
+
+def return_path(
+    *,
+    at: tuple[float, float],
+    home: tuple[float, float],
+    depot: str,
+    parcels: Sequence[str],
+    arrive_s: float,
+    unload_s: float,
+    top_speed_mps: float,
+) -> RoutePath:
+    """A return order's path: node 0 ``start`` where the van stands (``at``), then its home
+    ``depot`` (``home``), where it unloads ``parcels`` (arriving at ``arrive_s``, epoch s;
+    unloading for ``unload_s``)."""
+    start = start_node(*at)
+    actions = (
+        (
+            NodeAction(
+                action_id="n1.0",
+                action_type=NodeActionType.UNLOAD,
+                parcel_ids=tuple(parcels),
+                duration_s=unload_s,
+            ),
+        )
+        if parcels
+        else ()
+    )
+    end = Node(
+        node_id="n1",
+        sequence_id=2,
+        released=False,
+        kind=StopKind.DEPOT,
+        ref=depot[:64],
+        lon=home[0],
+        lat=home[1],
+        allowed_deviation_m=ARRIVAL_TOLERANCE_M,
+        planned_arrival=format_timestamp(arrive_s),
+        planned_departure=format_timestamp(arrive_s + (unload_s if parcels else 0.0)),
+        actions=actions,
+    )
+    return renumbered([start, end], [joining_edge(start, end, top_speed_mps)])

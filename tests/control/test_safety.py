@@ -28,6 +28,7 @@ from fleet.protocol.control_api import VanMode, VanStatus
 from fleet.store import ParcelStatus
 from tests.control.harness import VAN_FILE, Harness
 from tests.support import plans
+from tests.support.protocol_van import ProtocolVan
 
 
 def _status(h: Harness, pid: str) -> ParcelStatus:
@@ -437,3 +438,63 @@ def test_a_charge_is_added_at_the_next_depot_the_van_still_has_to_reach() -> Non
     assert added is not None and path.nodes[added.index].kind is StopKind.DEPOT
     assert added.index == 3  # the second trip's depot stop, not yet released
     assert added.target_pct >= (14_000 + 16_000) / 1600
+
+
+# -- item 5 / C9: a van that lost its order gets a recovery order ---------------------------
+def _restart_van(h: Harness, van_id: str, *, keep_load: bool) -> ProtocolVan:
+    """The van (or its bridge) restarts without its order: a new process where it stands."""
+    old = h.vans[van_id]
+    van = ProtocolVan(van_id, lon=old.lon, lat=old.lat, soc_pct=old.soc_pct)
+    van.message_id = old.message_id + 1000  # its ids keep rising across the restart (C4)
+    if keep_load:
+        van.on_board = list(old.on_board)
+    h.vans[van_id] = van
+    _connection(h, van_id, ConnectionState.ONLINE)
+    return van
+
+
+def test_a_van_restarted_without_its_order_gets_a_recovery_order_over_what_is_left() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, order_lost_after_s=5.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)  # all four parcels at the station
+    h.drive("ST-A-01", 2)  # loaded at the station, P1 delivered at the first door
+    order_id = h.orders_for("ST-A-01")[-1].order_id
+    van = _restart_van(h, "ST-A-01", keep_load=True)
+    for _ in range(5):  # its states carry order_id null for 4 s: not yet
+        h.advance(1.0, report=True)
+    assert "order_recovered" not in h.kinds()
+    h.advance(1.0, report=True)
+    (event,) = [e for e in h.events if e.kind == "order_recovered"]
+    assert f"carry no order instead of order {order_id}" in event.detail
+    recovery = h.orders_for("ST-A-01")[-1]
+    assert recovery.order_id == f"{order_id}.r1" and van.order is not None
+    assert van.order.order_id == recovery.order_id  # the van took it as a new order
+    first, *rest = recovery.nodes
+    assert first.kind is StopKind.START and (first.lon, first.lat) == (van.lon, van.lat)
+    kinds = [a.action_type for n in recovery.nodes for a in n.actions]
+    assert NodeActionType.LOAD not in kinds  # the station's loading is not done again
+    delivered = {p for n in recovery.nodes for a in n.actions for p in a.parcel_ids}
+    assert delivered == {"P2", "P3", "P4"}  # P1 was delivered: not again
+    h.drive("ST-A-01", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+    assert [e.parcel_id for e in h.events if e.kind == "parcel_delivered"].count("P1") == 1
+
+
+def test_a_van_whose_data_is_not_live_is_not_sent_a_recovery_order_until_it_is() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 1)
+    van = _restart_van(h, "WH-PORTO-01", keep_load=True)
+    van.errors = [VanError(error_type="vcu_link_lost", level=ErrorLevel.WARNING)]
+    for _ in range(8):
+        h.advance(1.0, report=True)
+    (lost,) = [e for e in h.events if e.kind == "order_lost"]
+    assert "waiting for a live position" in lost.detail
+    assert not h.orders_for("WH-PORTO-01")[-1].order_id.endswith(".r1")
+    van.errors = []
+    h.advance(1.0, report=True)
+    assert h.orders_for("WH-PORTO-01")[-1].order_id.endswith(".r1")
+    h.drive("WH-PORTO-01", 5)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.AT_STATION}
