@@ -320,15 +320,30 @@ def cancel(
     topic_prefix: Prefix = "",
     timeout: Timeout = 30.0,
 ) -> None:
-    """Cancel parcels (taken out of every van's order), or whole vans (--van)."""
+    """Cancel parcels (taken out of every van's order), or whole vans (--van).
+
+    A cancelled van is out of service at once; the command waits until the van confirms the
+    cancel (or the controller's cancel_confirm_s passed), then says what it delivered
+    meanwhile and the return order that brings what it still carries home. Exit code 1
+    unless every van confirmed.
+    """
     if bool(parcel) == bool(van):
         raise typer.BadParameter("give parcel ids, or --van VAN (not both)")
-    body: RequestBody = (
-        CancelVansBody(van_ids=tuple(van))
-        if van
-        else CancelParcelsBody(parcel_ids=tuple(parcel or ()))
-    )
-    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+    if not van:
+        body = CancelParcelsBody(parcel_ids=tuple(parcel or ()))
+        _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+        return
+    # the controller answers once each van confirmed its cancel (or its bound passed)
+    with console.status("waiting for the van(s) to confirm the cancel..."):
+        result = _run(
+            _ask(broker, login, tls, topic_prefix, timeout, CancelVansBody(van_ids=tuple(van)))
+        )
+    if not isinstance(result, CommandResult):
+        raise ControlError(f"unexpected reply from the controller: {type(result).__name__}")
+    unconfirmed = [v for v in van if v not in result.affected]
+    if unconfirmed:
+        raise ControlError(f"cancel not confirmed by {', '.join(unconfirmed)}: {result.message}")
+    console.print(result.message, highlight=False)
 
 
 def replan(

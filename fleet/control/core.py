@@ -106,6 +106,7 @@ STALE_DATA_ERRORS = frozenset({"vcu_telemetry_stale", "vcu_link_lost"})
 REFUSAL_ERRORS = frozenset({"signature_error", "validation_error"})  # a command refused
 SIGNED_IDS_KEPT = 64  # per van: the commands a refusal may name by message id
 MAX_CHARGES_ADDED = 4  # charges the battery check may add to one release
+CANCEL_REQUESTED, CANCEL_CONFIRMED, CANCEL_UNCONFIRMED = "requested", "confirmed", "unconfirmed"
 
 
 def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
@@ -228,6 +229,10 @@ class _Van:
     lost_noted: bool = False  # an order_lost event says the recovery waits for a position
     state_since_online: bool = False  # a state came after the van last said ONLINE
     retired: _Retired | None = None  # the order it held before its current one
+    # a dispatcher's cancel: (confirmed, what happened) once settled; parcels it delivered
+    # between the cancel and its confirmation
+    cancel_outcome: tuple[bool, str] | None = None
+    delivered_since_cancel: list[str] = field(default_factory=list)
     battery_replanned: bool = False  # a re-plan was asked for because of the battery
     refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
     signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
@@ -537,6 +542,8 @@ class ControllerCore:
     def _release_target(self, v: _Van) -> int:
         assert v.path is not None
         r = v.rec
+        if r.returning and r.cancel_state == CANCEL_UNCONFIRMED:
+            return 0  # the van may still run its old order: it would refuse this one
         if self._replan_in_flight is not None and r.released > 0:
             return r.released  # hold the bases still while a re-plan is being made
         reached_idx = 0 if r.reached_seq is None else r.reached_seq // 2
@@ -690,7 +697,7 @@ class ControllerCore:
                     return True
                 if rec.status is ParcelStatus.LOADED and rec.holder not in (None, v.van_id):
                     holder = self._vans.get(rec.holder or "")
-                    if holder is not None and holder.rec.in_service:
+                    if holder is not None and self._keeps_load(holder):
                         return True
         return False
 
@@ -1125,9 +1132,18 @@ class ControllerCore:
             and rec.status is ParcelStatus.LOADED
             and rec.holder == v.van_id
         ):
+            planned_for = rec.last_mile_van
             self._set_parcel(rec, status=ParcelStatus.DELIVERED)
+            if v.rec.cancel_state == CANCEL_REQUESTED:
+                v.delivered_since_cancel.append(pid)
             self.counters["parcels_delivered"] += 1
             self._event("parcel_delivered", now_s, van_id=v.van_id, parcel_id=pid)
+            other = self._vans.get(planned_for or "")
+            if other is not None and other is not v and self._drop_from_horizon(other, pid):
+                # a re-plan gave it to another van meanwhile (a cancelled van finished the
+                # stop after all): it leaves that van's horizon
+                self._index_actions(other)
+                self._release(other, now_s, force=other.active)
 
     def _recovered(self, rec: ParcelRecord, van_id: str) -> bool:
         """On board a van out of service, and now loaded by another: it was recovered."""
@@ -1136,8 +1152,14 @@ class ControllerCore:
             rec.status is ParcelStatus.LOADED
             and holder is not None
             and holder.van_id != van_id
-            and not holder.rec.in_service
+            and not self._keeps_load(holder)
         )
+
+    def _keeps_load(self, holder: _Van) -> bool:
+        """What ``holder`` carries stays with it until it hands it over: it is in service,
+        on its way home after a cancel, or cancelled and not yet stopped."""
+        r = holder.rec
+        return r.in_service or r.returning or r.cancel_state == CANCEL_REQUESTED
 
     def _parcel_failed(
         self, v: _Van, rec: ParcelRecord, kind: NodeActionType, why: str, now_s: float
@@ -1420,6 +1442,11 @@ class ControllerCore:
             self._declare_broken_down(v, now_s)
         if r.in_service and r.sent and not r.echoed and not r.cancelled and r.order is not None:
             self._check_unconfirmed(v, r.order, now_s)
+        if (
+            r.cancel_state == CANCEL_REQUESTED
+            and now_s - r.cancel_since_s >= self.config.cancel_confirm_s
+        ):
+            self._cancel_settled(v, False, now_s)
         if r.connection in OFFLINE_STATES:
             if (
                 r.in_service
@@ -1518,8 +1545,8 @@ class ControllerCore:
                 and not v.rec.in_service
                 and (v.rec.out_reason.startswith("cancelled"))
             ):
-                self._set(v, in_service=True, out_reason="")
-                self._event("van_in_service", now_s, van_id=van_id, detail="resumed by dispatcher")
+                self._set(v, returning=False)
+                self._back_in_service(v, "resumed by dispatcher", now_s)
             sent.append(van_id)
         return sent
 
@@ -1588,7 +1615,17 @@ class ControllerCore:
             self._set(v, pending_instants=tuple(keep))
 
     def _instant_confirmed(self, v: _Van, action: InstantActionType, now_s: float) -> None:
-        """Hook for what waits on a confirmation (a cancel: docs/controller.md)."""
+        """A confirmed ``cancel_order`` settles the van's cancel (C10), or releases the
+        return order held for it."""
+        if action is not InstantActionType.CANCEL_ORDER:
+            return
+        if v.rec.cancel_state == CANCEL_REQUESTED:
+            self._cancel_settled(v, True, now_s)
+        elif v.rec.cancel_state == CANCEL_UNCONFIRMED:
+            self._set(v, cancel_state=CANCEL_CONFIRMED)
+            self._event("van_cancelled", now_s, van_id=v.van_id, detail="cancel confirmed late")
+            if v.rec.returning:
+                self._release(v, now_s, force=False)
 
     def _resend_instants(self, v: _Van, now_s: float) -> None:
         keep: list[PendingInstant] = []
@@ -1622,6 +1659,11 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ dispatcher commands
     def cancel_vans(self, van_ids: Sequence[str], now_s: float) -> str:
+        """Cancel each van (C10): ``cancel_order`` goes out and the van is out of service at
+        once (it gets no more work), but its parcels are re-planned only once it confirmed the
+        cancel (its state lists the action finished: it stands, and nothing of the order runs
+        any more) or ``cancel_confirm_s`` passed — :meth:`_cancel_settled`. The caller waits
+        for :meth:`cancel_outcome`."""
         for van_id in van_ids:
             if not self.knows_van(van_id):
                 raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
@@ -1630,9 +1672,96 @@ class ControllerCore:
         )
         for van_id in van_ids:
             v = self._van(van_id)
-            self._set(v, cancelled=True)
-            self._take_out_of_service(v, "cancelled by dispatcher", now_s, truncate=False)
-        return f"cancelled {len(van_ids)} van(s); their parcels are being re-planned"
+            v.cancel_outcome, v.delivered_since_cancel = None, []
+            self._set(
+                v,
+                cancelled=True,
+                cancel_state=CANCEL_REQUESTED,
+                cancel_since_s=now_s,
+                in_service=False,
+                out_reason="cancelled by dispatcher",
+                returning=False,
+            )
+            self._event(
+                "van_out_of_service",
+                now_s,
+                van_id=van_id,
+                detail="cancelled by dispatcher: waiting for the van to confirm the cancel "
+                f"(at most {self.config.cancel_confirm_s:g} s) before re-planning its parcels",
+            )
+        return f"cancel_order sent to {len(van_ids)} van(s)"
+
+    def cancel_outcome(self, van_id: str) -> tuple[bool, str] | None:
+        """(confirmed by the van, what happened) once a cancel settled; None while waiting."""
+        v = self._vans.get(van_id)
+        return None if v is None else v.cancel_outcome
+
+    def _cancel_settled(self, v: _Van, confirmed: bool, now_s: float) -> None:
+        """The van confirmed its cancel, or ``cancel_confirm_s`` passed: what it reported done
+        meanwhile is already applied (a parcel it delivered is not re-planned); it is sent a
+        **return order** home with what it still carries (unloaded there: ``at_station``), and
+        the rest of its work is re-planned. Unconfirmed, the return order is held until the
+        van confirms the cancel (it would refuse a new order while it still runs the old one)."""
+        r = v.rec
+        van_id = v.van_id
+        self._set(v, cancel_state=CANCEL_CONFIRMED if confirmed else CANCEL_UNCONFIRMED)
+        how = (
+            "confirmed by the van"
+            if confirmed
+            else f"not confirmed within {self.config.cancel_confirm_s:g} s"
+        )
+        carrying = sorted(
+            rec.parcel.id
+            for rec in self._parcels.values()
+            if rec.status is ParcelStatus.LOADED and rec.holder == van_id
+        )
+        delivered = list(v.delivered_since_cancel)
+        parts = [f"{van_id}: cancel {how}"]
+        if delivered:
+            parts.append(
+                f"{len(delivered)} parcel(s) delivered meanwhile ({', '.join(delivered[:5])})"
+            )
+        back = self._return_home(v, carrying, now_s) if not r.in_service else None
+        if back is not None:
+            parts.append(
+                f"return order {back} home with {len(carrying)} parcel(s)"
+                + ("" if confirmed else ", sent once the van confirms the cancel")
+            )
+        self._event(
+            "van_cancelled", now_s, van_id=van_id, detail="; ".join(parts), confirmed=confirmed
+        )
+        v.cancel_outcome = (confirmed, "; ".join(parts))
+        self._start_replan(f"{van_id}: cancelled by dispatcher ({how})", now_s)
+
+    def _return_home(self, v: _Van, carrying: Sequence[str], now_s: float) -> str | None:
+        """Give a cancelled van an order home (its depot: ``unload`` of ``carrying``); None
+        when it needs none (no order, nothing on board) or its position was never heard."""
+        r = v.rec
+        home = self.roster.get(v.van_id)
+        state = v.state
+        if home is None or state is None or state.position is None:
+            return None
+        if not carrying and (r.order is None or r.finished):
+            return None
+        at = (state.position.lon, state.position.lat)
+        spec = self.van_spec
+        arrive_s = now_s + straight_m(at, home) * ROAD_DETOUR / (spec.top_speed_mps / 2)
+        path = return_path(
+            at=at,
+            home=home,
+            depot=v.van_id.rpartition("-")[0],
+            parcels=carrying,
+            arrive_s=arrive_s,
+            unload_s=spec.station_unload_s,
+            top_speed_mps=spec.top_speed_mps,
+        )
+        old = r.order
+        new_id = _derived_order_id(old.order_id if old is not None else v.van_id, "h")
+        if old is not None and v.path is not None:
+            self._retire(v, old)
+        self._set(v, returning=True)
+        self._new_order(v, new_id, path, "return", now_s)
+        return new_id
 
     def cancel_parcels(self, parcel_ids: Sequence[str], now_s: float) -> str:
         unknown = [p for p in parcel_ids if p not in self._parcels]
@@ -1764,13 +1893,18 @@ class ControllerCore:
         """``v`` will still drive its released base: in service, or offline (a van that loses
         the broker finishes its released base, then holds), not broken down nor cancelled."""
         r = v.rec
-        if r.order is None or r.released == 0 or r.cancelled or v.path is None:
+        if r.order is None or r.released == 0 or v.path is None:
             return False
+        if r.cancelled:
+            # cancelled, not yet confirmed: it may still be finishing a stop of its base
+            return r.cancel_state == CANCEL_REQUESTED
         if r.finished and not self._base_parcels(v):
             return False  # done, its last stop's hand-overs too (until then it is driving it)
         if r.in_service:
             return True
-        return r.connection in OFFLINE_STATES and not r.fatal and not r.cancelled
+        if r.returning and not r.fatal:
+            return True  # a cancelled van's way home
+        return r.connection in OFFLINE_STATES and not r.fatal
 
     def _base_parcels(self, v: _Van) -> set[str]:
         """Parcels with an action in ``v``'s released base that it has not reported yet."""

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Protocol
 
@@ -410,8 +410,13 @@ class ControllerService:
             message = core.cancel_parcels(body.parcel_ids, self.clock.time())
             return CommandResult(message=message, affected=body.parcel_ids)
         if isinstance(body, CancelVansBody):
-            message = core.cancel_vans(body.van_ids, self.clock.time())
-            return CommandResult(message=message, affected=body.van_ids)
+            core.cancel_vans(body.van_ids, self.clock.time())
+            await self._flush()
+            outcomes = await self._cancel_outcomes(body.van_ids)
+            return CommandResult(
+                message="; ".join(text for _, text in outcomes.values()),
+                affected=tuple(v for v, (confirmed, _) in outcomes.items() if confirmed),
+            )
         if isinstance(body, ReplanBody):
             message = core.request_replan(body.reason, self.clock.time())
             return CommandResult(message=message)
@@ -432,6 +437,21 @@ class ControllerService:
             )
             return EventsResult(events=tuple(self._event_message(e) for e in records))
         raise ControlError(f"unknown command {body!r}")
+
+    async def _cancel_outcomes(self, van_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        """Wait until each cancelled van confirmed its cancel or ``cancel_confirm_s`` passed
+        (the core settles it on its tick), then say what happened to each."""
+        limit_s = self.config.cancel_confirm_s + 4 * self.config.tick_s
+        deadline_s = self.clock.time() + limit_s
+        while True:
+            outcomes = {v: self.core.cancel_outcome(v) for v in van_ids}
+            if all(o is not None for o in outcomes.values()) or self.clock.time() >= deadline_s:
+                break
+            await self.clock.sleep(self.config.tick_s)  # the core's tick settles them
+        return {
+            v: o if o is not None else (False, f"{v}: cancel not settled within {limit_s:g} s")
+            for v, o in outcomes.items()
+        }
 
     # ------------------------------------------------------------------ outgoing
     def _commit(self, out: Output) -> list[EventRecord]:

@@ -78,6 +78,10 @@ class VanRecord:
     connection: str = ""  # last ConnectionState value heard ("" = never)
     connection_since_s: float = 0.0
     pending_instants: tuple[PendingInstant, ...] = ()
+    # a dispatcher's cancel (C10): "" (none), "requested", "confirmed" or "unconfirmed"
+    cancel_state: str = ""
+    cancel_since_s: float = 0.0
+    returning: bool = False  # cancelled, its order is the return order home
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fleet.cli.app import app
+from fleet.control.config import ControllerConfig
 from fleet.protocol import ErrorLevel, ErrorReference, VanError
 from tests.control.service_support import ControllerThread, day_book
 from tests.support import plans
@@ -173,6 +174,17 @@ def test_estop_says_confirmed_refused_or_unconfirmed_for_each_van(
             print(log.stdout, bad.rejected, bad.van.errors)
             alone = await asyncio.to_thread(_fleet, mosquitto, "estop", "ST-A-01")
             assert alone.returncode == 0 and "ST-A-01: confirmed in" in alone.stdout
+            # cancel waits for the van: confirmed by ST-A-01, not by the absent WH-PORTO-01
+            cancel = await asyncio.to_thread(_fleet, mosquitto, "cancel", "--van", "ST-A-01")
+            assert cancel.returncode == 0, cancel.stderr
+            assert "ST-A-01: cancel confirmed by the van" in cancel.stdout
+            cancel = await asyncio.to_thread(_fleet, mosquitto, "cancel", "--van", "WH-PORTO-01")
+            assert cancel.returncode == 1
+            assert "cancel not confirmed by WH-PORTO-01" in cancel.stderr
+            assert "not confirmed within 1 s" in cancel.stderr
 
-    with ControllerThread(mosquitto, tmp_path / "fleet.db", day_book()):
+    config = ControllerConfig(
+        name=f"ctl-{mosquitto.prefix.split('/')[1]}", release_ahead_stops=1, cancel_confirm_s=1.0
+    )
+    with ControllerThread(mosquitto, tmp_path / "fleet.db", day_book(), config):
         asyncio.run(main())

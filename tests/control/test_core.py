@@ -340,8 +340,10 @@ def test_cancelling_a_van_sends_cancel_and_replans() -> None:
     h.core.cancel_vans(["WH-PORTO-01"], h.now_s)
     h.pump()
     assert h.vans["WH-PORTO-01"].cancelled
+    assert h.replans == []  # not before the van confirms it
+    h.report("WH-PORTO-01")
     (request,) = h.replans
-    assert "cancelled by dispatcher" in request.cause
+    assert "cancelled by dispatcher (confirmed by the van)" in request.cause
 
 
 def test_unknown_vans_are_refused() -> None:

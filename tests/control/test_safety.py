@@ -470,7 +470,7 @@ def test_a_van_restarted_without_its_order_gets_a_recovery_order_over_what_is_le
     recovery = h.orders_for("ST-A-01")[-1]
     assert recovery.order_id == f"{order_id}.r1" and van.order is not None
     assert van.order.order_id == recovery.order_id  # the van took it as a new order
-    first, *rest = recovery.nodes
+    first = recovery.nodes[0]
     assert first.kind is StopKind.START and (first.lon, first.lat) == (van.lon, van.lat)
     kinds = [a.action_type for n in recovery.nodes for a in n.actions]
     assert NodeActionType.LOAD not in kinds  # the station's loading is not done again
@@ -498,3 +498,90 @@ def test_a_van_whose_data_is_not_live_is_not_sent_a_recovery_order_until_it_is()
     assert h.orders_for("WH-PORTO-01")[-1].order_id.endswith(".r1")
     h.drive("WH-PORTO-01", 5)
     assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.AT_STATION}
+
+
+# -- item 6 / C10: cancel waits for the van, keeps what it did, brings the rest home --------
+def test_a_van_cancelled_on_its_way_to_a_door_delivers_there_and_returns_the_rest_home() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, resend_first_s=2.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)  # P1..P4 at the station
+    h.drive("ST-A-01", 2)  # loaded, P1 delivered; on its way to P2's door
+    van = h.vans["ST-A-01"]
+    h.connected.discard("ST-A-01")  # the cancel is on its way...
+    h.core.cancel_vans(["ST-A-01"], h.now_s)
+    h.pump()
+    assert h.replans == []  # nothing is re-planned before the van confirms
+    assert h.core.cancel_outcome("ST-A-01") is None
+    van.step()  # ...and the van finishes the stop it was driving to: P2 handed over
+    h.connected.add("ST-A-01")
+    h.advance(2.5)  # the cancel is sent again and obeyed
+    assert van.cancelled
+    h.report("ST-A-01")  # P2 delivered, the cancel finished
+    assert _status(h, "P2") is ParcelStatus.DELIVERED
+    outcome = h.core.cancel_outcome("ST-A-01")
+    assert outcome is not None and outcome[0]
+    assert "1 parcel(s) delivered meanwhile (P2)" in outcome[1]
+    assert "home with 2 parcel(s)" in outcome[1]
+    (request,) = h.replans
+    assert "P2" not in {p.id for p in request.parcels}  # delivered: never re-planned
+    assert request.parcel_location["P3"] == "station" and request.at_station["P3"] == "ST-A"
+    assert "P3" in request.ready_at  # there once the return order has unloaded it
+    home = h.orders_for("ST-A-01")[-1]
+    assert home.order_id.endswith(".h1") and van.order is not None
+    assert van.order.order_id == home.order_id
+    (unload,) = home.nodes[-1].actions
+    assert unload.action_type is NodeActionType.UNLOAD and set(unload.parcel_ids) == {"P3", "P4"}
+    # the planner gives P3 and P4 to ST-A-02, loading at the station
+    h.replan_done(request, plans.plan([plans.last_mile_route(("P3", "P4"), "ST-A-02")]))
+    assert all(not o.nodes[0].released for o in h.orders_for("ST-A-02"))  # not there yet
+    h.drive("ST-A-01", 2)  # home, unloaded
+    assert {_status(h, "P3"), _status(h, "P4")} == {ParcelStatus.AT_STATION}
+    assert h.orders_for("ST-A-02")[-1].nodes[0].released
+    h.drive("ST-A-02", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+    delivered = [e.parcel_id for e in h.events if e.kind == "parcel_delivered"]
+    assert sorted(delivered) == ["P1", "P2", "P3", "P4"]  # each once
+    assert all(
+        "P2" not in a.parcel_ids
+        for o in h.orders_for("ST-A-02")
+        for n in o.nodes
+        for a in n.actions
+    )
+    record = h.core.van_record("ST-A-01")
+    assert record is not None and not record.in_service  # until `fleet resume`
+
+
+def test_a_cancel_the_van_never_confirms_keeps_its_load_its_own_until_it_does() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, cancel_confirm_s=10.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 2)
+    _connection(h, "ST-A-01", ConnectionState.CONNECTION_BROKEN)
+    h.core.cancel_vans(["ST-A-01"], h.now_s)
+    h.pump()
+    h.advance(9.0, report=True)  # the others keep reporting
+    assert h.replans == []
+    h.advance(1.5, report=True)
+    outcome = h.core.cancel_outcome("ST-A-01")
+    assert outcome is not None and not outcome[0] and "not confirmed within 10 s" in outcome[1]
+    (request,) = h.replans
+    # what it carries stays on board it (out of service): another van planned to take it
+    # from its depot waits until it is unloaded there
+    by_van = {v.van_id: v for v in request.vans}
+    assert set(by_van["ST-A-01"].parcels_on_board) == {"P2", "P3", "P4"}
+    assert not by_van["ST-A-01"].in_service
+    record = h.core.van_record("ST-A-01")
+    assert record is not None and record.returning and record.released == 0  # held
+    h.replan_done(request, plans.plan([plans.last_mile_route(("P2", "P3", "P4"), "ST-A-02")]))
+    assert all(not o.nodes[0].released for o in h.orders_for("ST-A-02"))
+    _connection(h, "ST-A-01", ConnectionState.ONLINE)
+    h.advance(5.0, report=True)  # it gets the cancel again...
+    h.report("ST-A-01")  # ...confirms it, and is sent its way home
+    assert h.orders_for("ST-A-01")[-1].order_id.endswith(".h1")
+    h.drive("ST-A-01", 2)
+    assert {_status(h, p) for p in ("P2", "P3", "P4")} == {ParcelStatus.AT_STATION}
+    assert h.orders_for("ST-A-02")[-1].nodes[0].released
+    h.drive("ST-A-02", 10)
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
