@@ -720,6 +720,8 @@ class ControllerCore:
         if target == r.released and not force:
             return
         update_id = r.order.order_update_id + 1 if r.sent else 0
+        if not r.sent:
+            self._set(v, order_started_s=now_s)
         order = make_order(
             make_header(self.config.name, 0, now_s),
             v.van_id,
@@ -992,7 +994,8 @@ class ControllerCore:
         of the first node this state newly reports reached, or whose actions it newly reports
         done, while the van's reported position is farther from it than the node's
         ``allowed_deviation_m`` + ``gps_tolerance_m`` + what the van could have driven at its
-        top speed since its previous state; None when every such report is plausible."""
+        top speed since its previous state (or, with none known, since its order was first
+        released); None when every such report is plausible."""
         actions_at = v.action_index if book is None else book.index
         done = v.done_actions if book is None else book.done
         nodes: set[int] = set()
@@ -1012,12 +1015,13 @@ class ControllerCore:
         if not nodes:
             return None
         position = state.position
-        drove_m = 0.0
+        # since when the van may have been doing it: its previous state (a later one would
+        # have said so), else the order's first release (nothing of it before that)
+        since_s = v.rec.order_started_s if book is None else 0.0
         if previous is not None:
-            gap_s = parse_timestamp(state.header.timestamp) - parse_timestamp(
-                previous.header.timestamp
-            )
-            drove_m = max(0.0, gap_s) * self.van_spec.top_speed_mps
+            since_s = parse_timestamp(previous.header.timestamp)
+        gap_s = parse_timestamp(state.header.timestamp) - since_s if since_s > 0 else 0.0
+        drove_m = max(0.0, gap_s) * self.van_spec.top_speed_mps
         for index in sorted(nodes):
             if not 0 <= index < len(order.nodes):
                 continue
@@ -1463,14 +1467,18 @@ class ControllerCore:
             )
 
     def _check_unconfirmed(self, v: _Van, order: Order, now_s: float) -> None:
-        """A van that has not confirmed its order by the first stop's planned departure plus
-        ``confirm_by_departure_s`` is unavailable (issue 14, item 7): its order is cancelled
+        """A van that has not confirmed its order by the first stop's planned departure (or
+        its sending, if later) plus ``confirm_by_departure_s`` is unavailable (issue 14,
+        item 7): its order is cancelled
         (never re-sent: a late copy must not start it) and its parcels re-planned; it comes
         back into service with its next state."""
         departure = order.nodes[0].planned_departure
         if departure is None:
             return
-        due_s = parse_timestamp(departure) + self.config.confirm_by_departure_s
+        # an order sent late (after its departure) gets the same time from its sending
+        due_s = (
+            max(parse_timestamp(departure), v.rec.first_sent_s) + self.config.confirm_by_departure_s
+        )
         if now_s < due_s:
             return
         why = (

@@ -66,6 +66,7 @@ class VanRecord:
     cancelled: bool = False
     finished: bool = False
     first_sent_s: float = 0.0
+    order_started_s: float = 0.0  # when the order's first update was sent
     next_send_s: float = 0.0
     attempts: int = 0
     reached_seq: int | None = None
