@@ -11,6 +11,8 @@ import pytest
 from fleet.control.config import ControllerConfig
 from fleet.model import VanRoute, load_van_spec
 from fleet.protocol import (
+    ActionState,
+    ActionStatus,
     Connection,
     ConnectionState,
     ErrorLevel,
@@ -18,6 +20,7 @@ from fleet.protocol import (
     InstantActionType,
     NodeActionType,
     Order,
+    OrderVerdict,
     StopKind,
     VanError,
     VanPosition,
@@ -585,3 +588,44 @@ def test_a_cancel_the_van_never_confirms_keeps_its_load_its_own_until_it_does() 
     assert h.orders_for("ST-A-02")[-1].nodes[0].released
     h.drive("ST-A-02", 10)
     assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.DELIVERED}
+
+
+def test_an_emergency_stop_that_failed_on_the_van_is_sent_again_under_a_new_id() -> None:
+    h = Harness(config=ControllerConfig(estop_resend_s=0.5))
+    h.report()
+    h.connected.discard("ST-A-01")
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-01"], h.now_s)
+    (first,) = h.pump().sends
+    action_id = first.message.actions[0].action_id  # type: ignore[union-attr]
+    van = h.vans["ST-A-01"]
+    van.actions[action_id] = ActionState(
+        action_id=action_id,
+        action_type="emergency_stop",
+        status=ActionStatus.FAILED,
+        result_description="link lost",
+    )
+    h.core.on_state("ST-A-01", van.state(h.now_s), h.now_s)
+    out = h.pump()
+    (again,) = out.sends
+    assert again.urgent and again.message.actions[0].action_id != action_id  # type: ignore[union-attr]
+    assert "instant_failed" in h.kinds() and "instant_confirmed" not in h.kinds()
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.ESTOP_SENT and "failed: link lost" in status.mode_reason
+
+
+def test_a_van_that_reports_an_older_update_of_its_order_is_sent_the_current_one_again() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 2)  # at the station: update 1 releases the way back
+    h.report("WH-PORTO-01")  # confirms update 1
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.confirmed and record.order is not None
+    current = record.order.order_update_id
+    van = h.vans["WH-PORTO-01"]
+    van.order = h.orders_for("WH-PORTO-01")[0]  # restarted from an older saved copy
+    h.report("WH-PORTO-01")
+    assert "order_lost" in h.kinds()
+    h.advance(0.3)
+    assert van.order.order_update_id == current  # the current update went out again, taken
+    assert h.verdicts[-1] == ("WH-PORTO-01", OrderVerdict.UPDATE)
