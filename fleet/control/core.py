@@ -811,6 +811,7 @@ class ControllerCore:
             )
             return
         v.last_state_id = state.header.message_id
+        first_since_online = not v.state_since_online
         v.state_since_online = True
         previous = v.state
         v.state, v.seen_s, v.state_json = state, now_s, raw
@@ -831,6 +832,15 @@ class ControllerCore:
                 self._apply_actions(v, state, now_s, retired)
         if order is not None and r.echoed and not r.finished and not r.cancelled:
             self._check_order_held(v, order, state, now_s)
+            if (
+                first_since_online
+                and state.order_id == order.order_id
+                and v.rec.sent
+                and not v.rec.confirmed
+            ):
+                # held back until the van said what it holds (:meth:`_may_send_order`)
+                self._set(v, next_send_s=now_s)
+                self._waiting.add(van_id)
         if order is not None and r.sent and state.order_id == order.order_id:
             if not r.echoed:
                 self._set(v, echoed=True)
