@@ -189,6 +189,9 @@ class ReplanRequest:
     # parcels not there yet (a released line haul unloads them): when they will be (epoch s)
     ready_at: Mapping[str, float] = field(default_factory=dict)
     out_of_service: frozenset[str] = frozenset()  # vans the request counts out
+    # of those, vans in service counted out only because they are not reachable now (never
+    # reported, offline, stale): a re-plan when they are back gives them work again
+    unreachable: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -205,6 +208,7 @@ class _Retired:
     order: Order  # every node, as the controller last built it
     index: dict[str, tuple[int, NodeActionType, tuple[str, ...]]]
     done: set[str]
+    near: set[int]  # stops the van was seen at
 
 
 @dataclass(slots=True)
@@ -236,6 +240,7 @@ class _Van:
     battery_replanned: bool = False  # a re-plan was asked for because of the battery
     refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
     signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
+    near: set[int] = field(default_factory=set)  # stops of its order it was seen at
     # (order id, node index) of progress refused as implausible (one event each)
     refused_progress: set[tuple[str, int]] = field(default_factory=set)
     # header.message_id of the last state taken: a state must be above it (C4); None after
@@ -291,8 +296,13 @@ class ControllerCore:
         self._lag = LagMeter()
         self._next_scan_s = 0.0
         self._waiting: set[str] = set()  # vans with a command not yet confirmed
-        # vans in service the last applied re-plan counted out as unreachable
+        # vans in service the last applied re-plan counted out as unreachable, and parcels
+        # it left unplanned that wait for them to be back
         self._counted_out: set[str] = set()
+        self._wait_for_vans: set[str] = set()
+        # silence is counted from here at most: a van is not stale for the time this
+        # controller was not listening (restarted, or cut from the broker)
+        self._listening_since_s = now_s
         if snapshot is not None:
             self._restore(snapshot, now_s)
 
@@ -388,6 +398,7 @@ class ControllerCore:
 
     def on_link_up(self, now_s: float) -> None:
         """(Re)connected to the broker: re-send every unconfirmed command now."""
+        self._listening_since_s = now_s
         for v in self._vans.values():
             r = v.rec
             if (
@@ -509,6 +520,7 @@ class ControllerCore:
         """Give ``v`` a new order; it is held back (a draft) until its first stop may go."""
         v.path = path
         v.done_actions.clear()
+        v.near = set()
         draft = make_order(
             make_header(self.config.name, 0, now_s), v.van_id, order_id, 0, released(path, 1)
         )
@@ -854,6 +866,7 @@ class ControllerCore:
                     detail=f"order {order.order_id} update {order.order_update_id}",
                     rtt_s=round(now_s - r.first_sent_s, 4),
                 )
+            self._note_near(v, order, state)
             implausible = self._implausible_progress(v, order, state, previous)
             if implausible:
                 self._refuse_progress(v, order, implausible, now_s)
@@ -976,21 +989,35 @@ class ControllerCore:
             order.order_update_id,
             released(v.path, max(1, v.rec.released)),
         )
-        v.retired = _Retired(full, index, set(v.done_actions))
+        v.retired = _Retired(full, index, set(v.done_actions), set(v.near))
         v.missing_since_s, v.missing_states, v.lost_noted = None, 0, False
 
     def _maybe_available_again(self, v: _Van, now_s: float) -> None:
         """A van the last re-plan counted out while it was unreachable (never seen, offline,
-        stale) is reachable again: re-plan, so that it gets work and what it carries is its
-        own once more."""
+        stale) is reachable again: re-plan if that gives work to anyone — it is idle, carries
+        parcels beyond its base, or parcels were left waiting for vans like it — so that it
+        gets work and what it carries is its own once more."""
         if not self._available(v, now_s):
             return
         self._counted_out.discard(v.van_id)
-        if self._replan_in_flight is None or (
-            self._inflight_request is not None
-            and v.van_id not in self._inflight_request.out_of_service
-        ):
+        if not self._wanted_again(v):
+            return
+        request = self._inflight_request
+        if request is not None and v.van_id in request.unreachable:
+            self._replan_waiting.append(f"{v.van_id}: available again")
+        else:
             self._start_replan(f"{v.van_id}: available again", now_s)
+
+    def _wanted_again(self, v: _Van) -> bool:
+        if self._wait_for_vans or not v.active:
+            return True
+        kept = self._base_parcels(v)
+        return any(
+            rec.status is ParcelStatus.LOADED
+            and rec.holder == v.van_id
+            and rec.parcel.id not in kept
+            for rec in self._parcels.values()
+        )
 
     def _implausible_progress(
         self,
@@ -1000,20 +1027,28 @@ class ControllerCore:
         previous: State | None,
         book: _Retired | None = None,
     ) -> tuple[int, str] | None:
-        """A stop is finished only where the van is (issue 14, item 9): the (node index, why)
-        of the first node this state newly reports reached, or whose actions it newly reports
-        done, while the van's reported position is farther from it than the node's
-        ``allowed_deviation_m`` + ``gps_tolerance_m`` + what the van could have driven at its
-        top speed since its previous state (or, with none known, since its order was first
-        released); None when every such report is plausible."""
+        """A stop is finished only where the van is (issue 14, item 9). For each stop with
+        parcel work (load, unload, deliver) this state newly reports reached, or whose work it
+        newly reports done: the van must have been seen there — a state of this order put it
+        within the stop's ``allowed_deviation_m`` + ``gps_tolerance_m`` — or be that close now,
+        give or take what it could have driven at its top speed since its previous state (or,
+        with none known, since its order was first released). The (node index, why) of the
+        first that is not; None when every such report is plausible.
+
+        (A van reports a stop's work finished when it leaves; its position comes from its
+        VCU's latest telemetry, so it may already be well past the stop: having been seen
+        there is what counts.)"""
         actions_at = v.action_index if book is None else book.index
         done = v.done_actions if book is None else book.done
+        near = v.near if book is None else book.near
         nodes: set[int] = set()
         seq = state.last_node_sequence_id
         if (
             book is None
             and seq is not None
             and (v.rec.reached_seq is None or seq > v.rec.reached_seq)
+            and 0 <= seq // 2 < len(order.nodes)
+            and _moves_parcels(order.nodes[seq // 2])
         ):
             nodes.add(seq // 2)
         for a in state.action_states:
@@ -1021,7 +1056,10 @@ class ControllerCore:
                 continue
             if a.action_id in done or a.action_id not in actions_at:
                 continue
-            nodes.add(actions_at[a.action_id][0])
+            index, kind, _ = actions_at[a.action_id]
+            if kind is not NodeActionType.CHARGE:
+                nodes.add(index)
+        nodes -= near
         if not nodes:
             return None
         position = state.position
@@ -1042,11 +1080,29 @@ class ControllerCore:
             allowed_m = node.allowed_deviation_m + self.config.gps_tolerance_m + drove_m
             if away_m > allowed_m:
                 return index, (
-                    f"the van reports it at {away_m:,.0f} m from it; allowed "
-                    f"{node.allowed_deviation_m:g} m + {self.config.gps_tolerance_m:g} m GPS "
-                    f"tolerance + {drove_m:,.0f} m it could have driven since its last state"
+                    f"the van was never seen there and reports it at {away_m:,.0f} m from it; "
+                    f"allowed {node.allowed_deviation_m:g} m + {self.config.gps_tolerance_m:g} m "
+                    f"GPS tolerance + {drove_m:,.0f} m it could have driven since its last state"
                 )
         return None
+
+    def _note_near(self, v: _Van, order: Order, state: State) -> None:
+        """Remember the stops of ``order`` this state puts the van at (within their
+        ``allowed_deviation_m`` + ``gps_tolerance_m``): the one it reports reached, the one
+        before it and the next one."""
+        position = state.position
+        if position is None:
+            return
+        reached = v.rec.reached_seq
+        here = [-1 if reached is None else reached // 2]
+        if state.last_node_sequence_id is not None:
+            here.append(state.last_node_sequence_id // 2)
+        for index in {i + d for i in here for d in (0, 1)}:
+            if 0 <= index < len(order.nodes) and index not in v.near:
+                node = order.nodes[index]
+                away_m = straight_m((position.lon, position.lat), (node.lon, node.lat))
+                if away_m <= node.allowed_deviation_m + self.config.gps_tolerance_m:
+                    v.near.add(index)
 
     def _refuse_progress(
         self, v: _Van, order: Order, implausible: tuple[int, str], now_s: float
@@ -1470,7 +1526,11 @@ class ControllerCore:
                 self._take_out_of_service(
                     v, f"offline for {now_s - r.connection_since_s:.0f} s mid-route", now_s
                 )
-        elif not v.stale and v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s:
+        elif (
+            not v.stale
+            and v.seen_s is not None
+            and now_s - max(v.seen_s, self._listening_since_s) > self.config.stale_after_s
+        ):
             v.stale = True
             self._event(
                 "van_stale", now_s, van_id=v.van_id, detail=f"silent for {now_s - v.seen_s:.0f} s"
@@ -2055,6 +2115,12 @@ class ControllerCore:
             at_station,
             ready_at,
             frozenset(v.van_id for v in vans if not v.in_service),
+            frozenset(
+                v.van_id
+                for v in vans
+                if not v.in_service
+                and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
+            ),
         )
 
     def _walk_base(
@@ -2140,8 +2206,10 @@ class ControllerCore:
         request, self._inflight_request = self._inflight_request, None
         back = sorted(
             van_id
-            for van_id in (request.out_of_service if request is not None else ())
-            if (v := self._vans.get(van_id)) is not None and self._available(v, now_s)
+            for van_id in (
+                request.out_of_service - request.unreachable if request is not None else ()
+            )
+            if (v := self._vans.get(van_id)) is not None and v.rec.in_service
         )
         if back:
             self.counters["replans_dropped"] += 1
@@ -2228,6 +2296,13 @@ class ControllerCore:
         for v in self._vans.values():
             if self._drives_base(v):
                 in_bases |= self._base_parcels(v)
+        unreachable = request.unreachable if request is not None else frozenset()
+        heard = {
+            van_id
+            for van_id in unreachable
+            if (w := self._vans.get(van_id)) is not None and w.state is not None
+        }
+        self._wait_for_vans = set()
         for u in plan.unserved:
             rec = self._parcels.get(u.parcel_id)
             if rec is None or rec.status in TERMINAL_STATUSES:
@@ -2242,6 +2317,15 @@ class ControllerCore:
                 # van takes it today: it stays planned (the van loads and unloads it), and the
                 # next re-plan tries again
                 self._set_parcel(rec, detail=f"re-plan: {u.reason.value}: {u.detail}")
+            elif heard:
+                # vans that were only out of reach were counted out: not given up, planned
+                # again when they report
+                self._set_parcel(
+                    rec,
+                    detail=f"re-plan: {u.reason.value}: {u.detail}; planned again when "
+                    f"{', '.join(sorted(heard)[:5])} report(s) again",
+                )
+                self._wait_for_vans.add(u.parcel_id)
             else:
                 self._set_parcel(
                     rec,
@@ -2254,12 +2338,18 @@ class ControllerCore:
                     parcel_id=u.parcel_id,
                     detail=f"{u.reason.value}: {u.detail}",
                 )
-        if request is not None:
-            self._counted_out = {
-                van_id
-                for van_id in request.out_of_service
-                if (v := self._vans.get(van_id)) is None or v.rec.in_service
-            }
+        self._counted_out = {
+            van_id
+            for van_id in unreachable
+            if (w := self._vans.get(van_id)) is None or not self._available(w, now_s)
+        }
+        back = [
+            van_id
+            for van_id in sorted(unreachable - self._counted_out)
+            if (w := self._vans.get(van_id)) is not None and self._wanted_again(w)
+        ]
+        if back:  # reachable again while the re-plan was being made
+            self._replan_waiting.append(f"{', '.join(back[:5])}: available again")
         self._event(
             "replan_applied",
             now_s,
@@ -2389,7 +2479,8 @@ class ControllerCore:
         silent, or its state says the VCU link is lost or its telemetry is stale (C5)."""
         if v.state is None or v.seen_s is None:
             return "no state yet"
-        if v.stale or now_s - v.seen_s > self.config.stale_after_s:
+        heard_s = max(v.seen_s, self._listening_since_s)
+        if v.stale or now_s - heard_s > self.config.stale_after_s:
             return f"silent for {now_s - v.seen_s:.0f} s"
         for e in v.state.errors:
             if e.error_type in STALE_DATA_ERRORS:
@@ -2452,6 +2543,10 @@ class LagMeter:
 
 def _urgent(message: InstantActions) -> bool:
     return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
+
+
+def _moves_parcels(node: Node) -> bool:
+    return any(a.action_type is not NodeActionType.CHARGE for a in node.actions)
 
 
 def _derived_order_id(order_id: str, kind: str) -> str:

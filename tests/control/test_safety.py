@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from fleet.control.config import ControllerConfig
-from fleet.model import VanRoute, load_van_spec
+from fleet.model import Parcel, ParcelId, Unserved, UnservedReason, VanRoute, load_van_spec
 from fleet.protocol import (
     ActionState,
     ActionStatus,
@@ -28,7 +28,14 @@ from fleet.protocol import (
     parse_timestamp,
 )
 from fleet.protocol.control_api import VanMode, VanStatus
-from fleet.store import ParcelStatus
+from fleet.store import (
+    ParcelRecord,
+    ParcelStatus,
+    PlanRecord,
+    Snapshot,
+    VanRecord,
+    VanStateRecord,
+)
 from tests.control.harness import VAN_FILE, Harness
 from tests.support import plans
 from tests.support.protocol_van import ProtocolVan
@@ -157,6 +164,26 @@ def test_a_stop_reported_after_states_were_lost_may_be_as_far_as_the_van_could_d
     van.step()  # at the station; the state saying so is lost; the van drives on 1 km
     van.lon, van.lat = plans.STATION[0] + 0.012, plans.STATION[1]
     h.advance(120.0)  # its next state comes two minutes later: it could be there
+    h.report("WH-PORTO-01")
+    assert "implausible_progress" not in h.kinds()
+    assert _status(h, "P1") is ParcelStatus.AT_STATION
+
+
+def test_a_stop_reported_done_after_the_van_left_it_counts_if_it_was_seen_there() -> None:
+    """A van reports a stop's work finished as it leaves, with its VCU's latest position:
+    it may be well past the stop by then; it was seen there, so it counts."""
+    h = Harness()
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01")  # loaded at the warehouse
+    van = h.vans["WH-PORTO-01"]
+    van.step()  # at the station, unloading: reached, the unload still running
+    (unload,) = [a for a in van.actions if a.startswith("n1.")]
+    van.actions[unload] = van.actions[unload].model_copy(update={"status": ActionStatus.RUNNING})
+    h.report("WH-PORTO-01")
+    van.actions[unload] = van.actions[unload].model_copy(update={"status": ActionStatus.FINISHED})
+    van.lon = plans.STATION[0] + 0.003  # 250 m on when the finish is reported, 1 s later
+    h.advance(1.0)
     h.report("WH-PORTO-01")
     assert "implausible_progress" not in h.kinds()
     assert _status(h, "P1") is ParcelStatus.AT_STATION
@@ -629,3 +656,61 @@ def test_a_van_that_reports_an_older_update_of_its_order_is_sent_the_current_one
     h.advance(0.3)
     assert van.order.order_update_id == current  # the current update went out again, taken
     assert h.verdicts[-1] == ("WH-PORTO-01", OrderVerdict.UPDATE)
+
+
+def test_parcels_a_replan_cannot_place_while_vans_are_out_of_reach_are_not_given_up() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.advance(11.0)  # every van silent: stale
+    urgent = Parcel(id=ParcelId("Q1"), lon=-8.625, lat=41.162, weight_kg=1.0, volume_m3=0.01)
+    h.core.add_parcels([urgent], h.now_s)
+    h.pump()
+    (request,) = h.replans
+    assert not any(v.in_service for v in request.vans)
+    assert request.unreachable == {v.van_id for v in request.vans}
+    nobody = Unserved(ParcelId("Q1"), UnservedReason.NOT_ENOUGH_VANS, "no van in service")
+    h.replan_done(request, dataclasses.replace(plans.plan([]), unserved=(nobody,)))
+    assert _status(h, "Q1") is ParcelStatus.PLANNED  # not given up
+    assert "report(s) again" in h.core.parcel("Q1").detail  # type: ignore[union-attr]
+    assert "parcel_unserved" not in h.kinds()
+    h.report("ST-A-02")  # a van is back: planned again at once
+    again = h.replans[-1]
+    assert again.cause == "ST-A-02: available again"
+    assert "Q1" in {p.id for p in again.parcels}
+    assert {v.van_id: v for v in again.vans}["ST-A-02"].in_service
+
+
+def test_a_restarted_controller_does_not_take_vans_for_stale_for_its_own_downtime() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    snapshot = _snapshot_of(h)
+    later = h.now_s + 300.0  # down for five minutes
+    again = Harness(config=h.config, snapshot=snapshot, now_s=later, vans=h.vans)
+    (status,) = again.core.status(["ST-A-02"], later + 1.0).vans
+    assert status.mode is not VanMode.STALE
+    again.advance(1.0)
+    again.core.request_replan("after the restart", again.now_s)
+    again.pump()
+    assert all(v.in_service for v in again.replans[-1].vans)
+    again.advance(10.0)  # and now they have been silent while it listened
+    (status,) = again.core.status(["ST-A-02"], again.now_s).vans
+    assert status.mode is VanMode.STALE
+
+
+def _snapshot_of(h: Harness) -> Snapshot:
+    """What the store would hold: the latest of every record the harness saw written."""
+    h.advance(h.config.flush_interval_s)  # the latest states are written
+    parcels: dict[str, ParcelRecord] = {}
+    vans: dict[str, VanRecord] = {}
+    states: dict[str, VanStateRecord] = {}
+    plans_: list[PlanRecord] = []
+    for c in h.changes:
+        parcels.update(c.parcels)
+        vans.update(c.vans)
+        states.update(c.van_states)
+        plans_.extend(c.plans)
+    return Snapshot(
+        tuple(parcels.values()), tuple(vans.values()), tuple(states.values()), tuple(plans_)
+    )
