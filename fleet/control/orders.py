@@ -113,11 +113,16 @@ def _actions(
     if stop.parcels_loaded:
         add(NodeActionType.LOAD, stop.parcels_loaded)
     charged = prev is not None and stop.soc_pct > prev.soc_pct + CHARGE_NOTICE_PCT
-    # An order's first stop at a depot always carries a charge, to the charge the plan has
-    # the van leave with: the plan took that charge as given, and the van's own may be lower
-    # (a van already above it just goes). The controller raises the target further when the
-    # van's reported battery needs it (fleet.control.battery).
-    starts_at_depot = prev is None and stop.kind in (PlanStopKind.DEPOT, PlanStopKind.CHARGE)
+    # An order's first stop at a depot: the plan charged the van there from the state of
+    # charge it had when planned, which this stop does not show; charging to the planned
+    # charge at departure is then the instruction (a van already above it just goes). The
+    # controller adds a charge there, or raises its target, when the van's reported battery
+    # needs one for the road ahead (fleet.control.battery).
+    starts_at_depot = (
+        prev is None
+        and stop.kind in (PlanStopKind.DEPOT, PlanStopKind.CHARGE)
+        and stop.soc_pct < 100.0 - CHARGE_NOTICE_PCT
+    )
     if stop.kind is PlanStopKind.CHARGE or charged or starts_at_depot:
         add(NodeActionType.CHARGE, (), target=min(100.0, stop.soc_pct))
     return tuple(actions)

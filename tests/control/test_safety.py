@@ -386,15 +386,23 @@ def _charges(order: Order, index: int) -> list[float | None]:
 def test_a_van_at_36_percent_given_a_56_km_route_is_charged_first_at_its_depot() -> None:
     """Issue 14, item 4: a van reporting 36.6 % (58.5 km) was dispatched a 55.6 km route with
     no charge. With 16 km of reserve it needs 71.6 km: 45 % and a margin, at its depot."""
+    for planned_pct in (100.0, 40.0):  # the plan took a full van, or one at 40 %, as given
+        h = Harness()
+        h.vans["ST-A-01"].soc_pct = 36.6
+        h.report()
+        route = _stretched(plans.last_mile_route(), 55_600 / 1800, soc_pct=planned_pct)
+        h.dispatch(plans.plan([route]), plans.parcels())
+        (order,) = h.orders_for("ST-A-01")
+        assert _charges(order, 0) == [46.0]
+        (added,) = [e for e in h.events if e.kind == "charge_added"]
+        assert "36.6 % / 58.6 km" in added.detail and "55.6 km" in added.detail
+    # a van that has not reported its battery yet: charged for the road ahead all the same
     h = Harness()
-    h.vans["ST-A-01"].soc_pct = 36.6
-    h.report()
-    route = _stretched(plans.last_mile_route(), 55_600 / 1800, soc_pct=40.0)
-    h.dispatch(plans.plan([route]), plans.parcels())
-    (order,) = h.orders_for("ST-A-01")
-    assert _charges(order, 0) == [46.0]
-    (added,) = [e for e in h.events if e.kind == "charge_added"]
-    assert "36.6 % / 58.6 km" in added.detail and "55.6 km" in added.detail
+    h.connected.discard("ST-A-01")
+    h.dispatch(plans.plan([_stretched(plans.last_mile_route(), 55_600 / 1800, 100.0)]), [])
+    record = h.core.van_record("ST-A-01")
+    assert record is not None and record.order is not None
+    assert _charges(record.order, 0) == [46.0]
     # the plan's own charge at the depot was enough: nothing added
     h = Harness()
     h.vans["ST-A-01"].soc_pct = 36.6
