@@ -277,6 +277,9 @@ class FastRun:
         self.core.on_link_up(now)
         for van_id, van in self.vans.items():
             self.core.on_connection(van_id, self._connection(van_id, ConnectionState.ONLINE), now)
+            # a van reports as soon as it is up (a bridge at 1 Hz; the fast van only on
+            # events): the controller counts only a van it has heard from as in service
+            self.core.on_state(van_id, van.state(now), now)
             self.trace.soc.append(SocSample(VanId(van_id), self._day_s(now), van.soc_pct))
         known = self.day.demand.known_by(self.scenario.run.start_s)
         checked = check_plan(self.day.plan, known, self.day.plan_document, verifier(self.day))
@@ -642,6 +645,8 @@ class FastRun:
             for van_id, van in self.vans.items():
                 state = ConnectionState.ONLINE if van.online else ConnectionState.CONNECTION_BROKEN
                 core.on_connection(van_id, self._connection(van_id, state), t)
+                if van.online:  # its next periodic state (a bridge's comes within a second)
+                    core.on_state(van_id, van.state(t), t)
             core.on_link_up(t)
             held, self._held_orders = self._held_orders, []
             self._flush()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,6 +21,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fleet.control.client import ControllerClient
@@ -170,6 +172,8 @@ MODE_STYLE = {
     "driving": "green",
     "at_stop": "cyan",
     "paused": "yellow",
+    "estop_sent": "bold yellow",
+    "estopped": "bold red",
     "charging": "blue",
     "error": "bold red",
     "stale": "magenta",
@@ -211,10 +215,20 @@ def status_table(result: StatusResult, now_s: float) -> Table:
     return table
 
 
+NOT_LIVE = frozenset({"stale", "offline", "unknown"})  # position and speed are not current
+
+
 def _row(v: VanStatus, now_s: float) -> list[str]:
     mode = v.mode.value.replace("_", " ") + ("" if v.in_service else " (out)")
+    if v.mode_reason:
+        reason = v.mode_reason if len(v.mode_reason) <= 60 else v.mode_reason[:59] + "…"
+        mode += f" ({reason})"
+    mode = escape(mode)  # the reason may quote a van's text
     style = MODE_STYLE.get(v.mode.value, "")
+    live = v.mode.value not in NOT_LIVE
     where = f"{v.lat:.4f} {v.lon:.4f}" if v.lat is not None and v.lon is not None else ""
+    if where and not live:
+        where = f"last {where}"  # where it was when last heard, never shown as current
     charge = ""
     if v.soc_pct is not None:
         charge = f"{v.soc_pct:.0f}%"
@@ -226,7 +240,7 @@ def _row(v: VanStatus, now_s: float) -> list[str]:
         v.van_id,
         f"[{style}]{mode}[/]" if style else mode,
         where,
-        f"{v.speed_mps * 3.6:.0f}",
+        f"{v.speed_mps * 3.6:.0f}" if live else "-",
         charge,
         load,
         stops,
@@ -306,15 +320,30 @@ def cancel(
     topic_prefix: Prefix = "",
     timeout: Timeout = 30.0,
 ) -> None:
-    """Cancel parcels (taken out of every van's order), or whole vans (--van)."""
+    """Cancel parcels (taken out of every van's order), or whole vans (--van).
+
+    A cancelled van is out of service at once; the command waits until the van confirms the
+    cancel (or the controller's cancel_confirm_s passed), then says what it delivered
+    meanwhile and the return order that brings what it still carries home. Exit code 1
+    unless every van confirmed.
+    """
     if bool(parcel) == bool(van):
         raise typer.BadParameter("give parcel ids, or --van VAN (not both)")
-    body: RequestBody = (
-        CancelVansBody(van_ids=tuple(van))
-        if van
-        else CancelParcelsBody(parcel_ids=tuple(parcel or ()))
-    )
-    _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+    if not van:
+        body = CancelParcelsBody(parcel_ids=tuple(parcel or ()))
+        _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
+        return
+    # the controller answers once each van confirmed its cancel (or its bound passed)
+    with console.status("waiting for the van(s) to confirm the cancel..."):
+        result = _run(
+            _ask(broker, login, tls, topic_prefix, timeout, CancelVansBody(van_ids=tuple(van)))
+        )
+    if not isinstance(result, CommandResult):
+        raise ControlError(f"unexpected reply from the controller: {type(result).__name__}")
+    unconfirmed = [v for v in van if v not in result.affected]
+    if unconfirmed:
+        raise ControlError(f"cancel not confirmed by {', '.join(unconfirmed)}: {result.message}")
+    console.print(result.message, highlight=False)
 
 
 def replan(
@@ -379,16 +408,95 @@ def resume(
 def estop(
     van: Vans = None,
     all_vans: Annotated[bool, typer.Option("--all", help="Every van of the fleet.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0.0,
+            help="Seconds to wait for each van's confirmation (0: do not wait). Exit code 1 "
+            "unless every van confirmed.",
+        ),
+    ] = 5.0,
     broker: Broker = DEFAULT_BROKER,
     login: Login = None,
     tls: Tls = False,
     topic_prefix: Prefix = "",
     timeout: Timeout = 5.0,
 ) -> None:
-    """Emergency stop: brake now and wait for `fleet resume` (sent ahead of all other traffic)."""
-    _instant(
-        InstantActionType.EMERGENCY_STOP, van, all_vans, broker, login, tls, topic_prefix, timeout
+    """Emergency stop: brake now and wait for `fleet resume` (sent ahead of all other traffic).
+
+    Waits up to --wait seconds for each van to confirm it, and says for each: confirmed,
+    refused by the van (with its reason) or unconfirmed; the controller keeps re-sending it
+    every 0.5 s until the van confirms it.
+    """
+    if not van and not all_vans:
+        raise typer.BadParameter("name at least one van (or --all)")
+    body = InstantBody(
+        action=InstantActionType.EMERGENCY_STOP, van_ids=tuple(van or ()), all_vans=all_vans
     )
+    outcome = _run(_estop(broker, login, tls, topic_prefix, timeout, body, wait))
+    console.print(outcome.sent, highlight=False)
+    for line in outcome.confirmed:
+        console.print(line, highlight=False)
+    if outcome.problems:
+        raise ControlError(
+            f"emergency stop not confirmed by {len(outcome.problems)} of "
+            f"{len(outcome.problems) + len(outcome.confirmed)} van(s): "
+            + "; ".join(outcome.problems)
+            + " (the controller keeps re-sending it until each van confirms it)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EstopOutcome:
+    sent: str
+    confirmed: list[str]
+    problems: list[str]  # refused or unconfirmed, one per van
+
+
+async def _estop(
+    url: str,
+    login: Path | None,
+    tls: bool,
+    prefix: str,
+    timeout_s: float,
+    body: InstantBody,
+    wait_s: float,
+) -> EstopOutcome:
+    """Send the e-stop, then follow the controller's events until each van confirmed it or
+    ``wait_s`` passed (subscribed before sending, so no confirmation is missed)."""
+    address = broker_address(url, login, tls)
+    async with ControllerClient(address, topics=Topics(prefix), timeout_s=timeout_s) as client:
+        await client.subscribe_events()
+        result = await client.request(body)
+        if not isinstance(result, CommandResult):
+            raise ControlError(f"unexpected reply from the controller: {type(result).__name__}")
+        vans = list(result.affected)
+        confirmed: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    async for e in client.events():
+                        if e.van_id not in vans or e.data.get("action") != "emergency_stop":
+                            continue
+                        if e.kind == "instant_confirmed":
+                            rtt = e.data.get("rtt_s")
+                            confirmed[e.van_id] = float(rtt) if isinstance(rtt, int | float) else 0
+                            if len(confirmed) == len(vans):
+                                break
+                        elif e.kind in ("instant_refused", "instant_failed"):
+                            refused[e.van_id] = e.detail
+    lines = [f"{v}: confirmed in {confirmed[v]:.2f} s" for v in vans if v in confirmed]
+    problems = []
+    for v in vans:
+        if v in confirmed:
+            continue
+        if v in refused:
+            problems.append(f"{v}: {refused[v]}")
+        elif wait_s > 0:
+            problems.append(f"{v}: no confirmation within {wait_s:g} s")
+    return EstopOutcome(result.message, lines, problems if wait_s > 0 else [])
 
 
 # -- events ------------------------------------------------------------------------------------

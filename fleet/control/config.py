@@ -24,6 +24,11 @@ class ControllerConfig:
     flush_interval_s: float = 1.0
     tick_s: float = 0.25
     replan_time_limit_s: float = 10.0
+    # issue 14 (docs/controller.md, "Safety and recovery")
+    gps_tolerance_m: float = 50.0  # a stop is finished only within its deviation plus this
+    order_lost_after_s: float = 5.0  # states without the order it holds: the van lost it
+    cancel_confirm_s: float = 10.0  # a cancelled van's confirmation is awaited this long
+    confirm_by_departure_s: float = 120.0  # an order unconfirmed this long past its departure
     max_messages_per_van_per_s: float = 20.0
     burst_messages_per_van: int = 40
     max_pending_messages: int = 100_000
@@ -47,6 +52,10 @@ def load_controller_config(path: Path) -> ControllerConfig:
         flush_interval_s=c.number("flush_interval_s", "s", gt=0),
         tick_s=c.number("tick_s", "s", gt=0, le=10),
         replan_time_limit_s=c.number("replan_time_limit_s", "s", gt=0),
+        gps_tolerance_m=c.number("gps_tolerance_m", "m", ge=0, default=50.0),
+        order_lost_after_s=c.number("order_lost_after_s", "s", gt=0, default=5.0),
+        cancel_confirm_s=c.number("cancel_confirm_s", "s", gt=0, default=10.0),
+        confirm_by_departure_s=c.number("confirm_by_departure_s", "s", ge=0, default=120.0),
         max_messages_per_van_per_s=lim.number("max_messages_per_van_per_s", "messages/s", gt=0),
         burst_messages_per_van=lim.integer("burst_messages_per_van", "messages", ge=1),
         max_pending_messages=lim.integer("max_pending_messages", "messages", ge=100),

@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from fleet.control import battery
 from fleet.control.config import ControllerConfig
 from fleet.control.orders import (
+    ROAD_DETOUR,
     RoutePath,
     base_path,
     epoch_to_local,
@@ -45,7 +48,10 @@ from fleet.control.orders import (
     make_order,
     path_of,
     released,
+    resume_path,
+    return_path,
     route_path,
+    straight_m,
 )
 from fleet.errors import ControlError, VerificationError
 from fleet.model.parcel import Parcel
@@ -63,9 +69,11 @@ from fleet.protocol import (
     InstantActions,
     InstantActionType,
     Node,
+    NodeAction,
     NodeActionType,
     Order,
     State,
+    VanError,
     format_timestamp,
     make_header,
     parse_timestamp,
@@ -92,6 +100,13 @@ SCAN_EVERY_S = 1.0  # silence and offline checks over every van
 OFFLINE_STATES = frozenset(
     {ConnectionState.OFFLINE.value, ConnectionState.CONNECTION_BROKEN.value}
 )  # at most one bad_message event per van and reason per minute
+# a state carrying one of these errors holds data that is not live (C5): the bridge keeps the
+# last telemetry's values, which the controller never shows or uses as current
+STALE_DATA_ERRORS = frozenset({"vcu_telemetry_stale", "vcu_link_lost"})
+REFUSAL_ERRORS = frozenset({"signature_error", "validation_error"})  # a command refused
+SIGNED_IDS_KEPT = 64  # per van: the commands a refusal may name by message id
+MAX_CHARGES_ADDED = 4  # charges the battery check may add to one release
+CANCEL_REQUESTED, CANCEL_CONFIRMED, CANCEL_UNCONFIRMED = "requested", "confirmed", "unconfirmed"
 
 
 def _lateness(node: Node, reached_s: float, *, first: bool) -> float:
@@ -174,6 +189,9 @@ class ReplanRequest:
     # parcels not there yet (a released line haul unloads them): when they will be (epoch s)
     ready_at: Mapping[str, float] = field(default_factory=dict)
     out_of_service: frozenset[str] = frozenset()  # vans the request counts out
+    # of those, vans in service counted out only because they are not reachable now (never
+    # reported, offline, stale): a re-plan when they are back gives them work again
+    unreachable: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -181,6 +199,16 @@ class Output:
     changes: Changes
     sends: list[Outgoing]
     replans: list[ReplanRequest]
+
+
+@dataclass(slots=True)
+class _Retired:
+    """An order replaced by a recovery or return order, kept for the van's late reports."""
+
+    order: Order  # every node, as the controller last built it
+    index: dict[str, tuple[int, NodeActionType, tuple[str, ...]]]
+    done: set[str]
+    near: set[int]  # stops the van was seen at
 
 
 @dataclass(slots=True)
@@ -198,6 +226,26 @@ class _Van:
         default_factory=dict
     )
     factsheet: Factsheet | None = None
+    held: str = ""  # why releases are held for this van ("" when they are not)
+    # the van's states lack the order it confirmed: since when, and in how many states
+    missing_since_s: float | None = None
+    missing_states: int = 0
+    lost_noted: bool = False  # an order_lost event says the recovery waits for a position
+    state_since_online: bool = False  # a state came after the van last said ONLINE
+    retired: _Retired | None = None  # the order it held before its current one
+    # a dispatcher's cancel: (confirmed, what happened) once settled; parcels it delivered
+    # between the cancel and its confirmation
+    cancel_outcome: tuple[bool, str] | None = None
+    delivered_since_cancel: list[str] = field(default_factory=list)
+    battery_replanned: bool = False  # a re-plan was asked for because of the battery
+    refusals_seen: set[tuple[str, str]] = field(default_factory=set)  # listed by its state
+    signed: dict[int, str] = field(default_factory=dict)  # message id -> the command signed
+    near: set[int] = field(default_factory=set)  # stops of its order it was seen at
+    # (order id, node index) of progress refused as implausible (one event each)
+    refused_progress: set[tuple[str, int]] = field(default_factory=set)
+    # header.message_id of the last state taken: a state must be above it (C4); None after
+    # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
+    last_state_id: int | None = None
 
     @property
     def van_id(self) -> str:
@@ -248,6 +296,13 @@ class ControllerCore:
         self._lag = LagMeter()
         self._next_scan_s = 0.0
         self._waiting: set[str] = set()  # vans with a command not yet confirmed
+        # vans in service the last applied re-plan counted out as unreachable, and parcels
+        # it left unplanned that wait for them to be back
+        self._counted_out: set[str] = set()
+        self._wait_for_vans: set[str] = set()
+        # silence is counted from here at most: a van is not stale for the time this
+        # controller was not listening (restarted, or cut from the broker)
+        self._listening_since_s = now_s
         if snapshot is not None:
             self._restore(snapshot, now_s)
 
@@ -268,6 +323,7 @@ class ControllerCore:
         for s in snap.van_states:
             v = self._van(s.van_id)
             v.state, v.seen_s = s.state, s.seen_s
+            v.last_state_id = s.state.header.message_id
             if v.order is not None and s.state.order_id == v.order.order_id:
                 for a in s.state.action_states:
                     if a.status in (ActionStatus.FINISHED, ActionStatus.FAILED):
@@ -342,9 +398,17 @@ class ControllerCore:
 
     def on_link_up(self, now_s: float) -> None:
         """(Re)connected to the broker: re-send every unconfirmed command now."""
+        self._listening_since_s = now_s
         for v in self._vans.values():
             r = v.rec
-            if r.sent and not r.confirmed and not r.gave_up and not r.rejected and v.order:
+            if (
+                r.sent
+                and not r.confirmed
+                and not r.gave_up
+                and not r.rejected
+                and not r.cancelled
+                and v.order
+            ):
                 self._set(v, first_sent_s=now_s, next_send_s=now_s + self.config.resend_first_s)
                 self._queue_order(v, now_s, resend=True)
             for pending in r.pending_instants:
@@ -398,6 +462,7 @@ class ControllerCore:
                 to_epoch,
                 top_speed_mps=self.van_spec.top_speed_mps,
                 door_work_s=self._door_work_s,
+                van=self.van_spec,
             )
             self._new_order(v, plan_id, path, plan_id, now_s)
         self._event(
@@ -455,6 +520,7 @@ class ControllerCore:
         """Give ``v`` a new order; it is held back (a draft) until its first stop may go."""
         v.path = path
         v.done_actions.clear()
+        v.near = set()
         draft = make_order(
             make_header(self.config.name, 0, now_s), v.van_id, order_id, 0, released(path, 1)
         )
@@ -465,6 +531,7 @@ class ControllerCore:
             released=0,
             sent=False,
             confirmed=False,
+            echoed=False,
             gave_up=False,
             rejected="",
             cancelled=False,
@@ -487,6 +554,8 @@ class ControllerCore:
     def _release_target(self, v: _Van) -> int:
         assert v.path is not None
         r = v.rec
+        if r.returning and r.cancel_state == CANCEL_UNCONFIRMED:
+            return 0  # the van may still run its old order: it would refuse this one
         if self._replan_in_flight is not None and r.released > 0:
             return r.released  # hold the bases still while a re-plan is being made
         reached_idx = 0 if r.reached_seq is None else r.reached_seq // 2
@@ -496,6 +565,132 @@ class ControllerCore:
                 want = i
                 break
         return max(r.released, want)
+
+    def _within_battery(self, v: _Van, target: int, now_s: float) -> int:
+        """How far ``v``'s base may be released, ``target`` at most, so that its reported
+        battery finishes it above the reserve, and the road on to its next charge
+        (``fleet.control.battery``). Short of it, a charge is added at the first stop with a
+        charger the controller may still change; failing that, releases are held where they
+        are (the van holds at its stop, with ``release_held`` saying why) and the van's work
+        is re-planned from its reported charge, once."""
+        assert v.path is not None
+        r, spec, state = v.rec, self.van_spec, v.state
+        start = 0 if r.reached_seq is None else r.reached_seq // 2
+        lead_m = 0.0
+        if r.reached_seq is None and state is not None and state.position is not None:
+            first = v.path.nodes[0]
+            away_m = straight_m((state.position.lon, state.position.lat), (first.lon, first.lat))
+            if away_m > first.allowed_deviation_m + self.config.gps_tolerance_m:
+                lead_m = away_m * ROAD_DETOUR
+        have_m = battery.usable_m(state, spec)
+        first_changeable = r.released if r.sent else 0
+        for _ in range(MAX_CHARGES_ADDED):
+            check = battery.check_range(
+                v.path.nodes,
+                v.path.edges,
+                start=start,
+                lead_m=lead_m,
+                have_m=have_m,
+                through=target - 1,
+                spec=spec,
+                done=v.done_actions,
+            )
+            if check.ok:
+                if v.held:
+                    v.held, v.battery_replanned = "", False
+                    self._event("release_resumed", now_s, van_id=v.van_id, detail="battery")
+                return target
+            added = battery.charge_to_add(
+                v.path.nodes,
+                v.path.edges,
+                check,
+                start=start,
+                first_changeable=first_changeable,
+                through=target - 1,
+                spec=spec,
+                done=v.done_actions,
+            )
+            if added is None:
+                break
+            self._add_charge(v, added, check, now_s)
+        reported = (
+            "it never reported its battery"
+            if state is None
+            else f"it reports {state.battery.soc_pct:.1f} % / "
+            f"{state.battery.remaining_range_m / 1000:.1f} km"
+        )
+        why = (
+            f"battery: {reported}; the road to its next charge is {check.need_m / 1000:.1f} km "
+            f"and {battery.reserve_m(spec) / 1000:.1f} km must stay in reserve; no stop it may "
+            "still be given a charge at comes first"
+        )
+        if why != v.held:
+            v.held = why
+            self.counters["releases_held"] += 1
+            self._event(
+                "release_held",
+                now_s,
+                van_id=v.van_id,
+                detail=f"order {r.order.order_id if r.order else ''}: {r.released} of "
+                f"{len(v.path.nodes)} stops stay released: {why}",
+                reason="battery",
+            )
+        if not v.battery_replanned and r.in_service:
+            v.battery_replanned = True
+            self._start_replan(f"{v.van_id}: {why}", now_s)
+        return r.released
+
+    def _add_charge(
+        self, v: _Van, added: battery.AddedCharge, check: battery.RangeCheck, now_s: float
+    ) -> None:
+        """Give node ``added.index`` of ``v``'s path a charge to ``added.target_pct`` (or
+        raise the one it has)."""
+        assert v.path is not None
+        nodes = list(v.path.nodes)
+        node = nodes[added.index]
+        actions = list(node.actions)
+        for k, a in enumerate(actions):
+            if a.action_type is NodeActionType.CHARGE and a.action_id not in v.done_actions:
+                actions[k] = a.model_copy(
+                    update={"target_soc_pct": added.target_pct, "duration_s": added.duration_s}
+                )
+                break
+        else:
+            taken = {a.action_id for a in actions}
+            action_id = next(
+                f"{node.node_id}.{k}"
+                for k in range(len(actions), len(actions) + 100)
+                if f"{node.node_id}.{k}" not in taken
+            )
+            actions.append(
+                NodeAction(
+                    action_id=action_id,
+                    action_type=NodeActionType.CHARGE,
+                    duration_s=added.duration_s,
+                    target_soc_pct=added.target_pct,
+                )
+            )
+        nodes[added.index] = node.model_copy(update={"actions": tuple(actions)})
+        v.path = RoutePath(tuple(nodes), v.path.edges)
+        self._index_actions(v)
+        state = v.state
+        reported = (
+            "no battery reported"
+            if state is None
+            else f"the van reports {state.battery.soc_pct:.1f} % / "
+            f"{state.battery.remaining_range_m / 1000:.1f} km"
+        )
+        self.counters["charges_added"] += 1
+        self._event(
+            "charge_added",
+            now_s,
+            van_id=v.van_id,
+            detail=f"node {node.node_id} ({_stop_name(node)}): charge to "
+            f"{added.target_pct:.0f} % ({reported}; {check.need_m / 1000:.1f} km to its next "
+            f"charge, {battery.reserve_m(self.van_spec) / 1000:.1f} km reserve)",
+            node_id=node.node_id,
+            target_soc_pct=added.target_pct,
+        )
 
     def _waits_for_line_haul(self, v: _Van, node: Node) -> bool:
         """A stop where ``v`` loads a parcel that is not there yet: a line-haul van has still
@@ -514,7 +709,7 @@ class ControllerCore:
                     return True
                 if rec.status is ParcelStatus.LOADED and rec.holder not in (None, v.van_id):
                     holder = self._vans.get(rec.holder or "")
-                    if holder is not None and holder.rec.in_service:
+                    if holder is not None and self._keeps_load(holder):
                         return True
         return False
 
@@ -525,6 +720,8 @@ class ControllerCore:
         r = v.rec
         assert r.order is not None
         target = self._release_target(v)
+        if target > 0 and (target != r.released or force):
+            target = self._within_battery(v, target, now_s)
         if target == 0:  # held back: keep the draft (it may have changed) for a restart
             if (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
                 draft = make_order(
@@ -535,6 +732,8 @@ class ControllerCore:
         if target == r.released and not force:
             return
         update_id = r.order.order_update_id + 1 if r.sent else 0
+        if not r.sent:
+            self._set(v, order_started_s=now_s)
         order = make_order(
             make_header(self.config.name, 0, now_s),
             v.van_id,
@@ -568,10 +767,22 @@ class ControllerCore:
 
     def _queue_order(self, v: _Van, now_s: float, *, resend: bool) -> None:
         assert v.order is not None
-        self._sends.append(Outgoing(v.van_id, v.order))
         self._waiting.add(v.van_id)
+        if not self._may_send_order(v, v.order):
+            return
+        self._sends.append(Outgoing(v.van_id, v.order))
         if resend:
             self.counters["orders_resent"] += 1
+
+    def _may_send_order(self, v: _Van, order: Order) -> bool:
+        """An order the van has held (its states carried it) goes to it again only while its
+        latest state, made since it last said ONLINE, still carries it: a van that restarted
+        without it would take it as new and do its finished stops again. It gets a recovery
+        order instead (:meth:`_check_order_held`)."""
+        if not v.rec.echoed:
+            return True
+        state = v.state
+        return v.state_since_online and state is not None and state.order_id == order.order_id
 
     def _replace_horizon(self, v: _Van, tail: RoutePath | None, source: str, now_s: float) -> None:
         """Keep ``v``'s released base, follow it with ``tail`` (None: nothing), send the update."""
@@ -600,6 +811,20 @@ class ControllerCore:
         self.counters["states"] += 1
         self._lag.record(now_s - parse_timestamp(state.header.timestamp))
         v = self._van(van_id)
+        floor = v.last_state_id
+        if floor is not None and state.header.message_id <= floor:
+            # older than (or a copy of) the state already taken: it would turn the van back
+            self.on_bad_message(
+                f"vans/{van_id}/state",
+                "stale_state",
+                f"message_id {state.header.message_id} is not above the last accepted {floor}",
+                van_id,
+                now_s,
+            )
+            return
+        v.last_state_id = state.header.message_id
+        first_since_online = not v.state_since_online
+        v.state_since_online = True
         previous = v.state
         v.state, v.seen_s, v.state_json = state, now_s, raw
         self._dirty_states.setdefault(van_id, now_s)
@@ -608,7 +833,29 @@ class ControllerCore:
             self._event("van_fresh", now_s, van_id=van_id, detail="reporting again")
         r = v.rec
         order = r.order
+        retired = v.retired
+        if retired is not None and state.order_id == retired.order.order_id:
+            # late news of the order this van held before (cancelled, or replaced after it
+            # was lost): what it did is still taken, where it is plausible
+            implausible = self._implausible_progress(v, retired.order, state, previous, retired)
+            if implausible:
+                self._refuse_progress(v, retired.order, implausible, now_s)
+            elif state.action_states:
+                self._apply_actions(v, state, now_s, retired)
+        if order is not None and r.echoed and not r.finished and not r.cancelled:
+            self._check_order_held(v, order, state, now_s)
+            if (
+                first_since_online
+                and state.order_id == order.order_id
+                and v.rec.sent
+                and not v.rec.confirmed
+            ):
+                # held back until the van said what it holds (:meth:`_may_send_order`)
+                self._set(v, next_send_s=now_s)
+                self._waiting.add(van_id)
         if order is not None and r.sent and state.order_id == order.order_id:
+            if not r.echoed:
+                self._set(v, echoed=True)
             if not r.confirmed and state.order_update_id >= order.order_update_id:
                 self._set(v, confirmed=True)
                 self.counters["orders_confirmed"] += 1
@@ -619,17 +866,264 @@ class ControllerCore:
                     detail=f"order {order.order_id} update {order.order_update_id}",
                     rtt_s=round(now_s - r.first_sent_s, 4),
                 )
-            if state.action_states:
-                self._apply_actions(v, state, now_s)
-            seq = state.last_node_sequence_id
-            if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
-                self._reached(v, seq, now_s)
+            self._note_near(v, order, state)
+            implausible = self._implausible_progress(v, order, state, previous)
+            if implausible:
+                self._refuse_progress(v, order, implausible, now_s)
+            else:
+                if state.action_states:
+                    self._apply_actions(v, state, now_s)
+                seq = state.last_node_sequence_id
+                if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
+                    self._reached(v, seq, now_s)
         if state.errors and (previous is None or previous.errors != state.errors):
             self._check_errors(v, state, now_s)
         elif not state.errors and v.rec.fatal:
             self._fatal_cleared(v, now_s)
+        if not state.errors and v.refusals_seen:
+            v.refusals_seen = set()
         if v.rec.pending_instants:
             self._confirm_instants(v, state, now_s)
+        if (
+            v.held
+            and v.rec.order is not None
+            and (previous is None or previous.battery != state.battery)
+        ):
+            self._release(v, now_s, force=False)  # charged meanwhile? try again
+        if van_id in self._counted_out:
+            self._maybe_available_again(v, now_s)
+        elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
+            self._back_in_service(v, "reporting again", now_s)
+
+    def _check_order_held(self, v: _Van, order: Order, state: State, now_s: float) -> None:
+        """The van's states must carry the order it confirmed (C9). One that reports an older
+        update of it is sent the current one again at once; one whose states carry no order
+        (or another one) for ``order_lost_after_s`` and at least two states lost it (a van or
+        bridge restarted without it) and gets a recovery order."""
+        r = v.rec
+        if state.order_id == order.order_id:
+            v.missing_since_s, v.missing_states = None, 0
+            if state.order_update_id < order.order_update_id and r.confirmed:
+                self._set(v, confirmed=False, first_sent_s=now_s, next_send_s=now_s, attempts=0)
+                self._waiting.add(v.van_id)
+                self._event(
+                    "order_lost",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"the van holds update {state.order_update_id} of order "
+                    f"{order.order_id}, not {order.order_update_id}: sending it again",
+                    order_id=order.order_id,
+                )
+            return
+        if v.missing_since_s is None:
+            v.missing_since_s = now_s
+        v.missing_states += 1
+        if now_s - v.missing_since_s < self.config.order_lost_after_s or v.missing_states < 2:
+            return
+        self._recover_order(v, order, state, now_s)
+
+    def _recover_order(self, v: _Van, order: Order, state: State, now_s: float) -> None:
+        """A recovery order for a van that lost its order: from where it stands over the
+        stops it has not finished (a stop it reached keeps only the work not reported done),
+        never one it finished. Without a live position it waits for one (the van holds); a
+        van that lost its order with nothing left to do is only noted."""
+        assert v.path is not None
+        r = v.rec
+        held = state.order_id or "no order"
+        since = now_s - (v.missing_since_s or now_s)
+        reached = -1 if r.reached_seq is None else r.reached_seq // 2
+        start = reached + 1
+        if 0 <= reached < len(v.path.nodes) and any(
+            a.action_id not in v.done_actions for a in v.path.nodes[reached].actions
+        ):
+            start = reached  # reached, its work not all reported done
+        not_live = self._not_live(v, now_s)
+        position = state.position
+        why = f"its states carry {held} instead of order {order.order_id} for {since:.0f} s"
+        if start >= len(v.path.nodes) or (
+            start == len(v.path.nodes) - 1 and not v.path.nodes[start].actions
+        ):
+            self._set(v, finished=True)
+            self._event("order_lost", now_s, van_id=v.van_id, detail=f"{why}; nothing left to do")
+            return
+        if position is None or not_live:
+            if not v.lost_noted:
+                v.lost_noted = True
+                self._event(
+                    "order_lost",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"{why}; waiting for a live position to send a recovery order "
+                    f"({not_live or 'no position'}); the van holds",
+                )
+            return
+        path = resume_path(
+            v.path,
+            start,
+            at=(position.lon, position.lat),
+            done=v.done_actions,
+            top_speed_mps=self.van_spec.top_speed_mps,
+        )
+        new_id = _derived_order_id(order.order_id, "r")
+        self._retire(v, order)
+        self.counters["orders_recovered"] += 1
+        self._event(
+            "order_recovered",
+            now_s,
+            van_id=v.van_id,
+            detail=f"{why}: recovery order {new_id} from where it stands over the "
+            f"{len(path.nodes) - 1} stop(s) it has not finished (from {v.path.nodes[start].node_id}"
+            f" of {order.order_id})",
+            order_id=new_id,
+        )
+        self._new_order(v, new_id, path, "recovery", now_s)
+
+    def _retire(self, v: _Van, order: Order) -> None:
+        """Keep what is needed to take late reports of ``order`` once another replaces it."""
+        assert v.path is not None
+        index = dict(v.action_index)
+        full = make_order(
+            order.header,
+            v.van_id,
+            order.order_id,
+            order.order_update_id,
+            released(v.path, max(1, v.rec.released)),
+        )
+        v.retired = _Retired(full, index, set(v.done_actions), set(v.near))
+        v.missing_since_s, v.missing_states, v.lost_noted = None, 0, False
+
+    def _maybe_available_again(self, v: _Van, now_s: float) -> None:
+        """A van the last re-plan counted out while it was unreachable (never seen, offline,
+        stale) is reachable again: re-plan if that gives work to anyone — it is idle, carries
+        parcels beyond its base, or parcels were left waiting for vans like it — so that it
+        gets work and what it carries is its own once more."""
+        if not self._available(v, now_s):
+            return
+        self._counted_out.discard(v.van_id)
+        if not self._wanted_again(v):
+            return
+        request = self._inflight_request
+        if request is not None and v.van_id in request.unreachable:
+            self._replan_waiting.append(f"{v.van_id}: available again")
+        else:
+            self._start_replan(f"{v.van_id}: available again", now_s)
+
+    def _wanted_again(self, v: _Van) -> bool:
+        if self._wait_for_vans or not v.active:
+            return True
+        kept = self._base_parcels(v)
+        return any(
+            rec.status is ParcelStatus.LOADED
+            and rec.holder == v.van_id
+            and rec.parcel.id not in kept
+            for rec in self._parcels.values()
+        )
+
+    def _implausible_progress(
+        self,
+        v: _Van,
+        order: Order,
+        state: State,
+        previous: State | None,
+        book: _Retired | None = None,
+    ) -> tuple[int, str] | None:
+        """A stop is finished only where the van is (issue 14, item 9). For each stop with
+        parcel work (load, unload, deliver) this state newly reports reached, or whose work it
+        newly reports done: the van must have been seen there — a state of this order put it
+        within the stop's ``allowed_deviation_m`` + ``gps_tolerance_m`` — or be that close now,
+        give or take what it could have driven at its top speed since its previous state (or,
+        with none known, since its order was first released). The (node index, why) of the
+        first that is not; None when every such report is plausible.
+
+        (A van reports a stop's work finished when it leaves; its position comes from its
+        VCU's latest telemetry, so it may already be well past the stop: having been seen
+        there is what counts.)"""
+        actions_at = v.action_index if book is None else book.index
+        done = v.done_actions if book is None else book.done
+        near = v.near if book is None else book.near
+        nodes: set[int] = set()
+        seq = state.last_node_sequence_id
+        if (
+            book is None
+            and seq is not None
+            and (v.rec.reached_seq is None or seq > v.rec.reached_seq)
+            and 0 <= seq // 2 < len(order.nodes)
+            and _moves_parcels(order.nodes[seq // 2])
+        ):
+            nodes.add(seq // 2)
+        for a in state.action_states:
+            if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
+                continue
+            if a.action_id in done or a.action_id not in actions_at:
+                continue
+            index, kind, _ = actions_at[a.action_id]
+            if kind is not NodeActionType.CHARGE:
+                nodes.add(index)
+        nodes -= near
+        if not nodes:
+            return None
+        position = state.position
+        # since when the van may have been doing it: its previous state (a later one would
+        # have said so), else the order's first release (nothing of it before that)
+        since_s = v.rec.order_started_s if book is None else 0.0
+        if previous is not None:
+            since_s = parse_timestamp(previous.header.timestamp)
+        gap_s = parse_timestamp(state.header.timestamp) - since_s if since_s > 0 else 0.0
+        drove_m = max(0.0, gap_s) * self.van_spec.top_speed_mps
+        for index in sorted(nodes):
+            if not 0 <= index < len(order.nodes):
+                continue
+            node = order.nodes[index]
+            if position is None:
+                return index, "the state reports it without a position"
+            away_m = straight_m((position.lon, position.lat), (node.lon, node.lat))
+            allowed_m = node.allowed_deviation_m + self.config.gps_tolerance_m + drove_m
+            if away_m > allowed_m:
+                return index, (
+                    f"the van was never seen there and reports it at {away_m:,.0f} m from it; "
+                    f"allowed {node.allowed_deviation_m:g} m + {self.config.gps_tolerance_m:g} m "
+                    f"GPS tolerance + {drove_m:,.0f} m it could have driven since its last state"
+                )
+        return None
+
+    def _note_near(self, v: _Van, order: Order, state: State) -> None:
+        """Remember the stops of ``order`` this state puts the van at (within their
+        ``allowed_deviation_m`` + ``gps_tolerance_m``): the one it reports reached, the one
+        before it and the next one."""
+        position = state.position
+        if position is None:
+            return
+        reached = v.rec.reached_seq
+        here = [-1 if reached is None else reached // 2]
+        if state.last_node_sequence_id is not None:
+            here.append(state.last_node_sequence_id // 2)
+        for index in {i + d for i in here for d in (0, 1)}:
+            if 0 <= index < len(order.nodes) and index not in v.near:
+                node = order.nodes[index]
+                away_m = straight_m((position.lon, position.lat), (node.lon, node.lat))
+                if away_m <= node.allowed_deviation_m + self.config.gps_tolerance_m:
+                    v.near.add(index)
+
+    def _refuse_progress(
+        self, v: _Van, order: Order, implausible: tuple[int, str], now_s: float
+    ) -> None:
+        """Nothing of the state's progress is taken: no parcel changes, no release."""
+        index, why = implausible
+        self.counters["implausible_progress"] += 1
+        key = (order.order_id, index)
+        if key in v.refused_progress:
+            return
+        v.refused_progress.add(key)
+        node = order.nodes[index]
+        self._event(
+            "implausible_progress",
+            now_s,
+            van_id=v.van_id,
+            detail=f"order {order.order_id} node {node.node_id} ({_stop_name(node)}) "
+            f"reached or done: refused, {why}",
+            order_id=order.order_id,
+            node_id=node.node_id,
+        )
 
     def _reached(self, v: _Van, seq: int, now_s: float) -> None:
         order = v.rec.order
@@ -645,14 +1139,21 @@ class ControllerCore:
             return
         self._release(v, now_s, force=False)
 
-    def _apply_actions(self, v: _Van, state: State, now_s: float) -> None:
+    def _apply_actions(
+        self, v: _Van, state: State, now_s: float, book: _Retired | None = None
+    ) -> None:
+        """What the van reports done (``book``: of an order it held before its current one)."""
+        index = v.action_index if book is None else book.index
+        done = v.done_actions if book is None else book.done
+        nodes = (v.path.nodes if v.path is not None else ()) if book is None else book.order.nodes
         for a in state.action_states:
             if a.status not in (ActionStatus.FINISHED, ActionStatus.FAILED):
                 continue
-            if a.action_id in v.done_actions or a.action_id not in v.action_index:
+            if a.action_id in done or a.action_id not in index:
                 continue
-            v.done_actions.add(a.action_id)
-            _, kind, parcel_ids = v.action_index[a.action_id]
+            done.add(a.action_id)
+            i, kind, parcel_ids = index[a.action_id]
+            where = nodes[i].ref if 0 <= i < len(nodes) and nodes[i].ref else None
             failed = (
                 set(parcel_ids) if a.status is ActionStatus.FAILED else set(a.failed_parcel_ids)
             )
@@ -664,9 +1165,17 @@ class ControllerCore:
                 if pid in failed:
                     self._parcel_failed(v, rec, kind, why, now_s)
                 else:
-                    self._parcel_done(v, rec, kind, now_s)
+                    self._parcel_done(v, rec, kind, now_s, where)
 
-    def _parcel_done(self, v: _Van, rec: ParcelRecord, kind: NodeActionType, now_s: float) -> None:
+    def _parcel_done(
+        self,
+        v: _Van,
+        rec: ParcelRecord,
+        kind: NodeActionType,
+        now_s: float,
+        where: str | None = None,
+    ) -> None:
+        """``where``: the depot or station the action was at (an unload leaves it there)."""
         pid = rec.parcel.id
         if kind is NodeActionType.LOAD and (
             rec.status in (ParcelStatus.PLANNED, ParcelStatus.AT_STATION)
@@ -679,8 +1188,12 @@ class ControllerCore:
             and rec.status is ParcelStatus.LOADED
             and rec.holder == v.van_id
         ):
-            self._set_parcel(rec, status=ParcelStatus.AT_STATION, holder=None)
-            self._event("parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid)
+            self._set_parcel(
+                rec, status=ParcelStatus.AT_STATION, holder=None, station=where or rec.station
+            )
+            self._event(
+                "parcel_at_station", now_s, van_id=v.van_id, parcel_id=pid, detail=where or ""
+            )
             waiting = self._vans.get(rec.last_mile_van or "")
             if waiting is not None and waiting.rec.in_service:
                 self._release(waiting, now_s, force=False)
@@ -689,9 +1202,18 @@ class ControllerCore:
             and rec.status is ParcelStatus.LOADED
             and rec.holder == v.van_id
         ):
+            planned_for = rec.last_mile_van
             self._set_parcel(rec, status=ParcelStatus.DELIVERED)
+            if v.rec.cancel_state == CANCEL_REQUESTED:
+                v.delivered_since_cancel.append(pid)
             self.counters["parcels_delivered"] += 1
             self._event("parcel_delivered", now_s, van_id=v.van_id, parcel_id=pid)
+            other = self._vans.get(planned_for or "")
+            if other is not None and other is not v and self._drop_from_horizon(other, pid):
+                # a re-plan gave it to another van meanwhile (a cancelled van finished the
+                # stop after all): it leaves that van's horizon
+                self._index_actions(other)
+                self._release(other, now_s, force=other.active)
 
     def _recovered(self, rec: ParcelRecord, van_id: str) -> bool:
         """On board a van out of service, and now loaded by another: it was recovered."""
@@ -700,8 +1222,14 @@ class ControllerCore:
             rec.status is ParcelStatus.LOADED
             and holder is not None
             and holder.van_id != van_id
-            and not holder.rec.in_service
+            and not self._keeps_load(holder)
         )
+
+    def _keeps_load(self, holder: _Van) -> bool:
+        """What ``holder`` carries stays with it until it hands it over: it is in service,
+        on its way home after a cancel, or cancelled and not yet stopped."""
+        r = holder.rec
+        return r.in_service or r.returning or r.cancel_state == CANCEL_REQUESTED
 
     def _parcel_failed(
         self, v: _Van, rec: ParcelRecord, kind: NodeActionType, why: str, now_s: float
@@ -715,6 +1243,7 @@ class ControllerCore:
         self._event("parcel_failed", now_s, van_id=v.van_id, parcel_id=rec.parcel.id, detail=why)
 
     def _check_errors(self, v: _Van, state: State, now_s: float) -> None:
+        self._check_refusals(v, state, now_s)
         order = v.rec.order
         for e in state.errors:
             refs = {r.key: r.value for r in e.references}
@@ -749,6 +1278,111 @@ class ControllerCore:
         elif not fatal and v.rec.fatal:
             self._fatal_cleared(v, now_s)
 
+    def _check_refusals(self, v: _Van, state: State, now_s: float) -> None:
+        """A command the van refused (a ``signature_error`` or ``validation_error`` in its
+        state naming it) is an event at once: ``instant_refused`` or ``order_refused``, with
+        the van's reason. A refusal names its command by the references ``action_id`` (an
+        instant action), ``order_id`` + ``order_update_id`` (an order) or ``message_id``
+        (either); one naming none of them counts for every command still awaiting
+        confirmation of the kind its ``topic`` reference names, or else its description (as
+        ``fleet.protocol.SignatureError`` words it: ``.../instant: replayed: instant ...``).
+        A refused order is not re-sent; a refused emergency stop is re-sent all the same
+        (each copy freshly signed) until the van confirms it; other instant actions are
+        dropped."""
+        current = {
+            (e.error_type, e.description) for e in state.errors if e.error_type in REFUSAL_ERRORS
+        }
+        new = [
+            e for e in state.errors if (e.error_type, e.description) in current - v.refusals_seen
+        ]
+        v.refusals_seen = current
+        for e in new:
+            refs: dict[str, list[str]] = {}
+            for ref in e.references:
+                refs.setdefault(ref.key, []).append(ref.value)
+            reason = (refs.get("reason") or [e.error_type])[0]
+            ids = [int(m) for m in refs.get("message_id", ()) if m.isdigit()]
+            signed = {v.signed[m] for m in ids if m in v.signed}
+            named = bool(refs.get("action_id") or refs.get("order_id") or ids)
+            kind = "" if named else _refused_kind(e.description, refs.get("topic", []))
+            self._refuse_instants(v, e, reason, set(refs.get("action_id", ())), signed, kind, now_s)
+            order = v.rec.order
+            if order is None or not v.rec.sent or v.rec.confirmed or v.rec.rejected:
+                continue
+            key = f"order:{order.order_id}:{order.order_update_id}"
+            if (
+                (
+                    refs.get("order_id") == [order.order_id]
+                    and refs.get("order_update_id") == [str(order.order_update_id)]
+                )
+                or key in signed
+                or kind == "order"
+            ):
+                self._set(v, rejected=f"{reason}: {e.description}"[:500])
+                self.counters["orders_refused"] += 1
+                self._event(
+                    "order_refused",
+                    now_s,
+                    van_id=v.van_id,
+                    detail=f"order {order.order_id} update {order.order_update_id} refused by "
+                    f"the van: {reason}: {e.description}",
+                    reason=reason,
+                    order_id=order.order_id,
+                )
+
+    def _refuse_instants(
+        self,
+        v: _Van,
+        error: VanError,
+        reason: str,
+        action_ids: set[str],
+        signed: set[str],
+        kind: str,
+        now_s: float,
+    ) -> None:
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            ids = [a.action_id for a in p.message.actions]
+            if not (
+                action_ids.intersection(ids)
+                or "instant:" + ",".join(ids) in signed
+                or kind == "instant"
+            ):
+                keep.append(p)
+                continue
+            action = p.message.actions[0]
+            self.counters["instants_refused"] += 1
+            urgent = _urgent(p.message)
+            self._event(
+                "instant_refused",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) refused by the van: "
+                f"{reason}: {error.description}"
+                + ("; re-sending it until the van confirms it" if urgent else ""),
+                action=action.action_type.value,
+                action_id=action.action_id,
+                reason=reason,
+            )
+            if urgent:
+                keep.append(replace(p, refused=f"{reason}: {error.description}"[:500]))
+        if keep != list(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
+
+    def command_signed(self, van_id: str, message: Order | InstantActions, message_id: int) -> None:
+        """The service signed ``message`` for ``van_id`` with ``message_id``: a refusal that
+        names the id is matched to the command (the last ``SIGNED_IDS_KEPT`` per van)."""
+        v = self._vans.get(van_id)
+        if v is None:
+            return
+        if isinstance(message, Order):
+            key = f"order:{message.order_id}:{message.order_update_id}"
+        else:
+            key = "instant:" + ",".join(a.action_id for a in message.actions)
+        v.signed[message_id] = key
+        if len(v.signed) > SIGNED_IDS_KEPT:
+            del v.signed[next(iter(v.signed))]
+
     def _declare_broken_down(self, v: _Van, now_s: float) -> None:
         """The fatal error outlasted its grace: the van is out of service for good."""
         s = v.state
@@ -777,6 +1411,9 @@ class ControllerCore:
         self.counters["connections"] += 1
         v = self._van(van_id)
         state = message.connection_state
+        if state is ConnectionState.ONLINE:
+            v.last_state_id = None  # the van (re)started or reconnected: its ids may restart
+            v.state_since_online = False  # what it holds now is known from its next state
         if state.value == v.rec.connection:
             return
         self._set(v, connection=state.value, connection_since_s=now_s)
@@ -843,7 +1480,9 @@ class ControllerCore:
         for van_id in list(self._waiting):
             v = self._vans[van_id]
             r = v.rec
-            order_waits = r.sent and not r.confirmed and not r.gave_up and not r.rejected
+            order_waits = (
+                r.sent and not r.confirmed and not r.gave_up and not r.rejected and not r.cancelled
+            )
             if not order_waits and not r.pending_instants:
                 self._waiting.discard(van_id)
             elif r.connection not in OFFLINE_STATES:
@@ -871,6 +1510,13 @@ class ControllerCore:
         r = v.rec
         if r.fatal and r.in_service and now_s - r.fatal_since_s >= self.config.fatal_grace_s:
             self._declare_broken_down(v, now_s)
+        if r.in_service and r.sent and not r.echoed and not r.cancelled and r.order is not None:
+            self._check_unconfirmed(v, r.order, now_s)
+        if (
+            r.cancel_state == CANCEL_REQUESTED
+            and now_s - r.cancel_since_s >= self.config.cancel_confirm_s
+        ):
+            self._cancel_settled(v, False, now_s)
         if r.connection in OFFLINE_STATES:
             if (
                 r.in_service
@@ -880,11 +1526,48 @@ class ControllerCore:
                 self._take_out_of_service(
                     v, f"offline for {now_s - r.connection_since_s:.0f} s mid-route", now_s
                 )
-        elif not v.stale and v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s:
+        elif (
+            not v.stale
+            and v.seen_s is not None
+            and now_s - max(v.seen_s, self._listening_since_s) > self.config.stale_after_s
+        ):
             v.stale = True
             self._event(
                 "van_stale", now_s, van_id=v.van_id, detail=f"silent for {now_s - v.seen_s:.0f} s"
             )
+
+    def _check_unconfirmed(self, v: _Van, order: Order, now_s: float) -> None:
+        """A van that has not confirmed its order by the first stop's planned departure (or
+        its sending, if later) plus ``confirm_by_departure_s`` is unavailable (issue 14,
+        item 7): its order is cancelled
+        (never re-sent: a late copy must not start it) and its parcels re-planned; it comes
+        back into service with its next state."""
+        departure = order.nodes[0].planned_departure
+        if departure is None:
+            return
+        # an order sent late (after its departure) gets the same time from its sending
+        due_s = (
+            max(parse_timestamp(departure), v.rec.first_sent_s) + self.config.confirm_by_departure_s
+        )
+        if now_s < due_s:
+            return
+        why = (
+            f"order {order.order_id} not confirmed by its planned departure "
+            f"{departure} + {self.config.confirm_by_departure_s:g} s"
+        )
+        self._event("order_unconfirmed", now_s, van_id=v.van_id, detail=why)
+        self._set(v, cancelled=True)
+        self.instant(InstantActionType.CANCEL_ORDER, [v.van_id], now_s, reason=why)
+        self._take_out_of_service(v, f"unavailable: {why}", now_s, truncate=False)
+
+    def _available(self, v: _Van, now_s: float) -> bool:
+        """In service and reachable with live data: connected, reporting, not stale. Only such
+        a van counts as in service for a re-plan (issue 14, item 7): one that never reported,
+        is offline or stale gets no new work."""
+        r = v.rec
+        if not r.in_service or r.cancelled or r.connection in OFFLINE_STATES:
+            return False
+        return not self._not_live(v, now_s)
 
     def _maybe_resend(self, v: _Van, now_s: float) -> None:
         r = v.rec
@@ -915,15 +1598,8 @@ class ControllerCore:
                 raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
         for van_id in van_ids:
             v = self._van(van_id)
-            self._instant_seq += 1
-            action_id = f"I{int(now_s * 1000):x}.{self._instant_seq}"
-            message = InstantActions(
-                header=make_header(self.config.name, 0, now_s),
-                van_id=van_id,
-                actions=(
-                    InstantAction(action_id=action_id, action_type=action, reason=reason[:500]),
-                ),
-            )
+            message = self._instant_message(van_id, action, reason, now_s)
+            action_id = message.actions[0].action_id
             urgent = _urgent(message)
             pending = PendingInstant(
                 message,
@@ -940,34 +1616,94 @@ class ControllerCore:
                 van_id=van_id,
                 detail=f"{action.value} ({action_id})" + (f": {reason}" if reason else ""),
                 action=action.value,
+                action_id=action_id,
             )
             if (
                 action is InstantActionType.RESUME
                 and not v.rec.in_service
                 and (v.rec.out_reason.startswith("cancelled"))
             ):
-                self._set(v, in_service=True, out_reason="")
-                self._event("van_in_service", now_s, van_id=van_id, detail="resumed by dispatcher")
+                self._set(v, returning=False)
+                self._back_in_service(v, "resumed by dispatcher", now_s)
             sent.append(van_id)
         return sent
 
+    def _instant_message(
+        self, van_id: str, action: InstantActionType, reason: str, now_s: float
+    ) -> InstantActions:
+        self._instant_seq += 1
+        action_id = f"I{int(now_s * 1000):x}.{self._instant_seq}"
+        return InstantActions(
+            header=make_header(self.config.name, 0, now_s),
+            van_id=van_id,
+            actions=(InstantAction(action_id=action_id, action_type=action, reason=reason[:500]),),
+        )
+
     def _confirm_instants(self, v: _Van, state: State, now_s: float) -> None:
-        seen = {a.action_id for a in state.action_states}
+        """An instant action is confirmed when the van lists it ``finished`` (done); one it
+        lists ``failed`` is an ``instant_failed`` event — an emergency stop that failed is
+        sent again under a new action id, which the van must obey anew."""
+        seen = {a.action_id: a for a in state.action_states}
         keep: list[PendingInstant] = []
         for p in v.rec.pending_instants:
             action = p.message.actions[0]
-            if action.action_id in seen:
+            reported = seen.get(action.action_id)
+            if reported is None or reported.status not in (
+                ActionStatus.FINISHED,
+                ActionStatus.FAILED,
+            ):
+                keep.append(p)
+                continue
+            if reported.status is ActionStatus.FINISHED:
                 self._event(
                     "instant_confirmed",
                     now_s,
                     van_id=v.van_id,
                     detail=f"{action.action_type.value} ({action.action_id})",
                     rtt_s=round(now_s - p.first_sent_s, 4),
+                    action=action.action_type.value,
+                    action_id=action.action_id,
                 )
-            else:
-                keep.append(p)
-        if len(keep) != len(v.rec.pending_instants):
+                self._instant_confirmed(v, action.action_type, now_s)
+                continue
+            urgent = _urgent(p.message)
+            self._event(
+                "instant_failed",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) failed on the van: "
+                f"{reported.result_description}"
+                + ("; sending a new emergency stop" if urgent else ""),
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+            if urgent:
+                again = self._instant_message(v.van_id, action.action_type, action.reason, now_s)
+                keep.append(
+                    PendingInstant(
+                        again,
+                        p.first_sent_s,
+                        now_s + self.config.estop_resend_s,
+                        1,
+                        f"failed: {reported.result_description}"[:500],
+                    )
+                )
+                self._sends.append(Outgoing(v.van_id, again, True))
+        if keep != list(v.rec.pending_instants):
             self._set(v, pending_instants=tuple(keep))
+
+    def _instant_confirmed(self, v: _Van, action: InstantActionType, now_s: float) -> None:
+        """A confirmed ``cancel_order`` settles the van's cancel (C10), or releases the
+        return order held for it."""
+        if action is not InstantActionType.CANCEL_ORDER:
+            return
+        if v.rec.cancel_state == CANCEL_REQUESTED:
+            self._cancel_settled(v, True, now_s)
+        elif v.rec.cancel_state == CANCEL_UNCONFIRMED:
+            self._set(v, cancel_state=CANCEL_CONFIRMED)
+            self._event("van_cancelled", now_s, van_id=v.van_id, detail="cancel confirmed late")
+            if v.rec.returning:
+                self._release(v, now_s, force=False)
 
     def _resend_instants(self, v: _Van, now_s: float) -> None:
         keep: list[PendingInstant] = []
@@ -985,6 +1721,8 @@ class ControllerCore:
                     van_id=v.van_id,
                     detail=f"{p.message.actions[0].action_type.value} unconfirmed after "
                     f"{p.attempts} sends",
+                    action=p.message.actions[0].action_type.value,
+                    action_id=p.message.actions[0].action_id,
                 )
                 continue
             step = (
@@ -999,6 +1737,11 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ dispatcher commands
     def cancel_vans(self, van_ids: Sequence[str], now_s: float) -> str:
+        """Cancel each van (C10): ``cancel_order`` goes out and the van is out of service at
+        once (it gets no more work), but its parcels are re-planned only once it confirmed the
+        cancel (its state lists the action finished: it stands, and nothing of the order runs
+        any more) or ``cancel_confirm_s`` passed — :meth:`_cancel_settled`. The caller waits
+        for :meth:`cancel_outcome`."""
         for van_id in van_ids:
             if not self.knows_van(van_id):
                 raise ControlError(f"unknown van {van_id!r} (not in the site's fleet)")
@@ -1007,9 +1750,96 @@ class ControllerCore:
         )
         for van_id in van_ids:
             v = self._van(van_id)
-            self._set(v, cancelled=True)
-            self._take_out_of_service(v, "cancelled by dispatcher", now_s, truncate=False)
-        return f"cancelled {len(van_ids)} van(s); their parcels are being re-planned"
+            v.cancel_outcome, v.delivered_since_cancel = None, []
+            self._set(
+                v,
+                cancelled=True,
+                cancel_state=CANCEL_REQUESTED,
+                cancel_since_s=now_s,
+                in_service=False,
+                out_reason="cancelled by dispatcher",
+                returning=False,
+            )
+            self._event(
+                "van_out_of_service",
+                now_s,
+                van_id=van_id,
+                detail="cancelled by dispatcher: waiting for the van to confirm the cancel "
+                f"(at most {self.config.cancel_confirm_s:g} s) before re-planning its parcels",
+            )
+        return f"cancel_order sent to {len(van_ids)} van(s)"
+
+    def cancel_outcome(self, van_id: str) -> tuple[bool, str] | None:
+        """(confirmed by the van, what happened) once a cancel settled; None while waiting."""
+        v = self._vans.get(van_id)
+        return None if v is None else v.cancel_outcome
+
+    def _cancel_settled(self, v: _Van, confirmed: bool, now_s: float) -> None:
+        """The van confirmed its cancel, or ``cancel_confirm_s`` passed: what it reported done
+        meanwhile is already applied (a parcel it delivered is not re-planned); it is sent a
+        **return order** home with what it still carries (unloaded there: ``at_station``), and
+        the rest of its work is re-planned. Unconfirmed, the return order is held until the
+        van confirms the cancel (it would refuse a new order while it still runs the old one)."""
+        r = v.rec
+        van_id = v.van_id
+        self._set(v, cancel_state=CANCEL_CONFIRMED if confirmed else CANCEL_UNCONFIRMED)
+        how = (
+            "confirmed by the van"
+            if confirmed
+            else f"not confirmed within {self.config.cancel_confirm_s:g} s"
+        )
+        carrying = sorted(
+            rec.parcel.id
+            for rec in self._parcels.values()
+            if rec.status is ParcelStatus.LOADED and rec.holder == van_id
+        )
+        delivered = list(v.delivered_since_cancel)
+        parts = [f"{van_id}: cancel {how}"]
+        if delivered:
+            parts.append(
+                f"{len(delivered)} parcel(s) delivered meanwhile ({', '.join(delivered[:5])})"
+            )
+        back = self._return_home(v, carrying, now_s) if not r.in_service else None
+        if back is not None:
+            parts.append(
+                f"return order {back} home with {len(carrying)} parcel(s)"
+                + ("" if confirmed else ", sent once the van confirms the cancel")
+            )
+        self._event(
+            "van_cancelled", now_s, van_id=van_id, detail="; ".join(parts), confirmed=confirmed
+        )
+        v.cancel_outcome = (confirmed, "; ".join(parts))
+        self._start_replan(f"{van_id}: cancelled by dispatcher ({how})", now_s)
+
+    def _return_home(self, v: _Van, carrying: Sequence[str], now_s: float) -> str | None:
+        """Give a cancelled van an order home (its depot: ``unload`` of ``carrying``); None
+        when it needs none (no order, nothing on board) or its position was never heard."""
+        r = v.rec
+        home = self.roster.get(v.van_id)
+        state = v.state
+        if home is None or state is None or state.position is None:
+            return None
+        if not carrying and (r.order is None or r.finished):
+            return None
+        at = (state.position.lon, state.position.lat)
+        spec = self.van_spec
+        arrive_s = now_s + straight_m(at, home) * ROAD_DETOUR / (spec.top_speed_mps / 2)
+        path = return_path(
+            at=at,
+            home=home,
+            depot=v.van_id.rpartition("-")[0],
+            parcels=carrying,
+            arrive_s=arrive_s,
+            unload_s=spec.station_unload_s,
+            top_speed_mps=spec.top_speed_mps,
+        )
+        old = r.order
+        new_id = _derived_order_id(old.order_id if old is not None else v.van_id, "h")
+        if old is not None and v.path is not None:
+            self._retire(v, old)
+        self._set(v, returning=True)
+        self._new_order(v, new_id, path, "return", now_s)
+        return new_id
 
     def cancel_parcels(self, parcel_ids: Sequence[str], now_s: float) -> str:
         unknown = [p for p in parcel_ids if p not in self._parcels]
@@ -1141,13 +1971,18 @@ class ControllerCore:
         """``v`` will still drive its released base: in service, or offline (a van that loses
         the broker finishes its released base, then holds), not broken down nor cancelled."""
         r = v.rec
-        if r.order is None or r.released == 0 or r.cancelled or v.path is None:
+        if r.order is None or r.released == 0 or v.path is None:
             return False
+        if r.cancelled:
+            # cancelled, not yet confirmed: it may still be finishing a stop of its base
+            return r.cancel_state == CANCEL_REQUESTED
         if r.finished and not self._base_parcels(v):
             return False  # done, its last stop's hand-overs too (until then it is driving it)
         if r.in_service:
             return True
-        return r.connection in OFFLINE_STATES and not r.fatal and not r.cancelled
+        if r.returning and not r.fatal:
+            return True  # a cancelled van's way home
+        return r.connection in OFFLINE_STATES and not r.fatal
 
     def _base_parcels(self, v: _Van) -> set[str]:
         """Parcels with an action in ``v``'s released base that it has not reported yet."""
@@ -1243,7 +2078,7 @@ class ControllerCore:
             boards[van_id] = kept
         vans = [
             self._van_now(
-                van_id, self._vans.get(van_id), boards[van_id], ends.get(van_id), now_local
+                van_id, self._vans.get(van_id), boards[van_id], ends.get(van_id), now_local, now_s
             )
             for van_id in van_list
         ]
@@ -1280,6 +2115,12 @@ class ControllerCore:
             at_station,
             ready_at,
             frozenset(v.van_id for v in vans if not v.in_service),
+            frozenset(
+                v.van_id
+                for v in vans
+                if not v.in_service
+                and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
+            ),
         )
 
     def _walk_base(
@@ -1330,6 +2171,7 @@ class ControllerCore:
         board: list[str],
         end: tuple[float, float, float, float] | None,
         now_local: float,
+        now_s: float,
     ) -> VanNow:
         home = self.roster.get(van_id)
         state = v.state if v is not None else None
@@ -1338,7 +2180,7 @@ class ControllerCore:
         if state is not None and state.position is not None:
             lon, lat = state.position.lon, state.position.lat
         free_s = now_local
-        in_service = v is None or (v.rec.in_service and not v.rec.cancelled)
+        in_service = v is not None and self._available(v, now_s)
         if end is not None:
             lon, lat, free_at, km = end
             free_s = max(now_local, free_at)
@@ -1364,7 +2206,9 @@ class ControllerCore:
         request, self._inflight_request = self._inflight_request, None
         back = sorted(
             van_id
-            for van_id in (request.out_of_service if request is not None else ())
+            for van_id in (
+                request.out_of_service - request.unreachable if request is not None else ()
+            )
             if (v := self._vans.get(van_id)) is not None and v.rec.in_service
         )
         if back:
@@ -1431,6 +2275,7 @@ class ControllerCore:
                     top_speed_mps=self.van_spec.top_speed_mps,
                     after=base.nodes[-1],
                     door_work_s=self._door_work_s,
+                    van=self.van_spec,
                 )
                 self._replace_horizon(v, tail, replan_id, now_s)
             else:
@@ -1439,6 +2284,7 @@ class ControllerCore:
                     to_epoch,
                     top_speed_mps=self.van_spec.top_speed_mps,
                     door_work_s=self._door_work_s,
+                    van=self.van_spec,
                 )
                 self._new_order(v, replan_id, path, replan_id, now_s)
         for v in self._vans.values():
@@ -1450,6 +2296,13 @@ class ControllerCore:
         for v in self._vans.values():
             if self._drives_base(v):
                 in_bases |= self._base_parcels(v)
+        unreachable = request.unreachable if request is not None else frozenset()
+        heard = {
+            van_id
+            for van_id in unreachable
+            if (w := self._vans.get(van_id)) is not None and w.state is not None
+        }
+        self._wait_for_vans = set()
         for u in plan.unserved:
             rec = self._parcels.get(u.parcel_id)
             if rec is None or rec.status in TERMINAL_STATUSES:
@@ -1464,6 +2317,15 @@ class ControllerCore:
                 # van takes it today: it stays planned (the van loads and unloads it), and the
                 # next re-plan tries again
                 self._set_parcel(rec, detail=f"re-plan: {u.reason.value}: {u.detail}")
+            elif heard:
+                # vans that were only out of reach were counted out: not given up, planned
+                # again when they report
+                self._set_parcel(
+                    rec,
+                    detail=f"re-plan: {u.reason.value}: {u.detail}; planned again when "
+                    f"{', '.join(sorted(heard)[:5])} report(s) again",
+                )
+                self._wait_for_vans.add(u.parcel_id)
             else:
                 self._set_parcel(
                     rec,
@@ -1476,6 +2338,18 @@ class ControllerCore:
                     parcel_id=u.parcel_id,
                     detail=f"{u.reason.value}: {u.detail}",
                 )
+        self._counted_out = {
+            van_id
+            for van_id in unreachable
+            if (w := self._vans.get(van_id)) is None or not self._available(w, now_s)
+        }
+        back = [
+            van_id
+            for van_id in sorted(unreachable - self._counted_out)
+            if (w := self._vans.get(van_id)) is not None and self._wanted_again(w)
+        ]
+        if back:  # reachable again while the re-plan was being made
+            self._replan_waiting.append(f"{', '.join(back[:5])}: available again")
         self._event(
             "replan_applied",
             now_s,
@@ -1540,9 +2414,11 @@ class ControllerCore:
                 if node.planned_arrival:
                     eta_s = max(now_s, parse_timestamp(node.planned_arrival) + r.lateness_s)
                     eta = format_timestamp(eta_s)
+        mode, reason = self._mode(v, now_s)
         return VanStatus(
             van_id=van_id,
-            mode=self._mode(v, now_s),
+            mode=mode,
+            mode_reason=reason[:500],
             in_service=r.in_service,
             lon=s.position.lon if s and s.position else None,
             lat=s.position.lat if s and s.position else None,
@@ -1566,25 +2442,62 @@ class ControllerCore:
             else (),
         )
 
-    def _mode(self, v: _Van, now_s: float) -> VanMode:
+    def _mode(self, v: _Van, now_s: float) -> tuple[VanMode, str]:
+        """The van's mode for ``fleet status``, and why where it is not plain."""
         r, s = v.rec, v.state
+        estop = self._estop_pending(v)
+        if estop is not None:
+            # sent, not confirmed: never shown as stopped (nor paused) until the van says so
+            age = now_s - estop.first_sent_s
+            if estop.refused:
+                return VanMode.ESTOP_SENT, f"refused by the van: {estop.refused}; re-sending"
+            return VanMode.ESTOP_SENT, f"sent {age:.1f} s ago, not confirmed yet"
         if r.connection in OFFLINE_STATES:
-            return VanMode.OFFLINE
+            return VanMode.OFFLINE, f"{r.connection} for {now_s - r.connection_since_s:.0f} s"
         if s is None:
-            return VanMode.UNKNOWN
-        if v.stale or (v.seen_s is not None and now_s - v.seen_s > self.config.stale_after_s):
-            return VanMode.STALE
+            return VanMode.UNKNOWN, "never reported a state"
+        stale = self._not_live(v, now_s)
+        if stale:
+            return VanMode.STALE, stale
         if r.fatal:
-            return VanMode.ERROR
-        if s.paused or s.emergency_stop:
-            return VanMode.PAUSED
+            fatal = [e for e in s.errors if e.level is ErrorLevel.FATAL]
+            return VanMode.ERROR, "; ".join(f"{e.error_type}: {e.description}" for e in fatal)
+        if s.emergency_stop:
+            return VanMode.ESTOPPED, ""
+        if s.paused:
+            return VanMode.PAUSED, ""
         if s.battery.charging:
-            return VanMode.CHARGING
+            return VanMode.CHARGING, ""
         if s.driving:
-            return VanMode.DRIVING
+            return VanMode.DRIVING, ""
         if v.active:
-            return VanMode.AT_STOP
-        return VanMode.IDLE
+            return VanMode.AT_STOP, v.held
+        return VanMode.IDLE, ""
+
+    def _not_live(self, v: _Van, now_s: float) -> str:
+        """Why ``v``'s latest state may not be taken as live ("" when it may): the van is
+        silent, or its state says the VCU link is lost or its telemetry is stale (C5)."""
+        if v.state is None or v.seen_s is None:
+            return "no state yet"
+        heard_s = max(v.seen_s, self._listening_since_s)
+        if v.stale or now_s - heard_s > self.config.stale_after_s:
+            return f"silent for {now_s - v.seen_s:.0f} s"
+        for e in v.state.errors:
+            if e.error_type in STALE_DATA_ERRORS:
+                refs = {r.key: r.value for r in e.references}
+                age = refs.get("telemetry_age_s")
+                return (
+                    f"{e.error_type}"
+                    + (f" (telemetry {age} s old)" if age else "")
+                    + (f": {e.description}" if e.description else "")
+                )
+        return ""
+
+    def _estop_pending(self, v: _Van) -> PendingInstant | None:
+        for p in v.rec.pending_instants:
+            if _urgent(p.message):
+                return p
+        return None
 
     def parcel(self, parcel_id: str) -> ParcelRecord | None:
         return self._parcels.get(parcel_id)
@@ -1630,6 +2543,34 @@ class LagMeter:
 
 def _urgent(message: InstantActions) -> bool:
     return any(a.action_type is InstantActionType.EMERGENCY_STOP for a in message.actions)
+
+
+def _moves_parcels(node: Node) -> bool:
+    return any(a.action_type is not NodeActionType.CHARGE for a in node.actions)
+
+
+def _derived_order_id(order_id: str, kind: str) -> str:
+    """``P-abc.r1`` for the first recovery (``kind`` "r") or return (``kind`` "h") order made
+    from ``P-abc``, ``P-abc.r2`` for the next; at most 64 characters."""
+    base, n = order_id, 1
+    found = re.fullmatch(r"(.*)\.([a-z])(\d+)", order_id)
+    if found is not None:
+        base, n = found.group(1), int(found.group(3)) + 1
+    suffix = f".{kind}{n}"
+    return base[: 64 - len(suffix)] + suffix
+
+
+_KIND_IN_TEXT = re.compile(r"(?:^|/)(order|instant)\b")
+
+
+def _refused_kind(description: str, topics: Sequence[str]) -> str:
+    """``order`` or ``instant``: the kind of command a refusal that names none is about."""
+    for topic in topics:
+        last = topic.rsplit("/", 1)[-1]
+        if last in ("order", "instant"):
+            return last
+    found = _KIND_IN_TEXT.search(description)
+    return found.group(1) if found else ""
 
 
 def _stop_name(node: Node) -> str:

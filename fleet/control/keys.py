@@ -30,7 +30,19 @@ from fleet.protocol import (
 )
 from fleet.security.credentials import MASTER_SECRET_BYTES, master_key_text
 
-MESSAGE_ID_BLOCK = 1000  # ids reserved in the store per round trip to it
+# Command message ids (docs/controller.md, "Signed message ids"): at least the UTC time in
+# microseconds, and above every id used before for the van. The store keeps an upper bound of
+# the ids used ("reserved"), raised ahead of need in blocks that cover RESERVE_AHEAD_S of time,
+# so that a restarted controller starts above it and signing rarely waits on the store.
+ID_UNITS_PER_S = 1_000_000
+RESERVE_AHEAD_S = 10.0  # ids reserved per round trip to the store, in seconds of the clock
+RESERVE_LEAD_S = 5.0  # prepare() reserves again when less than this is left
+MESSAGE_ID_BLOCK = int(RESERVE_AHEAD_S * ID_UNITS_PER_S)
+
+
+def time_message_id(now_s: float) -> int:
+    """The smallest message id a command made at ``now_s`` (epoch s) may carry."""
+    return int(now_s * ID_UNITS_PER_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +97,17 @@ def create_master_key(path: Path) -> MasterKey:
 class Signer:
     """Stamps and signs commands: a fresh header with the van's next message id, then HMAC.
 
-    Message ids come from ``reserve(van_id, count) -> first id`` (the store), in blocks, so
-    they rise across restarts and a van's anti-replay check never trips on a restarted
-    controller.
+    A van's message ids are ``max(previous + 1, UTC time in microseconds)``: they rise with
+    the clock, so a controller with a new, lost or restored store still sends ids above every
+    one a van has accepted (a van refuses a lower one as a replay). The store keeps an upper
+    bound of the ids used per van: ``reserve(van_id, count, floor) -> first`` raises it to
+    ``first + count - 1`` where ``first = max(bound + 1, floor)`` and a restarted controller
+    starts above it, so ids keep rising even if the clock stepped back.
     """
 
-    def __init__(self, name: str, master: MasterKey, reserve: Callable[[str, int], int]) -> None:
+    def __init__(
+        self, name: str, master: MasterKey, reserve: Callable[[str, int, int], int]
+    ) -> None:
         self.name = name
         self._master = master
         self._reserve = reserve
@@ -99,21 +116,26 @@ class Signer:
         self._limit: dict[str, int] = {}
         self._ids = threading.Lock()  # prepare() may run in a worker thread
 
-    def ready(self, van_id: str) -> bool:
-        """Ids are reserved and the key derived: signing for ``van_id`` needs no store."""
-        return self._next.get(van_id, 0) != 0 and van_id in self._keys
+    def ready(self, van_id: str, now_s: float) -> bool:
+        """The key is derived and ids are reserved for at least ``RESERVE_LEAD_S`` from
+        ``now_s``: signing for ``van_id`` needs no store."""
+        if van_id not in self._keys or van_id not in self._limit:
+            return False
+        wanted = max(self._next.get(van_id, 0), time_message_id(now_s + RESERVE_LEAD_S))
+        return self._limit[van_id] >= wanted
 
-    def prepare(self, van_ids: Iterable[str]) -> None:
-        """Reserve ids and derive keys now for vans about to be sent their first command, so
-        that signing them is CPU only: the caller runs this in a worker thread, beside the
-        store write, and the event loop never waits on a store round trip to sign."""
+    def prepare(self, van_ids: Iterable[str], now_s: float) -> None:
+        """Reserve ids and derive keys now for vans about to be sent a command, so that
+        signing them is CPU only: the caller runs this in a worker thread, beside the store
+        write, and the event loop seldom waits on a store round trip to sign."""
         for van_id in van_ids:
             self.key(van_id)
             with self._ids:
-                if self._next.get(van_id, 0) == 0:
-                    first = self._reserve(van_id, MESSAGE_ID_BLOCK)
+                if not self.ready(van_id, now_s):
+                    floor = max(self._next.get(van_id, 0), time_message_id(now_s))
+                    first = self._reserve(van_id, MESSAGE_ID_BLOCK, floor)
                     self._limit[van_id] = first + MESSAGE_ID_BLOCK - 1
-                    self._next[van_id] = first
+                    self._next[van_id] = max(self._next.get(van_id, 0), first)
 
     def key(self, van_id: str) -> SigningKey:
         key = self._keys.get(van_id)
@@ -123,18 +145,23 @@ class Signer:
             )
         return key
 
-    def next_message_id(self, van_id: str) -> int:
+    def next_message_id(self, van_id: str, now_s: float) -> int:
         with self._ids:
-            n = self._next.get(van_id, 0)
-            if n == 0 or n > self._limit[van_id]:
-                n = self._reserve(van_id, MESSAGE_ID_BLOCK)
+            n = max(self._next.get(van_id, 0), time_message_id(now_s))
+            if n > self._limit.get(van_id, -1):
+                n = self._reserve(van_id, MESSAGE_ID_BLOCK, n)
                 self._limit[van_id] = n + MESSAGE_ID_BLOCK - 1
             self._next[van_id] = n + 1
             return n
 
-    def payload(self, message: Order | InstantActions, now_s: float) -> bytes:
-        header = make_header(self.name, self.next_message_id(message.van_id), now_s)
+    def sign(self, message: Order | InstantActions, now_s: float) -> tuple[int, bytes]:
+        """The message id used and the signed payload."""
+        message_id = self.next_message_id(message.van_id, now_s)
+        header = make_header(self.name, message_id, now_s)
         key = self.key(message.van_id)
         if isinstance(message, Order):
-            return encode(sign(message.model_copy(update={"header": header}), key))
-        return encode(sign(message.model_copy(update={"header": header}), key))
+            return message_id, encode(sign(message.model_copy(update={"header": header}), key))
+        return message_id, encode(sign(message.model_copy(update={"header": header}), key))
+
+    def payload(self, message: Order | InstantActions, now_s: float) -> bytes:
+        return self.sign(message, now_s)[1]

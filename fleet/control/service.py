@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Protocol
 
@@ -410,8 +410,13 @@ class ControllerService:
             message = core.cancel_parcels(body.parcel_ids, self.clock.time())
             return CommandResult(message=message, affected=body.parcel_ids)
         if isinstance(body, CancelVansBody):
-            message = core.cancel_vans(body.van_ids, self.clock.time())
-            return CommandResult(message=message, affected=body.van_ids)
+            core.cancel_vans(body.van_ids, self.clock.time())
+            await self._flush()
+            outcomes = await self._cancel_outcomes(body.van_ids)
+            return CommandResult(
+                message="; ".join(text for _, text in outcomes.values()),
+                affected=tuple(v for v, (confirmed, _) in outcomes.items() if confirmed),
+            )
         if isinstance(body, ReplanBody):
             message = core.request_replan(body.reason, self.clock.time())
             return CommandResult(message=message)
@@ -433,6 +438,21 @@ class ControllerService:
             return EventsResult(events=tuple(self._event_message(e) for e in records))
         raise ControlError(f"unknown command {body!r}")
 
+    async def _cancel_outcomes(self, van_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        """Wait until each cancelled van confirmed its cancel or ``cancel_confirm_s`` passed
+        (the core settles it on its tick), then say what happened to each."""
+        limit_s = self.config.cancel_confirm_s + 4 * self.config.tick_s
+        deadline_s = self.clock.time() + limit_s
+        while True:
+            outcomes = {v: self.core.cancel_outcome(v) for v in van_ids}
+            if all(o is not None for o in outcomes.values()) or self.clock.time() >= deadline_s:
+                break
+            await self.clock.sleep(self.config.tick_s)  # the core's tick settles them
+        return {
+            v: o if o is not None else (False, f"{v}: cancel not settled within {limit_s:g} s")
+            for v, o in outcomes.items()
+        }
+
     # ------------------------------------------------------------------ outgoing
     def _commit(self, out: Output) -> list[EventRecord]:
         return self.store.commit(out.changes) if out.changes else []
@@ -441,14 +461,17 @@ class ControllerService:
         """Write in a worker thread (SQLite releases the GIL), one batch at a time and in
         decision order, so that van traffic keeps flowing while the store writes. Vans about
         to get their first command have their message ids reserved in the same trip."""
-        first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id)]
+        now_s = self.clock.time()
+        first_time = [s.van_id for s in out.sends if not self.signer.ready(s.van_id, now_s)]
         if not out.changes and not first_time:
             return []
         writing = False
         try:
             async with self._store_lock:
                 writing = True
-                return await asyncio.to_thread(self._commit_and_prepare, out.changes, first_time)
+                return await asyncio.to_thread(
+                    self._commit_and_prepare, out.changes, first_time, now_s
+                )
         except asyncio.CancelledError:
             # Stopped while waiting for the store: what was drained is written all the same
             # (once the worker thread has it, it finishes the write on its own).
@@ -456,9 +479,11 @@ class ControllerService:
                 self.store.commit(out.changes)
             raise
 
-    def _commit_and_prepare(self, changes: Changes, first_time: list[str]) -> list[EventRecord]:
+    def _commit_and_prepare(
+        self, changes: Changes, first_time: list[str], now_s: float
+    ) -> list[EventRecord]:
         events = self.store.commit(changes) if changes else []
-        self.signer.prepare(first_time)
+        self.signer.prepare(first_time, now_s)
         return events
 
     async def _flush(self) -> None:
@@ -472,7 +497,8 @@ class ControllerService:
                 for send in sorted(out.sends, key=lambda s: not s.urgent):
                     kind = VanTopic.ORDER if isinstance(send.message, Order) else VanTopic.INSTANT
                     topic = self.topics.van(send.van_id, kind)
-                    payload = self.signer.payload(send.message, now_s)
+                    message_id, payload = self.signer.sign(send.message, now_s)
+                    self.core.command_signed(send.van_id, send.message, message_id)
                     sent_s = self.clock.time()
                     await link.publish_soon(topic, payload, qos=1)
                     if isinstance(send.message, Order):

@@ -140,16 +140,23 @@ class VanMode(StrEnum):
     IDLE = "idle"
     DRIVING = "driving"
     AT_STOP = "at_stop"
-    PAUSED = "paused"  # paused or emergency-stopped
+    PAUSED = "paused"  # paused
+    ESTOP_SENT = "estop_sent"  # an emergency stop was sent and the van has not confirmed it
+    ESTOPPED = "estopped"  # the van reports its emergency stop latched
     CHARGING = "charging"
     ERROR = "error"  # a fatal error: out of service until cleared
-    STALE = "stale"  # connected but silent for longer than the configured time
+    # its data is not live: silent for longer than the configured time, or its state says
+    # the VCU link is lost or the VCU's telemetry is stale (``mode_reason`` says which)
+    STALE = "stale"
     OFFLINE = "offline"  # its connection said OFFLINE or the broker fired its last will
 
 
 class VanStatus(Strict):
     van_id: VanIdStr
     mode: VanMode
+    mode_reason: Text = Field(
+        default="", description="Why the van is in this mode (stale, offline, error, e-stop)."
+    )
     in_service: bool
     lon: Lon | None = None
     lat: Lat | None = None

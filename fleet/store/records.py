@@ -47,6 +47,7 @@ class PendingInstant:
     first_sent_s: float
     next_send_s: float
     attempts: int
+    refused: str = ""  # the van's reason, when its state listed this command as refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +60,13 @@ class VanRecord:
     released: int = 0  # nodes released; 0 = held back, not sent yet
     sent: bool = False  # order_update_id has been sent at least once
     confirmed: bool = False  # the van's state echoed order_id/order_update_id
+    echoed: bool = False  # a state of the van has carried this order_id (any update)
     gave_up: bool = False
     rejected: str = ""  # the van's reason, when it refused the order
     cancelled: bool = False
     finished: bool = False
     first_sent_s: float = 0.0
+    order_started_s: float = 0.0  # when the order's first update was sent
     next_send_s: float = 0.0
     attempts: int = 0
     reached_seq: int | None = None
@@ -76,6 +79,10 @@ class VanRecord:
     connection: str = ""  # last ConnectionState value heard ("" = never)
     connection_since_s: float = 0.0
     pending_instants: tuple[PendingInstant, ...] = ()
+    # a dispatcher's cancel (C10): "" (none), "requested", "confirmed" or "unconfirmed"
+    cancel_state: str = ""
+    cancel_since_s: float = 0.0
+    returning: bool = False  # cancelled, its order is the return order home
 
 
 @dataclass(frozen=True, slots=True)

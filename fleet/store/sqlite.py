@@ -312,8 +312,9 @@ class SqliteStore:
             ],
         )
 
-    def reserve_message_ids(self, van_id: str, block: int) -> int:
-        """Reserve ``block`` message ids for ``van_id``, durably; returns the first one.
+    def reserve_message_ids(self, van_id: str, block: int, floor: int = 0) -> int:
+        """Reserve ``block`` message ids for ``van_id`` from ``max(reserved + 1, floor)``,
+        durably; returns the first one.
 
         Ids are never reused, even after a crash: the next reservation starts past this block.
         """
@@ -322,7 +323,7 @@ class SqliteStore:
                 row = cur.execute(
                     "SELECT reserved_to FROM message_ids WHERE van_id = ?", (van_id,)
                 ).fetchone()
-                start = (row[0] if row else 0) + 1
+                start = max((row[0] if row else 0) + 1, floor)
                 cur.execute(
                     "INSERT INTO message_ids (van_id, reserved_to) VALUES (?, ?) "
                     "ON CONFLICT (van_id) DO UPDATE SET reserved_to = excluded.reserved_to",

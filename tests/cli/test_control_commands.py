@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,8 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from fleet.cli.app import app
+from fleet.control.config import ControllerConfig
+from fleet.protocol import ErrorLevel, ErrorReference, VanError
 from tests.control.service_support import ControllerThread, day_book
+from tests.support import plans
 from tests.support.brokers import BrokerEndpoint
+from tests.support.mqtt_van import MqttVan
+from tests.support.protocol_examples import MASTER_SECRET
+from tests.support.protocol_van import ProtocolVan
 
 FLEET = [str(Path(sys.executable).with_name("fleet"))]  # the installed entry point
 
@@ -61,8 +68,14 @@ def test_dispatch_status_estop_events_and_errors(mosquitto: BrokerEndpoint, tmp_
             assert van in status.stdout
         assert "parcels: planned 4" in status.stdout
 
-        stop = _fleet(mosquitto, "estop", "--all")
-        assert stop.returncode == 0 and "emergency_stop sent to 4 van(s)" in stop.stdout
+        # no van is there to confirm it: said so, and a non-zero exit
+        stop = _fleet(mosquitto, "estop", "--all", "--wait", "0.5")
+        assert stop.returncode == 1 and "emergency_stop sent to 4 van(s)" in stop.stdout
+        assert "not confirmed by 4 of 4 van(s)" in stop.stderr
+        assert "ST-A-01: no confirmation within 0.5 s" in stop.stderr
+        # shown as an e-stop sent, never as paused
+        status = _fleet(mosquitto, "status", "ST-A-01")
+        assert "estop sent (sent " in status.stdout and "paused" not in status.stdout
 
         events = _fleet(mosquitto, "events", "--van", "WH-PORTO-01")
         assert events.returncode == 0
@@ -104,3 +117,74 @@ def test_every_command_has_help(command: str) -> None:
 def test_the_broker_group_has_run() -> None:
     result = CliRunner().invoke(app, ["broker", "run", "--help"])
     assert result.exit_code == 0 and "--port" in result.output
+
+
+def _refusing_van(broker: BrokerEndpoint, van_id: str) -> MqttVan:
+    """A van holding another key: it refuses every command, as a bridge would report it."""
+    lon, lat = plans.ROSTER[van_id]
+    return MqttVan(
+        ProtocolVan(van_id, lon=lon, lat=lat), broker.host, broker.port, broker.topics, b"x" * 32
+    )
+
+
+@pytest.mark.slow
+def test_estop_says_confirmed_refused_or_unconfirmed_for_each_van(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        lon, lat = plans.ROSTER["ST-A-01"]
+        good = MqttVan(
+            ProtocolVan("ST-A-01", lon=lon, lat=lat),
+            mosquitto.host,
+            mosquitto.port,
+            mosquitto.topics,
+            MASTER_SECRET,
+        )
+        async with good, _refusing_van(mosquitto, "ST-A-02") as bad:
+            await good.report()
+            await bad.report()
+
+            async def refuse() -> None:  # the refusing van reports what it refused
+                while not bad.rejected:
+                    await asyncio.sleep(0.02)  # polls the test van's list of refusals
+                bad.van.errors.append(
+                    VanError(
+                        error_type="signature_error",
+                        level=ErrorLevel.WARNING,
+                        description=bad.rejected_details[0],
+                        references=(ErrorReference(key="reason", value=bad.rejected[0]),),
+                    )
+                )
+                await bad.report()
+
+            async with asyncio.timeout(60):
+                watcher = asyncio.create_task(refuse())
+                done = await asyncio.to_thread(
+                    _fleet, mosquitto, "estop", "ST-A-01", "ST-A-02", "WH-PORTO-01", "--wait", "3"
+                )
+                await watcher
+            log = await asyncio.to_thread(_fleet, mosquitto, "events", "--van", "ST-A-02")
+            print(log.stdout, bad.rejected, bad.van.errors)
+            assert done.returncode == 1, done.stderr
+            assert "ST-A-01: confirmed in" in done.stdout
+            assert "not confirmed by 2 of 3 van(s)" in done.stderr
+            assert "ST-A-02: emergency_stop" in done.stderr and "bad_signature" in done.stderr
+            assert "WH-PORTO-01: no confirmation within 3 s" in done.stderr
+            log = await asyncio.to_thread(_fleet, mosquitto, "events", "--van", "ST-A-02")
+            print(log.stdout, bad.rejected, bad.van.errors)
+            alone = await asyncio.to_thread(_fleet, mosquitto, "estop", "ST-A-01")
+            assert alone.returncode == 0 and "ST-A-01: confirmed in" in alone.stdout
+            # cancel waits for the van: confirmed by ST-A-01, not by the absent WH-PORTO-01
+            cancel = await asyncio.to_thread(_fleet, mosquitto, "cancel", "--van", "ST-A-01")
+            assert cancel.returncode == 0, cancel.stderr
+            assert "ST-A-01: cancel confirmed by the van" in cancel.stdout
+            cancel = await asyncio.to_thread(_fleet, mosquitto, "cancel", "--van", "WH-PORTO-01")
+            assert cancel.returncode == 1
+            assert "cancel not confirmed by WH-PORTO-01" in cancel.stderr
+            assert "not confirmed within 1 s" in cancel.stderr
+
+    config = ControllerConfig(
+        name=f"ctl-{mosquitto.prefix.split('/')[1]}", release_ahead_stops=1, cancel_confirm_s=1.0
+    )
+    with ControllerThread(mosquitto, tmp_path / "fleet.db", day_book(), config):
+        asyncio.run(main())

@@ -97,10 +97,16 @@ async def running_controller(
 class ControllerThread:
     """A controller on its own event loop in a thread, for tests that run the CLI as a process."""
 
-    def __init__(self, broker: BrokerEndpoint, db: Path, book: PlanBook) -> None:
+    def __init__(
+        self,
+        broker: BrokerEndpoint,
+        db: Path,
+        book: PlanBook,
+        config: ControllerConfig | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._context = running_controller(broker, db, book)
+        self._context = running_controller(broker, db, book, config=config)
         self.service: ControllerService | None = None
 
     def __enter__(self) -> ControllerThread:

@@ -228,6 +228,7 @@ def test_a_replan_whose_cause_cleared_before_it_is_applied_is_dropped() -> None:
 def test_parcels_a_released_line_haul_still_brings_are_at_its_station_only_once_it_is_due() -> None:
     h = Harness(config=ControllerConfig(release_ahead_stops=1))
     h.dispatch(plans.plan(), plans.parcels())
+    h.report()  # every van is connected and reporting (a silent one gets no new work)
     h.drive("WH-PORTO-01")  # loaded at the warehouse; the station's unload is released
     h.core.request_replan("test", h.now_s)
     h.pump()
@@ -339,8 +340,10 @@ def test_cancelling_a_van_sends_cancel_and_replans() -> None:
     h.core.cancel_vans(["WH-PORTO-01"], h.now_s)
     h.pump()
     assert h.vans["WH-PORTO-01"].cancelled
+    assert h.replans == []  # not before the van confirms it
+    h.report("WH-PORTO-01")
     (request,) = h.replans
-    assert "cancelled by dispatcher" in request.cause
+    assert "cancelled by dispatcher (confirmed by the van)" in request.cause
 
 
 def test_unknown_vans_are_refused() -> None:
@@ -445,6 +448,7 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     line_haul = dataclasses.replace(plans.line_haul_route(), trips=(first, Trip(1, later)))
     h = Harness(config=ControllerConfig(release_ahead_stops=1))
     h.dispatch(plans.plan([line_haul, plans.last_mile_route()]), plans.parcels())
+    h.report()
     h.core.request_replan("test", h.now_s)
     h.pump()
     (request,) = h.replans
@@ -455,7 +459,6 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     h.replan_done(request, replan)
     assert _status(h, "P4") is ParcelStatus.PLANNED
     assert "not_enough_vans" in h.core.parcel("P4").detail  # type: ignore[union-attr]
-    h.report()
     h.drive("WH-PORTO-01", 12)  # its first trip, then loads P4 and unloads it at the station
     assert _status(h, "P4") is ParcelStatus.AT_STATION
     h.core.request_replan("again", h.now_s)

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from fleet.control.orders import local_to_epoch, route_path
-from fleet.model import Leg, ParcelId, StopKind, Trip
+from fleet.model import Leg, ParcelId, StopKind, Trip, load_van_spec
 from fleet.protocol import NodeActionType, parse_timestamp
+from tests.control.harness import VAN_FILE
 from tests.support import plans
 
 TOP_SPEED_MPS = 60 / 3.6
@@ -77,7 +78,8 @@ def test_an_orders_first_stop_at_its_depot_charges_to_the_planned_departure_char
     path = route_path(route, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=TOP_SPEED_MPS)
     first = [a for a in path.nodes[0].actions if a.action_type is NodeActionType.CHARGE]
     assert [a.target_soc_pct for a in first] == [stops[0].soc_pct]
-    # a full van's first stop (the morning plan): nothing to charge
+    # a full van's first stop (the morning plan): nothing to charge by the plan; the
+    # controller adds one if the van's reported battery needs it (tests/control/test_safety.py)
     full = replace(route, trips=(Trip(0, tuple(replace(s, soc_pct=100.0) for s in stops)),))
     path = route_path(full, local_to_epoch(plans.DAY, plans.TIMEZONE), top_speed_mps=20.0)
     assert all(a.action_type is not NodeActionType.CHARGE for a in path.nodes[0].actions)
@@ -106,13 +108,6 @@ def test_a_door_reached_before_its_window_has_its_work_held_until_the_window_ope
     assert node.planned_departure is not None
     work_starts = parse_timestamp(node.planned_departure) - deliver.duration_s
     assert to_epoch(opens_s) < work_starts <= to_epoch(opens_s) + 1.0
-    # depots and stations keep their whole dwell as work
-    assert all(
-        a.duration_s == pytest.approx(s.dwell_s)
-        for n, s in zip(path.nodes, stops, strict=True)
-        if s.kind is not StopKind.DOOR
-        for a in n.actions
-    )
     # without the service times the work is the whole dwell, the wait included
     plain = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS)
     assert plain.nodes[k].actions[0].duration_s == pytest.approx(wait_s + service_s)
@@ -147,3 +142,43 @@ def test_a_van_that_waited_at_a_door_for_its_window_is_not_counted_late() -> Non
     assert not end.actions
     arrives = to_epoch(stops[-1].arrival_s)
     assert _lateness(end, arrives - 20, first=False) == pytest.approx(-20.0, abs=1e-3)
+
+
+def test_an_actions_duration_is_its_work_never_the_wait_of_a_long_depot_stay() -> None:
+    """Issue 14, item 12: a van at its depot from 05:00 to 11:12 (22,367 s) loads for
+    depot_load_s and charges for what its energy needs; the rest is waiting, which the planned
+    departure says. Each action's duration_s is its own work."""
+    van = load_van_spec(VAN_FILE)
+    route = plans.line_haul_route()
+    (trip,) = route.trips
+    stops = list(trip.stops)
+    stops[0] = replace(stops[0], arrival_s=5 * 3600.0, departure_s=5 * 3600.0 + 22_367.0)
+    later = stops[0].departure_s - trip.stops[0].departure_s
+    stops[1:] = [
+        replace(s, arrival_s=s.arrival_s + later, departure_s=s.departure_s + later)
+        for s in stops[1:]
+    ]
+    # a second trip: back at the depot at 60 %, loads again and charges to 80 % meanwhile
+    back = replace(
+        stops[2],
+        soc_pct=80.0,
+        departure_s=stops[2].arrival_s + 7200.0,
+        parcels_loaded=(ParcelId("P9"),),
+    )
+    stops[2] = back
+    stops[1] = replace(stops[1], soc_pct=65.0)
+    route = replace(route, trips=(Trip(0, tuple(stops)),))
+    to_epoch = local_to_epoch(plans.DAY, plans.TIMEZONE)
+    path = route_path(route, to_epoch, top_speed_mps=TOP_SPEED_MPS, van=van)
+    first = {a.action_type: a for a in path.nodes[0].actions}
+    assert first[NodeActionType.LOAD].duration_s == van.depot_load_s
+    assert first[NodeActionType.CHARGE].duration_s <= van.charge_time_s(van.battery_kwh) + 1
+    station = {a.action_type: a for a in path.nodes[1].actions}
+    assert station[NodeActionType.UNLOAD].duration_s == van.station_unload_s
+    again = {a.action_type: a for a in path.nodes[2].actions}
+    assert again[NodeActionType.LOAD].duration_s == van.depot_load_s
+    # 65 % at the station, 2.5 km of road (0.75 kWh) to the depot, charged to 80 %
+    arrival_pct = 65.0 - 0.75 / van.battery_kwh * 100.0
+    need_s = van.charge_time_s((80.0 - arrival_pct) / 100.0 * van.battery_kwh)
+    assert again[NodeActionType.CHARGE].duration_s == pytest.approx(need_s, abs=1.0)
+    assert all(a.duration_s < 22_367.0 / 2 for n in path.nodes for a in n.actions)

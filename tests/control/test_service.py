@@ -11,11 +11,13 @@ import aiomqtt
 import pytest
 
 from fleet.control.client import ControllerClient
+from fleet.control.config import ControllerConfig
 from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError
 from fleet.protocol import InstantActionType, VanTopic, encode
 from fleet.protocol.control_api import (
     CancelParcelsBody,
+    CancelVansBody,
     CommandResult,
     DispatchBody,
     EventsBody,
@@ -266,3 +268,39 @@ def test_van_states_are_processed_while_a_store_write_is_under_way(
                     gate.set()
 
     assert asyncio.run(run()) == 5
+
+
+def test_cancel_van_answers_once_the_van_confirmed_and_sends_it_home(
+    broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    """C10 through the service: the reply to cancel_vans waits for the van's confirmation
+    (or cancel_confirm_s), then names what happened; the van is sent home."""
+    config = ControllerConfig(
+        name=f"ctl-{broker.prefix.split('/')[1]}", release_ahead_stops=1, cancel_confirm_s=2.0
+    )
+
+    async def run() -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            address = BrokerAddress(broker.host, broker.port)
+            async with (
+                running_controller(broker, tmp_path / "fleet.db", day_book(), config=config),
+                _van(broker, "WH-PORTO-01") as van,
+                ControllerClient(address, topics=broker.topics) as client,
+            ):
+                await van.report()
+                await client.request(DispatchBody(plan={"name": "day"}, orders_csv=""))
+                await van.wait_for(lambda: van.van.order is not None)
+                await van.drive(1)  # loaded at the warehouse
+                result = await client.request(CancelVansBody(van_ids=("WH-PORTO-01",)))
+                assert isinstance(result, CommandResult)
+                assert result.affected == ("WH-PORTO-01",)
+                assert "cancel confirmed by the van" in result.message
+                assert "home with 4 parcel(s)" in result.message
+                await van.wait_for(lambda: (van.van.order or ex.order()).order_id.endswith(".h1"))
+                assert van.van.cancelled is False and van.rejected == []
+                # a van that is not there: the reply says so after cancel_confirm_s
+                result = await client.request(CancelVansBody(van_ids=("ST-A-02",)))
+                assert isinstance(result, CommandResult) and result.affected == ()
+                assert "not confirmed within 2 s" in result.message
+
+    asyncio.run(run())

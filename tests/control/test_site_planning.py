@@ -53,6 +53,7 @@ def _harness(poa: tuple[Site, VanSpec, RoadNetwork], plan: Plan) -> Harness:
     site, van, _ = poa
     h = Harness(roster=site_roster(site), van_spec=van)
     h.now_s = plan_start(plan, h)
+    h.report()  # every van is connected and reporting (a silent one gets no new work)
     return h
 
 
@@ -68,7 +69,7 @@ def _drive_everything(h: Harness, rounds: int = 50) -> None:
             if van.step():
                 moved = True
                 h.report(van_id)
-        h.advance(60)
+        h.advance(60, report=True)
         if not moved:
             return
 
@@ -119,7 +120,7 @@ def test_a_van_breaking_down_mid_route_is_replanned_with_the_real_planner(
     for van_id in line_haul:
         while h.vans[van_id].step():
             h.report(van_id)
-            h.advance(60)
+            h.advance(60, report=True)
     victim = max(
         (r for r in plan.routes if r.leg is Leg.LAST_MILE), key=lambda r: len(list(r.stops()))
     ).van_id
@@ -129,7 +130,7 @@ def test_a_van_breaking_down_mid_route_is_replanned_with_the_real_planner(
     h.vans[victim].fatal("traction battery isolation fault")
     h.report(victim)
     assert h.replans == []  # a fatal error may clear within its grace
-    h.advance(h.config.fatal_grace_s)  # it did not: the van is declared broken down
+    h.advance(h.config.fatal_grace_s, report=True)  # it did not: declared broken down
     (request,) = h.replans
     assert not {v.van_id: v for v in request.vans}[victim].in_service
     checked: CheckedPlan = planning.replan(request)
@@ -164,7 +165,7 @@ def test_an_urgent_parcel_added_mid_day_is_replanned_and_delivered(
     for van_id in [r.van_id for r in plan.routes if r.leg is Leg.LINE_HAUL]:
         while h.vans[van_id].step():
             h.report(van_id)
-            h.advance(60)
+            h.advance(60, report=True)
     urgent_csv = tmp_path / "urgent.csv"
     extra = sample_orders(net, 1, seed=99)[0]
     urgent = Parcel(ParcelId("URGENT-1"), extra.lon, extra.lat, 3.0, 0.02)
