@@ -88,6 +88,10 @@ RECENT_ERROR_S = 300.0
 _LATE_REFUSED = frozenset({InstantActionType.RESUME, InstantActionType.OPEN_DOOR})
 
 
+_ORDER_TOPIC = (ErrorReference(key="topic", value="order"),)
+_INSTANT_TOPIC = (ErrorReference(key="topic", value="instant"),)
+
+
 # ---- what the core asks the service to do ----------------------------------------------
 
 
@@ -349,13 +353,23 @@ class BridgeCore:
         self._see(now_s)
         try:
             order = decode(Order, payload, topic=topic)
+        except DecodeError as exc:
+            return self._refuse("validation_error", exc.reason, str(exc), now_s, named=_ORDER_TOPIC)
+        try:
             self.verifier.verify(order, now_s, topic=topic)
         except SignatureError as exc:
-            return self._refuse(
-                "signature_error", exc.reason, str(exc), now_s, message_id=exc.message_id
+            named = (
+                ErrorReference(key="order_id", value=order.order_id),
+                ErrorReference(key="order_update_id", value=str(order.order_update_id)),
             )
-        except DecodeError as exc:
-            return self._refuse("validation_error", exc.reason, str(exc), now_s)
+            return self._refuse(
+                "signature_error",
+                exc.reason,
+                str(exc),
+                now_s,
+                message_id=exc.message_id,
+                named=named,
+            )
         actions: list[Action] = [SaveCounters(self.verifier.last_message_ids)]
         decision = self.book.take_order(order)
         error = decision.error()
@@ -392,14 +406,25 @@ class BridgeCore:
         self._see(now_s)
         try:
             msg = decode(InstantActions, payload, topic=topic)
-            self.verifier.verify(msg, now_s, topic=topic)
-        except SignatureError as exc:
+        except DecodeError as exc:
             self._record_refusal(
-                "signature_error", exc.reason, str(exc), now_s, message_id=exc.message_id
+                "validation_error", exc.reason, str(exc), now_s, named=_INSTANT_TOPIC
             )
             return []
-        except DecodeError as exc:
-            self._record_refusal("validation_error", exc.reason, str(exc), now_s)
+        try:
+            self.verifier.verify(msg, now_s, topic=topic)
+        except SignatureError as exc:
+            named = tuple(
+                ErrorReference(key="action_id", value=a.action_id) for a in msg.actions[:32]
+            )
+            self._record_refusal(
+                "signature_error",
+                exc.reason,
+                str(exc),
+                now_s,
+                message_id=exc.message_id,
+                named=named,
+            )
             return []
         self.accepted += 1
         actions: list[Action] = []
@@ -476,8 +501,9 @@ class BridgeCore:
         now_s: float,
         *,
         message_id: int | None = None,
+        named: tuple[ErrorReference, ...] = (),
     ) -> list[Action]:
-        self._record_refusal(error_type, reason, detail, now_s, message_id=message_id)
+        self._record_refusal(error_type, reason, detail, now_s, message_id=message_id, named=named)
         return self._state_now(now_s)
 
     def _record_refusal(
@@ -488,12 +514,18 @@ class BridgeCore:
         now_s: float,
         *,
         message_id: int | None = None,
+        named: tuple[ErrorReference, ...] = (),
     ) -> None:
+        """A refused command, listed in the next states: ``reason``, the command's
+        ``message_id`` where it could be read, and what it was (``named``: its ``order_id`` and
+        ``order_update_id``, its actions' ``action_id``, or only its ``topic`` when it could
+        not be decoded that far)."""
         self.refused += 1
         log.warning("van %s: command refused (%s): %s", self.van_id, reason, detail)
         refs = [ErrorReference(key="reason", value=reason[:200])]
         if message_id is not None:  # tells two refusals of one reason apart
             refs.append(ErrorReference(key="message_id", value=str(message_id)))
+        refs.extend(named)
         error = VanError(
             error_type=error_type,
             level=ErrorLevel.WARNING,

@@ -108,6 +108,9 @@ class InstantRecord:
     at_s: float | None = None  # when it was applied (epoch s), if the holder said
 
 
+_RAN = (ActionStatus.FINISHED, ActionStatus.FAILED)
+
+
 class OrderBook:
     """One van's order, progress, parcels, cancel and instant actions (see the module doc).
 
@@ -311,6 +314,17 @@ class OrderBook:
         self._changed()
         return True
 
+    def note_instant(
+        self, action_id: str, action_type: str, status: ActionStatus, description: str = ""
+    ) -> None:
+        """List instant action ``action_id`` as ``status`` without applying its effect (one
+        that failed before it took hold); an id already listed only changes its status."""
+        if self.instant(action_id) is None:
+            self._instants.append(InstantRecord(action_id, action_type, status, description))
+            self._changed()
+        else:
+            self.instant_status(action_id, status, description)
+
     def instant_status(self, action_id: str, status: ActionStatus, description: str = "") -> None:
         record = self.instant(action_id)
         if record is not None and (
@@ -360,7 +374,20 @@ class OrderBook:
         """The node actions of the order (``ahead=False``: only of the nodes reached so far,
         what a controller reads), then the instant actions."""
         out: list[ActionState] = []
-        if self.active:
+        if self.order is not None and self.cancelled:
+            # A cancelled order keeps listing what ran (finished or failed) until a new order
+            # replaces it: the controller learns what was done before the van stopped.
+            for node in self.order.nodes:
+                done = node.sequence_id in self.finished
+                for a in node.actions:
+                    override = self._overrides.get(a.action_id)
+                    if override is not None and override.status in _RAN:
+                        out.append(override)
+                    elif done:
+                        out.append(
+                            self._action(a.action_id, a.action_type.value, ActionStatus.FINISHED)
+                        )
+        elif self.active:
             assert self.order is not None
             reached = -1 if self.last_node_seq is None else self.last_node_seq
             for node in self.order.nodes:

@@ -658,7 +658,7 @@ def test_a_van_that_reports_an_older_update_of_its_order_is_sent_the_current_one
     assert record is not None and record.confirmed and record.order is not None
     current = record.order.order_update_id
     van = h.vans["WH-PORTO-01"]
-    van.order = h.orders_for("WH-PORTO-01")[0]  # restarted from an older saved copy
+    van.book.order = h.orders_for("WH-PORTO-01")[0]  # restarted from an older saved copy
     h.report("WH-PORTO-01")
     assert "order_lost" in h.kinds()
     h.advance(0.3)

@@ -110,7 +110,11 @@ async def run_controller(args: argparse.Namespace) -> None:
 async def run_bridge(args: argparse.Namespace) -> None:
     from firmware_bridge import wire
     from firmware_bridge.bridge import DEFAULT_VCU_GRACE_S, BridgeService, BridgeSettings
-    from firmware_bridge.bridge.config import load_mqtt_login, load_signing_key
+    from firmware_bridge.bridge.config import (
+        DEFAULT_TELEMETRY_STALE_S,
+        load_mqtt_login,
+        load_signing_key,
+    )
     from fleet.protocol import Order, OrderVerdict, decide_order, decode
     from fleet.protocol.errors import ProtocolError
 
@@ -126,6 +130,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
         reconnect_s=0.2 * args.factor,
         keepalive_s=2,
         vcu_grace_s=DEFAULT_VCU_GRACE_S * args.factor,  # the production grace in wall seconds
+        telemetry_stale_s=DEFAULT_TELEMETRY_STALE_S * args.factor,  # and the staleness bound
     )
     events = EventLog(args.events)
     service = BridgeService(settings, _clock(args))

@@ -260,6 +260,24 @@ def test_a_refused_instant_message_asks_for_nothing_and_is_reported_in_the_state
     (state,) = c.state_after_command(NOW_S)
     assert isinstance(state, PublishState)
     assert [e.error_type for e in state.state.errors] == ["signature_error"]
+    refs = {(r.key, r.value) for r in state.state.errors[0].references}
+    # the refusal names the command: its id and its actions' ids (docs/protocol.md, section 6)
+    assert ("message_id", "1") in refs
+    assert {k for k, _ in refs} >= {"reason", "action_id"}
+
+
+def test_a_refused_order_is_named_by_its_id_and_update_and_garbage_by_its_topic() -> None:
+    c = core()
+    ready(c)
+    order = line_order(stops=3, released=3)
+    (state,) = [a for a in c.on_order_payload(encode(order), NOW_S) if isinstance(a, PublishState)]
+    refs = {(r.key, r.value) for r in state.state.errors[0].references}
+    assert ("order_id", order.order_id) in refs
+    assert ("order_update_id", str(order.order_update_id)) in refs
+    (state,) = [a for a in c.on_order_payload(b"{not json", NOW_S) if isinstance(a, PublishState)]
+    garbage = state.state.errors[-1]
+    assert garbage.error_type == "validation_error"
+    assert ("topic", "order") in {(r.key, r.value) for r in garbage.references}
 
 
 def test_a_vcu_rebooted_while_dwelling_at_a_stop_goes_back_to_it_and_keeps_the_parcels() -> None:

@@ -20,6 +20,7 @@ from fleet.protocol import (
     Battery,
     ErrorLevel,
     InstantActions,
+    InstantActionType,
     Load,
     Order,
     OrderVerdict,
@@ -30,6 +31,7 @@ from fleet.protocol import (
 )
 
 NOBODY_HOME = "nobody home"
+_INSTANT_KINDS = frozenset(kind.value for kind in InstantActionType)
 
 
 class _Actions(MutableMapping[str, ActionState]):
@@ -45,7 +47,10 @@ class _Actions(MutableMapping[str, ActionState]):
         return self._current()[key]
 
     def __setitem__(self, key: str, value: ActionState) -> None:
-        self._book.set_action(key, value.action_type, value.status, value.result_description)
+        if value.action_type in _INSTANT_KINDS:
+            self._book.note_instant(key, value.action_type, value.status, value.result_description)
+        else:
+            self._book.set_action(key, value.action_type, value.status, value.result_description)
 
     def __delitem__(self, key: str) -> None:
         raise TypeError("a van does not forget an action state")
