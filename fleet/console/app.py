@@ -37,6 +37,7 @@ from fleet.planning.orders import COLUMNS, parse_orders
 from fleet.protocol import ConnectionState, InstantActionType
 from fleet.protocol.clock import Clock
 from fleet.protocol.control_api import (
+    AcknowledgeBody,
     AddParcelsBody,
     CancelParcelsBody,
     CancelVansBody,
@@ -525,11 +526,22 @@ def build_app(ctx: ConsoleContext, limits: Limits) -> Gate:
         responses={**ERRORS, 404: {"model": ErrorOut}},
     )
     async def ack(alert_id: int, user: Dispatcher) -> Response:
-        """Acknowledge an alert (kept by the console, with who and when)."""
-        alert = ctx.view.acknowledge(alert_id, user.name, ctx.clock.time())
+        """Acknowledge an alert, with who and when. It is recorded in the controller's event
+        log (`alert_acknowledged`), so every console shows it, a restarted one too;
+        `recorded` is false when the controller could not be reached (then only this console
+        knows, until it restarts)."""
+        alert = ctx.view.alerts.get(alert_id)
         if alert is None:
             return _json({"error": f"no alert {alert_id}"}, 404)
-        return _json(alert.json())
+        first = alert.acknowledged_by is None
+        ctx.view.acknowledge(alert_id, user.name, ctx.clock.time())
+        recorded = not first
+        if first:
+            body = AcknowledgeBody(
+                alert=alert.kind, van_id=alert.van_id, parcel_id=alert.parcel_id, by=user.name
+            )
+            recorded = (await act(user, body, f"acknowledge alert {alert_id}")).status_code == 200
+        return _json({**alert.json(), "recorded": recorded})
 
     def ctx_display(p: object) -> str:
         from fleet.console.view import ParcelView, display_status

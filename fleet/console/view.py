@@ -298,6 +298,12 @@ class FleetView:
         self.events.append(entry)
         self._new_events.append(entry)
         kind, van, pid = event.kind, event.van_id, event.parcel_id
+        if kind == "alert_acknowledged":  # by this console or another, before a restart too
+            alert_kind, by = event.data.get("alert"), event.data.get("by")
+            open_id = self._open_alerts.get((str(alert_kind), van, pid))
+            if open_id is not None:
+                self.acknowledge(open_id, str(by or "?"), t)
+            return
         if pid is not None:
             p = self.parcel_entry(pid)
             status = _EVENT_STATUS.get(kind)

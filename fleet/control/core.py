@@ -2008,6 +2008,23 @@ class ControllerCore:
             and r.source == "urgent"
         ]
 
+    def acknowledge(
+        self, alert: str, by: str, now_s: float, *, van_id: str | None, parcel_id: str | None
+    ) -> str:
+        """A dispatcher acknowledged an alert: an ``alert_acknowledged`` event (the consoles
+        read it from the log; nothing else changes)."""
+        who = " ".join(by.split())[:64] or "?"
+        self._event(
+            "alert_acknowledged",
+            now_s,
+            van_id=van_id,
+            parcel_id=parcel_id,
+            detail=f"{alert} acknowledged by {who}",
+            alert=alert,
+            by=who,
+        )
+        return f"{alert} alert acknowledged"
+
     def request_replan(self, reason: str, now_s: float) -> str:
         """A dispatcher, an engineer or the simulator (a road closure) asks for a re-plan."""
         reason = " ".join(reason.split())[:500] or "requested"

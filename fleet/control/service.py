@@ -50,6 +50,7 @@ from fleet.protocol import (
 )
 from fleet.protocol.clock import Clock
 from fleet.protocol.control_api import (
+    AcknowledgeBody,
     AddParcelsBody,
     CancelParcelsBody,
     CancelVansBody,
@@ -428,6 +429,15 @@ class ControllerService:
             return CommandResult(
                 message=f"{body.action.value} sent to {len(sent)} van(s)", affected=tuple(sent)
             )
+        if isinstance(body, AcknowledgeBody):
+            message = core.acknowledge(
+                body.alert,
+                body.by,
+                self.clock.time(),
+                van_id=body.van_id,
+                parcel_id=body.parcel_id,
+            )
+            return CommandResult(message=message)
         if isinstance(body, EventsBody):
             records = self.store.events(
                 after_id=body.after_id,

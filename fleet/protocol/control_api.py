@@ -106,6 +106,21 @@ class InstantBody(Strict):
     all_vans: bool = False
 
 
+class AcknowledgeBody(Strict):
+    """A dispatcher acknowledged an alert (a console's): kept in the event log as
+    ``alert_acknowledged``, so every console shows it and a restarted one still does."""
+
+    command: Literal["acknowledge"] = "acknowledge"
+    alert: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")] = Field(
+        description="The alert's kind (breakdown, low_charge, link_lost, estop, ...)."
+    )
+    van_id: VanIdStr | None = None
+    parcel_id: ParcelIdStr | None = None
+    by: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="Who acknowledged it (the console user)."
+    )
+
+
 class EventsBody(Strict):
     command: Literal["events"] = "events"
     after_id: int = Field(default=0, ge=0, description="Return events with a larger id.")
@@ -122,6 +137,7 @@ RequestBody = Annotated[
     | CancelVansBody
     | ReplanBody
     | InstantBody
+    | AcknowledgeBody
     | EventsBody,
     Field(discriminator="command"),
 ]

@@ -241,14 +241,28 @@ def test_an_estop_from_the_page_reaches_the_van_and_it_shows_stopped(
     assert "E-STOPPED" in page.find_element(By.CSS_SELECTOR, "#details .van-mode").text
     status, body = api(live_day, f"/api/vans/{van}")
     assert status == 200 and body["emergency_stop"] is True and body["speed_mps"] == 0
-    wait_for(
+    alert = wait_for(
         "the e-stop alert",
-        lambda: any(
-            a["kind"] == "estop" and a["van_id"] == van
-            for a in api(live_day, "/api/alerts")[1]["alerts"]
+        lambda: next(
+            (
+                a
+                for a in api(live_day, "/api/alerts")[1]["alerts"]
+                if a["kind"] == "estop" and a["van_id"] == van
+            ),
+            None,
         ),
     )
     shot(page, "console-estop.png")
+    # acknowledged, and recorded in the controller's log (every console, a restarted one too)
+    status, acked = api(live_day, f"/api/alerts/{alert['id']}/ack", {})
+    assert status == 200 and acked["acknowledged_by"] == "dora" and acked["recorded"] is True
+    wait_for(
+        "the acknowledgement in the controller's log",
+        lambda: any(
+            e["kind"] == "alert_acknowledged" and e["van_id"] == van
+            for e in api(live_day, "/api/events?limit=2000")[1]["events"]
+        ),
+    )
 
 
 def test_an_order_posted_to_the_api_appears_on_the_map_and_is_planned(

@@ -204,3 +204,29 @@ def test_the_stream_gets_what_changed_once() -> None:
     assert delta is not None and [v["van_id"] for v in delta["vans"]] == [VAN]  # type: ignore[union-attr]
     snap = view.snapshot(NOW_S)
     assert {v["van_id"] for v in snap["vans"]} == {VAN, "ST-A-01"}  # type: ignore[union-attr]
+
+
+def test_an_acknowledgement_in_the_controllers_log_acknowledges_the_alert_after_a_restart() -> None:
+    # a restarted console reads the whole log: the breakdown comes back acknowledged by whoever
+    # acknowledged it (on any console); a later breakdown of the same van is a new, open alert
+    log = [
+        event(1, "van_out_of_service", NOW_S, van_id=VAN, detail="drive unit fault"),
+        event(
+            2,
+            "alert_acknowledged",
+            NOW_S + 60,
+            van_id=VAN,
+            detail="breakdown acknowledged by alice",
+            data={"alert": "breakdown", "by": "alice"},
+        ),
+        event(3, "van_out_of_service", NOW_S + 600, van_id=VAN, detail="again"),
+    ]
+    view = FleetView(CONFIG)
+    for e in log[:2]:
+        view.on_event(e, NOW_S + 61)
+    (first,) = view.alerts.values()
+    assert first.acknowledged_by == "alice" and first.acknowledged_s == NOW_S + 60
+    view.on_event(log[2], NOW_S + 601)
+    second = [a for a in view.alerts.values() if a.alert_id != first.alert_id]
+    assert len(second) == 1 and second[0].acknowledged_by is None
+    assert not view.parcels  # an acknowledgement is no parcel's history
