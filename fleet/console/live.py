@@ -42,7 +42,16 @@ from fleet.protocol import (
     decode,
 )
 from fleet.protocol.clock import Clock
-from fleet.protocol.control_api import Event, EventsBody, EventsResult, StatusBody, StatusResult
+from fleet.protocol.control_api import (
+    MAX_ORDERS_ASKED,
+    Event,
+    EventsBody,
+    EventsResult,
+    OrdersBody,
+    OrdersResult,
+    StatusBody,
+    StatusResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +157,7 @@ class Feed:
                 if isinstance(status, StatusResult):
                     for van in status.vans:
                         self.view.van(van.van_id).in_service = van.in_service
+                    await self._routes(client, [v.van_id for v in status.vans if v.order_id])
                 self.connected.set()
                 log.info("console: %d event(s) of history read", self.view.last_event_id)
                 return
@@ -155,6 +165,17 @@ class Feed:
                 log.info("console: controller not answering yet (%s)", exc)
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
+
+    async def _routes(self, client: ControllerClient, van_ids: list[str]) -> None:
+        """Each van's latest order from the controller (orders are not retained by the broker):
+        its route and parcels are drawn now, not from its next update."""
+        for i in range(0, len(van_ids), MAX_ORDERS_ASKED):
+            asked = tuple(van_ids[i : i + MAX_ORDERS_ASKED])
+            result = await client.request(OrdersBody(van_ids=asked))
+            if isinstance(result, OrdersResult):
+                now_s = self.clock.time()
+                for order in result.orders:
+                    self.view.on_order(order, now_s)
 
     def _handle(self, topic: str, payload: bytes, now_s: float, held: list[Event] | None) -> None:
         self.received += 1

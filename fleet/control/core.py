@@ -2402,6 +2402,14 @@ class ControllerCore:
             self._start_replan("; ".join(causes), now_s)
 
     # ------------------------------------------------------------------ queries
+    def latest_orders(self, van_ids: Sequence[str]) -> list[Order]:
+        """The latest order (update) built for each of these vans that holds one."""
+        unknown = [w for w in van_ids if not self.knows_van(w)]
+        if unknown:
+            raise ControlError(f"unknown van(s): {', '.join(unknown[:10])}")
+        found = (self._vans.get(w) for w in van_ids)
+        return [v.rec.order for v in found if v is not None and v.rec.order is not None]
+
     def status(self, van_ids: Sequence[str], now_s: float) -> StatusResult:
         wanted = list(van_ids) or sorted(set(self.roster) | set(self._vans))
         unknown = [w for w in wanted if not self.knows_van(w)]

@@ -60,6 +60,8 @@ from fleet.protocol.control_api import (
     EventsBody,
     EventsResult,
     InstantBody,
+    OrdersBody,
+    OrdersResult,
     ReplanBody,
     Reply,
     ReplyResult,
@@ -438,6 +440,8 @@ class ControllerService:
                 parcel_id=body.parcel_id,
             )
             return CommandResult(message=message)
+        if isinstance(body, OrdersBody):
+            return OrdersResult(orders=tuple(core.latest_orders(body.van_ids)))
         if isinstance(body, EventsBody):
             records = self.store.events(
                 after_id=body.after_id,

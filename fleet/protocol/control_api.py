@@ -23,6 +23,7 @@ from fleet.protocol.messages import (
     InstantActionType,
     Lat,
     Lon,
+    Order,
     ParcelIdStr,
     Strict,
     Text,
@@ -121,6 +122,17 @@ class AcknowledgeBody(Strict):
     )
 
 
+MAX_ORDERS_ASKED = 16  # an order is at most 1 MiB: a reply of these stays far below its bound
+
+
+class OrdersBody(Strict):
+    """The latest order (update) the controller sent each of these vans: what a console that
+    started mid-day draws as the van's route until the next update."""
+
+    command: Literal["orders"] = "orders"
+    van_ids: tuple[VanIdStr, ...] = Field(min_length=1, max_length=MAX_ORDERS_ASKED)
+
+
 class EventsBody(Strict):
     command: Literal["events"] = "events"
     after_id: int = Field(default=0, ge=0, description="Return events with a larger id.")
@@ -138,6 +150,7 @@ RequestBody = Annotated[
     | ReplanBody
     | InstantBody
     | AcknowledgeBody
+    | OrdersBody
     | EventsBody,
     Field(discriminator="command"),
 ]
@@ -231,7 +244,16 @@ class CommandResult(Strict):
     )
 
 
-ReplyResult = Annotated[StatusResult | EventsResult | CommandResult, Field(discriminator="kind")]
+class OrdersResult(Strict):
+    kind: Literal["orders"] = "orders"
+    orders: tuple[Order, ...] = Field(
+        max_length=MAX_ORDERS_ASKED, description="One per van asked that holds an order."
+    )
+
+
+ReplyResult = Annotated[
+    StatusResult | EventsResult | CommandResult | OrdersResult, Field(discriminator="kind")
+]
 
 
 class Reply(Strict):

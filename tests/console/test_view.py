@@ -230,3 +230,29 @@ def test_an_acknowledgement_in_the_controllers_log_acknowledges_the_alert_after_
     second = [a for a in view.alerts.values() if a.alert_id != first.alert_id]
     assert len(second) == 1 and second[0].acknowledged_by is None
     assert not view.parcels  # an acknowledgement is no parcel's history
+
+
+def test_a_console_started_mid_day_draws_every_route_from_the_controllers_latest_orders() -> None:
+    import asyncio
+    from typing import Any, cast
+
+    from fleet.console.live import Feed
+    from fleet.control.mqtt import BrokerAddress
+    from fleet.protocol.clock import WallClock
+    from fleet.protocol.control_api import MAX_ORDERS_ASKED, OrdersBody, OrdersResult
+    from fleet.protocol.topics import Topics
+
+    asked: list[tuple[str, ...]] = []
+
+    class Controller:  # answers the control API's `orders` as the controller does
+        async def request(self, body: OrdersBody) -> OrdersResult:
+            asked.append(body.van_ids)
+            return OrdersResult(orders=(planned_order(),) if VAN in body.van_ids else ())
+
+    view = FleetView(CONFIG)
+    feed = Feed(view, BrokerAddress("127.0.0.1", 1), topics=Topics(), clock=WallClock())
+    vans = [VAN, *(f"OTHER-{i:02d}" for i in range(20))]
+    asyncio.run(feed._routes(cast(Any, Controller()), vans))
+    assert [len(a) for a in asked] == [MAX_ORDERS_ASKED, len(vans) - MAX_ORDERS_ASKED]
+    assert view.vans[VAN].order == planned_order()
+    assert view.parcels  # the doors of the parcels on its route are known

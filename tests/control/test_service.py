@@ -23,6 +23,8 @@ from fleet.protocol.control_api import (
     EventsBody,
     EventsResult,
     InstantBody,
+    OrdersBody,
+    OrdersResult,
     StatusBody,
     StatusResult,
 )
@@ -120,6 +122,18 @@ def test_a_plan_is_dispatched_signed_driven_and_delivered(
                     if event.kind == "order_finished":
                         break
                 assert "order_sent" in streamed
+                # the latest order of each van that holds one (a console started mid-day)
+                latest = await client.request(OrdersBody(van_ids=("ST-A-01", "ST-A-02")))
+                assert isinstance(latest, OrdersResult)
+                assert [o.van_id for o in latest.orders] == ["ST-A-01"]
+                held = last_mile.van.order
+                assert held is not None
+                got = latest.orders[0]
+                assert (got.order_id, got.order_update_id) == (
+                    held.order_id,
+                    held.order_update_id,
+                )
+                assert got.nodes == held.nodes
 
     asyncio.run(run())
 
