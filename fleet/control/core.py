@@ -2456,6 +2456,14 @@ class ControllerCore:
             return VanMode.OFFLINE, f"{r.connection} for {now_s - r.connection_since_s:.0f} s"
         if s is None:
             return VanMode.UNKNOWN, "never reported a state"
+        if v.seen_s is not None and v.seen_s < self._listening_since_s:
+            # restored from the store, or heard before the broker link was lost: what the van
+            # did meanwhile is not known, so its last state is not shown as live
+            return VanMode.STALE, (
+                f"not heard since the controller started listening "
+                f"{now_s - self._listening_since_s:.0f} s ago; its last state is "
+                f"{now_s - v.seen_s:.0f} s old"
+            )
         stale = self._not_live(v, now_s)
         if stale:
             return VanMode.STALE, stale

@@ -696,15 +696,36 @@ def test_a_restarted_controller_does_not_take_vans_for_stale_for_its_own_downtim
     snapshot = _snapshot_of(h)
     later = h.now_s + 300.0  # down for five minutes
     again = Harness(config=h.config, snapshot=snapshot, now_s=later, vans=h.vans)
-    (status,) = again.core.status(["ST-A-02"], later + 1.0).vans
-    assert status.mode is not VanMode.STALE
     again.advance(1.0)
     again.core.request_replan("after the restart", again.now_s)
     again.pump()
     assert all(v.in_service for v in again.replans[-1].vans)
-    again.advance(10.0)  # and now they have been silent while it listened
+    assert "van_stale" not in again.kinds()
+    again.report("ST-A-02")
+    (status,) = again.core.status(["ST-A-02"], again.now_s).vans
+    assert status.mode is not VanMode.STALE
+    again.advance(11.0)  # and now it has been silent while the controller listened
     (status,) = again.core.status(["ST-A-02"], again.now_s).vans
     assert status.mode is VanMode.STALE
+
+
+def test_a_restarted_controller_never_shows_a_state_from_before_it_listened_as_live() -> None:
+    """Found by tests/safety (the loop machine): the state restored from the store (or heard
+    before the broker link was lost) was shown live, e-stopped or driving, for up to
+    ``stale_after_s`` after a restart, however old it was."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report()
+    snapshot = _snapshot_of(h)
+    later = h.now_s + 300.0
+    again = Harness(config=h.config, snapshot=snapshot, now_s=later, vans=h.vans)
+    again.connected.clear()  # nothing heard yet
+    (status,) = again.core.status(["ST-A-02"], later + 1.0).vans
+    assert status.mode is VanMode.STALE
+    assert "not heard since the controller started listening" in status.mode_reason
+    again.connected.add("ST-A-02")
+    again.report("ST-A-02")
+    (status,) = again.core.status(["ST-A-02"], again.now_s).vans
+    assert status.mode is VanMode.IDLE
 
 
 def _snapshot_of(h: Harness) -> Snapshot:

@@ -520,7 +520,7 @@ class BridgeNode:
         for action in actions:
             if isinstance(action, SendSerial):
                 if self.link_up:
-                    w.vcus[self.van_id].receive(action.message)
+                    w.vcus[self.van_id].receive(action.message, action.tag)
                     self.apply(core.on_delivered(action.tag))
                 else:
                     self.apply(core.on_send_failed(action.tag, "link lost", link_lost=True))
@@ -550,7 +550,7 @@ class BridgeNode:
             return
         for estop_id, tag in list(self.unacked_estops.items()):
             del self.unacked_estops[estop_id]
-            vcu.receive(wire.EmergencyStop(estop_id, 0))
+            vcu.receive(wire.EmergencyStop(estop_id, 0), tag)
             self.apply(self.core.on_delivered(tag))
 
 
@@ -572,11 +572,10 @@ class VanNode:
     def vehicle(self) -> Vehicle:
         return self.firmware.vehicle
 
-    def receive(self, message: wire.Message) -> None:
+    def receive(self, message: wire.Message, tag: str) -> None:
         if not self.powered:
             return
-        if isinstance(message, wire.Resume):
-            self.world.checks.vcu_resumed(self.van_id, message)
+        self.world.checks.frame_to_vcu(self.van_id, message, tag)
         self.firmware._on_message(message)
         self.flush()
 
@@ -668,6 +667,9 @@ class ControllerNode:
             message_id, payload = signer.sign(send.message, w.now_s)
             core.command_signed(send.van_id, send.message, message_id)
             kind = "order" if isinstance(send.message, Order) else "instant"
+            if isinstance(send.message, InstantActions):
+                for a in send.message.actions:
+                    w.issued.setdefault(a.action_id, len(w.issued) + 1)
             if isinstance(send.message, Order):
                 w.checks.order_sent(send.van_id, send.message)
                 core.order_published(send.van_id, send.message, w.now_s)
@@ -768,8 +770,10 @@ class Checks:
     _stale_since: dict[str, float] = field(default_factory=dict)
     # e-stop: since when each van's VCU holds a latch the dispatcher set, its odometer then
     latched_odo: dict[str, float] = field(default_factory=dict)
-    resume_allowed: dict[str, bool] = field(default_factory=dict)
+    estop_seq: dict[str, int] = field(default_factory=dict)  # newest dispatcher e-stop obeyed
+    released_by_resume: set[str] = field(default_factory=set)
     lost_since: dict[str, float] = field(default_factory=dict)
+    released: dict[tuple[str, str], int] = field(default_factory=dict)  # stops released so far
     last_fault: str = "start"
 
     def violate(self, kind: str, detail: str) -> None:
@@ -777,34 +781,52 @@ class Checks:
         self.by_fault[self.last_fault] += 1
         if len(self.log) < 50:
             self.log.append(f"t={self.world.now_s - START_S:.2f}s [{self.last_fault}] {kind}: {detail}")
+            if len(self.log) == 1:
+                self.log.append("    after: " + " | ".join(self.world.history))
 
     # -- e-stop
-    def vcu_resumed(self, van_id: str, message: wire.Resume) -> None:
-        """A RESUME reached the VCU: it may only come from a resume the dispatcher gave after
-        the latest e-stop."""
-        vcu = self.world.vcus[van_id].firmware
-        if vcu.vehicle.estopped and message.estop_id == vcu.estop_id:
-            if not self.resume_allowed.get(van_id, True):
-                self.violate("estop_unobeyed", f"{van_id}: a RESUME released the e-stop latch "
-                             "with no resume given after the e-stop")
+    def frame_to_vcu(self, van_id: str, message: wire.Message, tag: str) -> None:
+        """Before the VCU takes ``message`` (sent by the bridge under ``tag``): an e-stop
+        raises the newest dispatcher e-stop the VCU has obeyed; a RESUME that would release
+        the latch must come from a dispatcher resume issued after that e-stop."""
+        w = self.world
+        vcu = w.vcus[van_id].firmware
+        action_id = tag[3:] if tag.startswith("ia:") else ""
+        if isinstance(message, wire.EmergencyStop) and action_id:
+            seq = w.issued.get(action_id, 0)
+            self.estop_seq[van_id] = max(self.estop_seq.get(van_id, 0), seq)
+        if isinstance(message, wire.Resume) and vcu.vehicle.estopped:
+            if message.estop_id != vcu.estop_id:
+                return  # the VCU ignores it
+            self.released_by_resume.add(van_id)
+            seq = w.issued.get(action_id, 0) if action_id else 0
+            newest = self.estop_seq.get(van_id, 0)
+            if seq <= newest:
+                self.violate(
+                    "estop_unobeyed",
+                    f"{van_id}: RESUME ({tag or 'the bridge own'}) released the e-stop latch; "
+                    f"it was given before the newest e-stop the VCU obeyed",
+                )
 
     def check_estop(self, van_id: str) -> None:
+        """The VCU does not move while latched; its latch ends only with a RESUME."""
         van = self.world.vcus[van_id]
         v = van.vehicle
         latched = van.firmware.memory.estop_latched
-        if latched and van_id in self.latched_odo:
+        was = van_id in self.latched_odo
+        if latched and was:
             moved = v.odometer_m - self.latched_odo[van_id]
             if moved > 0.5:
                 self.violate("estop_unobeyed", f"{van_id} moved {moved:.1f} m while latched")
                 self.latched_odo[van_id] = v.odometer_m
-        if latched and van_id not in self.latched_odo and not self.resume_allowed.get(van_id, True):
-            # braking distance: the latch is checked from the first step it holds
-            self.latched_odo[van_id] = v.odometer_m + max(0.0, v.speed_mps**2 / 2.0)
-        if not latched and not self.resume_allowed.get(van_id, True) and van_id in self.latched_odo:
-            self.violate("estop_unobeyed", f"{van_id}: the VCU's latch was lost with no resume")
+        elif latched:
+            # from the first step it holds, after braking to a stop
+            self.latched_odo[van_id] = v.odometer_m + v.speed_mps**2 / (2 * SPEC.max_decel_mps2)
+        elif was:
             del self.latched_odo[van_id]
-        if not latched:
-            self.latched_odo.pop(van_id, None)
+            if van_id not in self.released_by_resume:
+                self.violate("estop_unobeyed", f"{van_id}: the VCU's latch ended with no RESUME")
+        self.released_by_resume.discard(van_id)
 
     # -- stale data
     def check_stale(self, van_id: str, status_mode: VanMode, data_s: float | None) -> None:
@@ -830,8 +852,10 @@ class Checks:
         v = core._vans.get(van_id)
         state = v.state if v is not None else None
         released = [n for n in order.nodes if n.released]
-        if not released:
-            return
+        key = (van_id, order.order_id)
+        if len(released) <= self.released.get(key, 0):
+            return  # nothing newly released (a base is never taken back)
+        self.released[key] = len(released)
         start = 0
         done: set[str] = set()
         lead_m = 0.0
@@ -912,9 +936,10 @@ class LoopWorld:
         self.checks = Checks(self)
         self.ledger = Ledger()
         self.faults: Counter[str] = Counter()
+        self.history: deque[str] = deque(maxlen=12)  # the latest rules applied
         self.steps = 0
         self.ticks = 0
-        self.dispatcher_estop: dict[str, bool] = {}
+        self.issued: dict[str, int] = {}  # instant action id -> order of issue
         self.db_generation = 0
         self.backup: Path | None = None
         self.vcus: dict[str, VanNode] = {
@@ -1081,10 +1106,8 @@ class LoopWorld:
             return
         if action == "estop":
             core.instant(InstantActionType.EMERGENCY_STOP, [van_id], self.now_s, reason="chaos")
-            self.checks.resume_allowed[van_id] = False
         elif action == "resume":
             core.instant(InstantActionType.RESUME, [van_id], self.now_s, reason="chaos")
-            self.checks.resume_allowed[van_id] = True
         elif action == "pause":
             core.instant(InstantActionType.PAUSE, [van_id], self.now_s)
         elif action == "cancel":
@@ -1127,3 +1150,138 @@ def _copy_db(src: Path, dst: Path) -> None:
     finally:
         target.close()
         source.close()
+
+
+# ---------------------------------------------------------------------------- the rules
+#
+# One table serves the hypothesis machine (tests/safety/loop_machine.py, each entry a rule
+# whose arguments are drawn from these ranges) and the seeded driver of benchmarks/chaos.py.
+# A parameter is ("int", lo, hi), ("float", lo, hi) or ("choice", options).
+
+Param = tuple[Any, ...]
+VAN: Param = ("int", 0, len(CONNECTED) - 1)
+DIRECTION: Param = ("choice", ("down", "up"))
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    params: dict[str, Param]
+    weight: int = 1  # how often the benchmark's driver picks it, relative to the others
+
+    def apply(self, world: LoopWorld, args: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in args.items())
+        world.history.append(f"t={world.now_s - START_S:.2f}s {self.name}({shown})")
+        _APPLY[self.name](world, **args)
+
+
+_APPLY: dict[str, Any] = {
+    "advance": lambda w, seconds: w.advance(seconds),
+    "controller_restart": lambda w, store, down_s: w.controller_restart(store, down_s),
+    "backup_store": lambda w: w.backup_store(),
+    "bridge_restart": lambda w, van, down_s: w.bridge_restart(van, down_s),
+    "vcu_reboot": lambda w, van, off_s: w.vcu_reboot(van, off_s),
+    "net_loss": lambda w, van, direction, seconds, share: w.network(
+        "loss", van, direction, seconds, share
+    ),
+    "net_duplicate": lambda w, van, direction, seconds, spread_s: w.network(
+        "duplicate", van, direction, seconds, spread_s
+    ),
+    "net_reorder": lambda w, van, direction, seconds, spread_s: w.network(
+        "reorder", van, direction, seconds, spread_s
+    ),
+    "net_delay": lambda w, van, direction, seconds, delay_s: w.network(
+        "delay", van, direction, seconds, delay_s
+    ),
+    "estop": lambda w, van: w.dispatcher("estop", van),
+    "resume": lambda w, van: w.dispatcher("resume", van),
+    "pause": lambda w, van: w.dispatcher("pause", van),
+    "cancel": lambda w, van: w.dispatcher("cancel", van),
+    "low_battery": lambda w, van, soc_pct: w.low_battery(van, soc_pct),
+    "van_out_of_reach": lambda w, van, seconds: w.outage(van, seconds),
+}
+
+RULES: tuple[Rule, ...] = (
+    Rule("advance", {"seconds": ("float", 0.25, 20.0)}, weight=12),
+    Rule(
+        "controller_restart",
+        {"store": ("choice", ("kept", "lost", "restored")), "down_s": ("float", 0.0, 5.0)},
+    ),
+    Rule("backup_store", {}),
+    Rule("bridge_restart", {"van": VAN, "down_s": ("float", 0.0, 10.0)}),
+    Rule("vcu_reboot", {"van": VAN, "off_s": ("float", 0.25, 3.0)}),
+    Rule(
+        "net_loss",
+        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "share": ("float", 0.1, 1.0)},
+    ),
+    Rule(
+        "net_duplicate",
+        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "spread_s": ("float", 0, 2)},
+    ),
+    Rule(
+        "net_reorder",
+        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "spread_s": ("float", 0, 3)},
+    ),
+    Rule(
+        "net_delay",
+        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "delay_s": ("float", 0.5, 5)},
+    ),
+    Rule("estop", {"van": VAN}, weight=2),
+    Rule("resume", {"van": VAN}, weight=2),
+    Rule("pause", {"van": VAN}),
+    Rule("cancel", {"van": VAN}),
+    Rule("low_battery", {"van": VAN, "soc_pct": ("float", 3.0, 40.0)}),
+    Rule("van_out_of_reach", {"van": VAN, "seconds": ("float", 30.0, 200.0)}),
+)
+
+
+def draw(rng: random.Random, param: Param) -> Any:
+    """A value of ``param`` for the seeded driver."""
+    kind = param[0]
+    if kind == "int":
+        return rng.randint(param[1], param[2])
+    if kind == "float":
+        return rng.uniform(param[1], param[2])
+    return rng.choice(param[1])
+
+
+@dataclass
+class ChaosResult:
+    steps: int = 0
+    worlds: int = 0
+    sim_s: float = 0.0
+    applied: Counter[str] = field(default_factory=Counter)  # rule or network effect -> count
+    violations: Counter[str] = field(default_factory=Counter)  # invariant -> count
+    by_fault: Counter[str] = field(default_factory=Counter)  # the step before a violation
+    stale_live_s_max: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+
+def run_chaos(
+    seed: int, steps: int, *, episode_steps: int = 200, on_world: Any = None
+) -> ChaosResult:
+    """The rules of :data:`RULES`, picked by weight with arguments drawn from a seeded
+    generator, ``steps`` in all; a fresh world (a new day) every ``episode_steps``."""
+    rng = random.Random(seed)
+    result = ChaosResult()
+    weights = [r.weight for r in RULES]
+    while result.steps < steps:
+        world = LoopWorld(rng.randrange(1 << 32))
+        result.worlds += 1
+        try:
+            for _ in range(min(episode_steps, steps - result.steps)):
+                r = rng.choices(RULES, weights)[0]
+                r.apply(world, {k: draw(rng, p) for k, p in r.params.items()})
+                result.steps += 1
+        finally:
+            result.sim_s += world.now_s - START_S
+            result.applied.update(world.faults)
+            result.applied.update({f"  {k} (messages)": n for k, n in world.net.applied.items()})
+            result.violations.update(world.checks.counts)
+            result.by_fault.update(world.checks.by_fault)
+            result.stale_live_s_max = max(result.stale_live_s_max, world.checks.stale_live_s_max)
+            result.log += world.checks.log[: max(0, 30 - len(result.log))]
+            world.close()
+        if on_world is not None:
+            on_world(result)
+    return result
