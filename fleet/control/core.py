@@ -1601,6 +1601,8 @@ class ControllerCore:
             message = self._instant_message(van_id, action, reason, now_s)
             action_id = message.actions[0].action_id
             urgent = _urgent(message)
+            if urgent:
+                self._drop_pending_resumes(v, action_id, now_s)
             pending = PendingInstant(
                 message,
                 now_s,
@@ -1627,6 +1629,27 @@ class ControllerCore:
                 self._back_in_service(v, "resumed by dispatcher", now_s)
             sent.append(van_id)
         return sent
+
+    def _drop_pending_resumes(self, v: _Van, estop_id: str, now_s: float) -> None:
+        """An emergency stop supersedes every resume not yet confirmed: re-sent after it (a
+        fresh message id the van accepts), a resume would release the newer e-stop."""
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_type is not InstantActionType.RESUME:
+                keep.append(p)
+                continue
+            self._event(
+                "instant_superseded",
+                now_s,
+                van_id=v.van_id,
+                detail=f"resume ({action.action_id}) not confirmed: no longer sent, the "
+                f"emergency stop {estop_id} came after it",
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
 
     def _instant_message(
         self, van_id: str, action: InstantActionType, reason: str, now_s: float
@@ -2490,6 +2513,10 @@ class ControllerCore:
         heard_s = max(v.seen_s, self._listening_since_s)
         if v.stale or now_s - heard_s > self.config.stale_after_s:
             return f"silent for {now_s - v.seen_s:.0f} s"
+        made_s = parse_timestamp(v.state.header.timestamp)
+        if v.seen_s >= self._listening_since_s and now_s - made_s > self.config.stale_after_s:
+            # it arrived late (a slow or congested link): its data is as old as its stamp
+            return f"its latest state was made {now_s - made_s:.0f} s ago (it arrived late)"
         for e in v.state.errors:
             if e.error_type in STALE_DATA_ERRORS:
                 refs = {r.key: r.value for r in e.references}

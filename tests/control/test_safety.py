@@ -743,3 +743,42 @@ def _snapshot_of(h: Harness) -> Snapshot:
     return Snapshot(
         tuple(parcels.values()), tuple(vans.values()), tuple(states.values()), tuple(plans_)
     )
+
+
+def test_a_resume_not_yet_confirmed_is_never_sent_again_after_an_emergency_stop() -> None:
+    """Found by tests/safety (the loop machine): a resume lost on its way (the bridge was
+    restarting) was re-sent two seconds later, after the dispatcher's emergency stop, with a
+    fresh message id the van accepted: it released the newer e-stop."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, resend_first_s=2.0))
+    h.report()
+    h.connected.discard("ST-A-01")  # the resume is lost
+    h.core.instant(InstantActionType.RESUME, ["ST-A-01"], h.now_s)
+    h.pump()
+    h.advance(0.5)
+    h.connected.add("ST-A-01")
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-01"], h.now_s)
+    h.pump()
+    for _ in range(20):  # ten seconds of re-send timers
+        h.advance(0.5)
+    after_estop = [a.action_type for m in h.instants if m.van_id == "ST-A-01" for a in m.actions]
+    assert InstantActionType.RESUME not in after_estop
+    assert after_estop and set(after_estop) == {InstantActionType.EMERGENCY_STOP}
+    assert "instant_superseded" in h.kinds()
+    h.report("ST-A-01")  # and the van stays stopped
+    assert h.core.status(["ST-A-01"], h.now_s).vans[0].mode is VanMode.ESTOPPED
+
+
+def test_a_state_that_arrives_late_is_as_old_as_its_stamp() -> None:
+    """Found by tests/safety (the loop machine): states delayed 4 s on a congested link were
+    taken as heard on arrival, so data 12 s old was shown live (bound 10 s + the bridge's)."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report("ST-A-01")
+    van = h.vans["ST-A-01"]
+    made_s = h.now_s
+    h.now_s += 4.0
+    h.core.on_state("ST-A-01", van.state(made_s + 0.5), h.now_s)  # made 3.5 s ago
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.IDLE
+    h.now_s += 7.0  # heard 7 s ago, made 10.5 s ago
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.STALE and "arrived late" in status.mode_reason

@@ -93,10 +93,10 @@ SPEC = load_van_spec(REPO / "configs" / "van.toml")
 START_S = datetime.combine(plans.DAY, time(6, 0), tzinfo=ZoneInfo(plans.TIMEZONE)).timestamp()
 MASTER = MasterKey(bytes(range(32)), 1)
 
-TICK_S = 0.25  # one step of the world: VCU telemetry, bridge and controller ticks
+TICK_S = 0.5  # one step of the world: VCU telemetry, bridge and controller ticks
 CONNECTED = ("WH-PORTO-01", "ST-A-01", "ST-A-02")  # vans with a bridge and a VCU
 GHOST = "WH-PORTO-02"  # in the plan, never connects
-TELEMETRY_STALE_S = 0.5  # the bridge's bound on the VCU's data
+TELEMETRY_STALE_S = 1.0  # the bridge's bound on the VCU's data (two world steps)
 VCU_GRACE_S = 5.0
 CONFIG = ControllerConfig(release_ahead_stops=1)
 # the oldest data the controller may show as live: silence up to stale_after_s, on top of
@@ -165,7 +165,9 @@ def door_of(pid: str) -> tuple[float, float]:
     return plans.DOORS[min(int(pid[1:]) - 1, 2)]
 
 
-def line_haul(van: str, pids: list[str], t0_s: float, start: tuple[float, float] | None) -> VanRoute:
+def line_haul(
+    van: str, pids: list[str], t0_s: float, start: tuple[float, float] | None
+) -> VanRoute:
     """``start``: where the van is (a re-plan), else it starts at the warehouse."""
     stops: list[Stop] = []
     t, dist, prev = t0_s, 0.0, start
@@ -174,7 +176,9 @@ def line_haul(van: str, pids: list[str], t0_s: float, start: tuple[float, float]
         dist += 2500.0
         t += 240.0
     stops.append(
-        _stop(len(stops), StopKind.DEPOT, "WH-PORTO", plans.WAREHOUSE, t, 60, dist, prev, loaded=pids)
+        _stop(
+            len(stops), StopKind.DEPOT, "WH-PORTO", plans.WAREHOUSE, t, 60, dist, prev, loaded=pids
+        )
     )
     stops.append(
         _stop(
@@ -190,7 +194,16 @@ def line_haul(van: str, pids: list[str], t0_s: float, start: tuple[float, float]
         )
     )
     stops.append(
-        _stop(len(stops), StopKind.DEPOT, "WH-PORTO", plans.WAREHOUSE, t + 720, 0, dist + 5000, plans.STATION)
+        _stop(
+            len(stops),
+            StopKind.DEPOT,
+            "WH-PORTO",
+            plans.WAREHOUSE,
+            t + 720,
+            0,
+            dist + 5000,
+            plans.STATION,
+        )
     )
     return VanRoute(VanId(van), Leg.LINE_HAUL, DepotId("WH-PORTO"), (Trip(0, tuple(stops)),))
 
@@ -269,7 +282,9 @@ def stub_replan(request: ReplanRequest) -> Plan:
                     load.setdefault(st_vans[0], []).append(pid)
                 continue
             unserved.append(
-                Unserved(ParcelId(pid), UnservedReason.NOT_ENOUGH_VANS, "on board a van out of service")
+                Unserved(
+                    ParcelId(pid), UnservedReason.NOT_ENOUGH_VANS, "on board a van out of service"
+                )
             )
             continue
         if where == "station" and st_vans:
@@ -279,16 +294,24 @@ def stub_replan(request: ReplanRequest) -> Plan:
             haul.setdefault(wh_vans[0], []).append(pid)
             load.setdefault(st_vans[0], []).append(pid)
             continue
-        unserved.append(Unserved(ParcelId(pid), UnservedReason.NOT_ENOUGH_VANS, "no van in service"))
+        unserved.append(
+            Unserved(ParcelId(pid), UnservedReason.NOT_ENOUGH_VANS, "no van in service")
+        )
     routes: list[VanRoute] = []
     for van_id in sorted(set(haul)):
         v = vans[van_id]
         routes.append(line_haul(van_id, haul[van_id], t0, (v.lon, v.lat)))
     for van_id in sorted(set(load) | set(carry)):
         v = vans[van_id]
-        delay = 420.0 if any(van_id in load and p in load[van_id] for h in haul.values() for p in h) else 0.0
+        delay = (
+            420.0
+            if any(van_id in load and p in load[van_id] for h in haul.values() for p in h)
+            else 0.0
+        )
         routes.append(
-            last_mile(van_id, load.get(van_id, []), carry.get(van_id, []), t0 + delay, (v.lon, v.lat))
+            last_mile(
+                van_id, load.get(van_id, []), carry.get(van_id, []), t0 + delay, (v.lon, v.lat)
+            )
         )
     plan = plans.plan(routes, n_parcels=len(request.parcels))
     return Plan(
@@ -336,9 +359,7 @@ class Network:
 
     def impaired(self, van_id: str, now_s: float) -> bool:
         return any(
-            w.until_s > now_s
-            for d in ("down", "up")
-            for w in self.weather.get((van_id, d), [])
+            w.until_s > now_s for d in ("down", "up") for w in self.weather.get((van_id, d), [])
         )
 
     def send(self, direction: str, packet_args: tuple[str, str, Any], now_s: float) -> None:
@@ -492,7 +513,9 @@ class BridgeNode:
         w = self.world
         mid = 1 if self.core is None else self.core.next_message_id(w.now_s)
         message = Connection(
-            header=make_header(self.van_id, mid, w.now_s), van_id=self.van_id, connection_state=state
+            header=make_header(self.van_id, mid, w.now_s),
+            van_id=self.van_id,
+            connection_state=state,
         )
         w.retained[self.van_id] = message
         w.net.send("up", (self.van_id, "connection", message), w.now_s)
@@ -533,9 +556,7 @@ class BridgeNode:
                 pass
             elif isinstance(action, PublishState):
                 w.net.send("up", (self.van_id, "state", action.state), w.now_s)
-                w.published[self.van_id][action.state.header.message_id] = w.data_time(
-                    self.van_id
-                )
+                w.published[self.van_id][action.state.header.message_id] = w.data_time(self.van_id)
             elif isinstance(action, SaveBook):
                 self.saved_book = json.loads(json.dumps(core.book_document()))
             elif isinstance(action, SaveCounters):
@@ -663,6 +684,7 @@ class ControllerNode:
         out = core.drain()
         if out.changes:
             store.commit(out.changes)
+            w.events.update(e.kind for e in out.changes.events)
         for send in sorted(out.sends, key=lambda s: not s.urgent):
             message_id, payload = signer.sign(send.message, w.now_s)
             core.command_signed(send.van_id, send.message, message_id)
@@ -685,7 +707,11 @@ class ControllerNode:
         while self.replans and self.replans[0][0] <= w.now_s:
             _, request = self.replans.popleft()
             checked = check_plan(
-                stub_replan(request), list(request.parcels), "{}", _accept, plan_id=request.replan_id
+                stub_replan(request),
+                list(request.parcels),
+                "{}",
+                _accept,
+                plan_id=request.replan_id,
             )
             core.replan_done(checked, w.now_s)
             self.flush()
@@ -740,7 +766,8 @@ class Ledger:
                 return
             if here != ref:
                 checks.violate(
-                    "parcels_duplicated", f"{van_id} loaded {pid} at {ref or 'a door'}; it is {here}"
+                    "parcels_duplicated",
+                    f"{van_id} loaded {pid} at {ref or 'a door'}; it is {here}",
                 )
             self.where[pid] = van
         elif kind is NodeActionType.UNLOAD:
@@ -780,7 +807,9 @@ class Checks:
         self.counts[kind] += 1
         self.by_fault[self.last_fault] += 1
         if len(self.log) < 50:
-            self.log.append(f"t={self.world.now_s - START_S:.2f}s [{self.last_fault}] {kind}: {detail}")
+            self.log.append(
+                f"t={self.world.now_s - START_S:.2f}s [{self.last_fault}] {kind}: {detail}"
+            )
             if len(self.log) == 1:
                 self.log.append("    after: " + " | ".join(self.world.history))
 
@@ -866,7 +895,9 @@ class Checks:
         elif state is not None and state.position is not None:
             first = order.nodes[0]
             away = plans_distance((state.position.lon, state.position.lat), (first.lon, first.lat))
-            lead_m = away * 1.3 if away > first.allowed_deviation_m + CONFIG.gps_tolerance_m else 0.0
+            lead_m = (
+                away * 1.3 if away > first.allowed_deviation_m + CONFIG.gps_tolerance_m else 0.0
+            )
         have_m = battery.usable_m(state, SPEC)
         check = battery.check_range(
             order.nodes,
@@ -940,12 +971,17 @@ class LoopWorld:
         self.steps = 0
         self.ticks = 0
         self.issued: dict[str, int] = {}  # instant action id -> order of issue
+        self.events: Counter[str] = Counter()  # the controller's events, by kind
+        self.wiped: set[str] = set()  # vans whose bridge lost its state dir: the book is not
+        # what the van carries (the parcels are still in it)
         self.db_generation = 0
         self.backup: Path | None = None
         self.vcus: dict[str, VanNode] = {
             van_id: VanNode(self, van_id, plans.ROSTER[van_id]) for van_id in CONNECTED
         }
-        self.bridges: dict[str, BridgeNode] = {van_id: BridgeNode(self, van_id) for van_id in CONNECTED}
+        self.bridges: dict[str, BridgeNode] = {
+            van_id: BridgeNode(self, van_id) for van_id in CONNECTED
+        }
         self.controller = ControllerNode(self, self.dir / "fleet-0.db")
         self.controller.start()
         for bridge in self.bridges.values():
@@ -1020,7 +1056,12 @@ class LoopWorld:
             c.check_estop(van_id)
             c.check_order_held(van_id)
             bridge = self.bridges[van_id]
-            if bridge.core is not None and van.powered and bridge.link_up:
+            if (
+                bridge.core is not None
+                and van.powered
+                and bridge.link_up
+                and van_id not in self.wiped
+            ):
                 lost = {
                     p
                     for p, where in self.ledger.where.items()
@@ -1032,15 +1073,14 @@ class LoopWorld:
                         self.ledger.where[p] = "lost"
         if core is None:
             return
-        status = core.status([], self.now_s)
-        for vs in status.vans:
-            if vs.van_id not in self.vcus:
+        for van_id in self.vcus:
+            # the mode `fleet status` shows (ControllerCore.status builds it with _mode)
+            v = core._vans.get(van_id)
+            if v is None or v.state is None:
                 continue
-            v = core._vans.get(vs.van_id)
-            data_s = None
-            if v is not None and v.state is not None:
-                data_s = self.published[vs.van_id].get(v.state.header.message_id)
-            c.check_stale(vs.van_id, vs.mode, data_s)
+            mode, _ = core._mode(v, self.now_s)
+            data_s = self.published[van_id].get(v.state.header.message_id)
+            c.check_stale(van_id, mode, data_s)
         for pid, where in self.ledger.where.items():
             rec = core.parcel(pid)
             if rec is not None and rec.status is ParcelStatus.DELIVERED and where != "delivered":
@@ -1078,12 +1118,17 @@ class LoopWorld:
         _copy_db(self.controller.db, path)
         self.backup = path
 
-    def bridge_restart(self, van: int, down_s: float) -> None:
+    def bridge_restart(self, van: int, down_s: float, wiped: bool = False) -> None:
+        """``wiped``: it comes back without its state dir (no order book, no counters)."""
         van_id = CONNECTED[van % len(CONNECTED)]
-        self.note("bridge_restart")
-        self.bridges[van_id].crash()
+        self.note("bridge_restart_wiped" if wiped else "bridge_restart")
+        bridge = self.bridges[van_id]
+        bridge.crash()
         self.run(down_s)
-        self.bridges[van_id].start()
+        if wiped:
+            bridge.saved_book, bridge.saved_counters = None, {}
+            self.wiped.add(van_id)
+        bridge.start()
 
     def vcu_reboot(self, van: int, off_s: float) -> None:
         van_id = CONNECTED[van % len(CONNECTED)]
@@ -1170,7 +1215,9 @@ class Rule:
     weight: int = 1  # how often the benchmark's driver picks it, relative to the others
 
     def apply(self, world: LoopWorld, args: dict[str, Any]) -> None:
-        shown = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in args.items())
+        shown = ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in args.items()
+        )
         world.history.append(f"t={world.now_s - START_S:.2f}s {self.name}({shown})")
         _APPLY[self.name](world, **args)
 
@@ -1180,6 +1227,7 @@ _APPLY: dict[str, Any] = {
     "controller_restart": lambda w, store, down_s: w.controller_restart(store, down_s),
     "backup_store": lambda w: w.backup_store(),
     "bridge_restart": lambda w, van, down_s: w.bridge_restart(van, down_s),
+    "bridge_restart_wiped": lambda w, van, down_s: w.bridge_restart(van, down_s, wiped=True),
     "vcu_reboot": lambda w, van, off_s: w.vcu_reboot(van, off_s),
     "net_loss": lambda w, van, direction, seconds, share: w.network(
         "loss", van, direction, seconds, share
@@ -1202,36 +1250,57 @@ _APPLY: dict[str, Any] = {
 }
 
 RULES: tuple[Rule, ...] = (
-    Rule("advance", {"seconds": ("float", 0.25, 20.0)}, weight=12),
+    Rule("advance", {"seconds": ("float", 0.5, 15.0)}, weight=12),
     Rule(
         "controller_restart",
         {"store": ("choice", ("kept", "lost", "restored")), "down_s": ("float", 0.0, 5.0)},
     ),
     Rule("backup_store", {}),
     Rule("bridge_restart", {"van": VAN, "down_s": ("float", 0.0, 10.0)}),
+    Rule("bridge_restart_wiped", {"van": VAN, "down_s": ("float", 0.0, 10.0)}),
     Rule("vcu_reboot", {"van": VAN, "off_s": ("float", 0.25, 3.0)}),
     Rule(
         "net_loss",
-        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "share": ("float", 0.1, 1.0)},
+        {
+            "van": VAN,
+            "direction": DIRECTION,
+            "seconds": ("float", 1, 30),
+            "share": ("float", 0.1, 1.0),
+        },
     ),
     Rule(
         "net_duplicate",
-        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "spread_s": ("float", 0, 2)},
+        {
+            "van": VAN,
+            "direction": DIRECTION,
+            "seconds": ("float", 1, 30),
+            "spread_s": ("float", 0, 2),
+        },
     ),
     Rule(
         "net_reorder",
-        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "spread_s": ("float", 0, 3)},
+        {
+            "van": VAN,
+            "direction": DIRECTION,
+            "seconds": ("float", 1, 30),
+            "spread_s": ("float", 0, 3),
+        },
     ),
     Rule(
         "net_delay",
-        {"van": VAN, "direction": DIRECTION, "seconds": ("float", 1, 30), "delay_s": ("float", 0.5, 5)},
+        {
+            "van": VAN,
+            "direction": DIRECTION,
+            "seconds": ("float", 1, 30),
+            "delay_s": ("float", 0.5, 5),
+        },
     ),
     Rule("estop", {"van": VAN}, weight=2),
     Rule("resume", {"van": VAN}, weight=2),
     Rule("pause", {"van": VAN}),
     Rule("cancel", {"van": VAN}),
     Rule("low_battery", {"van": VAN, "soc_pct": ("float", 3.0, 40.0)}),
-    Rule("van_out_of_reach", {"van": VAN, "seconds": ("float", 30.0, 200.0)}),
+    Rule("van_out_of_reach", {"van": VAN, "seconds": ("float", 20.0, 150.0)}),
 )
 
 
@@ -1255,6 +1324,9 @@ class ChaosResult:
     by_fault: Counter[str] = field(default_factory=Counter)  # the step before a violation
     stale_live_s_max: float = 0.0
     log: list[str] = field(default_factory=list)
+    events: Counter[str] = field(default_factory=Counter)  # the controller's, by kind
+    delivered: int = 0  # parcels delivered (physically), over all days
+    parcels: int = 0
 
 
 def run_chaos(
@@ -1281,6 +1353,9 @@ def run_chaos(
             result.by_fault.update(world.checks.by_fault)
             result.stale_live_s_max = max(result.stale_live_s_max, world.checks.stale_live_s_max)
             result.log += world.checks.log[: max(0, 30 - len(result.log))]
+            result.events.update(world.events)
+            result.delivered += sum(1 for w in world.ledger.where.values() if w == "delivered")
+            result.parcels += 6
             world.close()
         if on_world is not None:
             on_world(result)
