@@ -320,6 +320,7 @@ class ControllerCore:
                 v.path = path_of(rec.order)
                 self._index_actions(v)
             self._vans[rec.van_id] = v
+            self._drop_moving_instants(v, now_s)
         for s in snap.van_states:
             v = self._van(s.van_id)
             v.state, v.seen_s = s.state, s.seen_s
@@ -1629,6 +1630,28 @@ class ControllerCore:
                 self._back_in_service(v, "resumed by dispatcher", now_s)
             sent.append(van_id)
         return sent
+
+    def _drop_moving_instants(self, v: _Van, now_s: float) -> None:
+        """After a restart, a resume (or an open door) not yet confirmed is not sent again:
+        the store may be an older copy, and an emergency stop given after it (by the
+        controller before this one) would be released by it. Safer commands are re-sent."""
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_type not in (InstantActionType.RESUME, InstantActionType.OPEN_DOOR):
+                keep.append(p)
+                continue
+            self._event(
+                "instant_superseded",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) given before the "
+                "controller restarted, not confirmed: not sent again (give it again)",
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
 
     def _drop_pending_resumes(self, v: _Van, estop_id: str, now_s: float) -> None:
         """An emergency stop supersedes every resume not yet confirmed: re-sent after it (a

@@ -782,3 +782,24 @@ def test_a_state_that_arrives_late_is_as_old_as_its_stamp() -> None:
     h.now_s += 7.0  # heard 7 s ago, made 10.5 s ago
     (status,) = h.core.status(["ST-A-01"], h.now_s).vans
     assert status.mode is VanMode.STALE and "arrived late" in status.mode_reason
+
+
+def test_a_restarted_controller_never_sends_again_a_resume_from_before_its_restart() -> None:
+    """Found by tests/safety (the loop machine): a controller restored from an older copy of
+    its store re-sent a resume that copy held unconfirmed; a van whose bridge had lost its
+    state dir took it as new and released an emergency stop given after it."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.connected.discard("ST-A-01")
+    h.core.instant(InstantActionType.RESUME, ["ST-A-01"], h.now_s)
+    h.core.instant(InstantActionType.PAUSE, ["ST-A-01"], h.now_s)
+    h.pump()
+    snapshot = _snapshot_of(h)
+    again = Harness(config=h.config, snapshot=snapshot, now_s=h.now_s + 60.0, vans=h.vans)
+    again.core.on_link_up(again.now_s)
+    again.pump()
+    again.advance(30.0)
+    sent = [a.action_type for m in again.instants for a in m.actions]
+    assert InstantActionType.RESUME not in sent
+    assert InstantActionType.PAUSE in sent  # a safer command is sent again
+    assert "instant_superseded" in again.kinds()

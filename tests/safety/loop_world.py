@@ -733,12 +733,13 @@ class Ledger:
 
     where: dict[str, str] = field(default_factory=dict)
     done: set[tuple[str, str, str]] = field(default_factory=set)  # (van, order, action)
-    versions: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def observe(self, van_id: str, book: Any, world: LoopWorld) -> None:
-        if self.versions.get(van_id) == book.version and book.order is not None:
+        seen = (id(book), book.version)  # a restarted bridge has a new book
+        if self.versions.get(van_id) == seen:
             return
-        self.versions[van_id] = book.version
+        self.versions[van_id] = seen
         order = book.order
         if order is None:
             return
