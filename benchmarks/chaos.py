@@ -44,7 +44,6 @@ from tests.safety.loop_world import (  # noqa: E402
     run_chaos,
 )
 
-
 COVERAGE_EVENTS = (
     "order_sent",
     "order_confirmed",

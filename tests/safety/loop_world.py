@@ -77,7 +77,6 @@ from fleet.protocol import (
     InstantActionType,
     NodeActionType,
     Order,
-    State,
     derive_van_key,
     make_header,
 )
