@@ -286,6 +286,8 @@ def stub_replan(request: ReplanRequest) -> Plan:
                 )
             )
             continue
+        if where == "station" and request.at_station.get(pid, "ST-A") != "ST-A":
+            where = "warehouse"  # unloaded at the warehouse (a van sent home after a cancel)
         if where == "station" and st_vans:
             load.setdefault(st_vans[0], []).append(pid)
             continue
