@@ -4,11 +4,13 @@ every step (``docs/chaos.md``). The ``ci`` hypothesis profile keeps it under hal
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, Phase, settings
 
 from fleet.protocol import NodeActionType
 from tests.safety.loop_machine import LoopMachine
-from tests.safety.loop_world import SPEC, LoopWorld
+from tests.safety.loop_world import ORDER_LOST_BOUND_S, SPEC, LoopWorld
 
 settings.register_profile(
     "loop-ci",
@@ -84,5 +86,22 @@ def test_a_release_beyond_the_reported_battery_is_counted() -> None:
         world.checks.released.clear()  # as if this order's base were released only now
         world.checks.order_sent("WH-PORTO-01", record.order)
         assert world.checks.counts["orders_beyond_battery"] == 1
+    finally:
+        world.close()
+
+
+def test_a_van_left_without_its_order_past_the_bound_is_counted() -> None:
+    world = LoopWorld(3)
+    try:
+        world.run(20.0)  # the line haul van has confirmed its order
+        core = world.controller.core
+        assert core is not None
+        record = core.van_record("WH-PORTO-01")
+        assert record is not None and record.echoed
+        # a controller that would never notice: the bound is the machine's, not the config's
+        core.config = dataclasses.replace(core.config, order_lost_after_s=1e9)
+        world.bridge_restart(0, 1.0, wiped=True)
+        world.run(ORDER_LOST_BOUND_S + 2.0)
+        assert world.checks.counts["order_lost_unhandled"] >= 1
     finally:
         world.close()
