@@ -505,13 +505,22 @@ class ControllerCore:
                     rec = self._parcels.get(pid)
                     if rec is None:
                         continue
+                    # a parcel at a station (or back at the warehouse) keeps naming where it
+                    # lies until a van loads it: a load elsewhere waits for its line haul
+                    lies = rec.station if rec.status is ParcelStatus.AT_STATION else None
                     if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
                         self._set_parcel(
-                            rec, line_haul_van=route.van_id, source=source, station=stop.ref
+                            rec,
+                            line_haul_van=route.van_id,
+                            source=source,
+                            station=lies or stop.ref,
                         )
                     else:
                         self._set_parcel(
-                            rec, last_mile_van=route.van_id, source=source, station=route.depot
+                            rec,
+                            last_mile_van=route.van_id,
+                            source=source,
+                            station=lies or route.depot,
                         )
 
     # ------------------------------------------------------------------ orders
@@ -708,6 +717,13 @@ class ControllerCore:
                     ParcelStatus.LOADED,
                 ):
                     return True
+                if (
+                    rec.status is ParcelStatus.AT_STATION
+                    and rec.station
+                    and node.ref
+                    and rec.station != node.ref
+                ):
+                    return True  # it lies elsewhere (back at the warehouse): not here yet
                 if rec.status is ParcelStatus.LOADED and rec.holder not in (None, v.van_id):
                     holder = self._vans.get(rec.holder or "")
                     if holder is not None and self._keeps_load(holder):

@@ -803,3 +803,32 @@ def test_a_restarted_controller_never_sends_again_a_resume_from_before_its_resta
     assert InstantActionType.RESUME not in sent
     assert InstantActionType.PAUSE in sent  # a safer command is sent again
     assert "instant_superseded" in again.kinds()
+
+
+def test_a_parcel_back_at_the_warehouse_is_not_loaded_at_the_station_before_its_line_haul() -> None:
+    """Found by tests/safety (the loop machine): parcels a cancelled line-haul van unloaded
+    back at the warehouse were re-planned through the station; the re-plan overwrote where
+    they lay with the station they go to, and the station van's load there was released at
+    once — it "loaded" parcels still at the warehouse, and the next re-plan took them for
+    on board."""
+    p1 = plans.parcels(1)[0]
+    day = PlanRecord("P-1", "plan", "dispatch", 0.0, plans.DAY.isoformat(), plans.TIMEZONE, "{}")
+    back = ParcelRecord(p1, ParcelStatus.AT_STATION, "P-1", station="WH-PORTO")
+    h = Harness(snapshot=Snapshot(parcels=(back,), plans=(day,)))
+    h.report()
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    routes = [
+        plans.line_haul_route(["P1"], van="WH-PORTO-02"),
+        plans.last_mile_route(["P1"], van="ST-A-01"),
+    ]
+    h.replan_done(request, plans.plan(routes, n_parcels=1))
+    record = h.core.parcel("P1")
+    assert record is not None and record.station == "WH-PORTO"  # where it lies
+    assert h.orders_for("ST-A-01") == []  # its load at ST-A waits for the line haul
+    h.drive("WH-PORTO-02", 2)  # loads at the warehouse, unloads at the station
+    record = h.core.parcel("P1")
+    assert record is not None and record.status is ParcelStatus.AT_STATION
+    assert record.station == "ST-A"
+    assert h.orders_for("ST-A-01")  # now it goes
