@@ -271,6 +271,25 @@ class SimulatedVcu:
         self._reboot_requested = True
 
     async def _boot(self) -> bool:
+        self.power_on()
+        link = SerialLink(
+            self.port.opener,
+            config=self.config.link,
+            clock=self.clock,
+            on_event=self._on_link_event,
+            baud=self.config.baud,
+            tx_filter=self.tx_noise,
+            rx_filter=self.rx_noise,
+            reopen_s=0.2,
+            name="vcu",
+        )
+        self._link = link
+        async with link:
+            return await self._tick_loop()
+
+    def power_on(self) -> None:
+        """The firmware's start, without I/O (the link is the caller's): the mission
+        forgotten, the drive cut, the e-stop latch taken from the non-volatile memory."""
         self.boots += 1
         self._boot_at = self.clock.monotonic()
         self.mission_id = 0
@@ -291,20 +310,6 @@ class SimulatedVcu:
             log.warning("vcu: boot with e-stop %d latched (non-volatile memory)", self.estop_id)
         else:
             v.release_estop()
-        link = SerialLink(
-            self.port.opener,
-            config=self.config.link,
-            clock=self.clock,
-            on_event=self._on_link_event,
-            baud=self.config.baud,
-            tx_filter=self.tx_noise,
-            rx_filter=self.rx_noise,
-            reopen_s=0.2,
-            name="vcu",
-        )
-        self._link = link
-        async with link:
-            return await self._tick_loop()
 
     async def _tick_loop(self) -> bool:
         cfg = self.config
@@ -316,16 +321,22 @@ class SimulatedVcu:
             now = self.clock.monotonic()
             if self._scheduled_faults():
                 return True  # reboot
-            events = self.vehicle.step(max(0.0, now - last))
+            eventful = self.step_firmware(now, max(0.0, now - last))
             last = now
-            eventful = self._on_vehicle_events(events)
-            eventful |= self._check_link_loss(now)
             if eventful or now >= next_telemetry:
                 self.send_telemetry()
             if now >= next_telemetry:
                 # on a fixed schedule (late ticks do not stretch the period): at least
                 # telemetry_hz, as every VCU must keep; events add frames in between
                 next_telemetry = max(next_telemetry + period, now + period / 2)
+
+    def step_firmware(self, now: float, dt_s: float) -> bool:
+        """One tick of the firmware, without I/O: the vehicle moves ``dt_s``, its events are
+        reported, the bound on driving without the bridge is checked. True when telemetry
+        should go out now."""
+        eventful = self._on_vehicle_events(self.vehicle.step(dt_s))
+        eventful |= self._check_link_loss(now)
+        return eventful
 
     def _check_link_loss(self, now: float) -> bool:
         """The bound on driving without the bridge: past it, a minimal-risk stop at the next

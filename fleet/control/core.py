@@ -320,6 +320,7 @@ class ControllerCore:
                 v.path = path_of(rec.order)
                 self._index_actions(v)
             self._vans[rec.van_id] = v
+            self._drop_moving_instants(v, now_s)
         for s in snap.van_states:
             v = self._van(s.van_id)
             v.state, v.seen_s = s.state, s.seen_s
@@ -504,13 +505,22 @@ class ControllerCore:
                     rec = self._parcels.get(pid)
                     if rec is None:
                         continue
+                    # a parcel at a station (or back at the warehouse) keeps naming where it
+                    # lies until a van loads it: a load elsewhere waits for its line haul
+                    lies = rec.station if rec.status is ParcelStatus.AT_STATION else None
                     if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
                         self._set_parcel(
-                            rec, line_haul_van=route.van_id, source=source, station=stop.ref
+                            rec,
+                            line_haul_van=route.van_id,
+                            source=source,
+                            station=lies or stop.ref,
                         )
                     else:
                         self._set_parcel(
-                            rec, last_mile_van=route.van_id, source=source, station=route.depot
+                            rec,
+                            last_mile_van=route.van_id,
+                            source=source,
+                            station=lies or route.depot,
                         )
 
     # ------------------------------------------------------------------ orders
@@ -707,6 +717,13 @@ class ControllerCore:
                     ParcelStatus.LOADED,
                 ):
                     return True
+                if (
+                    rec.status is ParcelStatus.AT_STATION
+                    and rec.station
+                    and node.ref
+                    and rec.station != node.ref
+                ):
+                    return True  # it lies elsewhere (back at the warehouse): not here yet
                 if rec.status is ParcelStatus.LOADED and rec.holder not in (None, v.van_id):
                     holder = self._vans.get(rec.holder or "")
                     if holder is not None and self._keeps_load(holder):
@@ -1601,6 +1618,8 @@ class ControllerCore:
             message = self._instant_message(van_id, action, reason, now_s)
             action_id = message.actions[0].action_id
             urgent = _urgent(message)
+            if urgent:
+                self._drop_pending_resumes(v, action_id, now_s)
             pending = PendingInstant(
                 message,
                 now_s,
@@ -1627,6 +1646,49 @@ class ControllerCore:
                 self._back_in_service(v, "resumed by dispatcher", now_s)
             sent.append(van_id)
         return sent
+
+    def _drop_moving_instants(self, v: _Van, now_s: float) -> None:
+        """After a restart, a resume (or an open door) not yet confirmed is not sent again:
+        the store may be an older copy, and an emergency stop given after it (by the
+        controller before this one) would be released by it. Safer commands are re-sent."""
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_type not in (InstantActionType.RESUME, InstantActionType.OPEN_DOOR):
+                keep.append(p)
+                continue
+            self._event(
+                "instant_superseded",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) given before the "
+                "controller restarted, not confirmed: not sent again (give it again)",
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
+
+    def _drop_pending_resumes(self, v: _Van, estop_id: str, now_s: float) -> None:
+        """An emergency stop supersedes every resume not yet confirmed: re-sent after it (a
+        fresh message id the van accepts), a resume would release the newer e-stop."""
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_type is not InstantActionType.RESUME:
+                keep.append(p)
+                continue
+            self._event(
+                "instant_superseded",
+                now_s,
+                van_id=v.van_id,
+                detail=f"resume ({action.action_id}) not confirmed: no longer sent, the "
+                f"emergency stop {estop_id} came after it",
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
 
     def _instant_message(
         self, van_id: str, action: InstantActionType, reason: str, now_s: float
@@ -2481,6 +2543,14 @@ class ControllerCore:
             return VanMode.OFFLINE, f"{r.connection} for {now_s - r.connection_since_s:.0f} s"
         if s is None:
             return VanMode.UNKNOWN, "never reported a state"
+        if v.seen_s is not None and v.seen_s < self._listening_since_s:
+            # restored from the store, or heard before the broker link was lost: what the van
+            # did meanwhile is not known, so its last state is not shown as live
+            return VanMode.STALE, (
+                f"not heard since the controller started listening "
+                f"{now_s - self._listening_since_s:.0f} s ago; its last state is "
+                f"{now_s - v.seen_s:.0f} s old"
+            )
         stale = self._not_live(v, now_s)
         if stale:
             return VanMode.STALE, stale
@@ -2507,6 +2577,10 @@ class ControllerCore:
         heard_s = max(v.seen_s, self._listening_since_s)
         if v.stale or now_s - heard_s > self.config.stale_after_s:
             return f"silent for {now_s - v.seen_s:.0f} s"
+        made_s = parse_timestamp(v.state.header.timestamp)
+        if v.seen_s >= self._listening_since_s and now_s - made_s > self.config.stale_after_s:
+            # it arrived late (a slow or congested link): its data is as old as its stamp
+            return f"its latest state was made {now_s - made_s:.0f} s ago (it arrived late)"
         for e in v.state.errors:
             if e.error_type in STALE_DATA_ERRORS:
                 refs = {r.key: r.value for r in e.references}

@@ -453,8 +453,11 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     h.pump()
     (request,) = h.replans
     full = Unserved(ParcelId("P4"), UnservedReason.NOT_ENOUGH_VANS, "no van of ST-A had room")
+    # the re-plan keeps the line haul's second trip (its first is the released base: a plan
+    # that repeated it would have the van load at the warehouse what lies at the station)
+    rest = dataclasses.replace(line_haul, trips=(Trip(1, later),))
     replan = dataclasses.replace(
-        plans.plan([line_haul, plans.last_mile_route(["P1", "P2", "P3"])]), unserved=(full,)
+        plans.plan([rest, plans.last_mile_route(["P1", "P2", "P3"])]), unserved=(full,)
     )
     h.replan_done(request, replan)
     assert _status(h, "P4") is ParcelStatus.PLANNED

@@ -696,15 +696,36 @@ def test_a_restarted_controller_does_not_take_vans_for_stale_for_its_own_downtim
     snapshot = _snapshot_of(h)
     later = h.now_s + 300.0  # down for five minutes
     again = Harness(config=h.config, snapshot=snapshot, now_s=later, vans=h.vans)
-    (status,) = again.core.status(["ST-A-02"], later + 1.0).vans
-    assert status.mode is not VanMode.STALE
     again.advance(1.0)
     again.core.request_replan("after the restart", again.now_s)
     again.pump()
     assert all(v.in_service for v in again.replans[-1].vans)
-    again.advance(10.0)  # and now they have been silent while it listened
+    assert "van_stale" not in again.kinds()
+    again.report("ST-A-02")
+    (status,) = again.core.status(["ST-A-02"], again.now_s).vans
+    assert status.mode is not VanMode.STALE
+    again.advance(11.0)  # and now it has been silent while the controller listened
     (status,) = again.core.status(["ST-A-02"], again.now_s).vans
     assert status.mode is VanMode.STALE
+
+
+def test_a_restarted_controller_never_shows_a_state_from_before_it_listened_as_live() -> None:
+    """Found by tests/safety (the loop machine): the state restored from the store (or heard
+    before the broker link was lost) was shown live, e-stopped or driving, for up to
+    ``stale_after_s`` after a restart, however old it was."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report()
+    snapshot = _snapshot_of(h)
+    later = h.now_s + 300.0
+    again = Harness(config=h.config, snapshot=snapshot, now_s=later, vans=h.vans)
+    again.connected.clear()  # nothing heard yet
+    (status,) = again.core.status(["ST-A-02"], later + 1.0).vans
+    assert status.mode is VanMode.STALE
+    assert "not heard since the controller started listening" in status.mode_reason
+    again.connected.add("ST-A-02")
+    again.report("ST-A-02")
+    (status,) = again.core.status(["ST-A-02"], again.now_s).vans
+    assert status.mode is VanMode.IDLE
 
 
 def _snapshot_of(h: Harness) -> Snapshot:
@@ -722,3 +743,92 @@ def _snapshot_of(h: Harness) -> Snapshot:
     return Snapshot(
         tuple(parcels.values()), tuple(vans.values()), tuple(states.values()), tuple(plans_)
     )
+
+
+def test_a_resume_not_yet_confirmed_is_never_sent_again_after_an_emergency_stop() -> None:
+    """Found by tests/safety (the loop machine): a resume lost on its way (the bridge was
+    restarting) was re-sent two seconds later, after the dispatcher's emergency stop, with a
+    fresh message id the van accepted: it released the newer e-stop."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, resend_first_s=2.0))
+    h.report()
+    h.connected.discard("ST-A-01")  # the resume is lost
+    h.core.instant(InstantActionType.RESUME, ["ST-A-01"], h.now_s)
+    h.pump()
+    h.advance(0.5)
+    h.connected.add("ST-A-01")
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-01"], h.now_s)
+    h.pump()
+    for _ in range(20):  # ten seconds of re-send timers
+        h.advance(0.5)
+    after_estop = [a.action_type for m in h.instants if m.van_id == "ST-A-01" for a in m.actions]
+    assert InstantActionType.RESUME not in after_estop
+    assert after_estop and set(after_estop) == {InstantActionType.EMERGENCY_STOP}
+    assert "instant_superseded" in h.kinds()
+    h.report("ST-A-01")  # and the van stays stopped
+    assert h.core.status(["ST-A-01"], h.now_s).vans[0].mode is VanMode.ESTOPPED
+
+
+def test_a_state_that_arrives_late_is_as_old_as_its_stamp() -> None:
+    """Found by tests/safety (the loop machine): states delayed 4 s on a congested link were
+    taken as heard on arrival, so data 12 s old was shown live (bound 10 s + the bridge's)."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, stale_after_s=10.0))
+    h.report("ST-A-01")
+    van = h.vans["ST-A-01"]
+    made_s = h.now_s
+    h.now_s += 4.0
+    h.core.on_state("ST-A-01", van.state(made_s + 0.5), h.now_s)  # made 3.5 s ago
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.IDLE
+    h.now_s += 7.0  # heard 7 s ago, made 10.5 s ago
+    (status,) = h.core.status(["ST-A-01"], h.now_s).vans
+    assert status.mode is VanMode.STALE and "arrived late" in status.mode_reason
+
+
+def test_a_restarted_controller_never_sends_again_a_resume_from_before_its_restart() -> None:
+    """Found by tests/safety (the loop machine): a controller restored from an older copy of
+    its store re-sent a resume that copy held unconfirmed; a van whose bridge had lost its
+    state dir took it as new and released an emergency stop given after it."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.connected.discard("ST-A-01")
+    h.core.instant(InstantActionType.RESUME, ["ST-A-01"], h.now_s)
+    h.core.instant(InstantActionType.PAUSE, ["ST-A-01"], h.now_s)
+    h.pump()
+    snapshot = _snapshot_of(h)
+    again = Harness(config=h.config, snapshot=snapshot, now_s=h.now_s + 60.0, vans=h.vans)
+    again.core.on_link_up(again.now_s)
+    again.pump()
+    again.advance(30.0)
+    sent = [a.action_type for m in again.instants for a in m.actions]
+    assert InstantActionType.RESUME not in sent
+    assert InstantActionType.PAUSE in sent  # a safer command is sent again
+    assert "instant_superseded" in again.kinds()
+
+
+def test_a_parcel_back_at_the_warehouse_is_not_loaded_at_the_station_before_its_line_haul() -> None:
+    """Found by tests/safety (the loop machine): parcels a cancelled line-haul van unloaded
+    back at the warehouse were re-planned through the station; the re-plan overwrote where
+    they lay with the station they go to, and the station van's load there was released at
+    once — it "loaded" parcels still at the warehouse, and the next re-plan took them for
+    on board."""
+    p1 = plans.parcels(1)[0]
+    day = PlanRecord("P-1", "plan", "dispatch", 0.0, plans.DAY.isoformat(), plans.TIMEZONE, "{}")
+    back = ParcelRecord(p1, ParcelStatus.AT_STATION, "P-1", station="WH-PORTO")
+    h = Harness(snapshot=Snapshot(parcels=(back,), plans=(day,)))
+    h.report()
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    routes = [
+        plans.line_haul_route(["P1"], van="WH-PORTO-02"),
+        plans.last_mile_route(["P1"], van="ST-A-01"),
+    ]
+    h.replan_done(request, plans.plan(routes, n_parcels=1))
+    record = h.core.parcel("P1")
+    assert record is not None and record.station == "WH-PORTO"  # where it lies
+    assert h.orders_for("ST-A-01") == []  # its load at ST-A waits for the line haul
+    h.drive("WH-PORTO-02", 2)  # loads at the warehouse, unloads at the station
+    record = h.core.parcel("P1")
+    assert record is not None and record.status is ParcelStatus.AT_STATION
+    assert record.station == "ST-A"
+    assert h.orders_for("ST-A-01")  # now it goes
