@@ -243,6 +243,8 @@ class _Van:
     near: set[int] = field(default_factory=set)  # stops of its order it was seen at
     # (order id, node index) of progress refused as implausible (one event each)
     refused_progress: set[tuple[str, int]] = field(default_factory=set)
+    # the order of another controller's store this van holds (an order_unknown event told)
+    unknown_order: str = ""
     # header.message_id of the last state taken: a state must be above it (C4); None after
     # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
     last_state_id: int | None = None
@@ -890,10 +892,32 @@ class ControllerCore:
             and (previous is None or previous.battery != state.battery)
         ):
             self._release(v, now_s, force=False)  # charged meanwhile? try again
+        if order is None and state.order_id is not None and state.node_states:
+            self._note_unknown_order(v, state, now_s)
         if van_id in self._counted_out:
             self._maybe_available_again(v, now_s)
         elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
             self._back_in_service(v, "reporting again", now_s)
+
+    def _note_unknown_order(self, v: _Van, state: State, now_s: float) -> None:
+        """The van drives an order this controller never sent it: its store was lost or
+        replaced by an older copy. Nothing of that order is known here (its stops, its
+        parcels), so none of it is released, re-planned or counted; the van drives its
+        released base and holds there. Told once per order (``order_unknown``), and shown
+        as the van's mode reason, so that a dispatcher takes its parcels over."""
+        if v.unknown_order == state.order_id:
+            return
+        v.unknown_order = state.order_id or ""
+        self._event(
+            "order_unknown",
+            now_s,
+            van_id=v.van_id,
+            detail=f"the van holds order {state.order_id} ({len(state.node_states)} stop(s) "
+            f"ahead, {len(state.load.parcel_ids)} parcel(s) aboard), which this controller "
+            "never sent (its store was lost or is an older copy): the van drives its released "
+            "base, then holds",
+            order_id=state.order_id or "",
+        )
 
     def _check_order_held(self, v: _Van, order: Order, state: State, now_s: float) -> None:
         """The van's states must carry the order it confirmed (C9). One that reports an older
@@ -2472,6 +2496,13 @@ class ControllerCore:
             return VanMode.DRIVING, ""
         if v.active:
             return VanMode.AT_STOP, v.held
+        if r.order is None and s.order_id is not None and s.node_states:
+            # another store's order: standing at the end of its released base, not idle
+            return VanMode.AT_STOP, (
+                f"holds order {s.order_id}, unknown to this controller (a lost or older "
+                f"store): it stops after its released base with {len(s.load.parcel_ids)} "
+                "parcel(s) aboard"
+            )
         return VanMode.IDLE, ""
 
     def _not_live(self, v: _Van, now_s: float) -> str:
