@@ -856,6 +856,16 @@ class ControllerCore:
                 self._set(v, next_send_s=now_s)
                 self._waiting.add(van_id)
         if order is not None and r.sent and state.order_id == order.order_id:
+            renumbered = (
+                state.order_update_id > order.order_update_id
+                and not r.cancelled
+                and not r.finished
+                and v.path is not None
+            )
+            if renumbered:
+                self._renumber_order(v, state.order_update_id, now_s)
+                r, order = v.rec, v.rec.order
+                assert order is not None
             if not r.echoed:
                 self._set(v, echoed=True)
             if not r.confirmed and state.order_update_id >= order.order_update_id:
@@ -878,6 +888,8 @@ class ControllerCore:
                 seq = state.last_node_sequence_id
                 if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
                     self._reached(v, seq, now_s)
+            if renumbered and v.rec.order is order:  # nothing released since: send it now
+                self._release(v, now_s, force=True)
         if state.errors and (previous is None or previous.errors != state.errors):
             self._check_errors(v, state, now_s)
         elif not state.errors and v.rec.fatal:
@@ -898,6 +910,31 @@ class ControllerCore:
             self._maybe_available_again(v, now_s)
         elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
             self._back_in_service(v, "reporting again", now_s)
+
+    def _renumber_order(self, v: _Van, van_update_id: int, now_s: float) -> None:
+        """The van holds update ``van_update_id`` of its order, later than any this
+        controller built: its store is an older copy. Updates numbered at or below the van's
+        would be refused as stale (protocol.md 4.4) and its work beyond its base stranded,
+        so the order is renumbered as the van's update: what this controller releases next —
+        once the van's state has told it the stops reached, so that the van's released base
+        is kept — goes out numbered above it (:meth:`on_state` sends it at once)."""
+        r = v.rec
+        assert r.order is not None
+        ours = r.order.order_update_id
+        self._set(
+            v,
+            order=r.order.model_copy(update={"order_update_id": van_update_id}),
+            confirmed=True,  # the van holds that update id: nothing to wait for
+        )
+        self._event(
+            "order_renumbered",
+            now_s,
+            van_id=v.van_id,
+            detail=f"the van holds update {van_update_id} of order {r.order.order_id}, later "
+            f"than this controller's {ours} (its store is an older copy): sending what it "
+            f"releases now as update {van_update_id + 1}",
+            order_id=r.order.order_id,
+        )
 
     def _note_unknown_order(self, v: _Van, state: State, now_s: float) -> None:
         """The van drives an order this controller never sent it: its store was lost or

@@ -1,13 +1,16 @@
-"""A controller started on a new, empty store (its disk lost) while the vans drive the orders
-of the old one: the vans are obeyed (docs/controller.md, "Safety and recovery"), and a van
-holding an order this controller never sent is told and shown for what it is — never idle."""
+"""A controller started on a new, empty store (its disk lost), or on an older copy of it,
+while the vans drive the orders of the newer one (docs/safety.md, sections 7 and 8): the vans
+are obeyed; a van holding an order this controller never sent is told and shown for what it
+is — never idle; a van holding a later update than the copy knows gets the next one numbered
+above its own, so its work is not stranded."""
 
 from __future__ import annotations
 
 from fleet.control.config import ControllerConfig
-from fleet.protocol import InstantActionType
+from fleet.protocol import InstantActionType, OrderVerdict
 from fleet.protocol.control_api import VanMode
 from tests.control.harness import Harness
+from tests.control.test_safety import _snapshot_of
 from tests.support import plans
 
 VAN = "ST-A-01"
@@ -38,3 +41,32 @@ def test_a_van_driving_an_order_of_a_lost_store_is_told_and_shown_holding_not_id
     # a van that finished its order (nothing ahead) is idle, and nothing is told of it
     (line_haul,) = lost.core.status(["WH-PORTO-01"], lost.now_s).vans
     assert line_haul.mode is VanMode.IDLE
+
+
+def test_a_controller_on_an_older_copy_of_its_store_numbers_its_updates_above_the_vans() -> None:
+    """The store is copied early in the van's order; the van drives on through more updates;
+    the controller restarts on the copy. Its next update must be taken (numbered above the
+    van's), and the van must finish every stop — none stranded beyond its released base."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)
+    h.drive(VAN, 1)  # loaded at the station
+    copy = _snapshot_of(h)
+    h.drive(VAN, 1)  # a door: the old controller released more, as a later update
+    van = h.vans[VAN]
+    assert van.order is not None
+    held = van.order.order_update_id
+    copied = {v.van_id: v for v in copy.vans}[VAN].order
+    assert copied is not None and copied.order_update_id < held
+
+    older = Harness(config=h.config, snapshot=copy, now_s=h.now_s + 60.0, vans=h.vans)
+    older.report()
+    (sent, *_) = older.orders_for(VAN)
+    assert sent.order_update_id == held + 1
+    assert older.verdicts[0] == (VAN, OrderVerdict.UPDATE)
+    assert "order_renumbered" in older.kinds()
+    while van.step():
+        older.report(VAN)
+    assert van.reached == len(van.order.nodes) - 1 and not van.on_board
+    assert "order_rejected" not in older.kinds()

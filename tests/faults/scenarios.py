@@ -226,17 +226,27 @@ async def controller_restart_lost_store(stack: Stack) -> float:
 
 
 async def controller_restart_old_store(stack: Stack) -> float:
-    """A copy of the controller's store is taken (``sqlite3 .backup``) once the line-haul
-    van has loaded; the controller is killed once the last-mile van has loaded and drives,
-    and started 0.5 s later on that copy: it believes older updates of the orders and older
-    parcel statuses than the vans hold. Its e-stop must be obeyed and the day must finish.
-    Recovered: controller serving, every van heard."""
-    assert stack.observer is not None
-    await stack.observer.wait_for(_loaded_by(LINE_HAUL))
+    """A copy of the controller's store is taken (``sqlite3 .backup``) once the last-mile
+    van has loaded; the controller is killed after that van's second delivery (its order has
+    been updated since: stops reached, more released) and started 0.5 s later on the copy:
+    it believes older updates of the orders and older parcel statuses than the vans hold.
+    Its e-stop must be obeyed and the day must finish. Recovered: controller serving, every
+    van heard."""
+    assert stack.observer is not None and stack.controller is not None
+    await stack.observer.wait_for(_loaded_by(LAST_MILE))
     backup = stack.workdir / "fleet-backup.db"
     stack.backup_db(backup)
     stack.mark("store copied")
-    recovery = await _restart_controller_on(stack, backup)
+    await stack.observer.wait_for(_delivered_by(LAST_MILE))
+    await _next_delivery(stack, LAST_MILE)
+    await stack.controller.kill()
+    died_sim = stack.sim_now()
+    started = time.monotonic()
+    await asyncio.sleep(0.5)
+    stack.use_db(backup)
+    await stack.controller.start()
+    await stack.wait_vans_fresh(died_sim, sorted(stack.vans))
+    recovery = time.monotonic() - started
     await _probe(stack, LAST_MILE)
     return recovery
 
