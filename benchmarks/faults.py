@@ -176,9 +176,20 @@ def main() -> None:
             f"{statistics.median([r.wall_s for r in rs]):.1f}" if rs else "-",
         )
     console.print(table)
+    shown = ("latch_kept", "moved_while_latched_m", "modes_while_latched", "aboard_at_end",
+             "orders_unknown", "parcels_by_status", "timeline")  # fmt: skip
     for name in names:
         for failure in failures[name]:
             console.print(f"[red]{name}[/]: {failure}", highlight=False)
+        for r in results[name]:
+            if not r.ok:  # say why, so that a rare failure can be looked into
+                why = {k: r.notes[k] for k in shown if k in r.notes}
+                console.print(
+                    f"[yellow]{name}[/] seed {r.seed}: stalled={r.stalled} lost={r.lost} "
+                    f"duplicated={r.duplicated} e-stop obeyed={r.estop_obeyed} "
+                    f"final={r.final_modes} {why}",
+                    highlight=False,
+                )
     print(
         json.dumps(
             {

@@ -562,7 +562,10 @@ class ControllerCore:
             return r.released  # hold the bases still while a re-plan is being made
         reached_idx = 0 if r.reached_seq is None else r.reached_seq // 2
         want = min(len(v.path.nodes), reached_idx + 1 + self.config.release_ahead_stops)
-        for i in range(r.released, want):
+        # a stop the van has reached waits for nothing (a controller on an older copy of its
+        # store learns from the van that it loaded there already)
+        ahead = r.released if r.reached_seq is None else max(r.released, reached_idx + 1)
+        for i in range(ahead, want):
             if self._waits_for_line_haul(v, v.path.nodes[i]):
                 want = i
                 break
@@ -725,7 +728,7 @@ class ControllerCore:
         if target > 0 and (target != r.released or force):
             target = self._within_battery(v, target, now_s)
         if target == 0:  # held back: keep the draft (it may have changed) for a restart
-            if (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
+            if not r.sent and (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
                 draft = make_order(
                     r.order.header, v.van_id, r.order.order_id, 0, released(v.path, 1)
                 )
@@ -855,13 +858,18 @@ class ControllerCore:
                 # held back until the van said what it holds (:meth:`_may_send_order`)
                 self._set(v, next_send_s=now_s)
                 self._waiting.add(van_id)
-        if order is not None and r.sent and state.order_id == order.order_id:
-            renumbered = (
-                state.order_update_id > order.order_update_id
-                and not r.cancelled
-                and not r.finished
-                and v.path is not None
-            )
+        # the van holds a later update of its order than this controller built, or one it
+        # never sent at all: the controller of a newer store sent them (this one is a copy)
+        behind = (
+            order is not None
+            and state.order_id == order.order_id
+            and (not r.sent or state.order_update_id > order.order_update_id)
+            and not r.cancelled
+            and not r.finished
+            and v.path is not None
+        )
+        if order is not None and (r.sent or behind) and state.order_id == order.order_id:
+            renumbered = behind
             if renumbered:
                 self._renumber_order(v, state.order_update_id, now_s)
                 r, order = v.rec, v.rec.order
@@ -913,17 +921,21 @@ class ControllerCore:
 
     def _renumber_order(self, v: _Van, van_update_id: int, now_s: float) -> None:
         """The van holds update ``van_update_id`` of its order, later than any this
-        controller built: its store is an older copy. Updates numbered at or below the van's
+        controller built or sent (it may not have sent the order at all): its store is an
+        older copy. Updates numbered at or below the van's
         would be refused as stale (protocol.md 4.4) and its work beyond its base stranded,
         so the order is renumbered as the van's update: what this controller releases next —
         once the van's state has told it the stops reached, so that the van's released base
         is kept — goes out numbered above it (:meth:`on_state` sends it at once)."""
         r = v.rec
         assert r.order is not None
-        ours = r.order.order_update_id
+        ours = f"{r.order.order_update_id}" if r.sent else "none (it never sent the order)"
+        if not r.sent:
+            self._set(v, order_started_s=now_s)
         self._set(
             v,
             order=r.order.model_copy(update={"order_update_id": van_update_id}),
+            sent=True,
             confirmed=True,  # the van holds that update id: nothing to wait for
         )
         self._event(

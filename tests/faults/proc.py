@@ -241,6 +241,7 @@ async def run_vcu(args: argparse.Namespace) -> None:
             boots=vcu.boots,
             latched=vcu.memory.estop_latched,
             odometer_m=vcu.vehicle.odometer_m,
+            speed_mps=vcu.vehicle.speed_mps,
         )
         vcu.faults = dataclasses.replace(vcu.faults, reboot_at_s=vcu.uptime_s)
 

@@ -226,14 +226,14 @@ async def controller_restart_lost_store(stack: Stack) -> float:
 
 
 async def controller_restart_old_store(stack: Stack) -> float:
-    """A copy of the controller's store is taken (``sqlite3 .backup``) once the last-mile
-    van has loaded; the controller is killed after that van's second delivery (its order has
-    been updated since: stops reached, more released) and started 0.5 s later on the copy:
-    it believes older updates of the orders and older parcel statuses than the vans hold.
-    Its e-stop must be obeyed and the day must finish. Recovered: controller serving, every
-    van heard."""
+    """A copy of the controller's store is taken (``sqlite3 .backup``) right after the
+    dispatch, before the last-mile van's order could go out (its parcels were not at the
+    station yet); the controller is killed after that van's second delivery (the line haul
+    has finished, the last-mile order has been sent and updated since) and started 0.5 s
+    later on the copy: it believes it never sent the last-mile order, and older updates and
+    parcel statuses than the vans hold. Its e-stop must be obeyed and the day must finish.
+    Recovered: controller serving, every van heard."""
     assert stack.observer is not None and stack.controller is not None
-    await stack.observer.wait_for(_loaded_by(LAST_MILE))
     backup = stack.workdir / "fleet-backup.db"
     stack.backup_db(backup)
     stack.mark("store copied")
@@ -283,6 +283,17 @@ async def bridge_sigkill(stack: Stack) -> float:
     return await _bridge_restart(stack, kill=True)
 
 
+async def _standstill(stack: Stack, van_id: str, timeout_s: float = 10.0) -> None:
+    """Until the controller reports ``van_id`` standing (speed 0, e-stopped)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status = await stack.status()
+            van = next(v for v in status.vans if v.van_id == van_id)
+            if van.speed_mps == 0.0 and van.mode is VanMode.ESTOPPED:
+                return
+            await asyncio.sleep(0.05)  # the controller pushes no state: asked for
+
+
 async def vcu_reboot_estop_latched(stack: Stack) -> float:
     """The last-mile van is emergency-stopped through the dispatcher after its first
     delivery; once it stands, its VCU reboots (mission and session lost, the latch kept in
@@ -294,7 +305,7 @@ async def vcu_reboot_estop_latched(stack: Stack) -> float:
     await _probe(stack, LAST_MILE, resume=False)
     if not stack.measured["estop_obeyed"]:
         return 0.0  # never latched: nothing to reboot across
-    await asyncio.sleep(0.3)  # the van brakes to a standstill (a few simulated seconds)
+    await _standstill(stack, LAST_MILE)  # braked (the distance moved is counted from here)
     stack.vans[LAST_MILE].vcu.signal(signal.SIGUSR1)
     stack.mark("VCU rebooted, e-stop latched")
     modes: set[str] = set()
