@@ -65,12 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--factor", type=float, default=60.0, help="simulated s per wall s")
-    parser.add_argument("--scenario", default="", help="only scenarios containing this")
+    parser.add_argument(
+        "--scenario", default="", help="only scenarios containing this (a,b: either)"
+    )
     parser.add_argument("--timeout", type=float, default=240.0, help="wall s allowed per run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     console = Console(width=200)  # a file or a pipe gets the whole table too
-    names = [n for n in SCENARIOS if args.scenario in n]
+    wanted = args.scenario.split(",")
+    names = [n for n in SCENARIOS if any(w in n for w in wanted)]
     if not names:
         sys.exit(f"no scenario matches {args.scenario!r} (have: {', '.join(SCENARIOS)})")
 
