@@ -249,6 +249,7 @@ class _Estop:
     estop_id: int
     reason: int
     next_at: float = field(default=0.0)
+    superseded: bool = False  # a newer e-stop went out: this one is repeated no more
 
 
 def _random_session() -> int:
@@ -337,7 +338,7 @@ class LinkCore:
         return len(self._queue) + len(self._inflight)
 
     def estop_pending(self) -> bool:
-        return bool(self._estops)
+        return any(not e.superseded for e in self._estops.values())
 
     # ---- commands ---------------------------------------------------------------------
 
@@ -410,7 +411,15 @@ class LinkCore:
         self._emit(message, seq=0, urgent=False, now=now)
 
     def emergency_stop(self, now: float, reason: int = 0) -> int:
-        """Send EMERGENCY_STOP ahead of everything; repeat until acknowledged."""
+        """Send EMERGENCY_STOP ahead of everything; repeat until acknowledged.
+
+        An older e-stop not yet acknowledged is repeated no more: the new one supersedes it.
+        A serial line keeps order, so the peer never gets an older id after a newer one, and
+        the id it latches is the newest — the one a RESUME names (before, a repeat of the
+        older id arriving after the newer one left the VCU latched on an id no RESUME named,
+        and the van stood e-stopped for good). The newer one's acknowledgement covers it."""
+        for older in self._estops.values():
+            older.superseded = True
         self._estop_id = next_seq(self._estop_id)
         estop = _Estop(self._estop_id, reason, next_at=now + self._estop_retry_after_s())
         self._estops[estop.estop_id] = estop
@@ -487,7 +496,7 @@ class LinkCore:
                 LinkDown(f"no valid frame from the peer for {now - self._last_rx:.2f} s")
             )
         for estop in self._estops.values():
-            if now >= estop.next_at:
+            if not estop.superseded and now >= estop.next_at:
                 estop.next_at = now + self._estop_retry_after_s()
                 self.stats.retransmits += 1
                 self._emit(EmergencyStop(estop.estop_id, estop.reason), 0, urgent=True, now=now)
@@ -784,8 +793,14 @@ class LinkCore:
         self._events.append(Received(msg, 0))
 
     def _on_estop_ack(self, msg: EstopAck) -> None:
-        if self._estops.pop(msg.estop_id, None) is not None:
-            self._events.append(EstopAcked(msg.estop_id))
+        acked = self._estops.pop(msg.estop_id, None)
+        if acked is None:
+            return
+        self._events.append(EstopAcked(msg.estop_id))
+        if not acked.superseded:  # the newest is latched: the ones it superseded are covered
+            for older in [e for e in self._estops.values() if e.superseded]:
+                del self._estops[older.estop_id]
+                self._events.append(EstopAcked(older.estop_id))
 
     def _on_sequenced(self, seq: int, msg: Message, now: float) -> None:
         if not self._up:

@@ -243,6 +243,8 @@ class _Van:
     near: set[int] = field(default_factory=set)  # stops of its order it was seen at
     # (order id, node index) of progress refused as implausible (one event each)
     refused_progress: set[tuple[str, int]] = field(default_factory=set)
+    # the order of another controller's store this van holds (an order_unknown event told)
+    unknown_order: str = ""
     # header.message_id of the last state taken: a state must be above it (C4); None after
     # the van's connection said ONLINE (it restarted or reconnected: any id is taken)
     last_state_id: int | None = None
@@ -570,7 +572,10 @@ class ControllerCore:
             return r.released  # hold the bases still while a re-plan is being made
         reached_idx = 0 if r.reached_seq is None else r.reached_seq // 2
         want = min(len(v.path.nodes), reached_idx + 1 + self.config.release_ahead_stops)
-        for i in range(r.released, want):
+        # a stop the van has reached waits for nothing (a controller on an older copy of its
+        # store learns from the van that it loaded there already)
+        ahead = r.released if r.reached_seq is None else max(r.released, reached_idx + 1)
+        for i in range(ahead, want):
             if self._waits_for_line_haul(v, v.path.nodes[i]):
                 want = i
                 break
@@ -740,7 +745,7 @@ class ControllerCore:
         if target > 0 and (target != r.released or force):
             target = self._within_battery(v, target, now_s)
         if target == 0:  # held back: keep the draft (it may have changed) for a restart
-            if (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
+            if not r.sent and (r.order.nodes, r.order.edges) != (v.path.nodes, v.path.edges):
                 draft = make_order(
                     r.order.header, v.van_id, r.order.order_id, 0, released(v.path, 1)
                 )
@@ -870,7 +875,22 @@ class ControllerCore:
                 # held back until the van said what it holds (:meth:`_may_send_order`)
                 self._set(v, next_send_s=now_s)
                 self._waiting.add(van_id)
-        if order is not None and r.sent and state.order_id == order.order_id:
+        # the van holds a later update of its order than this controller built, or one it
+        # never sent at all: the controller of a newer store sent them (this one is a copy)
+        behind = (
+            order is not None
+            and state.order_id == order.order_id
+            and (not r.sent or state.order_update_id > order.order_update_id)
+            and not r.cancelled
+            and not r.finished
+            and v.path is not None
+        )
+        if order is not None and (r.sent or behind) and state.order_id == order.order_id:
+            renumbered = behind
+            if renumbered:
+                self._renumber_order(v, state.order_update_id, now_s)
+                r, order = v.rec, v.rec.order
+                assert order is not None
             if not r.echoed:
                 self._set(v, echoed=True)
             if not r.confirmed and state.order_update_id >= order.order_update_id:
@@ -893,6 +913,8 @@ class ControllerCore:
                 seq = state.last_node_sequence_id
                 if seq is not None and (v.rec.reached_seq is None or seq > v.rec.reached_seq):
                     self._reached(v, seq, now_s)
+            if renumbered and v.rec.order is order:  # nothing released since: send it now
+                self._release(v, now_s, force=True)
         if state.errors and (previous is None or previous.errors != state.errors):
             self._check_errors(v, state, now_s)
         elif not state.errors and v.rec.fatal:
@@ -907,10 +929,61 @@ class ControllerCore:
             and (previous is None or previous.battery != state.battery)
         ):
             self._release(v, now_s, force=False)  # charged meanwhile? try again
+        if order is None and state.order_id is not None and state.node_states:
+            self._note_unknown_order(v, state, now_s)
         if van_id in self._counted_out:
             self._maybe_available_again(v, now_s)
         elif not v.rec.in_service and v.rec.out_reason.startswith("unavailable"):
             self._back_in_service(v, "reporting again", now_s)
+
+    def _renumber_order(self, v: _Van, van_update_id: int, now_s: float) -> None:
+        """The van holds update ``van_update_id`` of its order, later than any this
+        controller built or sent (it may not have sent the order at all): its store is an
+        older copy. Updates numbered at or below the van's
+        would be refused as stale (protocol.md 4.4) and its work beyond its base stranded,
+        so the order is renumbered as the van's update: what this controller releases next —
+        once the van's state has told it the stops reached, so that the van's released base
+        is kept — goes out numbered above it (:meth:`on_state` sends it at once)."""
+        r = v.rec
+        assert r.order is not None
+        ours = f"{r.order.order_update_id}" if r.sent else "none (it never sent the order)"
+        if not r.sent:
+            self._set(v, order_started_s=now_s)
+        self._set(
+            v,
+            order=r.order.model_copy(update={"order_update_id": van_update_id}),
+            sent=True,
+            confirmed=True,  # the van holds that update id: nothing to wait for
+        )
+        self._event(
+            "order_renumbered",
+            now_s,
+            van_id=v.van_id,
+            detail=f"the van holds update {van_update_id} of order {r.order.order_id}, later "
+            f"than this controller's {ours} (its store is an older copy): sending what it "
+            f"releases now as update {van_update_id + 1}",
+            order_id=r.order.order_id,
+        )
+
+    def _note_unknown_order(self, v: _Van, state: State, now_s: float) -> None:
+        """The van drives an order this controller never sent it: its store was lost or
+        replaced by an older copy. Nothing of that order is known here (its stops, its
+        parcels), so none of it is released, re-planned or counted; the van drives its
+        released base and holds there. Told once per order (``order_unknown``), and shown
+        as the van's mode reason, so that a dispatcher takes its parcels over."""
+        if v.unknown_order == state.order_id:
+            return
+        v.unknown_order = state.order_id or ""
+        self._event(
+            "order_unknown",
+            now_s,
+            van_id=v.van_id,
+            detail=f"the van holds order {state.order_id} ({len(state.node_states)} stop(s) "
+            f"ahead, {len(state.load.parcel_ids)} parcel(s) aboard), which this controller "
+            "never sent (its store was lost or is an older copy): the van drives its released "
+            "base, then holds",
+            order_id=state.order_id or "",
+        )
 
     def _check_order_held(self, v: _Van, order: Order, state: State, now_s: float) -> None:
         """The van's states must carry the order it confirmed (C9). One that reports an older
@@ -2567,6 +2640,13 @@ class ControllerCore:
             return VanMode.DRIVING, ""
         if v.active:
             return VanMode.AT_STOP, v.held
+        if r.order is None and s.order_id is not None and s.node_states:
+            # another store's order: standing at the end of its released base, not idle
+            return VanMode.AT_STOP, (
+                f"holds order {s.order_id}, unknown to this controller (a lost or older "
+                f"store): it stops after its released base with {len(s.load.parcel_ids)} "
+                "parcel(s) aboard"
+            )
         return VanMode.IDLE, ""
 
     def _not_live(self, v: _Van, now_s: float) -> str:

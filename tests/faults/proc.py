@@ -13,9 +13,12 @@ timers and the VCU's tick are given in accelerated seconds scaled by the factor,
 the wall they are what they are in production.
 
 Each prints ``ready`` on stdout once serving and writes JSON lines of what the test needs
-to check (``--events``): the VCU its e-stops (with the wall time) and every drive segment it
-applied, the bridge every order update it started. ``vcu`` reboots its firmware on SIGUSR1
-and raises a fatal fault (a breakdown) on SIGUSR2.
+to check (``--events``): the VCU its e-stops (with the wall time), every drive segment it
+applied, each change of its e-stop latch and each reboot (with its odometer: whether the van
+moved while latched), the bridge every order update it started and every node it finished
+(what came aboard and what was handed over there: the van's own account of each parcel,
+kept across the bridge's restarts). ``vcu`` reboots its firmware on SIGUSR1 and raises a
+fatal fault (a breakdown) on SIGUSR2.
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ async def run_bridge(args: argparse.Namespace) -> None:
         load_mqtt_login,
         load_signing_key,
     )
-    from fleet.protocol import Order, OrderVerdict, decide_order, decode
+    from firmware_bridge.bridge.order_book import NodeDone, OrderBook
+    from fleet.protocol import NodeActionType, Order, OrderVerdict, decide_order, decode
     from fleet.protocol.errors import ProtocolError
 
     login = load_mqtt_login(args.login)
@@ -162,6 +166,38 @@ async def run_bridge(args: argparse.Namespace) -> None:
         return actions
 
     core.on_order_payload = on_order_payload  # type: ignore[method-assign]
+    finish = OrderBook.finish
+
+    def finish_logged(book: OrderBook, seq: int, **kwargs: Any) -> NodeDone | None:
+        # the van's own account of each parcel: written before the book is saved, so a node
+        # finished again after a crash (its book not saved) shows as handed over twice
+        done = finish(book, seq, **kwargs)
+        if done is not None and book.order is not None:
+            node = book.node(seq)
+            handed = set(done.unloaded)
+            events.write(
+                ev="node_finished",
+                order_id=book.order.order_id,
+                seq=seq,
+                loaded=list(done.loaded),
+                delivered=[
+                    p
+                    for a in node.actions
+                    if a.action_type is NodeActionType.DELIVER
+                    for p in a.parcel_ids
+                    if p in handed
+                ],
+                unloaded=[
+                    p
+                    for a in node.actions
+                    if a.action_type is NodeActionType.UNLOAD
+                    for p in a.parcel_ids
+                    if p in handed
+                ],
+            )
+        return done
+
+    OrderBook.finish = finish_logged  # type: ignore[assignment,method-assign]
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -200,17 +236,28 @@ async def run_vcu(args: argparse.Namespace) -> None:
     applied = 0
 
     def reboot() -> None:
-        events.write(ev="reboot", boots=vcu.boots)
+        events.write(
+            ev="reboot",
+            boots=vcu.boots,
+            latched=vcu.memory.estop_latched,
+            odometer_m=vcu.vehicle.odometer_m,
+            speed_mps=vcu.vehicle.speed_mps,
+        )
         vcu.faults = dataclasses.replace(vcu.faults, reboot_at_s=vcu.uptime_s)
 
     def break_down() -> None:
         events.write(ev="breakdown")
         vcu.faults = dataclasses.replace(vcu.faults, fatal_at_s=vcu.uptime_s)
 
+    latched = vcu.memory.estop_latched
+
     async def watch() -> None:
-        nonlocal applied
+        nonlocal applied, latched
         while True:
             await asyncio.sleep(0.02)
+            if vcu.memory.estop_latched != latched:
+                latched = vcu.memory.estop_latched
+                events.write(ev="latch", latched=latched, odometer_m=vcu.vehicle.odometer_m)
             while applied < len(vcu.applied_segments):
                 mission_id, first_wp = vcu.applied_segments[applied]
                 events.write(ev="segment", mission_id=mission_id, first_wp=first_wp)
@@ -235,6 +282,7 @@ async def run_vcu(args: argparse.Namespace) -> None:
         events.write(
             ev="summary",
             boots=vcu.boots,
+            odometer_m=vcu.vehicle.odometer_m,
             duplicates_ignored=vcu.duplicates_ignored,
             corrupted=(vcu.rx_noise.corrupted + vcu.tx_noise.corrupted) if vcu.rx_noise else 0,
         )

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -231,12 +232,14 @@ class Stack:
         self.port = free_port()
         self.secrets = workdir / "secrets"
         self.db = workdir / "fleet.db"
+        self.dbs: list[Path] = [self.db]  # every store the controller ran on, in order
         self.broker: Proc | None = None
         self.controller: Proc | None = None
         self.vans: dict[str, Van] = {}
         self.observer: Observer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.timeline: list[tuple[str, float]] = []  # (what, wall seconds since the start)
+        self.measured: dict[str, Any] = {}  # what a scenario measured on its way (its e-stop)
         self._t0 = time.monotonic()
         self._exit = contextlib.AsyncExitStack()
 
@@ -320,6 +323,23 @@ class Stack:
                 if not self.broker.running:
                     raise ProcessFailed(f"mosquitto exited:\n{self.broker.tail()}")
                 await asyncio.sleep(0.02)  # another process's port: nothing to await
+
+    def use_db(self, db: Path) -> None:
+        """The controller's next start runs on store ``db`` (new, or a restored copy)."""
+        assert self.controller is not None and not self.controller.running
+        args = self.controller.args
+        args[args.index("--db") + 1] = str(db)
+        self.db = db
+        self.dbs.append(db)
+
+    def backup_db(self, dest: Path) -> None:
+        """A consistent copy of the running controller's store, as ``sqlite3 fleet.db
+        .backup`` takes one (the WAL included)."""
+        with (
+            contextlib.closing(sqlite3.connect(self.db)) as src,
+            contextlib.closing(sqlite3.connect(dest)) as dst,
+        ):
+            src.backup(dst)
 
     def _vcu(self, van_id: str, lon: float, lat: float, index: int) -> Proc:
         return self._proc(
@@ -417,9 +437,10 @@ class Stack:
                 return time.monotonic() - started
             await asyncio.sleep(0.05)  # status is asked for; the controller pushes no event
 
-    async def estop_probe(self, van_id: str) -> float:
+    async def estop_probe(self, van_id: str, *, resume: bool = True) -> float:
         """Emergency-stop one van through the dispatcher and the controller, as an operator
-        would; the wall time until its VCU latched it. Then resume it."""
+        would; the wall time until its VCU latched it (TimeoutError after 30 s: not obeyed).
+        Then resume it, unless told not to."""
         assert self.observer is not None
         events = self.vans[van_id].vcu_events
         before = len([e for e in read_events(events) if e["ev"] == "estop"])
@@ -434,11 +455,17 @@ class Stack:
                     latched = stops[before]["wall"]
                     break
                 await asyncio.sleep(0.005)  # another process's file: nothing to await
-        await self.observer.request(InstantBody(action=InstantActionType.RESUME, van_ids=(van_id,)))
+        if resume:
+            await self.resume(van_id)
         return float(latched - started)
+
+    async def resume(self, van_id: str) -> None:
+        assert self.observer is not None
+        await self.observer.request(InstantBody(action=InstantActionType.RESUME, van_ids=(van_id,)))
 
     # -- reading the outcome ------------------------------------------------------------------
     def store_events(self) -> list[Any]:
+        """The event log of the store the controller ran on last."""
         with SqliteStore(self.db) as store:
             return store.events(limit=1_000_000)
 

@@ -75,3 +75,24 @@ def test_a_breakdown_is_replanned_and_its_parcels_delivered_by_another_van(
     assert result.notes["modes"][LAST_MILE] == VanMode.ERROR.value  # type: ignore[index]
     assert int(result.notes["replans"]) >= 1  # type: ignore[call-overload]
     assert int(result.notes["delivered_by"].get(SPARE, 0)) > 0  # type: ignore[attr-defined]
+
+
+def test_an_estop_from_a_controller_restarted_on_a_lost_store_is_obeyed(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 14 item 1 with real processes: the controller's store is lost mid-day (a new,
+    empty ``--db``, the same key) after the vans' counters passed far above anything a new
+    store would number from; its e-stop is obeyed at once. The vans finish their released
+    bases and hold with the rest aboard, shown as such — nothing handed over twice."""
+    result = asyncio.run(
+        run_scenario(world, "controller_restart_lost_store", tmp_path, factor=FACTOR, seed=0)
+    )
+    assert result.estop_obeyed, result.notes
+    assert result.estop_latency_s is not None and result.estop_latency_s <= ESTOP_BOUND_S
+    assert result.duplicated == [] and result.orders_applied_twice == 0
+    assert result.notes["controller_starts"] == 1  # the new store saw one start: its own
+    # what the lost store knew is not lost on the road: still aboard the vans that hold it
+    assert set(result.lost) <= set(result.notes["aboard_at_end"])  # type: ignore[call-overload]
+    if result.lost:
+        assert int(result.notes["orders_unknown"]) >= 1  # type: ignore[call-overload]
+        assert result.final_modes[LAST_MILE] == VanMode.AT_STOP.value

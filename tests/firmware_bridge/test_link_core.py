@@ -178,6 +178,24 @@ def test_an_emergency_stop_is_repeated_until_acknowledged_even_on_a_dead_line() 
     assert len(stops) == 1  # repeated on the wire, delivered once
 
 
+def test_a_newer_emergency_stop_supersedes_an_older_one_still_unacknowledged() -> None:
+    """An e-stop repeated into a dead line, then a newer one once the line is back: the older
+    is repeated no more, so the peer never gets it after the newer one (it would latch the
+    older id, which no RESUME names: the van would stand e-stopped for good)."""
+    line = Line()
+    line.start()
+    line.cut = True
+    first = line.a.core.emergency_stop(line.now)
+    line.run(0.03)  # repeated into the void
+    line.cut = False
+    second = line.a.core.emergency_stop(line.now)
+    line.run(0.2)
+    stops = [m.estop_id for m in line.b.received() if isinstance(m, wire.EmergencyStop)]
+    assert stops == [second]
+    assert EstopAcked(second) in line.a.events and EstopAcked(first) in line.a.events
+    assert not line.a.core.estop_pending()
+
+
 def test_an_emergency_stop_is_obeyed_before_any_handshake() -> None:
     line = Line()
     # b has not heard a HELLO: the e-stop still gets through and is acknowledged
