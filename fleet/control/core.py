@@ -54,6 +54,7 @@ from fleet.control.orders import (
     straight_m,
 )
 from fleet.errors import ControlError, VerificationError
+from fleet.identifiers import id_problem
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.plan import Stop as PlanStop
@@ -435,6 +436,10 @@ class ControllerCore:
         if refusal:
             self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
             raise ControlError(f"plan {plan_id} refused: {refusal}")
+        refusal = self._unsendable(plan, parcels)
+        if refusal:
+            self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
+            raise ControlError(f"plan {plan_id} refused, nothing stored: {refusal}")
         self._day, self._timezone = plan.day, plan.timezone
         record = PlanRecord(
             plan_id, "plan", "dispatch", now_s, plan.day.isoformat(), plan.timezone, document
@@ -495,6 +500,35 @@ class ControllerCore:
                     f"van {route.van_id} is still running order {v.order.order_id}; cancel it "
                     "(fleet cancel --van) or wait until it finishes"
                 )
+        return ""
+
+    def _unsendable(self, plan: Plan, parcels: Sequence[Parcel]) -> str:
+        """Why a plan cannot become orders, found before anything is stored (all or nothing):
+        an id outside the rule (docs/limits.md), or an order the protocol would refuse."""
+        for p in parcels:
+            problem = id_problem(p.id)
+            if problem is not None:
+                return f"parcel id {problem}"
+        to_epoch = local_to_epoch(plan.day, plan.timezone)
+        for route in plan.routes:
+            problem = id_problem(route.van_id)
+            if problem is not None:
+                return f"van id {problem}"
+            if not route.trips:
+                continue
+            try:
+                path = route_path(
+                    route,
+                    to_epoch,
+                    top_speed_mps=self.van_spec.top_speed_mps,
+                    door_work_s=self._door_work_s,
+                    van=self.van_spec,
+                )
+                header = make_header(self.config.name, 0, 0.0)
+                make_order(header, route.van_id, "check", 0, released(path, 1))
+            except (ValueError, OverflowError) as exc:  # pydantic's ValidationError too
+                detail = str(exc).splitlines()
+                return f"van {route.van_id}'s order cannot be built: {' '.join(detail[:3])}"
         return ""
 
     def _assign_parcels(self, plan: Plan, source: str) -> None:
@@ -2090,6 +2124,8 @@ class ControllerCore:
         for rec in self._parcels.values():
             pid = rec.parcel.id
             if rec.status in TERMINAL_STATUSES or pid in committed:
+                continue
+            if id_problem(pid) is not None:  # stored before ids were checked: never blocks others
                 continue
             parcels.append(rec.parcel)
             if pid in on_board:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fleet.errors import ConfigError
+from fleet.identifiers import MAX_CONFIG_BYTES
 
 _T = TypeVar("_T")
 _MISSING: object = object()
@@ -24,9 +25,17 @@ def read_toml(path: Path) -> dict[str, object]:
     """Parse ``path``; a missing file or a syntax error is a :class:`ConfigError`."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes (the limit of a config file, "
+                "docs/limits.md)"
+            )
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): not a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except OSError as exc:
