@@ -41,6 +41,8 @@ MAX_CONFIG_BYTES = 1 * MIB  # a TOML config, login or key file
 MAX_NODE_ID = 2**63 - 1  # an OpenStreetMap node id (a signed 64-bit integer)
 MAX_SERVICE_S = 86_400.0  # the time at one door
 MAX_WATCH_INTERVAL_S = 86_400.0
+MAX_CLOCK_AHEAD_S = 300.0  # a van's state stamped later than this after the controller's now
+MAX_CLOCK_BEHIND_S = 86_400.0  # ... or earlier than this before it: refused, clock_skew
 MIN_WATCH_INTERVAL_S = 0.1
 
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
+from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink, SubscriptionRefused
 from fleet.errors import ControlError
 from fleet.protocol import (
     ConnectionState,
@@ -64,6 +64,12 @@ class ControllerClient:
         try:
             await self._link.subscribe(self.topics.controller_reply(self.client_id), qos=1)
             await self._link.subscribe(self.topics.controller_connection, qos=1)
+        except SubscriptionRefused as exc:
+            await self._link.__aexit__(None, None, None)
+            raise ControlError(
+                f"{exc}; a dispatcher command needs a dispatcher's login (`fleet broker "
+                "credentials` makes one per dispatcher), not a van's or the console's"
+            ) from None
         except LinkError:
             await self._link.__aexit__(None, None, None)
             raise

@@ -54,7 +54,7 @@ from fleet.control.orders import (
     straight_m,
 )
 from fleet.errors import ControlError, VerificationError
-from fleet.identifiers import id_problem
+from fleet.identifiers import MAX_CLOCK_AHEAD_S, MAX_CLOCK_BEHIND_S, id_problem
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.plan import Stop as PlanStop
@@ -843,7 +843,21 @@ class ControllerCore:
         """``raw``: the JSON ``state`` was decoded from, if it is at hand (the store keeps it
         as it came instead of encoding the state again)."""
         self.counters["states"] += 1
-        self._lag.record(now_s - parse_timestamp(state.header.timestamp))
+        stamp_s = parse_timestamp(state.header.timestamp)
+        if not now_s - MAX_CLOCK_BEHIND_S <= stamp_s <= now_s + MAX_CLOCK_AHEAD_S:
+            # a van clock that far off makes every age and ETA it reports a lie (docs/limits.md)
+            ahead = stamp_s > now_s
+            self.on_bad_message(
+                f"vans/{van_id}/state",
+                "clock_skew",
+                f"timestamp {state.header.timestamp} is {abs(stamp_s - now_s):.0f} s "
+                f"{'ahead of' if ahead else 'behind'} the controller's clock (bounds: "
+                f"{MAX_CLOCK_AHEAD_S:g} s ahead, {MAX_CLOCK_BEHIND_S:g} s behind)",
+                van_id,
+                now_s,
+            )
+            return
+        self._lag.record(now_s - stamp_s)
         v = self._van(van_id)
         floor = v.last_state_id
         if floor is not None and state.header.message_id <= floor:
