@@ -2423,6 +2423,14 @@ class ControllerCore:
         self._inflight_request = None
         self._replan_failed(replan_id, error, now_s)
 
+    def replan_not_applied(self, replan_id: str, error: str, now_s: float) -> None:
+        """:meth:`replan_done` raised on this re-plan: it failed, as an event, and the
+        re-plans queued behind it go ahead (one bad plan never blocks the others)."""
+        if replan_id == self._replan_in_flight:
+            self._replan_in_flight = None
+            self._inflight_request = None
+        self._replan_failed(replan_id, error, now_s)
+
     def _replan_failed(self, replan_id: str, error: str, now_s: float) -> None:
         self.counters["replans_failed"] += 1
         self._event("replan_failed", now_s, detail=error[:2000], replan=replan_id)

@@ -551,7 +551,7 @@ class ControllerService:
             except Exception as exc:  # a plan the core cannot apply: a failed re-plan, an event
                 log.exception("re-plan %s could not be applied", request.replan_id)
                 error = f"the re-plan could not be applied: {type(exc).__name__}: {exc}"
-                self.core.replan_failed(request.replan_id, error, self.clock.time())
+                self.core.replan_not_applied(request.replan_id, error, self.clock.time())
         await self._flush()
 
     def _spawn(self, coro: object, name: str) -> None:
