@@ -139,7 +139,9 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{what} {path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigFileError(f"{what} {path}: arrays or tables nested too deep") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigFileError(f"{what} {path}: cannot read: {exc}") from exc
 
 

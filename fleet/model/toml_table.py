@@ -38,7 +38,9 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): not a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path}: not a config: arrays or tables nested too deep") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a path holding a NUL character
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
 
 

@@ -278,7 +278,7 @@ def check_orders_size(path: Path) -> None:
         size = path.stat().st_size
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise InputError(f"{path}: cannot read: {exc}") from exc
     if size > MAX_ORDERS_BYTES:
         raise InputError(

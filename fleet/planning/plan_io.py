@@ -510,7 +510,7 @@ def read_plan_document(path: Path) -> dict[str, object]:
             data = fh.read(MAX_PLAN_BYTES + 1)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise InputError(f"{path}: cannot read: {exc}") from exc
     return parse_plan_document(data, path)
 
