@@ -95,7 +95,10 @@ class Table:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number ({unit}), got {value!r}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a whole number beyond any float (TOML has no bound on them)
+            number = float("inf")
         if number != number or number in (float("inf"), float("-inf")):
             raise self.error(key, f"expected a finite number ({unit}), got {value!r}")
         checks = (

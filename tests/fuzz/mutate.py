@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import tomllib
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -99,7 +100,8 @@ def _expand_deep(text: str) -> str:
         at = text.index(DEEP_MARK)
         start = text.rindex('"', 0, at)
         end = text.index('"', at)
-        n = int(text[at + len(DEEP_MARK) : end])
+        digits = re.match(r"\d{1,4}", text[at + len(DEEP_MARK) : end])  # edits may mangle it
+        n = min(5000, int(digits.group())) if digits else 33
         text = text[:start] + "[" * n + "0" + "]" * n + text[end + 1 :]
     return text
 
