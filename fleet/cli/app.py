@@ -67,6 +67,8 @@ def main() -> None:
     """
     try:
         app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling: no traceback
+        sys.exit(130)
     except FleetError as exc:
         # escaped: a message naming a TOML table ("[tls]") is text, not rich markup
         line = f"[bold red]error:[/] {escape(str(exc))}"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -328,12 +331,34 @@ def status(
     _until_interrupted(main)
 
 
+STOP_GRACE_S = 3.0  # after SIGINT/SIGTERM, a long-running command is gone within this
+
+
 def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` until it ends or SIGINT/SIGTERM arrives. A signal cancels it; if it has
+    not wound down ``STOP_GRACE_S`` later (a broker link that will not close, a worker thread
+    that will not join), or a second signal comes, the process exits at once (status 130)."""
+
+    def hard_stop() -> None:
+        sys.stderr.flush()
+        os._exit(130)
+
     async def guarded() -> None:
         task = asyncio.ensure_future(main())
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stopping: list[threading.Timer] = []
+
+        def on_signal() -> None:
+            if stopping:
+                hard_stop()
+            timer = threading.Timer(STOP_GRACE_S, hard_stop)
+            timer.daemon = True
+            timer.start()
+            stopping.append(timer)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_signal)
+        loop.add_signal_handler(signal.SIGTERM, on_signal)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

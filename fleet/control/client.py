@@ -118,9 +118,18 @@ class ControllerClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._controller_heard.wait(), STATUS_GRACE_S)
         if self._controller is None:
+            login = ""
+            if self.address.username:
+                # Mosquitto grants a subscription its ACL forbids and then sends nothing: a
+                # van's login looks exactly like a broker no controller ever ran on
+                login = (
+                    f"; or user {self.address.username!r} may not read the controller's topics "
+                    "(a dispatcher command needs a dispatcher's login from `fleet broker "
+                    "credentials`, not a van's)"
+                )
             raise ControlError(
                 f"no controller has ever run on {self.address} (start one with "
-                "`fleet controller run`)"
+                f"`fleet controller run`){login}"
             )
         if self._controller is not ConnectionState.ONLINE:
             raise ControlError(
