@@ -72,7 +72,9 @@ def test_every_malformed_request_gets_an_error_reply_and_the_service_serves_on(
         replies = {}
         async with running_controller(mosquitto, tmp_path / "fleet.db", PlanBook()) as service:
             for i, (name, payload) in enumerate(cases.items()):
-                replies[name] = await _raw_ask(mosquitto, payload.replace(b'"r1"', f'"r{i}"'.encode()))
+                replies[name] = await _raw_ask(
+                    mosquitto, payload.replace(b'"r1"', f'"r{i}"'.encode())
+                )
             address = BrokerAddress(mosquitto.host, mosquitto.port)
             async with ControllerClient(address, topics=mosquitto.topics) as client:
                 status = await client.request(StatusBody())
