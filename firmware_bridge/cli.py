@@ -55,7 +55,6 @@ def _logging(verbose: bool) -> None:
     )
 
 
-@app.command()
 def _van_key(key_file: Path, van: str) -> SigningKey:
     """The van's key, refused at start-up if it is another van's: key ids are ``<van>.k<n>``
     (``fleet.protocol.derive_van_key``), and a bridge with another van's key would refuse
@@ -70,6 +69,7 @@ def _van_key(key_file: Path, van: str) -> SigningKey:
     return key
 
 
+@app.command()
 def run(
     key_file: Annotated[
         Path,

@@ -9,6 +9,7 @@ the table and the key, and says what was expected::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,7 +167,16 @@ class Table:
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
         ):
             raise self.error(key, f"expected a list of numbers ({unit}), got {value!r}")
-        return [float(v) for v in value]
+        numbers = []
+        for v in value:
+            try:
+                number = float(v)
+            except OverflowError:  # a whole number beyond any float
+                number = float("inf")
+            if not math.isfinite(number):
+                raise self.error(key, f"expected a list of finite numbers ({unit}), got {v!r}")
+            numbers.append(number)
+        return numbers
 
     def path(self, key: str, *, default: str | object = _MISSING) -> Path:
         """A file path, relative paths taken from the directory of this TOML file."""

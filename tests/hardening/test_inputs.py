@@ -246,3 +246,16 @@ def test_the_store_and_the_bridges_spool_are_created_0600(tmp_path: Path) -> Non
 
 def test_no_fleet_error_escapes_as_another_type() -> None:
     assert issubclass(ConfigFileError, FleetError)
+
+
+def test_a_toml_list_holding_a_number_beyond_any_float_names_the_key(tmp_path: Path) -> None:
+    """Found by the fuzzer (toml_tree.scenario): OverflowError in Table.number_list."""
+    from fleet.model.toml_table import Table
+
+    path = tmp_path / "x.toml"
+    path.write_text(f"center = [{10**400}, 41.1]\nother = [nan, 1]\n")
+    table = Table.root(path)
+    with pytest.raises(ConfigError, match=r"center: expected a list of finite numbers"):
+        table.number_list("center", "degrees")
+    with pytest.raises(ConfigError, match=r"other: expected a list of finite numbers"):
+        table.number_list("other", "degrees")
