@@ -101,31 +101,35 @@ def _spawn(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_status_watch_and_events_follow_stop_on_sigint_and_sigterm(
-    mosquitto: BrokerEndpoint, tmp_path: Path, signum: int
+    mosquitto: BrokerEndpoint, tmp_path: Path
 ) -> None:
+    """Before: `status --watch --interval -1` busy-looped and needed SIGKILL."""
     broker = ["--broker", f"mqtt://{mosquitto.host}:{mosquitto.port}"]
     prefix = ["--topic-prefix", mosquitto.topics.prefix]
+    watch = ["status", "--watch", "--interval", "0.1", *broker, *prefix]
+    follow = ["events", "--follow", *broker, *prefix]
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM]
     with ControllerThread(mosquitto, tmp_path / "fleet.db", PlanBook()) as controller:
-        procs = [
-            _spawn(["status", "--watch", "--interval", "0.1", *broker, *prefix]),
-            _spawn(["events", "--follow", *broker, *prefix]),
-        ]
+        procs = [_spawn(args) for args in (watch, watch, follow, follow)]
         try:
             service = controller.service
             assert service is not None
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:  # each has asked the controller (a reply to each): they are running
-                kinds = {type(r.result) for r in list(service._replies.values())}
-                if {StatusResult, EventsResult} <= kinds:
+                asked = {
+                    (r.request_id.rsplit(".", 1)[0], type(r.result))
+                    for r in list(service._replies.values())
+                }  # (client, what): each process is one client
+                kinds = [kind for _, kind in asked]
+                if kinds.count(StatusResult) >= 2 and kinds.count(EventsResult) >= 2:
                     break
                 assert time.monotonic() < deadline, [p.poll() for p in procs]
                 time.sleep(0.05)  # the controller's state, polled from another thread
-            for p in procs:
+            for p, signum in zip(procs, signals, strict=True):
                 assert p.poll() is None
                 p.send_signal(signum)
-            for p in procs:
+            for p, signum in zip(procs, signals, strict=True):
                 _, err = p.communicate(timeout=10)
                 assert p.returncode in (0, 130, -signum), (p.args, p.returncode, err)
                 assert "Traceback" not in err
