@@ -19,9 +19,8 @@ from fleet.protocol.control_api import (
     DispatchBody,
     EventsBody,
     EventsResult,
-    Reply,
     ReplanBody,
-    Request,
+    Reply,
     StatusBody,
     StatusResult,
 )
