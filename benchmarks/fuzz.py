@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Fuzzing at volume: every parser of fleet, the bridge and the simulator, ≥ 100,000 inputs.
+"""Fuzzing at volume: every entry point of fleet, the bridge and the simulator, ≥ 300,000 inputs.
 
-    python benchmarks/fuzz.py                     # 120,000 inputs, seed 1
+    python benchmarks/fuzz.py                     # 300,000 inputs, seed 1
     python benchmarks/fuzz.py --inputs 20000 --seed 7 --target mqtt
 
 Runs the targets of ``tests/fuzz/targets.py`` — MQTT messages (every model the controller,
 the bridge and the CLI decode), the bridge's command handling end to end, serial frames
 (stream decoder at any chunking, single frames, every payload type, the link state
 machine), the TOML configs (van, site, controller, scenario, key and login files), the
-orders CSV and the plan JSON — each with its share of the inputs, from damaged valid inputs
-and random bytes (``tests/fuzz/mutate.py``).
+orders CSV and the plan JSON — and every entry point of issue 15 (``tests/fuzz/
+entry_targets.py``): the CLI's arguments through the real typer app, control-API requests
+carried out by a controller core, plan files with extreme numbers and nesting, ids of every
+Unicode category, binary config and key files, TOML edited as a tree, orders CSV built from
+its grammar, van states with skewed clocks — each with its share of the inputs, from
+damaged valid inputs, grammar-aware edits and random bytes (``tests/fuzz/mutate.py``).
+
+A **hang** is an input that takes more than ``HANG_S`` (5 s); one that takes over
+``ABORT_S`` is stopped by an alarm and ends its target.
 
 A **crash** is any exception other than the parser's documented error type, a documented
 error without a clear message (file, line, topic or field named), or an accepted input that
@@ -18,8 +25,9 @@ already reported to its owner (``tests/fuzz/known_defects.py``) count as crashes
 listed one line each; the run goes on looking for new ones. A new crash stops its target
 (Hypothesis shrinks it to a minimal input, printed below the table).
 
-Prints a table (per target: inputs, accepted, rejected, crashes, inputs/s), then one JSON
-line: ``{"inputs": N, "crashes": C, "new_crashes": K, "known_defects": {...}, "targets": T,
+Prints a table (per target: inputs, accepted, rejected, crashes, hangs, slowest input,
+inputs/s), then one JSON line: ``{"inputs": N, "crashes": C, "new_crashes": K,
+"known_defects": {...}, "hangs": H, "targets": T, "slowest_input_s": X, "peak_rss_mb": M,
 "seed": S, "elapsed_s": E}``. Timings are of this machine at this moment.
 """
 
@@ -29,6 +37,7 @@ import argparse
 import json
 import logging
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -56,6 +65,20 @@ class Result:
     known: Counter[str] = field(default_factory=Counter)
     crash: str = ""
     elapsed_s: float = 0.0
+    hangs: int = 0
+    slowest_s: float = 0.0
+
+
+HANG_S = 5.0  # an input slower than this is a hang
+ABORT_S = 60  # one slower than this is stopped (SIGALRM) and ends its target
+
+
+class Hang(Exception):
+    """An input ran past ABORT_S."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Hang(f"an input ran over {ABORT_S} s")
 
 
 def run_target(target: Target, examples: int, seed_value: int) -> Result:
@@ -73,7 +96,16 @@ def run_target(target: Target, examples: int, seed_value: int) -> Result:
     @given(target.strategy)
     def fuzz(value: object) -> None:
         result.inputs += 1
-        outcome = target.run(value)
+        signal.alarm(ABORT_S)
+        started = time.perf_counter()
+        try:
+            outcome = target.run(value)
+        finally:
+            signal.alarm(0)
+            took_s = time.perf_counter() - started
+            result.slowest_s = max(result.slowest_s, took_s)
+            if took_s > HANG_S:
+                result.hangs += 1
         kind, _, detail = outcome.partition(":")
         result.outcomes[kind] += 1
         if kind == "known":
@@ -82,6 +114,9 @@ def run_target(target: Target, examples: int, seed_value: int) -> Result:
     start = time.perf_counter()
     try:
         fuzz()
+    except Hang:
+        result.hangs += 1
+        result.crash = f"hang: an input ran over {ABORT_S} s"
     except Exception as exc:  # a new crash: Hypothesis has shrunk it to a minimal input
         notes = "\n".join(getattr(exc, "__notes__", []))
         result.crash = f"{type(exc).__name__}: {exc}\n{notes}\n" + "".join(
@@ -96,11 +131,12 @@ MEMORY_CAP_BYTES = 8 << 30  # address space for this process
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=int, default=120_000, help="total inputs to try")
+    parser.add_argument("--inputs", type=int, default=300_000, help="total inputs to try")
     parser.add_argument("--seed", type=int, default=1, help="random seed (the run repeats)")
     parser.add_argument("--target", default="", help="only targets whose name contains this")
     args = parser.parse_args()
-    logging.disable(logging.WARNING)  # the bridge logs every refused command; we count them
+    logging.disable(logging.CRITICAL)  # refusals are logged; we count them
+    signal.signal(signal.SIGALRM, _alarm)  # the bridge logs every refused command; we count them
     # An input that makes a parser allocate without bound is a crash to report (MemoryError),
     # not a reason for the kernel to kill the whole run.
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -125,7 +161,17 @@ def main() -> None:
         elapsed_s = time.perf_counter() - started
 
     table = Table(title=f"Fuzzing: {len(results)} parsers, seed {args.seed}")
-    for col in ("target", "parses", "inputs", "accepted", "rejected", "crashes", "inputs/s"):
+    for col in (
+        "target",
+        "parses",
+        "inputs",
+        "accepted",
+        "rejected",
+        "crashes",
+        "hangs",
+        "slowest s",
+        "inputs/s",
+    ):
         table.add_column(col, justify="right" if col not in ("target", "parses") else "left")
     for r in results:
         crashes = sum(r.known.values()) + (1 if r.crash else 0)
@@ -136,6 +182,8 @@ def main() -> None:
             f"{r.outcomes['accepted']:,}",
             f"{r.outcomes['rejected']:,}",
             f"[red]{crashes:,}[/]" if crashes else "0",
+            f"[red]{r.hangs:,}[/]" if r.hangs else "0",
+            f"{r.slowest_s:.2f}",
             f"{r.inputs / r.elapsed_s:,.0f}" if r.elapsed_s else "-",
         )
     inputs = sum(r.inputs for r in results)
@@ -151,6 +199,8 @@ def main() -> None:
         f"{sum(r.outcomes['accepted'] for r in results):,}",
         f"{sum(r.outcomes['rejected'] for r in results):,}",
         f"{crashes:,}",
+        f"{sum(r.hangs for r in results):,}",
+        f"{max(r.slowest_s for r in results):.2f}",
         f"{inputs / elapsed_s:,.0f}",
         style="bold",
     )
@@ -171,7 +221,10 @@ def main() -> None:
                 "crashes": crashes,
                 "new_crashes": len(new),
                 "known_defects": {k: v for k, v in sorted(known.items())},
+                "hangs": sum(r.hangs for r in results),
                 "targets": len(results),
+                "slowest_input_s": round(max(r.slowest_s for r in results), 3),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "seed": args.seed,
                 "elapsed_s": round(elapsed_s, 1),
             }

@@ -30,10 +30,11 @@ from firmware_bridge.bridge import (
     load_signing_key,
     parse_broker_url,
 )
+from firmware_bridge.bridge.config import ConfigFileError
 from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, default_window, url_opener
 from firmware_bridge.link.health import describe_counts, fault_counts
 from fleet.errors import FleetError
-from fleet.protocol import check_van_id
+from fleet.protocol import SigningKey, check_van_id
 from fleet.protocol.clock import WallClock
 
 app = typer.Typer(
@@ -52,6 +53,20 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _van_key(key_file: Path, van: str) -> SigningKey:
+    """The van's key, refused at start-up if it is another van's: key ids are ``<van>.k<n>``
+    (``fleet.protocol.derive_van_key``), and a bridge with another van's key would refuse
+    every command the controller signs for this van."""
+    key = load_signing_key(key_file)
+    owner, sep, generation = key.key_id.rpartition(".k")
+    if sep and generation.isdigit() and owner != van:
+        raise ConfigFileError(
+            f"{key_file}: key {key.key_id!r} is van {owner}'s signing key, but this bridge "
+            f"runs van {van} (--van); give it {van}'s signing.key"
+        )
+    return key
 
 
 @app.command()
@@ -133,7 +148,7 @@ def run(
         van_id=van,
         serial_url=serial,
         broker=load_mqtt_login(mqtt_config) if mqtt_config else parse_broker_url(broker),
-        keys=(load_signing_key(key_file),),
+        keys=(_van_key(key_file, van),),
         state_dir=state_dir,
         topic_prefix=topic_prefix,
         baud=baud,

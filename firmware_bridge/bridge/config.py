@@ -121,15 +121,27 @@ class BridgeSettings:
         return self.client_id or f"fleet-van-{self.van_id}"
 
 
+MAX_FILE_BYTES = 1024 * 1024  # a key, login or settings file (docs/limits.md)
+
+
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigFileError(f"{what} {path}: larger than {MAX_FILE_BYTES:,} bytes")
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigFileError(f"{what} {path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(
+            f"{what} {path}: not UTF-8 text (byte {exc.start}): not a TOML file"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{what} {path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigFileError(f"{what} {path}: arrays or tables nested too deep") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigFileError(f"{what} {path}: cannot read: {exc}") from exc
 
 

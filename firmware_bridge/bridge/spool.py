@@ -58,7 +58,7 @@ class Spool:
         path = self._path(seq)
         tmp = path.with_suffix(".tmp")
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(topic.encode("utf-8") + b"\n" + payload)
             os.replace(tmp, path)
         except OSError as exc:

@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fleet import __version__
 from fleet.errors import FleetError
@@ -66,6 +67,10 @@ def main() -> None:
     """
     try:
         app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling: no traceback
+        sys.exit(130)
     except FleetError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message naming a TOML table ("[tls]") is text, not rich markup
+        line = f"[bold red]error:[/] {escape(str(exc))}"
+        err_console.print(line, highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 import typer
+from pydantic import JsonValue, ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -27,8 +30,18 @@ from rich.table import Table
 from fleet.control.client import ControllerClient
 from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError, InputError
+from fleet.identifiers import (
+    MAX_ORDERS_BYTES,
+    MAX_WATCH_INTERVAL_S,
+    MIN_WATCH_INTERVAL_S,
+    check_id,
+)
+from fleet.planning.orders import check_orders_size
+from fleet.planning.plan_io import read_plan_document
 from fleet.protocol import InstantActionType, Topics, parse_timestamp
 from fleet.protocol.control_api import (
+    MAX_EVENT_ID,
+    MAX_LISTED,
     AddParcelsBody,
     CancelParcelsBody,
     CancelVansBody,
@@ -102,6 +115,34 @@ async def _ask(
         return await client.request(body)
 
 
+def _read_orders_text(path: Path) -> str:
+    """An orders file's text, its size checked before it is read (docs/limits.md)."""
+    check_orders_size(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_ORDERS_BYTES + 1)
+        return data.decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def _body(source: object, build: Callable[[], RequestBody]) -> RequestBody:
+    """A request body, or one line naming what the protocol refuses in it (never a traceback)."""
+    try:
+        return build()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise InputError(f"{source}: {where}: {first['msg']}") from None
+
+
+def _ids(values: Sequence[str] | None, what: str) -> tuple[str, ...]:
+    """Ids given on the command line, each checked against the one rule (docs/limits.md)."""
+    return tuple(check_id(v, what, "argument") for v in values or ())
+
+
 def _say(result: object) -> None:
     if isinstance(result, CommandResult):
         console.print(result.message, highlight=False)
@@ -127,18 +168,11 @@ def dispatch(
     timeout: Timeout = 120.0,
 ) -> None:
     """Hand a plan to the controller: it verifies it and sends each van its order."""
-    try:
-        document = json.loads(plan_file.read_text(encoding="utf-8"))
-        csv_text = orders.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise InputError(f"{exc.filename}: file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{plan_file}: line {exc.lineno}: not JSON: {exc.msg}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}") from exc
-    if not isinstance(document, dict):
-        raise InputError(f"{plan_file}: expected a JSON object (docs/plan.md)")
-    body = DispatchBody(plan=document, orders_csv=csv_text, orders_name=orders.name)
+    document = read_plan_document(plan_file)
+    csv_text = _read_orders_text(orders)
+    plan = cast("dict[str, JsonValue]", document)
+    name = orders.name[-255:]
+    body = _body(plan_file, lambda: DispatchBody(plan=plan, orders_csv=csv_text, orders_name=name))
     with console.status("the controller is verifying and dispatching the plan..."):
         result = _run(_ask(broker, login, tls, topic_prefix, timeout, body))
     _say(result)
@@ -156,13 +190,9 @@ def add(
     timeout: Timeout = 30.0,
 ) -> None:
     """Add urgent parcels during the day: the controller re-plans them onto the running fleet."""
-    try:
-        csv_text = orders.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise InputError(f"{orders}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{orders}: cannot read: {exc}") from exc
-    body = AddParcelsBody(orders_csv=csv_text, orders_name=orders.name)
+    csv_text = _read_orders_text(orders)
+    name = orders.name[-255:]
+    body = _body(orders, lambda: AddParcelsBody(orders_csv=csv_text, orders_name=name))
     _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
 
 
@@ -262,7 +292,15 @@ def _caption(result: StatusResult) -> str:
 def status(
     van: Vans = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            min=MIN_WATCH_INTERVAL_S,
+            max=MAX_WATCH_INTERVAL_S,
+            help="Seconds between refreshes.",
+        ),
+    ] = 1.0,
     broker: Broker = DEFAULT_BROKER,
     login: Login = None,
     tls: Tls = False,
@@ -270,7 +308,7 @@ def status(
     timeout: Timeout = 30.0,
 ) -> None:
     """Show the live fleet: state, position, speed, charge, load, stops and ETA, last seen."""
-    body = StatusBody(van_ids=tuple(van or ()))
+    body = StatusBody(van_ids=_ids(van, "van id"))
 
     async def once(client: ControllerClient) -> Table:
         result = await client.request(body)
@@ -293,12 +331,34 @@ def status(
     _until_interrupted(main)
 
 
+STOP_GRACE_S = 3.0  # after SIGINT/SIGTERM, a long-running command is gone within this
+
+
 def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` until it ends or SIGINT/SIGTERM arrives. A signal cancels it; if it has
+    not wound down ``STOP_GRACE_S`` later (a broker link that will not close, a worker thread
+    that will not join), or a second signal comes, the process exits at once (status 130)."""
+
+    def hard_stop() -> None:
+        sys.stderr.flush()
+        os._exit(130)
+
     async def guarded() -> None:
         task = asyncio.ensure_future(main())
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stopping: list[threading.Timer] = []
+
+        def on_signal() -> None:
+            if stopping:
+                hard_stop()
+            timer = threading.Timer(STOP_GRACE_S, hard_stop)
+            timer.daemon = True
+            timer.start()
+            stopping.append(timer)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_signal)
+        loop.add_signal_handler(signal.SIGTERM, on_signal)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -330,14 +390,13 @@ def cancel(
     if bool(parcel) == bool(van):
         raise typer.BadParameter("give parcel ids, or --van VAN (not both)")
     if not van:
-        body = CancelParcelsBody(parcel_ids=tuple(parcel or ()))
+        body = CancelParcelsBody(parcel_ids=_ids(parcel, "parcel id"))
         _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
         return
     # the controller answers once each van confirmed its cancel (or its bound passed)
+    cancel_body = CancelVansBody(van_ids=_ids(van, "van id"))
     with console.status("waiting for the van(s) to confirm the cancel..."):
-        result = _run(
-            _ask(broker, login, tls, topic_prefix, timeout, CancelVansBody(van_ids=tuple(van)))
-        )
+        result = _run(_ask(broker, login, tls, topic_prefix, timeout, cancel_body))
     if not isinstance(result, CommandResult):
         raise ControlError(f"unexpected reply from the controller: {type(result).__name__}")
     unconfirmed = [v for v in van if v not in result.affected]
@@ -377,7 +436,7 @@ def _instant(
     if not vans and not all_vans:
         hint = " (or --all)" if action is InstantActionType.EMERGENCY_STOP else ""
         raise typer.BadParameter(f"name at least one van{hint}")
-    body = InstantBody(action=action, van_ids=tuple(vans or ()), all_vans=all_vans)
+    body = InstantBody(action=action, van_ids=_ids(vans, "van id"), all_vans=all_vans)
     _say(_run(_ask(broker, login, tls, topic_prefix, timeout, body)))
 
 
@@ -432,7 +491,7 @@ def estop(
     if not van and not all_vans:
         raise typer.BadParameter("name at least one van (or --all)")
     body = InstantBody(
-        action=InstantActionType.EMERGENCY_STOP, van_ids=tuple(van or ()), all_vans=all_vans
+        action=InstantActionType.EMERGENCY_STOP, van_ids=_ids(van, "van id"), all_vans=all_vans
     )
     outcome = _run(_estop(broker, login, tls, topic_prefix, timeout, body, wait))
     console.print(outcome.sent, highlight=False)
@@ -514,8 +573,13 @@ def events(
     parcel: Annotated[
         str | None, typer.Option("--parcel", help="Only this parcel's events.")
     ] = None,
-    after: Annotated[int, typer.Option("--after", help="Only events after this id.")] = 0,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many past events.")] = 100,
+    after: Annotated[
+        int, typer.Option("--after", min=0, max=MAX_EVENT_ID, help="Only events after this id.")
+    ] = 0,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, max=MAX_LISTED, help="At most this many past events."),
+    ] = 100,
     broker: Broker = DEFAULT_BROKER,
     login: Login = None,
     tls: Tls = False,
@@ -523,6 +587,9 @@ def events(
     timeout: Timeout = 30.0,
 ) -> None:
     """Print the controller's event log (dispatches, orders, deliveries, errors, re-plans)."""
+
+    _ids([van] if van else [], "--van")
+    _ids([parcel] if parcel else [], "--parcel")
 
     def wanted(e: Event) -> bool:
         return (van is None or e.van_id == van) and (parcel is None or e.parcel_id == parcel)

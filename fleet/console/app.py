@@ -31,6 +31,7 @@ from fleet.console.live import HEARTBEAT_S, Broadcaster, Feed
 from fleet.console.view import FleetView
 from fleet.control.mqtt import LinkError
 from fleet.errors import ControlError, FleetError
+from fleet.identifiers import ID_PATTERN
 from fleet.model.parcel import Parcel
 from fleet.model.site import Site
 from fleet.planning.orders import COLUMNS, parse_orders
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAP_STATIC = Path(__file__).parent.parent / "viz" / "static"
 MAX_ORDER_PARCELS = 5000
-PARCEL_ID_PATTERN = r"^[!-~]([ -~]{0,62}[!-~])?$"
+PARCEL_ID_PATTERN = ID_PATTERN  # the one identifier rule (docs/limits.md)
 
 VanIdParam = Annotated[str, PathParam(pattern=VAN_ID_PATTERN, description="A van id.")]
 ParcelIdParam = Annotated[
@@ -597,7 +598,7 @@ class ParcelLane:
             and scope.get("fleet.user") is not None
         ):
             parcel_id = path[13:]  # ASGI paths arrive percent-decoded
-            if _PARCEL_PATH.match(parcel_id) and not scope.get("query_string"):
+            if _PARCEL_PATH.fullmatch(parcel_id) and not scope.get("query_string"):
                 status, body = parcel_reply(self.ctx, parcel_id)
                 headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
                 await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -83,7 +83,7 @@ class Users:
             raise ConfigError(
                 f"{path}: no users file (make one with `fleet console user add`)"
             ) from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: not a TOML users file: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from exc

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
+from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink, SubscriptionRefused
 from fleet.errors import ControlError
 from fleet.protocol import (
     ConnectionState,
@@ -64,6 +64,12 @@ class ControllerClient:
         try:
             await self._link.subscribe(self.topics.controller_reply(self.client_id), qos=1)
             await self._link.subscribe(self.topics.controller_connection, qos=1)
+        except SubscriptionRefused as exc:
+            await self._link.__aexit__(None, None, None)
+            raise ControlError(
+                f"{exc}; a dispatcher command needs a dispatcher's login (`fleet broker "
+                "credentials` makes one per dispatcher), not a van's or the console's"
+            ) from None
         except LinkError:
             await self._link.__aexit__(None, None, None)
             raise
@@ -112,9 +118,18 @@ class ControllerClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._controller_heard.wait(), STATUS_GRACE_S)
         if self._controller is None:
+            login = ""
+            if self.address.username:
+                # Mosquitto grants a subscription its ACL forbids and then sends nothing: a
+                # van's login looks exactly like a broker no controller ever ran on
+                login = (
+                    f"; or user {self.address.username!r} may not read the controller's topics "
+                    "(a dispatcher command needs a dispatcher's login from `fleet broker "
+                    "credentials`, not a van's)"
+                )
             raise ControlError(
                 f"no controller has ever run on {self.address} (start one with "
-                "`fleet controller run`)"
+                f"`fleet controller run`){login}"
             )
         if self._controller is not ConnectionState.ONLINE:
             raise ControlError(

@@ -54,6 +54,7 @@ from fleet.control.orders import (
     straight_m,
 )
 from fleet.errors import ControlError, VerificationError
+from fleet.identifiers import MAX_CLOCK_AHEAD_S, MAX_CLOCK_BEHIND_S, id_problem
 from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.plan import Stop as PlanStop
@@ -438,6 +439,10 @@ class ControllerCore:
         if refusal:
             self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
             raise ControlError(f"plan {plan_id} refused: {refusal}")
+        refusal = self._unsendable(plan, parcels)
+        if refusal:
+            self._event("plan_refused", now_s, detail=refusal, plan=plan_id)
+            raise ControlError(f"plan {plan_id} refused, nothing stored: {refusal}")
         self._day, self._timezone = plan.day, plan.timezone
         record = PlanRecord(
             plan_id, "plan", "dispatch", now_s, plan.day.isoformat(), plan.timezone, document
@@ -498,6 +503,35 @@ class ControllerCore:
                     f"van {route.van_id} is still running order {v.order.order_id}; cancel it "
                     "(fleet cancel --van) or wait until it finishes"
                 )
+        return ""
+
+    def _unsendable(self, plan: Plan, parcels: Sequence[Parcel]) -> str:
+        """Why a plan cannot become orders, found before anything is stored (all or nothing):
+        an id outside the rule (docs/limits.md), or an order the protocol would refuse."""
+        for p in parcels:
+            problem = id_problem(p.id)
+            if problem is not None:
+                return f"parcel id {problem}"
+        to_epoch = local_to_epoch(plan.day, plan.timezone)
+        for route in plan.routes:
+            problem = id_problem(route.van_id)
+            if problem is not None:
+                return f"van id {problem}"
+            if not route.trips:
+                continue
+            try:
+                path = route_path(
+                    route,
+                    to_epoch,
+                    top_speed_mps=self.van_spec.top_speed_mps,
+                    door_work_s=self._door_work_s,
+                    van=self.van_spec,
+                )
+                header = make_header(self.config.name, 0, 0.0)
+                make_order(header, route.van_id, "check", 0, released(path, 1))
+            except (ValueError, OverflowError) as exc:  # pydantic's ValidationError too
+                detail = str(exc).splitlines()
+                return f"van {route.van_id}'s order cannot be built: {' '.join(detail[:3])}"
         return ""
 
     def _assign_parcels(self, plan: Plan, source: str) -> None:
@@ -831,7 +865,21 @@ class ControllerCore:
         """``raw``: the JSON ``state`` was decoded from, if it is at hand (the store keeps it
         as it came instead of encoding the state again)."""
         self.counters["states"] += 1
-        self._lag.record(now_s - parse_timestamp(state.header.timestamp))
+        stamp_s = parse_timestamp(state.header.timestamp)
+        if not now_s - MAX_CLOCK_BEHIND_S <= stamp_s <= now_s + MAX_CLOCK_AHEAD_S:
+            # a van clock that far off makes every age and ETA it reports a lie (docs/limits.md)
+            ahead = stamp_s > now_s
+            self.on_bad_message(
+                f"vans/{van_id}/state",
+                "clock_skew",
+                f"timestamp {state.header.timestamp} is {abs(stamp_s - now_s):.0f} s "
+                f"{'ahead of' if ahead else 'behind'} the controller's clock (bounds: "
+                f"{MAX_CLOCK_AHEAD_S:g} s ahead, {MAX_CLOCK_BEHIND_S:g} s behind)",
+                van_id,
+                now_s,
+            )
+            return
+        self._lag.record(now_s - stamp_s)
         v = self._van(van_id)
         floor = v.last_state_id
         if floor is not None and state.header.message_id <= floor:
@@ -2243,6 +2291,8 @@ class ControllerCore:
             pid = rec.parcel.id
             if rec.status in TERMINAL_STATUSES or pid in committed:
                 continue
+            if id_problem(pid) is not None:  # stored before ids were checked: never blocks others
+                continue
             parcels.append(rec.parcel)
             if pid in on_board:
                 location[pid] = "on_board"
@@ -2523,6 +2573,14 @@ class ControllerCore:
             return
         self._replan_in_flight = None
         self._inflight_request = None
+        self._replan_failed(replan_id, error, now_s)
+
+    def replan_not_applied(self, replan_id: str, error: str, now_s: float) -> None:
+        """:meth:`replan_done` raised on this re-plan: it failed, as an event, and the
+        re-plans queued behind it go ahead (one bad plan never blocks the others)."""
+        if replan_id == self._replan_in_flight:
+            self._replan_in_flight = None
+            self._inflight_request = None
         self._replan_failed(replan_id, error, now_s)
 
     def _replan_failed(self, replan_id: str, error: str, now_s: float) -> None:

@@ -39,6 +39,10 @@ class LinkError(ControlError):
     """The broker cannot be reached, refused us, or dropped the connection."""
 
 
+class SubscriptionRefused(LinkError):
+    """The broker's ACL does not let this login read a topic."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
     host: str
@@ -204,9 +208,19 @@ class MqttLink:
             raise LinkError(f"{what} on {self.address}: {exc}") from exc
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        await self._call(
-            f"subscribe {topic_filter}", lambda: self._client.subscribe(topic_filter, qos=qos)
-        )
+        """Subscribe; a subscription the broker refuses (its ACL) is a :class:`LinkError`."""
+        what = f"subscribe {topic_filter}"
+        try:
+            granted = await self._client.subscribe(topic_filter, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise LinkError(f"{what} on {self.address}: {exc}") from exc
+        codes = [getattr(g, "value", g) for g in (granted or ())]
+        if any(isinstance(c, int) and c >= 0x80 for c in codes):
+            user = self.address.username or "(anonymous)"
+            raise SubscriptionRefused(
+                f"the broker {self.address} refused user {user!r} the topic {topic_filter} "
+                "(its ACL): this login may not read it"
+            )
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from typing import Protocol
 
 from fleet.control.config import ControllerConfig
 from fleet.control.core import CheckedPlan, ControllerCore, Output, ReplanRequest
+from fleet.control.intake import decode_request, who_asked
 from fleet.control.keys import MasterKey, Signer
 from fleet.control.limits import RateLimiter
 from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink, Will
@@ -347,9 +347,11 @@ class ControllerService:
 
     # ------------------------------------------------------------------ requests
     async def _handle_request(self, payload: bytes) -> None:
+        """Every request gets a reply, an error one if it is malformed or its command fails
+        for any reason; the task never dies with an exception (docs/controller.md)."""
         topic = self.topics.controller_request
         try:
-            request = decode(Request, payload, topic=topic)
+            request = await decode_request(payload, topic)
         except DecodeError as exc:
             self.core.on_bad_message(topic, exc.reason, exc.detail, None, self.clock.time())
             await self._reply_to_undecodable(payload, exc)
@@ -361,6 +363,12 @@ class ControllerService:
                 reply = self._reply(request.request_id, ok=True, result=result)
             except FleetError as exc:
                 reply = self._reply(request.request_id, ok=False, error=str(exc))
+            except Exception as exc:  # a defect: answered, logged, and the service goes on
+                log.exception("request %s (%s) failed", request.request_id, request.body.command)
+                error = f"the controller could not carry out {request.body.command}: "
+                reply = self._reply(
+                    request.request_id, ok=False, error=error + f"{type(exc).__name__}: {exc}"
+                )
             self._replies[request.request_id] = reply
             if len(self._replies) > REMEMBERED_REQUESTS:
                 self._replies.popitem(last=False)
@@ -369,12 +377,14 @@ class ControllerService:
 
     async def _reply_to_undecodable(self, payload: bytes, error: DecodeError) -> None:
         """Answer a request we cannot read, if it says at least who asked."""
+        asked = who_asked(payload)
+        if asked is None:
+            return
+        client_id, request_id = asked
         try:
-            raw = json.loads(payload)
-            client_id, request_id = raw["client_id"], raw["request_id"]
-            reply = self._reply(str(request_id), ok=False, error=str(error))
-            topic = self.topics.controller_reply(str(client_id))
-        except (ValueError, KeyError, TypeError, ProtocolError):
+            reply = self._reply(request_id, ok=False, error=str(error))
+            topic = self.topics.controller_reply(client_id)
+        except (ValueError, ProtocolError):
             return
         with contextlib.suppress(ProtocolError):
             await self._publish(topic, encode(reply))
@@ -550,7 +560,12 @@ class ControllerService:
             error = f"the planner crashed: {type(exc).__name__}: {exc}"
             self.core.replan_failed(request.replan_id, error, self.clock.time())
         else:
-            self.core.replan_done(checked, self.clock.time())
+            try:
+                self.core.replan_done(checked, self.clock.time())
+            except Exception as exc:  # a plan the core cannot apply: a failed re-plan, an event
+                log.exception("re-plan %s could not be applied", request.replan_id)
+                error = f"the re-plan could not be applied: {type(exc).__name__}: {exc}"
+                self.core.replan_not_applied(request.replan_id, error, self.clock.time())
         await self._flush()
 
     def _spawn(self, coro: object, name: str) -> None:

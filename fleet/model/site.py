@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fleet.identifiers import depot_id_problem
 from fleet.model.ids import DepotId
 from fleet.model.toml_table import Table, parse_clock
 
@@ -50,8 +51,12 @@ class Site:
 
 
 def _depot(t: Table) -> Depot:
+    depot_id = t.string("id")
+    problem = depot_id_problem(depot_id)
+    if problem is not None:
+        raise t.error("id", problem)
     depot = Depot(
-        id=DepotId(t.string("id")),
+        id=DepotId(depot_id),
         name=t.string("name"),
         lon=t.number("lon", "degrees WGS84", ge=-180, le=180),
         lat=t.number("lat", "degrees WGS84", ge=-90, le=90),

@@ -9,12 +9,14 @@ the table and the key, and says what was expected::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from fleet.errors import ConfigError
+from fleet.identifiers import MAX_CONFIG_BYTES
 
 _T = TypeVar("_T")
 _MISSING: object = object()
@@ -24,12 +26,22 @@ def read_toml(path: Path) -> dict[str, object]:
     """Parse ``path``; a missing file or a syntax error is a :class:`ConfigError`."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes (the limit of a config file, "
+                "docs/limits.md)"
+            )
+        return tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): not a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path}: not a config: arrays or tables nested too deep") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a path holding a NUL character
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
 
 
@@ -84,7 +96,10 @@ class Table:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number ({unit}), got {value!r}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a whole number beyond any float (TOML has no bound on them)
+            number = float("inf")
         if number != number or number in (float("inf"), float("-inf")):
             raise self.error(key, f"expected a finite number ({unit}), got {value!r}")
         checks = (
@@ -152,7 +167,16 @@ class Table:
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
         ):
             raise self.error(key, f"expected a list of numbers ({unit}), got {value!r}")
-        return [float(v) for v in value]
+        numbers = []
+        for v in value:
+            try:
+                number = float(v)
+            except OverflowError:  # a whole number beyond any float
+                number = float("inf")
+            if not math.isfinite(number):
+                raise self.error(key, f"expected a list of finite numbers ({unit}), got {v!r}")
+            numbers.append(number)
+        return numbers
 
     def path(self, key: str, *, default: str | object = _MISSING) -> Path:
         """A file path, relative paths taken from the directory of this TOML file."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleet.errors import ConfigError, InputError
+from fleet.identifiers import MAX_ORDERS_BYTES, MAX_ORDERS_ROWS, MAX_SERVICE_S, id_problem
 from fleet.model.ids import DepotId, ParcelId
 from fleet.model.parcel import DAY_S, Parcel, parcel_problem
 from fleet.model.site import Site
@@ -139,6 +140,9 @@ def _parse_row(
     pid = (row.get("parcel_id") or "").strip()
     if not pid:
         raise _RowError("parcel_id", "missing (every parcel needs an id)")
+    problem = id_problem(pid)
+    if problem is not None:
+        raise _RowError("parcel_id", problem)
     lon = _number(row, "lon", "degrees WGS84")
     if not -180 <= lon <= 180:
         raise _RowError("lon", f"expected -180..180 degrees, got {lon:g}")
@@ -166,8 +170,11 @@ def _parse_row(
     service: float | None = None
     if (row.get("service_s") or "").strip():
         service = _number(row, "service_s", "s")
-        if service < 0:
-            raise _RowError("service_s", f"expected a time >= 0 s, got {service:g}")
+        if not 0 <= service <= MAX_SERVICE_S:
+            raise _RowError(
+                "service_s",
+                f"expected a service time of 0..{MAX_SERVICE_S:g} s at the door, got {service:g}",
+            )
     station_raw = (row.get("station") or "").strip()
     if station_raw and station_raw not in stations:
         raise _RowError(
@@ -219,11 +226,18 @@ def parse_orders(
     bad: list[BadRow] = []
     first_line: dict[str, int] = {}
     plan_day = day
+    rows = 0
     try:
         for cells in reader:
             line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
                 continue
+            rows += 1
+            if rows > MAX_ORDERS_ROWS:
+                raise InputError(
+                    f"{file}: line {line}: more than {MAX_ORDERS_ROWS:,} parcel rows (the limit "
+                    "of parcels per day, docs/limits.md); split the file"
+                )
             pid = cells[columns.index("parcel_id")].strip() if len(cells) == len(columns) else ""
             if len(cells) != len(columns):
                 bad.append(
@@ -258,6 +272,21 @@ def parse_orders(
     return Orders(file=file, parcels=tuple(parcels), bad_rows=tuple(bad), day=plan_day)
 
 
+def check_orders_size(path: Path) -> None:
+    """Refuse an orders file over :data:`MAX_ORDERS_BYTES` before reading a byte of it."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    if size > MAX_ORDERS_BYTES:
+        raise InputError(
+            f"{path}: {size:,} bytes exceed the limit of {MAX_ORDERS_BYTES:,} bytes for an "
+            "orders file (docs/limits.md); split the file"
+        )
+
+
 def read_orders(path: Path, site: Site, *, day: date | None = None) -> Orders:
     """Read an orders CSV. ``day`` is the plan day (local); dated times must fall on it.
 
@@ -265,6 +294,7 @@ def read_orders(path: Path, site: Site, *, day: date | None = None) -> Orders:
     Structural problems (no header, unknown or missing columns) raise :class:`InputError`;
     row problems are collected in :attr:`Orders.bad_rows`.
     """
+    check_orders_size(path)
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
             return parse_orders(fh, path, site, day=day)

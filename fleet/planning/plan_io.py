@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fleet.errors import InputError
+from fleet.identifiers import MAX_JSON_DEPTH, MAX_PLAN_BYTES, id_problem, json_bounds_problem
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
 from fleet.model.parcel import Parcel
 from fleet.model.plan import (
@@ -207,7 +208,10 @@ class _Node:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number, got {_show(value)}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
         if not math.isfinite(number):
             raise self.error(key, f"expected a finite number, got {_show(value)}")
         if ge is not None and number < ge:
@@ -241,12 +245,33 @@ class _Node:
         return self.string(key, nonempty=True)
 
     def integer(self, key: str, *, ge: int | None = None) -> int:
+        """A whole number; every one in a plan fits a signed 64-bit integer (an OSM node id)."""
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected a whole number, got {_show(value)}")
         if ge is not None and value < ge:
             raise self.error(key, f"expected a whole number >= {ge}, got {_show(value)}")
+        if not -_INT64 <= value < _INT64:
+            raise self.error(
+                key, f"expected a whole number within ±2**63 (docs/limits.md), got {_show(value)}"
+            )
         return value
+
+    def ident(self, key: str) -> str:
+        """An identifier (``docs/limits.md``: one rule for every id)."""
+        value = self.string(key)
+        problem = id_problem(value)
+        if problem is not None:
+            raise self.error(key, problem)
+        return value
+
+    def idents(self, key: str) -> tuple[str, ...]:
+        values = self.strings(key)
+        for i, v in enumerate(values):
+            problem = id_problem(v)
+            if problem is not None:
+                raise self.error(f"{key}[{i}]", problem)
+        return values
 
     def string(self, key: str, *, nonempty: bool = False) -> str:
         value = self._get(key)
@@ -255,6 +280,9 @@ class _Node:
         if nonempty and not value:
             raise self.error(key, "expected a non-empty string")
         return value
+
+    def has_text(self, key: str) -> bool:
+        return bool(self._data.get(key))
 
     def choice(self, key: str, parse: Callable[[str], _T], options: list[str]) -> _T:
         raw = self.string(key)
@@ -317,18 +345,21 @@ _LEGS = [leg.value for leg in Leg]
 _REASONS = [r.value for r in UnservedReason]
 
 
+_INT64 = 2**63
+
+
 def _read_stop(n: _Node) -> Stop:
     stop = Stop(
         seq=n.integer("seq", ge=0),
         kind=n.choice("kind", StopKind, _KINDS),
-        ref=n.string("ref"),
+        ref=n.ident("ref") if n.has_text("ref") else n.string("ref"),
         node=NodeId(n.integer("node")),
         lon=n.number("lon", ge=-180, le=180),
         lat=n.number("lat", ge=-90, le=90),
         arrival_s=n.number("arrival_s"),
         departure_s=n.number("departure_s"),
-        parcels_loaded=tuple(ParcelId(p) for p in n.strings("parcels_loaded")),
-        parcels_delivered=tuple(ParcelId(p) for p in n.strings("parcels_delivered")),
+        parcels_loaded=tuple(ParcelId(p) for p in n.idents("parcels_loaded")),
+        parcels_delivered=tuple(ParcelId(p) for p in n.idents("parcels_delivered")),
         load_after_kg=n.number("load_after_kg"),
         load_after_m3=n.number("load_after_m3"),
         dist_so_far_m=n.number("dist_so_far_m"),
@@ -342,9 +373,9 @@ def _read_stop(n: _Node) -> Stop:
 
 def _read_van_summary(n: _Node) -> VanSummary:
     v = VanSummary(
-        van_id=VanId(n.string("van_id", nonempty=True)),
+        van_id=VanId(n.ident("van_id")),
         leg=n.choice("leg", Leg, _LEGS),
-        depot=DepotId(n.string("depot", nonempty=True)),
+        depot=DepotId(n.ident("depot")),
         trips=n.integer("trips", ge=0),
         stops=n.integer("stops", ge=0),
         parcels=n.integer("parcels", ge=0),
@@ -386,9 +417,9 @@ def _read_route(n: _Node) -> VanRoute:
         )
         t.finish()
     route = VanRoute(
-        van_id=VanId(n.string("van_id", nonempty=True)),
+        van_id=VanId(n.ident("van_id")),
         leg=n.choice("leg", Leg, _LEGS),
-        depot=DepotId(n.string("depot", nonempty=True)),
+        depot=DepotId(n.ident("depot")),
         trips=tuple(trips),
     )
     n.finish()
@@ -397,7 +428,7 @@ def _read_route(n: _Node) -> VanRoute:
 
 def _read_unserved(n: _Node) -> Unserved:
     u = Unserved(
-        parcel_id=ParcelId(n.string("parcel_id", nonempty=True)),
+        parcel_id=ParcelId(n.ident("parcel_id")),
         reason=n.choice("reason", UnservedReason, _REASONS),
         detail=n.string("detail"),
     )
@@ -409,7 +440,7 @@ def _read_parcel(n: _Node) -> Parcel:
     try:
         station = n.optional_string("station")
         p = Parcel(
-            id=ParcelId(n.string("id", nonempty=True)),
+            id=ParcelId(n.ident("id")),
             lon=n.number("lon"),
             lat=n.number("lat"),
             weight_kg=n.number("weight_kg"),
@@ -468,16 +499,44 @@ def read_plan(path: Path) -> Plan:
 
 def read_plan_and_parcels(path: Path) -> tuple[Plan, tuple[Parcel, ...]]:
     """``plan.json`` and the parcels stored with it (what ``fleet verify`` needs)."""
+    return plan_and_parcels_from_json(read_plan_document(path), path)
+
+
+def read_plan_document(path: Path) -> dict[str, object]:
+    """``plan.json`` parsed, its size and nesting checked before parsing (docs/limits.md);
+    NaN and Infinity (not JSON) are refused."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PLAN_BYTES + 1)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise InputError(f"{path}: cannot read: {exc}") from exc
+    return parse_plan_document(data, path)
+
+
+def parse_plan_document(data: bytes, path: Path) -> dict[str, object]:
+    problem = json_bounds_problem(data, MAX_PLAN_BYTES)
+    if problem is not None:
+        raise InputError(f"{path}: {problem}")
     try:
-        document = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+    def no_constant(name: str) -> object:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        document = json.loads(text, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"
         ) from exc
-    return plan_and_parcels_from_json(document, path)
+    except ValueError as exc:  # NaN, Infinity; a number too long to convert
+        raise InputError(f"{path}: not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # defensive: the depth was checked above
+        raise InputError(f"{path}: nested deeper than {MAX_JSON_DEPTH}") from exc
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: expected a JSON object (docs/plan.md), got {_show(document)}")
+    return document

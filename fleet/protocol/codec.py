@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from fleet.identifiers import MAX_REQUEST_BYTES
 from fleet.protocol.control_api import Event, Reply, Request
 from fleet.protocol.errors import DecodeError
 from fleet.protocol.messages import (
@@ -37,7 +38,7 @@ MAX_PAYLOAD_BYTES: dict[type[Strict], int] = {
     Connection: 1 * KIB,
     ControllerConnection: 1 * KIB,
     Factsheet: 16 * KIB,
-    Request: 64 * 1024 * KIB,  # a dispatch carries a whole plan and its orders file
+    Request: MAX_REQUEST_BYTES,  # a dispatch carries a whole plan and its orders file
     Reply: 32 * 1024 * KIB,
     Event: 16 * KIB,
 }

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, StringConstraints, field_validator
 
+from fleet.identifiers import MAX_JSON_DEPTH, MAX_ORDERS_BYTES
 from fleet.protocol.messages import (
     MAX_TEXT,
     Header,
@@ -34,7 +35,8 @@ from fleet.protocol.topics import CLIENT_ID_PATTERN
 
 ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
 MAX_LISTED = 10_000  # vans, parcels or events named in one request or reply
-MAX_CSV_CHARS = 16 * 1024 * 1024
+MAX_CSV_CHARS = MAX_ORDERS_BYTES  # an orders file a request carries (docs/limits.md)
+MAX_EVENT_ID = 2**63 - 1  # event ids are SQLite integers
 
 Scalar = str | int | float | bool | None
 
@@ -53,16 +55,20 @@ class DispatchBody(Strict):
     @field_validator("plan")
     @classmethod
     def _finite(cls, plan: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        """Numbers in the plan are finite like everywhere else (JSON has no NaN)."""
-        stack: list[JsonValue] = [plan]
+        """Numbers in the plan are finite like everywhere else (JSON has no NaN), whole
+        numbers fit 64 bits, and it nests at most ``MAX_JSON_DEPTH`` deep (docs/limits.md)."""
+        stack: list[tuple[JsonValue, int]] = [(plan, 1)]
         while stack:
-            value = stack.pop()
+            value, depth = stack.pop()
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"the plan holds a non-finite number ({value})")
-            if isinstance(value, dict):
-                stack.extend(value.values())
-            elif isinstance(value, list):
-                stack.extend(value)
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise ValueError("the plan holds a whole number beyond ±2**63")
+            if isinstance(value, dict | list):
+                if depth > MAX_JSON_DEPTH:
+                    raise ValueError(f"the plan nests deeper than {MAX_JSON_DEPTH}")
+                items = value.values() if isinstance(value, dict) else value
+                stack.extend((v, depth + 1) for v in items)
         return plan
 
 
@@ -135,7 +141,9 @@ class OrdersBody(Strict):
 
 class EventsBody(Strict):
     command: Literal["events"] = "events"
-    after_id: int = Field(default=0, ge=0, description="Return events with a larger id.")
+    after_id: int = Field(
+        default=0, ge=0, le=MAX_EVENT_ID, description="Return events with a larger id."
+    )
     limit: int = Field(default=100, ge=1, le=MAX_LISTED)
     van_id: VanIdStr | None = None
     parcel_id: ParcelIdStr | None = None

@@ -25,10 +25,11 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fleet.identifiers import ID_PATTERN
 from fleet.protocol.errors import TopicError
 
 ROOT = "fleet/v1"
-VAN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+VAN_ID_PATTERN = ID_PATTERN  # the one identifier rule (fleet/identifiers.py)
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _VAN_ID_RE = re.compile(VAN_ID_PATTERN)
 _CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
@@ -79,7 +80,7 @@ class Topics:
         if len(parts) != 2:
             raise TopicError("wrong_topic", f"expected {head}<van_id>/<kind>", topic=topic)
         van_id, kind = parts
-        if not _VAN_ID_RE.match(van_id):
+        if not _VAN_ID_RE.fullmatch(van_id):
             raise TopicError("bad_van_id", f"van id must match {VAN_ID_PATTERN}", topic=topic)
         try:
             return van_id, VanTopic(kind)
@@ -102,13 +103,13 @@ class Topics:
         return f"{self.root}/controller/events"
 
     def controller_reply(self, client_id: str) -> str:
-        if not _CLIENT_ID_RE.match(client_id):
+        if not _CLIENT_ID_RE.fullmatch(client_id):
             raise TopicError("bad_client_id", f"client id must match {CLIENT_ID_PATTERN}")
         return f"{self.root}/controller/reply/{client_id}"
 
 
 def check_van_id(van_id: str) -> str:
     """Return ``van_id`` if it is topic-safe, else raise :class:`TopicError`."""
-    if not _VAN_ID_RE.match(van_id):
+    if not _VAN_ID_RE.fullmatch(van_id):
         raise TopicError("bad_van_id", f"van id {van_id!r} must match {VAN_ID_PATTERN}")
     return van_id

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -72,6 +73,9 @@ _PARCEL = TypeAdapter(ParcelRecord)
 _DATA = TypeAdapter(dict[str, str | int | float | bool | None])
 
 
+FILE_MODE = 0o600  # the store and its lock file: the fleet's data, for the controller only
+
+
 class SqliteStore:
     """Open (creating if needed) the store at ``path``; use as a context manager."""
 
@@ -82,6 +86,9 @@ class SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
+            # Created 0600 (SQLite gives its -wal and -shm files the same mode): the store
+            # holds every order, position and event of the fleet.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -100,7 +107,8 @@ class SqliteStore:
     # -- lifetime -------------------------------------------------------------------------
     def _lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = lock_path.open("a+b")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        handle = os.fdopen(fd, "a+b")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

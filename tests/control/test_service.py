@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import aiomqtt
@@ -182,12 +183,13 @@ def test_a_flooding_van_is_throttled_and_the_others_still_count(
                 aiomqtt.Client(broker.host, broker.port) as calm,
                 ControllerClient(BrokerAddress(broker.host, broker.port), topics=topics) as client,
             ):
-                noisy = encode(ex.state(van_id="ST-A-02"))
+                # stamped now: a state beyond the clock-skew bounds is refused (docs/limits.md)
+                now_s = time.time()
+                noisy = encode(ex.state(van_id="ST-A-02", now_s=now_s))
                 for _ in range(300):
                     await flood.publish(topics.van("ST-A-02", VanTopic.STATE), noisy, qos=0)
-                await calm.publish(
-                    topics.van("ST-A-01", VanTopic.STATE), encode(ex.state(van_id="ST-A-01")), qos=1
-                )
+                calm_state = encode(ex.state(van_id="ST-A-01", now_s=now_s))
+                await calm.publish(topics.van("ST-A-01", VanTopic.STATE), calm_state, qos=1)
                 return await _until(  # every message processed or throttled
                     lambda s: s.counters.get("states", 0) + s.counters.get("throttled", 0) >= 301,
                     client,

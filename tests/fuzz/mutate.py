@@ -17,7 +17,10 @@ reproducible from its seed. Three families:
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
+import tomllib
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -88,6 +91,78 @@ EXTREME_STRINGS: list[str] = [
     "f" * 64,
     "F" * 64,
 ]
+DEEP_MARK = "\u2063deep:"  # an invisible separator: never in a seed
+
+
+def _expand_deep(text: str) -> str:
+    """Replace each ``"<DEEP_MARK>N"`` string by ``N`` nested arrays around a 0."""
+    while DEEP_MARK in text:
+        at = text.index(DEEP_MARK)
+        start = text.rindex('"', 0, at)
+        end = text.index('"', at)
+        digits = re.match(r"\d{1,4}", text[at + len(DEEP_MARK) : end])  # edits may mangle it
+        n = min(5000, int(digits.group())) if digits else 33
+        text = text[:start] + "[" * n + "0" + "]" * n + text[end + 1 :]
+    return text
+
+
+HUGE_NUMBERS: list[Any] = [
+    2**63,
+    2**63 - 1,
+    -(2**63),
+    -(2**63) - 1,
+    2**80,
+    -(2**80),
+    10**400,
+    99999999999,
+    1e308,
+    5e-324,
+    -0.0,
+]
+# one character of every Unicode general category (and the surrogate and private-use areas)
+UNICODE_SAMPLES: list[str] = [
+    "A",
+    "z",
+    "\u01c5",
+    "\u02b0",
+    "\u00aa",
+    "\u0301",
+    "\u0903",
+    "\u20dd",
+    "7",
+    "\u216b",
+    "\u00bd",
+    "_",
+    "-",
+    "(",
+    ")",
+    "\u00ab",
+    "\u00bb",
+    "!",
+    "+",
+    "$",
+    "^",
+    "\u00a6",
+    " ",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x1f",
+    "\x7f",
+    "\u200b",
+    "\ud800",
+    "\ue000",
+    "\U0010ffff",
+    "/",
+    "#",
+    ".",
+    ":",
+    "\u00e9",
+    "\u00e7",
+    "\u0416",
+    "\u4e2d",
+    "\U0001f69a",
+]
 BYTE_TOKENS: list[bytes] = [
     b'"',
     b"{",
@@ -142,6 +217,35 @@ class Mutator(random.Random):
             ]
         )
 
+    def unicode_id(self) -> str:
+        """An id-like string: mostly id characters, some of any Unicode category."""
+        pool = "ABCXYZabc0129_-."
+        out = []
+        for _ in range(self.choice([1, 2, 8, 20, 63, 64, 65, 200])):
+            roll = self.random()
+            if roll < 0.15:
+                out.append(self.choice(UNICODE_SAMPLES))
+            elif roll < 0.2:
+                out.append(chr(self.randint(0x80, 0x10FFFF)))
+            else:
+                out.append(self.choice(pool))
+        return "".join(out)
+
+    # -- TOML documents ----------------------------------------------------------------------
+    def edit_toml(self, text: str) -> str:
+        """Parse, edit the tree like JSON (types, extremes, nesting, ids), write TOML again."""
+        doc = json.loads(json.dumps(tomllib.loads(text), default=str))
+        for _ in range(self.randint(1, 3)):
+            doc = self._edit_once(doc)
+            if self.random() < 0.3:
+                paths = [p for p in _paths(doc) if p and isinstance(_get(doc, p), str)]
+                if paths:
+                    path = self.choice(paths)
+                    _get(doc, path[:-1])[path[-1]] = self.unicode_id()
+        if not isinstance(doc, dict):
+            doc = {"value": doc}
+        return _expand_deep(toml_text(doc))
+
     # -- bytes -------------------------------------------------------------------------------
     def edit_bytes(self, data: bytes) -> bytes:
         buf = bytearray(data)
@@ -174,7 +278,20 @@ class Mutator(random.Random):
     def _edit_once(self, doc: Any) -> Any:
         paths = _paths(doc)
         path = self.choice(paths)
-        op = self.choice(["replace", "replace", "drop", "add", "grow", "retype", "digit", "digit"])
+        op = self.choice(
+            [
+                "replace",
+                "replace",
+                "drop",
+                "add",
+                "grow",
+                "retype",
+                "digit",
+                "digit",
+                "deep",
+                "huge",
+            ]
+        )
         if not path:
             return self.json_value() if op == "replace" else doc
         parent, key = _get(doc, path[:-1]), path[-1]
@@ -205,6 +322,12 @@ class Mutator(random.Random):
                         parent[key] = int(text)
                     else:
                         parent[key] = float(text)
+        elif op == "deep":
+            # nesting past every bound: 33 (our limit + 1), 250 (pydantic's), 5,000 (Python's);
+            # a marker, expanded in the text at the end (the tree itself stays shallow)
+            parent[key] = f"{DEEP_MARK}{self.choice([33, 250, 5000])}"
+        elif op == "huge":
+            parent[key] = self.choice(HUGE_NUMBERS)
         elif op == "retype":
             if isinstance(value, bool):
                 parent[key] = int(value)
@@ -219,6 +342,11 @@ class Mutator(random.Random):
         return doc
 
     def _serialise(self, doc: Any) -> bytes:
+        return _expand_deep(self._serialise_tree(doc).decode("utf-8", "surrogatepass")).encode(
+            "utf-8", "surrogatepass"
+        )
+
+    def _serialise_tree(self, doc: Any) -> bytes:
         style = self.choice(["compact", "pretty", "nan", "ascii"])
         if style == "nan":
             # JSON has no NaN or Infinity; Python's writer emits them on request
@@ -476,3 +604,55 @@ CSV_LINES = [
     "P3,-8.6,41.1,1",
     "P4,-8.6,41.1,1,0.01,,,,,",
 ]
+
+
+def _toml_key(key: str) -> str:
+    plain = key and key.isascii() and all(c.isalnum() or c in "_-" for c in key)
+    return key if plain else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        pairs = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(pairs) + " }"
+    return '""'
+
+
+def _toml_pairs(table: dict[str, Any]) -> list[str]:
+    return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+
+
+def toml_text(doc: dict[str, Any]) -> str:
+    """A small TOML writer for the fuzzer: scalars, then tables, then arrays of tables."""
+    head: list[str] = []
+    tables: list[str] = []
+    for key, value in doc.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables += [f"[{_toml_key(key)}]", *_toml_pairs(value)]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                tables += [f"[[{_toml_key(key)}]]", *_toml_pairs(item)]
+        else:
+            head.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(head + tables) + "\n"
+
+
+def mutated_toml(seeds: Sequence[str]) -> st.SearchStrategy[str]:
+    """One of ``seeds`` (TOML), edited as a tree (grammar-aware) and written again."""
+    return st.builds(lambda t, n: Mutator(n).edit_toml(t), st.sampled_from(list(seeds)), SEEDS)

@@ -729,6 +729,8 @@ def file_targets(work: Workdir) -> list[Target]:
 
 
 def all_targets(workdir: Path) -> list[Target]:
+    from tests.fuzz.entry_targets import entry_targets  # it builds on this module
+
     work = Workdir(workdir)
     return [
         *mqtt_targets(),
@@ -736,4 +738,5 @@ def all_targets(workdir: Path) -> list[Target]:
         *serial_targets(),
         *config_targets(work),
         *file_targets(work),
+        *entry_targets(work),
     ]

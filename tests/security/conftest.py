@@ -172,7 +172,7 @@ def mqtt_connect_over_tls(
 def broker_config_for_tests(conf: Path) -> None:
     """Started as root, Mosquitto drops to user 'mosquitto', which cannot read our 0600 files;
     production installs chown them instead (docs/security.md). Tests stay as the current user."""
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and "\nuser root\n" not in conf.read_text(encoding="utf-8"):
         with conf.open("a", encoding="utf-8") as fh:
             fh.write("user root\n")
 
