@@ -171,6 +171,7 @@ class _Engine:
         self.solver = vrp.Solver(workers)
         self.out: list[Unserved] = []
         self.start_soc: dict[VanId, float] = {}
+        self.minimise_vans = False  # fleet sizing: a cost per van used (legs.build_problem)
 
     def close(self) -> None:
         self.solver.close()
@@ -280,7 +281,16 @@ class _Engine:
                 bound = floor if final else max(floor, 0.8 * short[s.van_id].dist_m)
                 s = replace(s, max_dist_m=min(s.max_dist_m, bound))
             slots.append(s)
-        return build_problem(lp.leg, lp.depot, lp.matrix, lp.visits, slots, self.van, self.site)
+        return build_problem(
+            lp.leg,
+            lp.depot,
+            lp.matrix,
+            lp.visits,
+            slots,
+            self.van,
+            self.site,
+            minimise_vans=self.minimise_vans,
+        )
 
     def _replay(self, part: _Part, result: vrp.Result | None) -> None:
         lp = part.lp
@@ -856,7 +866,16 @@ class _Day:
                     for p in c.parcels
                 ]
             return
-        lp = build_problem(Leg.LINE_HAUL, wh, lh_matrix, [*cons, *direct], slots, van, site)
+        lp = build_problem(
+            Leg.LINE_HAUL,
+            wh,
+            lh_matrix,
+            [*cons, *direct],
+            slots,
+            van,
+            site,
+            minimise_vans=self.engine.minimise_vans,
+        )
         part = _Part(lp, time_s, first=first)
         self.engine.solve_parts([part], self.report.span("line haul", 0.2, 0.4))
         shift = f"shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)}"
@@ -924,7 +943,16 @@ class _Day:
                     for p in v.parcels
                 ]
                 continue
-            lp = build_problem(Leg.LAST_MILE, st, mat, visits, slots, van, site)
+            lp = build_problem(
+                Leg.LAST_MILE,
+                st,
+                mat,
+                visits,
+                slots,
+                van,
+                site,
+                minimise_vans=self.engine.minimise_vans,
+            )
             parts.append(_Part(lp, 0.0, first=first))
         budgets = station_budgets(
             time_s,
@@ -997,10 +1025,12 @@ def plan_fleet(
     max_iterations: int | None,
     already_unserved: Sequence[Unserved],
     verify: bool,
+    minimise_vans: bool = False,
 ) -> tuple[Plan, StartingState]:
     """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
 
     Returns the plan and the starting state the verifier needs to check it again.
+    ``minimise_vans`` makes the search use as few of the vans as serve every parcel it can.
     """
     report = _Progress(progress)
     t0 = time.monotonic()
@@ -1014,6 +1044,7 @@ def plan_fleet(
         site, van, net, seed=seed, workers=workers, max_iterations=max_iterations, now_s=now_s
     )
     engine.start_soc = {v.van_id: v.soc_pct for v in vans}
+    engine.minimise_vans = minimise_vans
     engine.out += already_unserved
     try:
         run = _Day(engine, parcels, vans, states, report)
