@@ -4,7 +4,9 @@ The day is planned twice: with the fleet as it is (the site's vans, or ``--vans`
 more vans at every depot than it has, where each van used costs the search a quarter of a
 visit's prize (far more than any detour, less than leaving a parcel out): PyVRP then serves
 every parcel it can with the fewest vans, and the vans each depot's routes use are the
-answer. A depot whose offered vans were all used while parcels of it were still left for want
+answer (or, where the vans available left none of a depot's parcels for want of a van and
+used fewer there, that number: the search is a heuristic with a time limit). A depot whose
+offered vans were all used while parcels of it were still left for want
 of a van is offered twice as many and the sizing planned again (at most ``SIZING_ROUNDS``
 times); otherwise its count is a lower bound ("at least") and says so.
 
@@ -41,7 +43,7 @@ class DepotSize:
     depot: DepotId
     available: int  # vans the depot has (site config or --vans)
     offered: int  # vans the last sizing search could use
-    needed: int  # vans the sized plan's routes use
+    needed: int  # vans the sized plan's routes use (or the current plan's, if fewer and enough)
     short_now: int  # parcels left for want of a van with the vans available
     short_sized: int  # ... with the sized fleet (then ``needed`` is a lower bound)
 
@@ -86,7 +88,7 @@ def size_fleet(
     """
     available = fleet_sizes(site, vans)
     budget = max(0.5, time_limit_s)
-    round_s = budget * (1 - CURRENT_SHARE) / SIZING_ROUNDS
+    left_s = budget * (1 - CURRENT_SHARE)  # for the sized plans: 60 % of what is left each
 
     def span(lo: float, hi: float, what: str) -> Progress | None:
         if progress is None:
@@ -111,6 +113,8 @@ def size_fleet(
     rounds = 0
     while True:
         lo = 0.3 + 0.7 * rounds / SIZING_ROUNDS
+        round_s = left_s * (0.6 if rounds < SIZING_ROUNDS - 1 else 1.0)
+        left_s -= round_s
         sized = plan_day(
             parcels,
             site,
@@ -134,6 +138,12 @@ def size_fleet(
         for d in grow:
             offered[d] *= 2
     short_now = _short(current, site, _served_from(sized))
+    # a depot the vans available already serve in full needs no more than they use there
+    # (the sized search is a heuristic with a time limit: it may not find the fewest)
+    now_used = _used(current)
+    for depot in site.depots:
+        if not short_now.get(depot.id) and not short.get(depot.id):
+            used[depot.id] = min(used.get(depot.id, 0), now_used.get(depot.id, 0))
     if progress is not None:
         progress("done", 1.0)
     return FleetSizing(
