@@ -47,6 +47,19 @@ class DayDemand:
                 groups.setdefault(i.ordered_s, []).append(p)
         return sorted(groups.items())
 
+    def hand_ins(self, start_s: float, batch_s: int) -> list[tuple[int, list[Parcel]]]:
+        """When the dispatcher hands the orders arriving after ``start_s`` to the controller:
+        an urgent order at once (the second it arrives), the others batched at the next
+        multiple of ``batch_s`` after ``start_s``. In time order; an urgent order arriving
+        on a batch's second goes in with that batch."""
+        urgent = {i.id for i in self.info if i.urgent}
+        groups: dict[int, list[Parcel]] = {}
+        for t_s, parcels in self.arrivals_after(start_s):
+            for p in parcels:
+                slot = t_s if p.id in urgent else start_s + -(-(t_s - start_s) // batch_s) * batch_s
+                groups.setdefault(int(slot), []).append(p)
+        return sorted(groups.items())
+
 
 def _line_lengths_m(lines: Sequence[Sequence[LonLat]]) -> list[np.ndarray]:
     """Per line, the cumulative length (m) at each point (equirectangular, fine at city scale)."""

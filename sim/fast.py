@@ -292,12 +292,7 @@ class FastRun:
         sc = self.scenario
         for ev in sc.events_by_time():
             self.loop.at(self.daytime.epoch_s(ev.at_s), self._event_runner(ev))
-        batch_s = sc.run.order_batch_s
-        batches: dict[int, list[Parcel]] = {}
-        for t_s, parcels in self.day.demand.arrivals_after(sc.run.start_s):
-            slot = sc.run.start_s + -(-(t_s - sc.run.start_s) // batch_s) * batch_s
-            batches.setdefault(int(slot), []).extend(parcels)
-        for slot, parcels in sorted(batches.items()):
+        for slot, parcels in self.day.demand.hand_ins(sc.run.start_s, sc.run.order_batch_s):
             self.loop.at(self.daytime.epoch_s(slot), self._order_runner(parcels))
         self._tick()
         self.loop.at(self.start_epoch + END_CHECK_S, self._end_check, background=True)

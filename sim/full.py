@@ -601,12 +601,7 @@ class FullRun:
         for ev in sc.events_by_time():
             self._pending += 1
             self._spawn(self._at(ev.at_s, self._event_runner(ev, work)), ev.kind)
-        batch_s = sc.run.order_batch_s
-        batches: dict[int, list[Parcel]] = {}
-        for t_s, parcels in self.day.demand.arrivals_after(sc.run.start_s):
-            slot = sc.run.start_s + -(-(t_s - sc.run.start_s) // batch_s) * batch_s
-            batches.setdefault(int(slot), []).extend(parcels)
-        for slot, parcels in sorted(batches.items()):
+        for slot, parcels in self.day.demand.hand_ins(sc.run.start_s, sc.run.order_batch_s):
             self._pending += 1
             self._spawn(
                 self._at(slot, lambda ps=parcels: self._add_orders(ps, work)),  # type: ignore[misc]

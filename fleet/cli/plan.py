@@ -23,6 +23,7 @@ from fleet.viz import MAP_FORMATS, check_map_path, write_map
 
 if TYPE_CHECKING:  # the planner and the road graph load when a command runs, not for --help
     from fleet.planning.orders import BadRow
+    from fleet.planning.sizing import FleetSizing
     from fleet.roads import RoadNetwork
 
 console = Console()
@@ -44,7 +45,15 @@ NO_CACHE_OPT = typer.Option(
     False, "--no-cache", help="Rebuild the road graph from the OSM extract (and re-cache it)."
 )
 ORDERS_ARG = typer.Argument(..., help="Orders CSV (docs/orders.md).")
-PLAN_OUT_OPT = typer.Option(..., "--output", "-o", help="Plan file to write (plan.json).")
+PLAN_OUT_OPT = typer.Option(
+    None, "--output", "-o", help="Plan file to write (plan.json); needed unless --size-fleet."
+)
+SIZE_FLEET_OPT = typer.Option(
+    False,
+    "--size-fleet",
+    help="Say how many vans each depot needs for these orders (the fewest that serve every "
+    "parcel) instead of writing a plan; --time-limit covers all of it.",
+)
 MAP_OPT = typer.Option(
     None, "--map", help=f"Also draw the plan on the city ({', '.join(MAP_FORMATS)})."
 )
@@ -203,9 +212,66 @@ def print_summary(plan: Plan, van: VanSpec, elapsed_s: float | None = None) -> N
         console.print(table)
 
 
+def print_sizing(sizing: FleetSizing, site: Site, parcels: int, elapsed_s: float) -> None:
+    """The fleet sizing as a table per depot, then what no number of vans changes."""
+    table = Table(
+        title=f"Vans needed for {parcels:,} parcels at {site.name} "
+        f"({sizing.current.day.isoformat()}, {elapsed_s:.0f} s, verified)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("depot", no_wrap=True)
+    table.add_column("vans available", justify="right")
+    table.add_column("vans needed", justify="right")
+    table.add_column("short of vans: now", justify="right")
+    table.add_column("with vans needed", justify="right")
+    table.caption = (
+        "vans needed: the fewest that serve every parcel a van can serve (each van makes as "
+        "many trips as its shift allows); short of vans: parcels left `not_enough_vans`; "
+        "≥: even that many left some, more may be needed"
+    )
+    for d in sizing.depots:
+        needed = f"≥ {d.needed}" if d.at_least else str(d.needed)
+        style = "bold red" if d.needed > d.available else None
+        table.add_row(
+            d.depot,
+            str(d.available),
+            needed,
+            str(d.short_now),
+            str(d.short_sized),
+            style=style,
+        )
+    if sizing.unattributed_now or sizing.unattributed_sized:
+        table.add_row(
+            "(no depot named)", "", "", str(sizing.unattributed_now), str(sizing.unattributed_sized)
+        )
+    table.add_row(
+        "all",
+        str(sum(d.available for d in sizing.depots)),
+        str(sum(d.needed for d in sizing.depots)),
+        str(sum(d.short_now for d in sizing.depots) + sizing.unattributed_now),
+        str(sum(d.short_sized for d in sizing.depots) + sizing.unattributed_sized),
+        style="bold",
+    )
+    console.print(table)
+    other = Counter(
+        u.reason.value
+        for u in sizing.sized.unserved
+        if u.reason is not UnservedReason.NOT_ENOUGH_VANS
+    )
+    if other:
+        console.print(
+            f"{sum(other.values())} parcel(s) no number of vans can serve: "
+            + ", ".join(f"{n} {reason}" for reason, n in other.most_common())
+        )
+    short = [d.depot for d in sizing.depots if d.short_now and d.needed > d.available]
+    if short:
+        console.print(f"not_enough_vans is real today at {', '.join(short)}")
+
+
 def plan(
     orders: Path = ORDERS_ARG,
-    output: Path = PLAN_OUT_OPT,
+    output: Path | None = PLAN_OUT_OPT,
     site_file: Path | None = SITE_OPT,
     van_file: Path | None = VAN_OPT,
     map_file: Path | None = MAP_OPT,
@@ -216,14 +282,20 @@ def plan(
     day: str | None = DAY_OPT,
     workers: int | None = WORKERS_OPT,
     no_cache: bool = NO_CACHE_OPT,
+    size_fleet: bool = SIZE_FLEET_OPT,
 ) -> None:
     """Plan both legs of a day: line haul to the stations, last mile to the doors.
 
     Shows progress, verifies the plan independently, writes it, and prints a summary.
+    With --size-fleet: how many vans each depot needs for the day, as a table.
     """
     from fleet.planning import plan_day, read_orders, write_plan
     from fleet.planning.plan_map import plan_map
 
+    if size_fleet and (output is not None or map_file is not None):
+        raise InputError("--size-fleet writes no plan: leave out --output and --map")
+    if not size_fleet and output is None:
+        raise InputError("--output is needed: the plan file to write (or use --size-fleet)")
     if map_file is not None:
         check_map_path(map_file)
     site, van = _configs(site_file, van_file)
@@ -250,6 +322,7 @@ def plan(
         err.print(table)
     the_day = plan_day_date or book.day or _today(site)
     t0 = time.monotonic()
+    sizing: FleetSizing | None = None
     with _progress() as progress:
         net = _network(site, van, no_cache, progress)
         task = progress.add_task("planning", total=1.0)
@@ -259,8 +332,10 @@ def plan(
                 task, description=f"{site.name}: {stage}", completed=fraction, refresh=True
             )
 
-        try:
-            result = plan_day(
+        if size_fleet:
+            from fleet.planning.sizing import size_fleet as run_sizing
+
+            sizing = run_sizing(
                 book.parcels,
                 site,
                 van,
@@ -269,22 +344,47 @@ def plan(
                 seed=seed,
                 progress=report,
                 day=the_day,
-                created_utc=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 vans=fleet,
                 workers=workers,
-                already_unserved=skipped,
             )
-        except VerificationError as exc:
-            raise VerificationError(
-                ["the planner made a plan its verifier rejects (nothing written)", *exc.violations]
-            ) from exc
-        progress.update(
-            task, description=f"{site.name}: writing {output.name}", completed=1.0, refresh=True
-        )
-        write_plan(result, output, parcels=book.parcels)
-        if map_file is not None:
-            progress.update(task, description=f"{site.name}: drawing {map_file.name}", refresh=True)
-            write_map(plan_map(result, net, book.parcels), map_file)
+        else:
+            assert output is not None
+            try:
+                result = plan_day(
+                    book.parcels,
+                    site,
+                    van,
+                    net,
+                    time_limit_s=time_limit,
+                    seed=seed,
+                    progress=report,
+                    day=the_day,
+                    created_utc=datetime.now(UTC)
+                    .isoformat(timespec="seconds")
+                    .replace("+00:00", "Z"),
+                    vans=fleet,
+                    workers=workers,
+                    already_unserved=skipped,
+                )
+            except VerificationError as exc:
+                raise VerificationError(
+                    [
+                        "the planner made a plan its verifier rejects (nothing written)",
+                        *exc.violations,
+                    ]
+                ) from exc
+            progress.update(
+                task, description=f"{site.name}: writing {output.name}", completed=1.0, refresh=True
+            )
+            write_plan(result, output, parcels=book.parcels)
+            if map_file is not None:
+                progress.update(
+                    task, description=f"{site.name}: drawing {map_file.name}", refresh=True
+                )
+                write_map(plan_map(result, net, book.parcels), map_file)
+    if sizing is not None:
+        print_sizing(sizing, site, len(book.parcels), time.monotonic() - t0)
+        return
     print_summary(result, van, time.monotonic() - t0)
     err.print(f"wrote {output}" + (f" and {map_file}" if map_file else ""))
 

@@ -44,7 +44,14 @@ MAX_ALERTS = 1000
 
 Json = dict[str, object]
 AlertKind = Literal[
-    "breakdown", "low_charge", "link_lost", "estop", "late_parcel", "replan_failed", "order"
+    "breakdown",
+    "low_charge",
+    "link_lost",
+    "estop",
+    "late_parcel",
+    "urgent_unmet",
+    "replan_failed",
+    "order",
 ]
 
 
@@ -350,6 +357,13 @@ class FleetView:
                 )
         if kind == "replan_failed":
             self._raise("replan_failed", t, f"re-plan failed: {event.detail}")
+        if kind == "urgent_unmet" and event.parcel_id:
+            self._raise(
+                "urgent_unmet",
+                t,
+                f"urgent order {event.parcel_id} cannot be met: {event.detail}",
+                parcel_id=event.parcel_id,
+            )
 
     # ---------------------------------------------------------------- alerts
     def _raise(

@@ -303,6 +303,7 @@ class ControllerCore:
         # it left unplanned that wait for them to be back
         self._counted_out: set[str] = set()
         self._wait_for_vans: set[str] = set()
+        self._urgent_unmet: set[str] = set()  # urgent parcels already reported unmet
         # silence is counted from here at most: a van is not stale for the time this
         # controller was not listening (restarted, or cut from the broker)
         self._listening_since_s = now_s
@@ -544,7 +545,16 @@ class ControllerCore:
                     # a parcel at a station (or back at the warehouse) keeps naming where it
                     # lies until a van loads it: a load elsewhere waits for its line haul
                     lies = rec.station if rec.status is ParcelStatus.AT_STATION else None
-                    if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
+                    if route.leg is Leg.LINE_HAUL and stop.kind is StopKind.DOOR:
+                        # a direct trip: the warehouse van loads it and takes it to the door
+                        self._set_parcel(
+                            rec,
+                            line_haul_van=route.van_id,
+                            last_mile_van=route.van_id,
+                            source=source,
+                            station=lies,
+                        )
+                    elif route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
                         self._set_parcel(
                             rec,
                             line_haul_van=route.van_id,
@@ -2509,6 +2519,21 @@ class ControllerCore:
             rec = self._parcels.get(u.parcel_id)
             if rec is None or rec.status in TERMINAL_STATUSES:
                 continue
+            if (
+                rec.source == "urgent"
+                and u.parcel_id not in in_bases
+                and u.parcel_id not in self._urgent_unmet
+            ):
+                # an urgent order the first re-plan after it arrived could not meet: said at
+                # once, with the planner's reason and (in its sentence) the earliest time
+                self._urgent_unmet.add(u.parcel_id)
+                self._event(
+                    "urgent_unmet",
+                    now_s,
+                    parcel_id=u.parcel_id,
+                    detail=f"{u.reason.value}: {u.detail}",
+                    reason=u.reason.value,
+                )
             holder = self._vans.get(rec.holder or "")
             if u.parcel_id in in_bases:  # a released stop handles it: the van reports it
                 self._set_parcel(rec, detail=f"released to a van; re-plan: {u.reason.value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,6 +12,20 @@ from fleet.model.ids import DepotId
 from fleet.model.toml_table import Table, parse_clock
 
 MAX_VANS_PER_DEPOT = 10_000  # a bound on configs: far above any depot, far below memory trouble
+
+
+class Departure(StrEnum):
+    """When a van leaves its depot for a trip (``[shift] departure``, docs/plan.md).
+
+    ``early``: as soon as its parcels are released and loaded (and it has charged what the
+    trip needs). ``late``: as late as it can without ending the trip later or coming within
+    15 minutes of a closing window (it waits at the depot, charging, not at a door)."""
+
+    EARLY = "early"
+    LATE = "late"
+
+
+DEFAULT_DEPARTURE = Departure.EARLY  # measured: docs/plan.md, "Departure policy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,7 @@ class Site:
     warehouse: Depot
     stations: tuple[Depot, ...]
     excluded_highways: tuple[str, ...]  # road classes outside the van's design domain
+    departure: Departure = DEFAULT_DEPARTURE  # when trips leave their depot
 
     @property
     def depots(self) -> tuple[Depot, ...]:
@@ -90,6 +106,11 @@ def load_site(path: Path) -> Site:
     end_s = parse_clock(shift.string("end"), shift.where("end"))
     if end_s <= start_s:
         raise shift.error("end", f"the shift must end after it starts ({shift.string('start')})")
+    departure = Departure(
+        shift.choice(
+            "departure", tuple(d.value for d in Departure), default=DEFAULT_DEPARTURE.value
+        )
+    )
     shift.finish()
     warehouse_t = root.table("warehouse")
     warehouse = _depot(warehouse_t)
@@ -121,4 +142,5 @@ def load_site(path: Path) -> Site:
         warehouse=warehouse,
         stations=stations,
         excluded_highways=excluded,
+        departure=departure,
     )

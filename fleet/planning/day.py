@@ -45,6 +45,7 @@ def plan_day(
     max_iterations: int | None = None,
     already_unserved: Sequence[Unserved] = (),
     verify: bool = True,
+    minimise_vans: bool = False,
 ) -> Plan:
     """Plan both legs of a day for ``parcels``: a plan the independent verifier accepts.
 
@@ -54,7 +55,8 @@ def plan_day(
     fraction)`` follows the work. ``day`` and ``created_utc`` are stamped on the plan (pure
     code reads no clock: callers pass them). ``vans`` overrides the number of vans of some
     depots. ``already_unserved`` (e.g. skipped bad rows) is carried into the plan.
-    ``max_iterations`` caps each search, for reproducible tests. Raises
+    ``max_iterations`` caps each search, for reproducible tests. ``minimise_vans`` has each
+    depot use as few of its vans as serve every parcel it can (fleet sizing). Raises
     :class:`~fleet.errors.VerificationError` if the verifier rejects the result (a bug).
     """
     sizes = fleet_sizes(site, vans)
@@ -80,5 +82,6 @@ def plan_day(
         max_iterations=max_iterations,
         already_unserved=already_unserved,
         verify=verify,
+        minimise_vans=minimise_vans,
     )
     return plan

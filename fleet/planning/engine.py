@@ -71,6 +71,10 @@ EPOCH_DAY = date(1970, 1, 1)
 TIGHTEN_ROUNDS = 3  # re-plans of a depot whose vans break their range, before one charge a day
 FIRST_TRIP_ITERATIONS = 3000
 REQUIRED_SHARE = 0.6  # of a leg's budget for the first search with every visit required
+# A parcel at the warehouse (or on a warehouse van) whose window the two-leg path (line haul,
+# then the station's last mile) could meet with less than this to spare is offered to the
+# warehouse vans as a direct trip to its door instead.
+DIRECT_MARGIN_S = 1800.0
 
 
 class Where(StrEnum):
@@ -167,6 +171,7 @@ class _Engine:
         self.solver = vrp.Solver(workers)
         self.out: list[Unserved] = []
         self.start_soc: dict[VanId, float] = {}
+        self.minimise_vans = False  # fleet sizing: a cost per van used (legs.build_problem)
 
     def close(self) -> None:
         self.solver.close()
@@ -276,7 +281,16 @@ class _Engine:
                 bound = floor if final else max(floor, 0.8 * short[s.van_id].dist_m)
                 s = replace(s, max_dist_m=min(s.max_dist_m, bound))
             slots.append(s)
-        return build_problem(lp.leg, lp.depot, lp.matrix, lp.visits, slots, self.van, self.site)
+        return build_problem(
+            lp.leg,
+            lp.depot,
+            lp.matrix,
+            lp.visits,
+            slots,
+            self.van,
+            self.site,
+            minimise_vans=self.minimise_vans,
+        )
 
     def _replay(self, part: _Part, result: vrp.Result | None) -> None:
         lp = part.lp
@@ -527,6 +541,11 @@ class _Day:
         self.keep: dict[DepotId, list[Placed]] = defaultdict(list)
         self.release: dict[ParcelId, float] = {}
         self.routes: list[VanRoute] = []
+        # direct trips warehouse -> door (DIRECT_MARGIN_S): at the warehouse, and on board
+        self.direct: list[Placed] = []
+        self.direct_earliest: dict[ParcelId, float] = {}  # a warehouse van there, alone
+        self.direct_board: dict[VanId, list[Placed]] = defaultdict(list)
+        self.earliest: dict[ParcelId, float] = {}  # at the warehouse: a van alone at its door
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
     def locate(self) -> None:
@@ -601,7 +620,7 @@ class _Day:
 
     # -- 2. matrices, reach checks, consignments ---------------------------------------------
     def prepare_stations(self) -> tuple[LegMatrix, list[Visit]]:
-        wh, van, site = self.wh, self.van, self.site
+        wh, van = self.wh, self.van
         lh_nodes = _unique(
             [wh.node, *(s.node for s in self.stations)]
             + [v.away[0] for v in self.away(wh.depot.id) if v.away is not None]
@@ -609,6 +628,7 @@ class _Day:
         lh_matrix = LegMatrix.between(lh_nodes, self.net)
         lh_at = lh_matrix.index()
         cons: list[Visit] = []
+        candidates: list[tuple[DepotPoint, Placed, float, float]] = []  # maybe direct
         used = [s for s in self.stations if self.members.get(s.depot.id) or self.away(s.depot.id)]
         for k, st in enumerate(used):
             sid = st.depot.id
@@ -644,23 +664,121 @@ class _Day:
                 at_wh = []
             first_out = min((self.wh_ready[pl.parcel.id] for pl in at_wh), default=self.start)
             ready = first_out + van.depot_load_s + there_s + van.station_unload_s
-            kept = self.reach(sid, at_wh, dict.fromkeys((pl.parcel.id for pl in at_wh), ready))
+            at = mat.index()
+            two_leg: list[Placed] = []
+            for pl in at_wh:
+                door_s = ready + van.depot_load_s + float(mat.time_s[0, at[pl.node]])
+                self.earliest[pl.parcel.id] = door_s
+                if pl.parcel.latest_s is not None and door_s + DIRECT_MARGIN_S > pl.parcel.latest_s:
+                    candidates.append((st, pl, ready, door_s))
+                else:
+                    two_leg.append(pl)
+            kept = self.reach(sid, two_leg, dict.fromkeys((pl.parcel.id for pl in two_leg), ready))
             kept_st = self.reach(sid, at_st, self.st_ready)
             self.keep[sid] += kept + kept_st
-            slack: dict[ParcelId, float] = {}
-            at = mat.index()
-            for pl in kept:
-                j = at[pl.node]
-                to_s, from_s = float(mat.time_s[0, j]), float(mat.time_s[j, 0])
-                _, late = window(pl.parcel, site)
-                alone = van.door_stop_s + door_service_s(pl.parcel, van)
-                before_door = van.station_unload_s + van.depot_load_s + to_s
-                slack[pl.parcel.id] = min(
-                    late - before_door, site.shift_end_s - alone - from_s - before_door
-                )
-            for c in consignments(st, kept, van, site, slack_s=slack):
-                cons.append(replace(c, release_s=max(self.wh_ready[q.id] for q in c.parcels)))
+            cons += self.consign(st, kept)
+        board = self.direct_on_board_candidates(lh_matrix)
+        if candidates or board:
+            lh_matrix = LegMatrix.between(
+                _unique([*lh_nodes, *(c[1].node for c in candidates), *(b[1].node for b in board)]),
+                self.net,
+            )
+            cons += self.choose_direct(lh_matrix, candidates, board)
         return lh_matrix, cons
+
+    def consign(self, st: DepotPoint, kept: Sequence[Placed]) -> list[Visit]:
+        """Line-haul consignments of ``kept`` (parcels at the warehouse) for station ``st``."""
+        van, site, mat = self.van, self.site, self.mats[st.depot.id]
+        slack: dict[ParcelId, float] = {}
+        at = mat.index()
+        for pl in kept:
+            j = at[pl.node]
+            to_s, from_s = float(mat.time_s[0, j]), float(mat.time_s[j, 0])
+            _, late = window(pl.parcel, site)
+            alone = van.door_stop_s + door_service_s(pl.parcel, van)
+            before_door = van.station_unload_s + van.depot_load_s + to_s
+            slack[pl.parcel.id] = min(
+                late - before_door, site.shift_end_s - alone - from_s - before_door
+            )
+        return [
+            replace(c, release_s=max(self.wh_ready[q.id] for q in c.parcels))
+            for c in consignments(st, kept, van, site, slack_s=slack)
+        ]
+
+    def direct_on_board_candidates(self, lh_matrix: LegMatrix) -> list[tuple[VanId, Placed]]:
+        """Parcels on board a warehouse van whose window the way through their station would
+        meet with less than ``DIRECT_MARGIN_S`` to spare."""
+        van, lh_at = self.van, lh_matrix.index()
+        out: list[tuple[VanId, Placed]] = []
+        for vs in self.away(self.wh.depot.id):
+            node = vs.away[0] if vs.away is not None else self.wh.node
+            t0 = max(self.start, vs.free_s)
+            for pl in self.lh_board.get(vs.van_id, []):
+                sid = self.to_station.get(pl.parcel.id)
+                if pl.parcel.latest_s is None or sid is None or sid not in self.mats:
+                    continue
+                mat = self.mats[sid]
+                door_s = (
+                    t0
+                    + float(lh_matrix.time_s[lh_at[node], lh_at[self.depots[sid].node]])
+                    + van.station_unload_s
+                    + van.depot_load_s
+                    + float(mat.time_s[0, mat.index()[pl.node]])
+                )
+                if door_s + DIRECT_MARGIN_S > pl.parcel.latest_s:
+                    out.append((vs.van_id, pl))
+        return out
+
+    def choose_direct(
+        self,
+        lh_matrix: LegMatrix,
+        candidates: Sequence[tuple[DepotPoint, Placed, float, float]],
+        board: Sequence[tuple[VanId, Placed]],
+    ) -> list[Visit]:
+        """Which candidates go direct from the warehouse to their door (a warehouse van,
+        alone, would be there in time, back by the end of the shift, within one charge);
+        the others go through their station if that can still meet the window, else they
+        are unserved with the earliest time either way could reach them. Returns the
+        consignments of those sent through their station after all."""
+        van, site = self.van, self.site
+        at = lh_matrix.index()
+        dist, time_s = lh_matrix.dist_m, lh_matrix.time_s
+        via: dict[DepotId, tuple[DepotPoint, float, list[Placed]]] = {}
+        for st, pl, ready, two_leg_s in candidates:
+            p, j = pl.parcel, at[pl.node]
+            early, late = window(p, site)
+            arrive = self.wh_ready[p.id] + van.depot_load_s + float(time_s[0, j])
+            back = max(arrive, early) + van.door_stop_s + door_service_s(p, van) + time_s[j, 0]
+            round_m = float(dist[0, j] + dist[j, 0])
+            if arrive <= late and back <= site.shift_end_s and round_m <= self.full_m:
+                self.direct.append(pl)
+                self.direct_earliest[p.id] = arrive
+                self.earliest[p.id] = min(arrive, two_leg_s)
+            elif two_leg_s <= late or not math.isfinite(two_leg_s):
+                via.setdefault(st.depot.id, (st, ready, []))[2].append(pl)
+            else:
+                best, how = min(
+                    (arrive, "direct from the warehouse"), (two_leg_s, f"through {st.depot.id}")
+                )
+                self.out.append(
+                    unserved(
+                        p,
+                        UnservedReason.WINDOW_IMPOSSIBLE,
+                        f"the earliest a van can reach it is {clock(best)} ({how}), after its "
+                        f"window closes at {clock(late)}",
+                    )
+                )
+        cons: list[Visit] = []
+        for st, ready, group in via.values():
+            sid = st.depot.id
+            kept = self.reach(sid, group, dict.fromkeys((pl.parcel.id for pl in group), ready))
+            self.keep[sid] += kept
+            cons += self.consign(st, kept)
+        for van_id, pl in board:
+            j = at[pl.node]
+            if math.isfinite(float(dist[0, j])) and math.isfinite(float(dist[j, 0])):
+                self.direct_board[van_id].append(pl)
+        return cons
 
     def reach(
         self, sid: DepotId, group: Sequence[Placed], ready: Mapping[ParcelId, float]
@@ -704,8 +822,11 @@ class _Day:
         todo = []
         for vs in self.away(wh.depot.id):
             group: dict[DepotId, list[Parcel]] = defaultdict(list)
+            doors = self.direct_board.get(vs.van_id, [])
+            direct_ids = {pl.parcel.id for pl in doors}
             for pl in self.lh_board.get(vs.van_id, []):
-                group[self.to_station[pl.parcel.id]].append(pl.parcel)
+                if pl.parcel.id not in direct_ids:
+                    group[self.to_station[pl.parcel.id]].append(pl.parcel)
             visits = [
                 Visit(
                     kind=StopKind.STATION,
@@ -721,31 +842,54 @@ class _Day:
                 )
                 for sid, ps in sorted(group.items())
             ]
+            visits += door_visits(doors, van, site, dict.fromkeys(direct_ids, 0.0))
             todo.append(self.start_point(vs, wh, visits))
         first = self.engine.first_trips(Leg.LINE_HAUL, wh, lh_matrix, todo)
         lh_vans = [v for v in self.vans if v.in_service and v.depot == wh.depot.id]
         slots = _slots(self.engine, lh_vans, first, self.start)
+        direct = door_visits(
+            self.direct,
+            van,
+            site,
+            {pl.parcel.id: self.wh_ready[pl.parcel.id] for pl in self.direct},
+        )
         if not slots:
-            for c in cons:
+            for c in [*cons, *direct]:
                 self.out += [
                     unserved(
                         p,
                         UnservedReason.NOT_ENOUGH_VANS,
-                        f"no line-haul van is in service to bring it to {c.ref}",
+                        f"no line-haul van is in service to bring it to {c.ref}"
+                        if c.kind is StopKind.STATION
+                        else "no warehouse van is in service to take it direct to its door",
                     )
                     for p in c.parcels
                 ]
             return
-        lp = build_problem(Leg.LINE_HAUL, wh, lh_matrix, cons, slots, van, site)
+        lp = build_problem(
+            Leg.LINE_HAUL,
+            wh,
+            lh_matrix,
+            [*cons, *direct],
+            slots,
+            van,
+            site,
+            minimise_vans=self.engine.minimise_vans,
+        )
         part = _Part(lp, time_s, first=first)
         self.engine.solve_parts([part], self.report.span("line haul", 0.2, 0.4))
+        shift = f"shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)}"
         for c in part.dropped:
             self.out += [
                 unserved(
                     p,
                     UnservedReason.NOT_ENOUGH_VANS,
                     f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
-                    f"warehouse vans, shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)})",
+                    f"warehouse vans, {shift})"
+                    if c.kind is StopKind.STATION
+                    else f"no warehouse van was free to take it direct to its door in time "
+                    f"({len(slots)} warehouse vans, {shift}); the earliest one alone could "
+                    f"have been there is {clock(self.direct_earliest[p.id])}",
                 )
                 for p in c.parcels
             ]
@@ -799,7 +943,16 @@ class _Day:
                     for p in v.parcels
                 ]
                 continue
-            lp = build_problem(Leg.LAST_MILE, st, mat, visits, slots, van, site)
+            lp = build_problem(
+                Leg.LAST_MILE,
+                st,
+                mat,
+                visits,
+                slots,
+                van,
+                site,
+                minimise_vans=self.engine.minimise_vans,
+            )
             parts.append(_Part(lp, 0.0, first=first))
         budgets = station_budgets(
             time_s,
@@ -829,7 +982,6 @@ class _Day:
         delivered = {
             pid
             for r in self.routes
-            if r.leg is Leg.LAST_MILE
             for s in r.stops()
             if s.kind is StopKind.DOOR
             for pid in s.parcels_delivered
@@ -839,6 +991,19 @@ class _Day:
             if p.id not in delivered and p.id not in listed:
                 self.out.append(
                     unserved(p, UnservedReason.NOT_ENOUGH_VANS, "no van had room or time for it")
+                )
+        # the earliest time a van could have reached a parcel left out for want of a van
+        # (its earliest way: direct, or through its station), for a dispatcher to offer
+        for i, u in enumerate(self.out):
+            when = self.earliest.get(u.parcel_id)
+            if (
+                u.reason is UnservedReason.NOT_ENOUGH_VANS
+                and when is not None
+                and math.isfinite(when)
+                and "the earliest" not in u.detail
+            ):
+                self.out[i] = replace(
+                    u, detail=f"{u.detail}; the earliest a van could reach it is {clock(when)}"
                 )
 
 
@@ -860,10 +1025,12 @@ def plan_fleet(
     max_iterations: int | None,
     already_unserved: Sequence[Unserved],
     verify: bool,
+    minimise_vans: bool = False,
 ) -> tuple[Plan, StartingState]:
     """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
 
     Returns the plan and the starting state the verifier needs to check it again.
+    ``minimise_vans`` makes the search use as few of the vans as serve every parcel it can.
     """
     report = _Progress(progress)
     t0 = time.monotonic()
@@ -877,13 +1044,14 @@ def plan_fleet(
         site, van, net, seed=seed, workers=workers, max_iterations=max_iterations, now_s=now_s
     )
     engine.start_soc = {v.van_id: v.soc_pct for v in vans}
+    engine.minimise_vans = minimise_vans
     engine.out += already_unserved
     try:
         run = _Day(engine, parcels, vans, states, report)
         run.locate()
         lh_matrix, cons = run.prepare_stations()
         n_doors = sum(len(v) for v in run.keep.values())
-        t1, t2 = _split_time(time_limit_s, len(cons), n_doors)
+        t1, t2 = _split_time(time_limit_s, len(cons) + len(run.direct), n_doors)
         run.line_haul(lh_matrix, cons, t1)
         report("last mile", 0.4)
         run.last_mile(t2)

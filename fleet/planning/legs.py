@@ -60,8 +60,14 @@ def build_problem(
     slots: Sequence[VanSlot],
     van: VanSpec,
     site: Site,
+    *,
+    minimise_vans: bool = False,
 ) -> LegProblem:
-    """The PyVRP model for one leg at one depot; ``matrix`` index 0 is the depot."""
+    """The PyVRP model for one leg at one depot; ``matrix`` index 0 is the depot.
+
+    ``minimise_vans``: each van used costs a quarter of a visit's prize (far more than any
+    detour, less than leaving a visit out), so the search uses the fewest vans that serve
+    every visit it can (fleet sizing, :mod:`fleet.planning.sizing`)."""
     if not slots:
         raise ValueError(f"{leg.value} at {depot.depot.id}: no van to plan for")
     # the optimiser sees only the depot and the places it must visit (the leg's matrix may
@@ -106,6 +112,7 @@ def build_problem(
             tw_early=start,
             tw_late=shift_late,
             max_distance=max(0, bound),
+            fixed_cost=prize // 4 if minimise_vans else 0,
             name=",".join(ids),
         )
         for (start, bound), ids in groups.items()

@@ -9,7 +9,9 @@ that order with the exact road distances and times (the floats of the road matri
   depot, up to a full battery;
 * if that is not enough for the next trip to end above the reserve, the stay is lengthened
   by the charging time still needed (the stop becomes ``charge``);
-* a van waits at a door that opens later; it must arrive no later than the window's end.
+* a van waits at a door that opens later; it must arrive no later than the window's end;
+* with the site's ``departure = "late"`` a trip leaves as late as it can without ending later
+  (see :func:`_delay_s`); with ``"early"`` it leaves as soon as it is loaded (and charged).
 
 Whatever still breaks a limit (a trip longer than a full charge, a window missed because of
 charging) is reported as a :class:`Shortfall` so the day planner can re-plan that van with a
@@ -28,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
 from fleet.model.plan import Leg, Stop, StopKind, Trip, VanRoute
-from fleet.model.site import Site
+from fleet.model.site import Departure, Site
 from fleet.model.van import VanSpec
 from fleet.planning.demand import DepotPoint, LegMatrix, Visit
 from fleet.planning.text import clock
@@ -188,7 +190,8 @@ def build_route(
                 # whole seconds, one more for rounding: the verifier recomputes in floats
                 depart += math.ceil((need - charged) / power * 3600.0) + 1.0
                 kind = StopKind.CHARGE
-            depart += _delay_s(depart, visits, locs, matrix)
+            if site.departure is Departure.LATE:
+                depart += _delay_s(depart, visits, locs, matrix)
             energy = min(battery, energy + power * (depart - t) / 3600.0)
             stops.append(
                 Stop(

@@ -266,8 +266,10 @@ class _Verifier:
                 elif is_last:
                     if s.kind is not StopKind.DEPOT:
                         self.bad(sw, "a trip must end at the van's depot")
-                elif r.leg is Leg.LINE_HAUL and s.kind is not StopKind.STATION:
-                    self.bad(sw, "a line-haul van stops only at stations between depot visits")
+                elif r.leg is Leg.LINE_HAUL and s.kind not in (StopKind.STATION, StopKind.DOOR):
+                    self.bad(
+                        sw, "a line-haul van stops only at stations and doors between depot visits"
+                    )
                 elif r.leg is Leg.LAST_MILE and s.kind is not StopKind.DOOR:
                     self.bad(sw, "a last-mile van stops only at doors between depot visits")
                 if s.kind in (StopKind.DEPOT, StopKind.CHARGE):
@@ -506,6 +508,17 @@ class _Verifier:
             if len(lm_loads) != 1:
                 # on board when a re-plan started: loaded at the START stop, nowhere else
                 if not lm_loads and not self.loaded_at.get(pid):
+                    continue
+                # a direct trip: the warehouse van that loaded it at the warehouse (once)
+                # delivers it at its door, no station in between
+                lh_loads = self.loaded_at.get(pid, [])
+                if (
+                    not lm_loads
+                    and not drops
+                    and len(lh_loads) == 1
+                    and lh_loads[0][0] == self.site.warehouse.id
+                    and lh_loads[0][3] == self.door_of[pid][1]
+                ):
                     continue
                 self.bad(f"parcel {pid}", f"is loaded for the last mile {len(lm_loads)} times")
                 continue

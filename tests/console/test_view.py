@@ -188,8 +188,19 @@ def test_alerts_for_estop_low_charge_breakdown_lost_link_and_failed_replans() ->
     view.on_event(event(1, "van_out_of_service", NOW_S, van_id=VAN, detail="fatal error"), NOW_S)
     view.on_event(event(2, "van_offline", NOW_S, van_id=VAN), NOW_S)
     view.on_event(event(3, "replan_failed", NOW_S, detail="no solution"), NOW_S)
+    why = "window_impossible: the earliest a van can reach it is 10:25 (direct from the warehouse)"
+    view.on_event(event(4, "urgent_unmet", NOW_S, parcel_id="Q1", detail=why), NOW_S)
     kinds = sorted(a.kind for a in view.alerts.values())
-    assert kinds == ["breakdown", "estop", "link_lost", "low_charge", "replan_failed"]
+    assert kinds == [
+        "breakdown",
+        "estop",
+        "link_lost",
+        "low_charge",
+        "replan_failed",
+        "urgent_unmet",
+    ]
+    unmet = next(a for a in view.alerts.values() if a.kind == "urgent_unmet")
+    assert unmet.parcel_id == "Q1" and "10:25" in unmet.text
     assert not view.vans[VAN].in_service
     assert "12 % charge" in next(a.text for a in view.alerts.values() if a.kind == "low_charge")
 

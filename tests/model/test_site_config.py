@@ -9,6 +9,7 @@ import pytest
 
 from fleet.errors import ConfigError
 from fleet.model import load_site
+from fleet.model.site import Departure
 
 
 @pytest.fixture
@@ -88,6 +89,16 @@ def _variant(site_text: str, tmp_path: Path, old: str, new: str) -> Path:
             'exclude_highways = "motorway"',
             r"\[roads\] exclude_highways: expected a list of strings",
         ),
+        (
+            r'^end = "20:00"$',
+            'end = "20:00"\ndeparture = "soon"',
+            r"\[shift\] departure: expected one of early, late, got 'soon'",
+        ),
+        (
+            r'^end = "20:00"$',
+            'end = "20:00"\ndeparture = 1',
+            r"\[shift\] departure: expected a string",
+        ),
     ],
     ids=[
         "unknown-key-site",
@@ -109,6 +120,8 @@ def _variant(site_text: str, tmp_path: Path, old: str, new: str) -> Path:
         "bad-clock",
         "bad-timezone",
         "exclude-not-a-list",
+        "departure-unknown",
+        "departure-not-a-string",
     ],
 )
 def test_site_error_names_file_table_and_key(
@@ -118,6 +131,12 @@ def test_site_error_names_file_table_and_key(
     with pytest.raises(ConfigError, match=expected) as info:
         load_site(bad)
     assert str(bad) in str(info.value)
+
+
+def test_departure_is_early_unless_the_site_says_late(site_text: str, tmp_path: Path) -> None:
+    assert load_site(_variant(site_text, tmp_path, r"^$", "")).departure is Departure.EARLY
+    late = _variant(site_text, tmp_path, r'^end = "20:00"$', 'end = "20:00"\ndeparture = "late"')
+    assert load_site(late).departure is Departure.LATE
 
 
 def test_site_without_stations_is_refused(site_text: str, tmp_path: Path) -> None:

@@ -78,6 +78,27 @@ def test_sample_then_plan_then_verify(orders_csv: Path, tmp_path: Path) -> None:
     assert "valid" in verified.output
 
 
+def test_size_fleet_prints_a_table_per_depot_and_writes_no_plan(
+    orders_csv: Path, tmp_path: Path
+) -> None:
+    args = ["plan", str(orders_csv), "--site", POA, "--size-fleet", "--time-limit", "1"]
+    result = runner.invoke(app, [*args, "--workers", "1"], env=ENV)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Vans needed for 30 parcels at Porto Alegre" in out
+    for column in ("vans available", "vans needed", "short of vans: now", "with vans needed"):
+        assert column in out
+    for depot in ("WH-POA", "ST-CENTRO", "ST-MOINHOS", "all"):
+        assert depot in out
+    assert list(tmp_path.iterdir()) == []
+    refused = runner.invoke(app, [*args, "-o", str(tmp_path / "plan.json")], env=ENV)
+    assert refused.exit_code != 0
+    assert "--size-fleet writes no plan" in str(refused.exception) + refused.output
+    needs_output = runner.invoke(app, ["plan", str(orders_csv), "--site", POA], env=ENV)
+    assert needs_output.exit_code != 0
+    assert "--output is needed" in str(needs_output.exception) + needs_output.output
+
+
 def test_verify_prints_one_line_per_violation_and_fails(orders_csv: Path, tmp_path: Path) -> None:
     plan_json = tmp_path / "plan.json"
     made = runner.invoke(

@@ -69,6 +69,31 @@ def test_shares_windows_late_and_urgent_orders(tiny_scenario: Path) -> None:
     assert [t for t, _ in arrivals] == sorted(t for t, _ in arrivals)
 
 
+def test_urgent_orders_are_handed_in_the_second_they_arrive_the_others_in_batches(
+    tiny_scenario: Path,
+) -> None:
+    sc = load_scenario(tiny_scenario)
+    d = dataclasses.replace(sc.demand, parcels=600)
+    day = sample_demand(d, 3, sc.run.start_s, sc.run.end_s, [SHORT, LONG])
+    info = {i.id: i for i in day.info}
+    batch_s = 900
+    hand_ins = day.hand_ins(sc.run.start_s, batch_s)
+    assert [t for t, _ in hand_ins] == sorted({t for t, _ in hand_ins})
+    given = [p.id for _, ps in hand_ins for p in ps]
+    assert sorted(given) == sorted(i.id for i in day.info if i.ordered_s > sc.run.start_s)
+    urgent = 0
+    for t, parcels in hand_ins:
+        for p in parcels:
+            ordered = info[p.id].ordered_s
+            if info[p.id].urgent:
+                urgent += 1
+                assert t == ordered  # not a second later
+            else:
+                assert t >= ordered and t - ordered < batch_s
+                assert (t - sc.run.start_s) % batch_s == 0
+    assert urgent > 10
+
+
 def test_no_roads_of_the_classes_is_a_config_error(tiny_scenario: Path) -> None:
     d = load_scenario(tiny_scenario).demand
     with pytest.raises(ConfigError, match=r"\[demand\] road_classes"):
