@@ -184,7 +184,12 @@ class FastRun:
         self.config = fast_controller_config(base)
         self.roster = site_roster(sc.site)
         self.planning = SitePlanning(
-            sc.site, sc.van, day.net, replan_time_limit_s=sc.run.replan_time_limit_s, seed=sc.seed
+            sc.site,
+            sc.van,
+            day.net,
+            replan_time_limit_s=sc.run.replan_time_limit_s,
+            seed=sc.seed,
+            sharing=sc.run.sharing,
         )
         self._store_dir = store_dir
         self.use_store = (

@@ -249,7 +249,12 @@ class FullRun:
             self.trace.depots[d.id] = (d.lon, d.lat)
         keep = keep_paths if keep_paths is not None else len(self.roster) <= KEEP_PATHS_UP_TO_VANS
         self.planning = SitePlanning(
-            sc.site, sc.van, day.net, replan_time_limit_s=sc.run.replan_time_limit_s, seed=sc.seed
+            sc.site,
+            sc.van,
+            day.net,
+            replan_time_limit_s=sc.run.replan_time_limit_s,
+            seed=sc.seed,
+            sharing=sc.run.sharing,
         )
         self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
         self.master = MasterKey(secrets.token_bytes(32), 1)

@@ -499,19 +499,28 @@ class ControllerCore:
 
     def _assign_parcels(self, plan: Plan, source: str) -> None:
         for route in plan.routes:
-            for stop in route.stops():
-                for pid in stop.parcels_delivered:
-                    rec = self._parcels.get(pid)
-                    if rec is None:
-                        continue
-                    if route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
-                        self._set_parcel(
-                            rec, line_haul_van=route.van_id, source=source, station=stop.ref
-                        )
-                    else:
-                        self._set_parcel(
-                            rec, last_mile_van=route.van_id, source=source, station=route.depot
-                        )
+            for trip in route.trips:
+                # the depot the trip loads at: the van's own, or a station it is lent to
+                base = trip.stops[0].ref if trip.stops[0].kind is not StopKind.START else ""
+                for stop in trip.stops:
+                    for pid in stop.parcels_delivered:
+                        rec = self._parcels.get(pid)
+                        if rec is None:
+                            continue
+                        if stop.kind is StopKind.STATION or (
+                            route.leg is Leg.LINE_HAUL and stop.kind is not StopKind.DOOR
+                        ):
+                            self._set_parcel(
+                                rec, line_haul_van=route.van_id, source=source, station=stop.ref
+                            )
+                        else:
+                            lent = stop.kind is StopKind.DOOR and base
+                            self._set_parcel(
+                                rec,
+                                last_mile_van=route.van_id,
+                                source=source,
+                                station=base if lent else route.depot,
+                            )
 
     # ------------------------------------------------------------------ orders
     def _new_order(

@@ -11,6 +11,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Plan, Unserved
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
+from fleet.planning.borrow import Sharing
 from fleet.planning.engine import Progress, VanState, plan_fleet, van_ids
 from fleet.roads import RoadNetwork
 
@@ -45,6 +46,7 @@ def plan_day(
     max_iterations: int | None = None,
     already_unserved: Sequence[Unserved] = (),
     verify: bool = True,
+    sharing: Sharing = Sharing.FLEET,
 ) -> Plan:
     """Plan both legs of a day for ``parcels``: a plan the independent verifier accepts.
 
@@ -56,6 +58,9 @@ def plan_day(
     depots. ``already_unserved`` (e.g. skipped bad rows) is carried into the plan.
     ``max_iterations`` caps each search, for reproducible tests. Raises
     :class:`~fleet.errors.VerificationError` if the verifier rejects the result (a bug).
+    ``sharing``: where a station's own vans cannot take all its doors, vans of other depots
+    with time left help (``"fleet"``, the default) or not (``"depot"``); see
+    :mod:`fleet.planning.borrow`.
     """
     sizes = fleet_sizes(site, vans)
     fleet = [
@@ -80,5 +85,6 @@ def plan_day(
         max_iterations=max_iterations,
         already_unserved=already_unserved,
         verify=verify,
+        sharing=sharing,
     )
     return plan

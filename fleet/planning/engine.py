@@ -15,7 +15,9 @@ stations. The steps:
    m³ together, the most urgent first); the warehouse vans carry them in as many trips as
    needed; a consignment must arrive early enough for its most urgent parcel.
 5. **Leg 2**: each station's door stops, released when their parcels are at the station, are
-   routed for that station's vans; stations are solved in parallel.
+   routed for that station's vans; stations are solved in parallel. With whole-fleet sharing
+   (:class:`~fleet.planning.borrow.Sharing`), stops a station's vans could not take are then
+   offered to every other van that has time left after its own day (``_Day.lend_vans``).
 6. Each van's day is replayed with exact road times and its battery (see
    :mod:`fleet.planning.schedule`); a van whose day would break its range is re-planned with
    a tighter distance bound until it does not (one charge for the day at worst).
@@ -42,6 +44,7 @@ from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanR
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
 from fleet.planning import scaling, vrp
+from fleet.planning.borrow import Drive, Lend, Sharing, join_day, lent_slot
 from fleet.planning.demand import (
     DepotPoint,
     LegMatrix,
@@ -105,6 +108,7 @@ class StartingState:
 
     at_station: dict[ParcelId, DepotId]
     start_soc_pct: dict[VanId, float]
+    at_station_from_s: dict[ParcelId, float] = field(default_factory=dict)
 
 
 def van_ids(depot: DepotId, count: int) -> list[VanId]:
@@ -157,7 +161,9 @@ class _Engine:
         workers: int | None,
         max_iterations: int | None,
         now_s: float,
+        sharing: Sharing = Sharing.FLEET,
     ) -> None:
+        self.sharing = sharing
         self.site = site
         self.van = van
         self.net = net
@@ -527,6 +533,7 @@ class _Day:
         self.keep: dict[DepotId, list[Placed]] = defaultdict(list)
         self.release: dict[ParcelId, float] = {}
         self.routes: list[VanRoute] = []
+        self.lh_matrix: LegMatrix | None = None  # every depot (and line-haul vans' positions)
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
     def locate(self) -> None:
@@ -606,7 +613,7 @@ class _Day:
             [wh.node, *(s.node for s in self.stations)]
             + [v.away[0] for v in self.away(wh.depot.id) if v.away is not None]
         )
-        lh_matrix = LegMatrix.between(lh_nodes, self.net)
+        lh_matrix = self.lh_matrix = LegMatrix.between(lh_nodes, self.net)
         lh_at = lh_matrix.index()
         cons: list[Visit] = []
         used = [s for s in self.stations if self.members.get(s.depot.id) or self.away(s.depot.id)]
@@ -811,6 +818,10 @@ class _Day:
         if parts:
             self.engine.solve_parts(parts, self.report.span("last mile", 0.4, 0.85))
         for part in parts:
+            self.routes += [b.route for b in part.routes.values()]
+        if self.engine.sharing is Sharing.FLEET:
+            self.lend_vans(parts)
+        for part in parts:
             sid = part.lp.depot.depot.id
             for v in part.dropped:
                 self.out += [
@@ -822,14 +833,93 @@ class _Day:
                     )
                     for p in v.parcels
                 ]
-            self.routes += [b.route for b in part.routes.values()]
+
+    def lend_vans(self, parts: Sequence[_Part]) -> None:
+        """Door stops a station's own vans could not take, offered to every other van in
+        service once its own day is done (:mod:`fleet.planning.borrow`), the station with the
+        most parcels left first; a van is lent to one station at most."""
+        short = sorted(
+            (p for p in parts if p.dropped),
+            key=lambda p: (-sum(len(v.parcels) for v in p.dropped), p.lp.depot.depot.id),
+        )
+        if not short or self.lh_matrix is None:
+            return
+        mat = self.lh_matrix
+        at = mat.index()
+        bound = range_m(self.van, 100.0) * (1 + vrp.MAX_RELOADS_DEFAULT)
+        lent: set[VanId] = set()
+        for part in short:
+            st = part.lp.depot
+            sid = st.depot.id
+            by_van = {r.van_id: k for k, r in enumerate(self.routes)}
+            lends: dict[VanId, Lend] = {}
+            for vs in self.vans:
+                if not vs.in_service or vs.depot == sid or vs.van_id in lent:
+                    continue
+                home = self.depots[vs.depot]
+                k = by_van.get(vs.van_id)
+                own = self.routes[k] if k is not None else None
+                if own is not None:
+                    last = own.trips[-1].stops[-1]
+                    free_s, soc = last.arrival_s, last.soc_pct
+                elif vs.away is None:
+                    free_s, soc = max(self.start, vs.free_s), vs.soc_pct
+                else:  # pragma: no cover - a van on the road always has a trip 0
+                    continue
+                i, j = at[home.node], at[st.node]
+                there = Drive(float(mat.dist_m[i, j]), float(mat.time_s[i, j]))
+                back = Drive(float(mat.dist_m[j, i]), float(mat.time_s[j, i]))
+                lend = lent_slot(
+                    vs.van_id, home, st, own, free_s, soc, there, back, self.van, self.site, bound
+                )
+                if lend is not None:
+                    lends[vs.van_id] = lend
+            if not lends:
+                continue
+            log.info(
+                "%s: %d door stops left; %d vans of other depots could help",
+                sid,
+                len(part.dropped),
+                len(lends),
+            )
+            lp = build_problem(
+                Leg.LAST_MILE,
+                st,
+                part.lp.matrix,
+                part.dropped,
+                [x.slot for x in lends.values()],
+                self.van,
+                self.site,
+            )
+            extra = _Part(lp, max(0.3, part.time_limit_s / 2))
+            self.engine.solve_parts([extra], None)
+            served: set[ParcelId] = set()
+            for vid, built in sorted(extra.routes.items()):
+                lend = lends[vid]
+                leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
+                day = join_day(lend, built.route, leg, self.van, self.site)
+                if day is None:
+                    log.info("%s: lent to %s, but its way home does not fit; not lent", vid, sid)
+                    continue
+                k = by_van.get(vid)
+                if k is None:
+                    self.routes.append(day)
+                else:
+                    self.routes[k] = day
+                lent.add(vid)
+                served.update(
+                    pid
+                    for s in built.route.stops()
+                    if s.kind is StopKind.DOOR
+                    for pid in s.parcels_delivered
+                )
+            part.dropped = [v for v in part.dropped if not served.intersection(v.parcel_ids)]
 
     def leftovers(self) -> None:
         """Anything neither delivered nor yet listed (e.g. brought back and not re-sent)."""
         delivered = {
             pid
             for r in self.routes
-            if r.leg is Leg.LAST_MILE
             for s in r.stops()
             if s.kind is StopKind.DOOR
             for pid in s.parcels_delivered
@@ -860,6 +950,7 @@ def plan_fleet(
     max_iterations: int | None,
     already_unserved: Sequence[Unserved],
     verify: bool,
+    sharing: Sharing = Sharing.FLEET,
 ) -> tuple[Plan, StartingState]:
     """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
 
@@ -874,7 +965,14 @@ def plan_fleet(
         seen.add(p.id)
     report("snapping depots and parcels", 0.0)
     engine = _Engine(
-        site, van, net, seed=seed, workers=workers, max_iterations=max_iterations, now_s=now_s
+        site,
+        van,
+        net,
+        seed=seed,
+        workers=workers,
+        max_iterations=max_iterations,
+        now_s=now_s,
+        sharing=sharing,
     )
     engine.start_soc = {v.van_id: v.soc_pct for v in vans}
     engine.out += already_unserved
@@ -911,6 +1009,7 @@ def plan_fleet(
     starting = StartingState(
         at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
         start_soc_pct={v.van_id: v.soc_pct for v in vans},
+        at_station_from_s={pid: t for pid, t in run.st_ready.items() if pid in run.to_station},
     )
     if verify:
         report("verifying", 0.92)
@@ -922,6 +1021,7 @@ def plan_fleet(
             net,
             at_station=starting.at_station,
             start_soc_pct=starting.start_soc_pct,
+            at_station_from_s=starting.at_station_from_s,
         )
         if problems:
             raise VerificationError(problems)

@@ -16,7 +16,10 @@ with where each one is. The new plan:
 * a parcel still on its way to a station (a line-haul van's released base unloads it there)
   is given as at that station from ``ready_at`` (when the unload is due), so no van is
   planned to load it before it is there; a parcel said to be "at the station" of the
-  warehouse's id is back at the warehouse.
+  warehouse's id is back at the warehouse;
+* with ``sharing="fleet"`` (the default) door stops a station's own vans cannot take go to
+  vans of other depots, warehouse vans included, that have time after their own work
+  (:mod:`fleet.planning.borrow`); ``sharing="depot"`` keeps each station to its own vans.
 
 Vans of the site that ``vans`` does not mention are taken as idle at their depot, full, from
 ``now_s``. Every plan returned has passed the verifier (with the same starting state).
@@ -34,6 +37,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Plan
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
+from fleet.planning.borrow import Sharing
 from fleet.planning.engine import (
     ParcelState,
     Progress,
@@ -137,6 +141,7 @@ def replan(
     workers: int | None = None,
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
+    sharing: Sharing = Sharing.FLEET,
 ) -> Plan:
     """A new verified plan for ``parcels`` (all not yet delivered) from the fleet as it is.
 
@@ -167,6 +172,7 @@ def replan(
         workers=workers,
         max_iterations=max_iterations,
         recovery_s=recovery_s,
+        sharing=sharing,
     )[0]
 
 
@@ -189,6 +195,7 @@ def replan_with_state(
     workers: int | None = None,
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
+    sharing: Sharing = Sharing.FLEET,
 ) -> tuple[Plan, StartingState]:
     """:func:`replan`, also returning the starting state the plan was verified from:
     ``verify_plan(plan, parcels, site, van, net, at_station=state.at_station,
@@ -288,4 +295,5 @@ def replan_with_state(
         max_iterations=max_iterations,
         already_unserved=(),
         verify=True,
+        sharing=sharing,
     )

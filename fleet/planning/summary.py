@@ -42,7 +42,9 @@ def summarise(
     van: VanSpec,
 ) -> PlanSummary:
     vans = tuple(summarise_van(r, van) for r in routes if r.trips)
-    served = sum(v.parcels for v in vans if v.leg is Leg.LAST_MILE)
+    served = sum(
+        len(s.parcels_delivered) for r in routes for s in r.stops() if s.kind is StopKind.DOOR
+    )
     return PlanSummary(
         parcels=parcels,
         served=served,
