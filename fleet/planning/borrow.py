@@ -14,8 +14,16 @@ and warehouse vans alike, once each has finished its own day (its line haul, its
 * its day in the plan is its own trips, then a trip from its depot to the station (nothing
   between), the trips from the station, and a trip from the station home.
 
-This module builds those pieces (:func:`lent_slot`, :func:`join_day`); the engine
-(:mod:`fleet.planning.engine`) decides which stations are short and runs the optimiser.
+A **rescue** (a re-plan after a breakdown) uses the same pieces the other way round: the
+parcels of a broken-down last-mile van, back at its station ``recovery_s`` after the
+breakdown, are taken in one load by the van that can be there soonest among those with the
+least work of their own (any depot's, the station's own included), before its own work
+(:func:`lead_in`, :func:`then`); what that one load cannot take goes to the station's vans
+as any other parcel.
+
+This module builds those pieces (:func:`lent_slot`, :func:`join_day`, :func:`lead_in`,
+:func:`then`); the engine (:mod:`fleet.planning.engine`) decides which stations are short
+or have parcels to recover, and runs the optimiser.
 """
 
 from __future__ import annotations
@@ -253,3 +261,35 @@ def join_day(
         depot=DepotId(lend.home.depot.id),
         trips=(*own_trips, drive_there, *shifted, drive_home),
     )
+
+
+def lead_in(
+    lend: Lend, at_station: VanRoute, leg: Leg, van: VanSpec, site: Site
+) -> VanRoute | None:
+    """A rescue before the van's own work: the drive to the station (if it is not the van's
+    own), ``at_station``, and the drive home; its own trips follow (:func:`then`)."""
+    if lend.home.depot.id == lend.station.depot.id:
+        return replace(at_station, leg=leg, depot=DepotId(lend.home.depot.id))
+    return join_day(replace(lend, own=None), at_station, leg, van, site)
+
+
+def then(first: VanRoute, rest: VanRoute) -> VanRoute:
+    """``first``'s trips and then ``rest``'s (which starts where and when ``first`` ends,
+    with the charge it ends with), distances and energy counted on."""
+    last = first.trips[-1].stops[-1]
+    n = len(first.trips)
+    more = tuple(
+        Trip(
+            index=n + k,
+            stops=tuple(
+                replace(
+                    s,
+                    dist_so_far_m=s.dist_so_far_m + last.dist_so_far_m,
+                    energy_so_far_kwh=s.energy_so_far_kwh + last.energy_so_far_kwh,
+                )
+                for s in t.stops
+            ),
+        )
+        for k, t in enumerate(rest.trips)
+    )
+    return replace(first, trips=(*first.trips, *more))

@@ -44,7 +44,7 @@ from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanR
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
 from fleet.planning import scaling, vrp
-from fleet.planning.borrow import Drive, Lend, Sharing, join_day, lent_slot
+from fleet.planning.borrow import Drive, Lend, Sharing, join_day, lead_in, lent_slot, then
 from fleet.planning.demand import (
     DepotPoint,
     LegMatrix,
@@ -74,6 +74,8 @@ EPOCH_DAY = date(1970, 1, 1)
 TIGHTEN_ROUNDS = 3  # re-plans of a depot whose vans break their range, before one charge a day
 FIRST_TRIP_ITERATIONS = 3000
 REQUIRED_SHARE = 0.6  # of a leg's budget for the first search with every visit required
+RESCUE_WAIT_S = 1800.0  # a rescue van there this soon after the parcels counts as "at once"
+RESCUE_TRIES = 3  # vans tried in turn for a rescue
 
 
 class Where(StrEnum):
@@ -306,6 +308,7 @@ class _Engine:
                     self.site,
                     start_s=s.start_s,
                     start_soc_pct=s.soc_pct,
+                    leave_early=s.one_trip,
                 )
             else:
                 routes[s.van_id] = build_route(
@@ -534,6 +537,8 @@ class _Day:
         self.release: dict[ParcelId, float] = {}
         self.routes: list[VanRoute] = []
         self.lh_matrix: LegMatrix | None = None  # every depot (and line-haul vans' positions)
+        self.recovered: dict[DepotId, list[ParcelId]] = defaultdict(list)  # from broken vans
+        self.lead: dict[VanId, VanRoute] = {}  # a rescue a van drives before its own work
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
     def locate(self) -> None:
@@ -572,6 +577,7 @@ class _Day:
                 # on a last-mile van out of service: recovered to its station
                 self.to_station[parcel.id] = owner.depot
                 self.st_ready[parcel.id] = ready
+                self.recovered[owner.depot].append(parcel.id)
             elif state.where is Where.STATION:
                 sid = state.station or parcel.station
                 if sid is None:
@@ -768,6 +774,9 @@ class _Day:
         van, site = self.van, self.site
         lh_board = {pl.parcel.id for group in self.lh_board.values() for pl in group}
         self.release.update(self.st_ready)
+        if self.engine.sharing is Sharing.FLEET:
+            for sid in sorted(self.recovered):
+                self.rescue(sid)
         parts: list[_Part] = []
         for st in self.stations:
             sid = st.depot.id
@@ -817,8 +826,13 @@ class _Day:
             part.time_limit_s = budgets[part.lp.depot.depot.id]
         if parts:
             self.engine.solve_parts(parts, self.report.span("last mile", 0.4, 0.85))
-        for part in parts:
-            self.routes += [b.route for b in part.routes.values()]
+        own = {vid: b.route for part in parts for vid, b in part.routes.items()}
+        for vid, lead in self.lead.items():
+            if vid in own:
+                own[vid] = then(lead, own.pop(vid))
+            elif not any(r.van_id == vid for r in self.routes):
+                own[vid] = lead
+        self.routes += list(own.values())
         if self.engine.sharing is Sharing.FLEET:
             self.lend_vans(parts)
         for part in parts:
@@ -833,6 +847,86 @@ class _Day:
                     )
                     for p in v.parcels
                 ]
+
+    def rescue(self, sid: DepotId) -> None:
+        """The parcels of broken-down vans, back at station ``sid``, taken in one load by
+        the van that can be there soonest among those with the least work of their own
+        (:mod:`fleet.planning.borrow`); what that load cannot take stays with the station."""
+        mat = self.mats.get(sid)
+        if mat is None or self.lh_matrix is None:
+            return
+        wanted = set(self.recovered[sid])
+        keep = [pl for pl in self.keep[sid] if pl.parcel.id in wanted]
+        if not keep:
+            return
+        visits = door_visits(keep, self.van, self.site, self.st_ready)
+        ready = min(v.release_s for v in visits)
+        st = self.depots[sid]
+        at = self.lh_matrix.index()
+        bound = range_m(self.van, 100.0) * (1 + vrp.MAX_RELOADS_DEFAULT)
+        busy: dict[DepotId, float] = {}  # parcels per van in service of each station
+        for depot in {v.depot for v in self.vans}:
+            n = sum(1 for v in self.vans if v.in_service and v.depot == depot)
+            busy[depot] = len(self.keep.get(depot, [])) / max(1, n)
+        by_van = {r.van_id: r for r in self.routes}  # line-haul vans' days
+        options: list[tuple[float, float, VanId, Lend]] = []
+        for vs in self.vans:
+            if not vs.in_service or vs.away is not None or vs.on_board or vs.van_id in self.lead:
+                continue
+            home = self.depots[vs.depot]
+            own = by_van.get(vs.van_id)
+            if own is not None:
+                continue  # a line-haul van with work: it may still be lent after it
+            i, j = at[home.node], at[st.node]
+            lend = lent_slot(
+                vs.van_id,
+                home,
+                st,
+                None,
+                max(self.start, vs.free_s),
+                vs.soc_pct,
+                Drive(float(self.lh_matrix.dist_m[i, j]), float(self.lh_matrix.time_s[i, j])),
+                Drive(float(self.lh_matrix.dist_m[j, i]), float(self.lh_matrix.time_s[j, i])),
+                self.van,
+                self.site,
+                bound,
+            )
+            if lend is None:
+                continue
+            there = max(ready, lend.slot.start_s)
+            soon = there <= ready + RESCUE_WAIT_S
+            options.append((0.0 if soon else there, busy.get(vs.depot, 0.0), vs.van_id, lend))
+        options.sort(key=lambda o: (o[0], o[1], o[3].slot.start_s, o[2]))
+        for _, _, vid, lend in options[:RESCUE_TRIES]:
+            slot = replace(lend.slot, one_trip=True)
+            lp = build_problem(Leg.LAST_MILE, st, mat, visits, [slot], self.van, self.site)
+            part = _Part(lp, 0.5)
+            self.engine.solve_parts([part], None)
+            built = part.routes.get(vid)
+            if built is None:
+                continue
+            leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
+            lead = lead_in(lend, built.route, leg, self.van, self.site)
+            if lead is None:
+                continue
+            taken = {
+                pid for s in lead.stops() if s.kind is StopKind.DOOR for pid in s.parcels_delivered
+            }
+            self.keep[sid] = [pl for pl in self.keep[sid] if pl.parcel.id not in taken]
+            self.lead[vid] = lead
+            end = lead.trips[-1].stops[-1]
+            self.vans = [
+                replace(v, free_s=end.arrival_s, soc_pct=end.soc_pct) if v.van_id == vid else v
+                for v in self.vans
+            ]
+            log.info(
+                "%s: %d recovered parcels taken in one load by %s from %s",
+                sid,
+                len(taken),
+                vid,
+                clock(built.route.trips[0].stops[0].departure_s),
+            )
+            return
 
     def lend_vans(self, parts: Sequence[_Part]) -> None:
         """Door stops a station's own vans could not take, offered to every other van in
