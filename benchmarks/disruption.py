@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--replan-s", type=float, default=1.0)
     ap.add_argument("--iterations", type=int, default=None, help="cap each search (repeatable)")
     args = ap.parse_args(argv)
-    console = Console(stderr=False)
+    console = Console(width=160)
     work = Path(tempfile.mkdtemp(prefix="fleet-disruption-"))
     specs: list[DaySpec] = []
     for seed in args.seeds:

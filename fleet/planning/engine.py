@@ -541,7 +541,31 @@ class _Day:
         self.lead: dict[VanId, VanRoute] = {}  # a rescue a van drives before its own work
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
+    def cut_off(self) -> set[VanId]:
+        """Vans on the road with no drivable way back to their depot (a road closure around
+        them): they get no work, and what they carry waits aboard them (``unreachable``)."""
+        away = [(v, v.away[0]) for v in self.vans if v.in_service and v.away is not None]
+        if not away:
+            return set()
+        starts = _unique([node for _, node in away])
+        homes = _unique([self.depots[v.depot].node for v, _ in away])
+        m = self.net.matrix(starts, homes)
+        src = {n: i for i, n in enumerate(starts)}
+        dst = {n: j for j, n in enumerate(homes)}
+        return {
+            v.van_id
+            for v, node in away
+            if not math.isfinite(float(m.dist_m[src[node], dst[self.depots[v.depot].node]]))
+        }
+
     def locate(self) -> None:
+        trapped = self.cut_off()
+        if trapped:
+            log.warning("%s: no drivable way back to the depot", ", ".join(sorted(trapped)))
+            self.vans = [
+                replace(v, in_service=False) if v.van_id in trapped else v for v in self.vans
+            ]
+            self.live = {v.van_id: v for v in self.vans if v.in_service}
         carrier: dict[ParcelId, VanState] = {}
         for pid, state in self.states.items():
             if state.where is Where.ON_BOARD and state.van in self.live:
@@ -555,6 +579,16 @@ class _Day:
             state = self.states.get(parcel.id, ParcelState(Where.WAREHOUSE))
             pl = self.placed.get(parcel.id)
             vs = carrier.get(parcel.id)
+            if state.where is Where.ON_BOARD and state.van in trapped:
+                if pl is not None:  # (else check_alone listed it already)
+                    self.out.append(
+                        unserved(
+                            parcel,
+                            UnservedReason.UNREACHABLE,
+                            f"aboard {state.van}, which a road closure cuts off from its depot",
+                        )
+                    )
+                continue
             if vs is not None:
                 if pl is None:
                     self.returned[vs.van_id].append(parcel.id)  # unservable: back to its depot

@@ -3,7 +3,7 @@ nothing, and the new plan passes the verifier from that starting state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -206,3 +206,20 @@ def test_inconsistent_states_are_refused_by_name(
         replan([p], [], site, van, net, now_s=NOON, parcel_location={p.id: "on_board"})
     with pytest.raises(InputError, match="not among the parcels"):
         replan([], twice[:1], site, van, net, now_s=NOON)
+
+
+def test_a_van_a_closure_cuts_off_keeps_its_parcels_and_the_rest_is_planned(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    carrier = next(v for v in state.vans if v.van_id.startswith("ST-") and v.parcels_on_board)
+    node = net.snap(carrier.lon, carrier.lat).node
+    closed = net.with_closures(edges=[(node, m) for m in net.graph.successors(node)])
+    extra = replace(state.parcels[0], id="EXTRA")  # a new order, at the warehouse
+    midday = Midday(state.vans, [*state.parcels, extra], {**state.location, "EXTRA": "warehouse"})
+    result = run(midday, site, van, closed)  # no error: the re-plan goes on without it
+    assert carrier.van_id not in {r.van_id for r in result.routes}
+    why = {u.parcel_id: u for u in result.unserved}
+    for pid in carrier.parcels_on_board:
+        assert why[pid].reason.value == "unreachable"
+        assert "cuts off" in why[pid].detail
+    assert "EXTRA" in {pid for _, pid in result.delivered()}, "the other vans still work"
