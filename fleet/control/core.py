@@ -192,6 +192,9 @@ class ReplanRequest:
     # of those, vans in service counted out only because they are not reachable now (never
     # reported, offline, stale): a re-plan when they are back gives them work again
     unreachable: frozenset[str] = frozenset()
+    # parcels aboard those vans: not re-planned (they are aboard, not at a depot), they stay
+    # with their van until it is heard from again
+    held: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -2091,14 +2094,29 @@ class ControllerCore:
             )
             for van_id in van_list
         ]
-        on_board = {p for ps in boards.values() for p in ps}
+        # A van in service that is only out of reach (stale, offline, never heard from) still
+        # has what it carries: those parcels are not at its depot, so no other van may be
+        # sent to load them there; they stay with it, out of this re-plan.
+        unreachable = frozenset(
+            v.van_id
+            for v in vans
+            if not v.in_service and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
+        )
+        held = frozenset(p for van_id in unreachable for p in boards[van_id])
+        vans = [
+            VanNow(v.van_id, v.lon, v.lat, v.soc_pct, (), False, v.free_from_s)
+            if v.van_id in unreachable
+            else v
+            for v in vans
+        ]
+        on_board = {p for ps in boards.values() for p in ps} - held
         location: dict[str, str] = {}
         at_station: dict[str, str] = {}
         ready_at: dict[str, float] = {}
         parcels: list[Parcel] = []
         for rec in self._parcels.values():
             pid = rec.parcel.id
-            if rec.status in TERMINAL_STATUSES or pid in committed:
+            if rec.status in TERMINAL_STATUSES or pid in committed or pid in held:
                 continue
             parcels.append(rec.parcel)
             if pid in on_board:
@@ -2124,12 +2142,8 @@ class ControllerCore:
             at_station,
             ready_at,
             frozenset(v.van_id for v in vans if not v.in_service),
-            frozenset(
-                v.van_id
-                for v in vans
-                if not v.in_service
-                and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
-            ),
+            unreachable,
+            held,
         )
 
     def _walk_base(
