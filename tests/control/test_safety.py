@@ -319,6 +319,33 @@ def test_a_van_that_never_connected_or_went_stale_is_not_in_service_for_a_replan
     assert not {v.van_id: v for v in h.replans[-1].vans}["WH-PORTO-02"].in_service
 
 
+def test_what_a_van_out_of_reach_carries_stays_with_it_and_out_of_the_replan() -> None:
+    # issue 18: a stale van's parcels were planned as recovered to its depot, and another
+    # van was sent to load them there, where they were not
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    record = h.core.van_record("ST-A-01")
+    aboard = {
+        pid
+        for pid in (p.id for p in plans.parcels())
+        if (rec := h.core.parcel(pid)) is not None and rec.holder == "ST-A-01"
+    }
+    assert record is not None and aboard, "the scenario needs a loaded van"
+    h.connected.discard("ST-A-01")  # silent from now on
+    h.advance(h.config.stale_after_s + 1)
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    van = {v.van_id: v for v in request.vans}["ST-A-01"]
+    assert not van.in_service and van.parcels_on_board == ()
+    # what its released base delivers stays its own; what is aboard beyond it is held
+    assert request.held and request.held <= aboard
+    assert not request.held & {p.id for p in request.parcels}
+
+
 def test_a_van_that_never_confirms_its_order_by_its_departure_is_replanned() -> None:
     config = ControllerConfig(release_ahead_stops=1, confirm_by_departure_s=120.0)
     h = Harness(config=config)
