@@ -58,7 +58,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.plan import Stop as PlanStop
 from fleet.model.van import VanSpec
-from fleet.planning.replan import VanNow
+from fleet.planning.replan import RECOVERY_S, VanNow
 from fleet.protocol import (
     ActionStatus,
     Connection,
@@ -195,6 +195,9 @@ class ReplanRequest:
     # parcels aboard those vans: not re-planned (they are aboard, not at a depot), they stay
     # with their van until it is heard from again
     held: frozenset[str] = frozenset()
+    # parcels aboard a van out of service for good: when they are taken as back at its depot
+    # (epoch s), fixed when the van was declared lost so that every later re-plan agrees
+    recovered_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -302,6 +305,8 @@ class ControllerCore:
         # vans in service the last applied re-plan counted out as unreachable, and parcels
         # it left unplanned that wait for them to be back
         self._counted_out: set[str] = set()
+        # parcels stranded on a van out of service: when they are due back at its depot
+        self._recovery_due: dict[str, float] = {}
         self._wait_for_vans: set[str] = set()
         # silence is counted from here at most: a van is not stale for the time this
         # controller was not listening (restarted, or cut from the broker)
@@ -1969,6 +1974,7 @@ class ControllerCore:
         for rec in list(self._parcels.values()):
             pid = rec.parcel.id
             if rec.status is ParcelStatus.LOADED and rec.holder == v.van_id and pid not in kept:
+                self._recovery_due.setdefault(pid, now_s + RECOVERY_S)
                 self._event(
                     "parcel_stranded",
                     now_s,
@@ -2110,6 +2116,13 @@ class ControllerCore:
             for v in vans
         ]
         on_board = {p for ps in boards.values() for p in ps} - held
+        recovered_at = {
+            p: self._recovery_due[p]
+            for v in vans
+            if not v.in_service and v.van_id not in unreachable
+            for p in v.parcels_on_board
+            if p in self._recovery_due
+        }
         location: dict[str, str] = {}
         at_station: dict[str, str] = {}
         ready_at: dict[str, float] = {}
@@ -2144,6 +2157,7 @@ class ControllerCore:
             frozenset(v.van_id for v in vans if not v.in_service),
             unreachable,
             held,
+            recovered_at,
         )
 
     def _walk_base(

@@ -90,6 +90,7 @@ class SitePlanning:
             parcel_location=request.parcel_location,
             at_station=request.at_station,
             ready_at={pid: to_local(t) for pid, t in request.ready_at.items()},
+            recovered_at={pid: to_local(t) for pid, t in request.recovered_at.items()},
             time_limit_s=self.replan_time_limit_s,
             seed=self.seed,
             day=request.day,

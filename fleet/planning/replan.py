@@ -133,6 +133,7 @@ def replan(
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
     ready_at: Mapping[str, float] | None = None,
+    recovered_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -151,7 +152,9 @@ def replan(
     ``at_station`` names the station of parcels at one (default: the parcel's configured
     station, else the nearest by road, as the day plan chose); ``ready_at`` gives, for
     parcels not yet where they are said to be, when they will be (seconds after local
-    midnight; default ``now_s``). See
+    midnight; default ``now_s``); ``recovered_at``, for parcels aboard a van out of service,
+    when they are back at its depot (default ``now_s + recovery_s``: a controller passes the
+    time it assumed when the van was declared lost, so later re-plans agree). See
     :func:`replan_with_state` for the starting state to verify the plan again with.
     """
     return replan_with_state(
@@ -164,6 +167,7 @@ def replan(
         parcel_location=parcel_location,
         at_station=at_station,
         ready_at=ready_at,
+        recovered_at=recovered_at,
         time_limit_s=time_limit_s,
         seed=seed,
         progress=progress,
@@ -187,6 +191,7 @@ def replan_with_state(
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
     ready_at: Mapping[str, float] | None = None,
+    recovered_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -257,7 +262,8 @@ def replan_with_state(
             holder = carried.get(p.id)
             if holder is None:
                 raise InputError(f"parcel {p.id!r} is said to be on board, but no van carries it")
-            ready = now_s if in_service[holder] else now_s + recovery_s
+            back = (recovered_at or {}).get(p.id, now_s + recovery_s)
+            ready = now_s if in_service[holder] else max(now_s, float(back))
             states[p.id] = ParcelState(Where.ON_BOARD, ready, None, holder)
         elif loc == "station":
             if sid is not None and sid not in stations:

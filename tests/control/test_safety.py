@@ -10,6 +10,7 @@ import pytest
 
 from fleet.control.config import ControllerConfig
 from fleet.model import Parcel, ParcelId, Unserved, UnservedReason, VanRoute, load_van_spec
+from fleet.planning.replan import RECOVERY_S
 from fleet.protocol import (
     ActionState,
     ActionStatus,
@@ -344,6 +345,29 @@ def test_what_a_van_out_of_reach_carries_stays_with_it_and_out_of_the_replan() -
     # what its released base delivers stays its own; what is aboard beyond it is held
     assert request.held and request.held <= aboard
     assert not request.held & {p.id for p in request.parcels}
+
+
+def test_a_broken_vans_parcels_are_due_at_its_depot_at_the_same_time_in_every_replan() -> None:
+    # issue 18: each later re-plan took them as back "30 min from now" again, moving them
+    # from van to van and pushing their recovery later
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=0.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    h.vans["ST-A-01"].fatal("drive unit fault")
+    h.report("ST-A-01")
+    (first,) = h.replans
+    stranded = {v.van_id: v for v in first.vans}["ST-A-01"].parcels_on_board
+    assert stranded
+    assert first.recovered_at == dict.fromkeys(stranded, first.now_s + RECOVERY_S)
+    h.replan_done(first, plans.plan([plans.line_haul_route(van="WH-PORTO-02")]))
+    h.advance(600)
+    h.core.request_replan("later", h.now_s)
+    h.pump()
+    later = h.replans[-1]
+    assert later is not first and later.now_s == first.now_s + 600
+    assert later.recovered_at == first.recovered_at
 
 
 def test_a_van_that_never_confirms_its_order_by_its_departure_is_replanned() -> None:
