@@ -676,6 +676,8 @@ class FastRun:
                 self.trace.incidents.append(
                     Incident(self._day_s(self._now()), "road_reopened", None, "closure lifted")
                 )
+                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
+                self._request_replan(f"road closure lifted ({closure_reason(ev, applied)})")
 
             self.loop.at(self.daytime.epoch_s(ev.until_s), reopen)
 

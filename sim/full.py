@@ -905,6 +905,9 @@ class FullRun:
                 self.trace.incidents.append(
                     Incident(self._now_day_s(), "road_reopened", None, "closure lifted")
                 )
+                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
+                reason = f"road closure lifted ({closure_reason(ev, applied)})"
+                self._spawn(self._request_replan(reason), "replan")
 
             self._spawn(self._at(ev.until_s, reopen), "reopen")
 
