@@ -175,6 +175,9 @@ def join_day(
     None if the way home would break the shift or the reserve (the caller then leaves the
     stops it was to serve as they were). ``leg`` is the van's own leg (by its depot).
     """
+    if lend.home.depot.id == lend.station.depot.id:  # the warehouse's own van, after its haul
+        here = replace(at_station, leg=leg, depot=DepotId(lend.home.depot.id))
+        return then(lend.own, here) if lend.own is not None else here
     battery = van.battery_kwh
     per_m = van.energy_per_m_kwh
     reserve = battery * van.range_reserve_pct / 100.0

@@ -539,6 +539,8 @@ class _Day:
         self.lh_matrix: LegMatrix | None = None  # every depot (and line-haul vans' positions)
         self.recovered: dict[DepotId, list[ParcelId]] = defaultdict(list)  # from broken vans
         self.lead: dict[VanId, VanRoute] = {}  # a rescue a van drives before its own work
+        self.lent: set[VanId] = set()  # vans lent to another depot after their own day
+        self.lh_left: dict[ParcelId, str] = {}  # what the line haul could not bring, and why
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
     def cut_off(self) -> set[VanId]:
@@ -774,28 +776,19 @@ class _Day:
         slots = _slots(self.engine, lh_vans, first, self.start)
         if not slots:
             for c in cons:
-                self.out += [
-                    unserved(
-                        p,
-                        UnservedReason.NOT_ENOUGH_VANS,
-                        f"no line-haul van is in service to bring it to {c.ref}",
-                    )
-                    for p in c.parcels
-                ]
+                self.line_haul_left(
+                    c.parcels, f"no line-haul van is in service to bring it to {c.ref}"
+                )
             return
         lp = build_problem(Leg.LINE_HAUL, wh, lh_matrix, cons, slots, van, site)
         part = _Part(lp, time_s, first=first)
         self.engine.solve_parts([part], self.report.span("line haul", 0.2, 0.4))
         for c in part.dropped:
-            self.out += [
-                unserved(
-                    p,
-                    UnservedReason.NOT_ENOUGH_VANS,
-                    f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
-                    f"warehouse vans, shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)})",
-                )
-                for p in c.parcels
-            ]
+            self.line_haul_left(
+                c.parcels,
+                f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
+                f"warehouse vans, shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)})",
+            )
         for b in part.routes.values():
             self.routes.append(b.route)
             for stop in b.route.stops():
@@ -869,6 +862,7 @@ class _Day:
         self.routes += list(own.values())
         if self.engine.sharing is Sharing.FLEET:
             self.lend_vans(parts)
+            self.direct_trips()
         for part in parts:
             sid = part.lp.depot.depot.id
             for v in part.dropped:
@@ -881,6 +875,39 @@ class _Day:
                     )
                     for p in v.parcels
                 ]
+
+    def line_haul_left(self, parcels: Sequence[Parcel], detail: str) -> None:
+        """Parcels the line haul cannot bring to their station: with whole-fleet sharing a
+        van with time may still take them straight from the warehouse to the door
+        (:meth:`direct_trips`); else they are not served."""
+        for p in parcels:
+            if self.engine.sharing is Sharing.FLEET and p.id in self.placed:
+                self.lh_left[p.id] = detail
+            else:
+                self.out.append(unserved(p, UnservedReason.NOT_ENOUGH_VANS, detail))
+
+    def direct_trips(self) -> None:
+        """What the line haul could not bring, offered to every van with time left after its
+        own day (any depot's, the warehouse's too): it loads at the warehouse and delivers
+        straight to the doors (:mod:`fleet.planning.borrow`); what is left is not served."""
+        left, self.lh_left = self.lh_left, {}
+        if not left or self.lh_matrix is None:
+            self.out += [
+                unserved(self.by_id[pid], UnservedReason.NOT_ENOUGH_VANS, d)
+                for pid, d in left.items()
+            ]
+            return
+        wh = self.wh
+        placed = [self.placed[pid] for pid in left]
+        mat = LegMatrix.between(_unique([wh.node, *(pl.node for pl in placed)]), self.net)
+        release = {pid: self.wh_ready.get(pid, self.start) for pid in left}
+        visits = door_visits(placed, self.van, self.site, release)
+        served = self.lend_to(wh, mat, visits, 1.0)
+        self.out += [
+            unserved(self.by_id[pid], UnservedReason.NOT_ENOUGH_VANS, d)
+            for pid, d in left.items()
+            if pid not in served
+        ]
 
     def rescue(self, sid: DepotId) -> None:
         """The parcels of broken-down vans, back at station ``sid``, taken in one load by
@@ -965,83 +992,88 @@ class _Day:
     def lend_vans(self, parts: Sequence[_Part]) -> None:
         """Door stops a station's own vans could not take, offered to every other van in
         service once its own day is done (:mod:`fleet.planning.borrow`), the station with the
-        most parcels left first; a van is lent to one station at most."""
+        most parcels left first; a van is lent to one depot at most."""
         short = sorted(
             (p for p in parts if p.dropped),
             key=lambda p: (-sum(len(v.parcels) for v in p.dropped), p.lp.depot.depot.id),
         )
-        if not short or self.lh_matrix is None:
-            return
+        for part in short:
+            served = self.lend_to(
+                part.lp.depot, part.lp.matrix, part.dropped, max(0.3, part.time_limit_s / 2)
+            )
+            part.dropped = [v for v in part.dropped if not served.intersection(v.parcel_ids)]
+
+    def lend_to(
+        self, target: DepotPoint, matrix: LegMatrix, visits: Sequence[Visit], time_s: float
+    ) -> set[ParcelId]:
+        """``visits`` (door stops from ``target``) for vans of other depots — or, at the
+        warehouse, its own vans too — after their own day; returns the parcels they take."""
+        if not visits or self.lh_matrix is None:
+            return set()
         mat = self.lh_matrix
         at = mat.index()
         bound = range_m(self.van, 100.0) * (1 + vrp.MAX_RELOADS_DEFAULT)
-        lent: set[VanId] = set()
-        for part in short:
-            st = part.lp.depot
-            sid = st.depot.id
-            by_van = {r.van_id: k for k, r in enumerate(self.routes)}
-            lends: dict[VanId, Lend] = {}
-            for vs in self.vans:
-                if not vs.in_service or vs.depot == sid or vs.van_id in lent:
-                    continue
-                home = self.depots[vs.depot]
-                k = by_van.get(vs.van_id)
-                own = self.routes[k] if k is not None else None
-                if own is not None:
-                    last = own.trips[-1].stops[-1]
-                    free_s, soc = last.arrival_s, last.soc_pct
-                elif vs.away is None:
-                    free_s, soc = max(self.start, vs.free_s), vs.soc_pct
-                else:  # pragma: no cover - a van on the road always has a trip 0
-                    continue
-                i, j = at[home.node], at[st.node]
-                there = Drive(float(mat.dist_m[i, j]), float(mat.time_s[i, j]))
-                back = Drive(float(mat.dist_m[j, i]), float(mat.time_s[j, i]))
-                lend = lent_slot(
-                    vs.van_id, home, st, own, free_s, soc, there, back, self.van, self.site, bound
-                )
-                if lend is not None:
-                    lends[vs.van_id] = lend
-            if not lends:
+        tid = target.depot.id
+        by_van = {r.van_id: k for k, r in enumerate(self.routes)}
+        lends: dict[VanId, Lend] = {}
+        for vs in self.vans:
+            if not vs.in_service or vs.van_id in self.lent:
                 continue
-            log.info(
-                "%s: %d door stops left; %d vans of other depots could help",
-                sid,
-                len(part.dropped),
-                len(lends),
+            if vs.depot == tid and tid != self.wh.depot.id:
+                continue  # a station's own vans had their chance
+            home = self.depots[vs.depot]
+            k = by_van.get(vs.van_id)
+            own = self.routes[k] if k is not None else None
+            if own is not None:
+                last = own.trips[-1].stops[-1]
+                free_s, soc = last.arrival_s, last.soc_pct
+            elif vs.away is None:
+                free_s, soc = max(self.start, vs.free_s), vs.soc_pct
+            else:  # pragma: no cover - a van on the road always has a trip 0
+                continue
+            i, j = at[home.node], at[target.node]
+            there = Drive(float(mat.dist_m[i, j]), float(mat.time_s[i, j]))
+            back = Drive(float(mat.dist_m[j, i]), float(mat.time_s[j, i]))
+            lend = lent_slot(
+                vs.van_id, home, target, own, free_s, soc, there, back, self.van, self.site, bound
             )
-            lp = build_problem(
-                Leg.LAST_MILE,
-                st,
-                part.lp.matrix,
-                part.dropped,
-                [x.slot for x in lends.values()],
-                self.van,
-                self.site,
+            if lend is not None:
+                lends[vs.van_id] = lend
+        if not lends:
+            return set()
+        log.info("%s: %d door stops left; %d vans could help", tid, len(visits), len(lends))
+        lp = build_problem(
+            Leg.LAST_MILE,
+            target,
+            matrix,
+            visits,
+            [x.slot for x in lends.values()],
+            self.van,
+            self.site,
+        )
+        extra = _Part(lp, time_s)
+        self.engine.solve_parts([extra], None)
+        served: set[ParcelId] = set()
+        for vid, built in sorted(extra.routes.items()):
+            lend = lends[vid]
+            leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
+            day = join_day(lend, built.route, leg, self.van, self.site)
+            if day is None:
+                log.info("%s: lent to %s, but its way home does not fit; not lent", vid, tid)
+                continue
+            k = by_van.get(vid)
+            if k is None:
+                self.routes.append(day)
+            else:
+                self.routes[k] = day
+            self.lent.add(vid)
+            served.update(
+                pid
+                for s in built.route.stops()
+                if s.kind is StopKind.DOOR
+                for pid in s.parcels_delivered
             )
-            extra = _Part(lp, max(0.3, part.time_limit_s / 2))
-            self.engine.solve_parts([extra], None)
-            served: set[ParcelId] = set()
-            for vid, built in sorted(extra.routes.items()):
-                lend = lends[vid]
-                leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
-                day = join_day(lend, built.route, leg, self.van, self.site)
-                if day is None:
-                    log.info("%s: lent to %s, but its way home does not fit; not lent", vid, sid)
-                    continue
-                k = by_van.get(vid)
-                if k is None:
-                    self.routes.append(day)
-                else:
-                    self.routes[k] = day
-                lent.add(vid)
-                served.update(
-                    pid
-                    for s in built.route.stops()
-                    if s.kind is StopKind.DOOR
-                    for pid in s.parcels_delivered
-                )
-            part.dropped = [v for v in part.dropped if not served.intersection(v.parcel_ids)]
+        return served
 
     def leftovers(self) -> None:
         """Anything neither delivered nor yet listed (e.g. brought back and not re-sent)."""

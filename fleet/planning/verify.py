@@ -260,8 +260,14 @@ class _Verifier:
             # the depot the trip starts from: the van's own, or a station it is lent to
             base = trip.stops[0].ref if trip.stops[0].kind is not StopKind.START else r.depot
             lent = base != r.depot
-            if lent and base not in stations:
+            if lent and base not in stations and base != warehouse:
                 self.bad(tw, f"starts at {base!r}, neither its depot {r.depot} nor a station")
+            # from the warehouse a trip either unloads at stations (the line haul) or
+            # delivers to doors (a direct trip, any van); from a station it delivers to doors
+            middle = {s.kind for s in trip.stops[1:-1]}
+            direct = base == warehouse and StopKind.DOOR in middle
+            if direct and StopKind.STATION in middle:
+                self.bad(tw, "a trip from the warehouse unloads at stations or delivers to doors")
             if k == len(r.trips) - 1 and trip.stops[-1].ref != r.depot:
                 self.bad(tw, f"the van's day ends at {trip.stops[-1].ref}, not its depot {r.depot}")
             for i, s in enumerate(trip.stops):
@@ -279,20 +285,25 @@ class _Verifier:
                 elif is_last:
                     if s.kind is not StopKind.DEPOT:
                         self.bad(sw, "a trip must end at the van's depot")
-                    elif s.ref not in (r.depot, base) and not (s.ref in stations and i == 1):
+                    elif s.ref not in (r.depot, base) and not (s.ref in self.depot_node and i == 1):
                         # a trip ends where it started, at home, or (a drive with nothing to
                         # do between) at the station the van is lent to next
                         self.bad(sw, f"a trip from {base} must end there or at {r.depot}")
-                elif lent and s.kind is not StopKind.DOOR:
+                elif (lent or direct) and s.kind is not StopKind.DOOR:
                     self.bad(sw, f"a van lent to {base} stops only at doors between depot visits")
-                elif not lent and r.leg is Leg.LINE_HAUL and s.kind is not StopKind.STATION:
+                elif (
+                    not lent
+                    and not direct
+                    and r.leg is Leg.LINE_HAUL
+                    and s.kind is not StopKind.STATION
+                ):
                     self.bad(sw, "a line-haul van stops only at stations between depot visits")
                 elif not lent and r.leg is Leg.LAST_MILE and s.kind is not StopKind.DOOR:
                     self.bad(sw, "a last-mile van stops only at doors between depot visits")
                 if s.kind in (StopKind.DEPOT, StopKind.CHARGE):
                     if s.ref not in self.depot_node or s.node != self.depot_node[s.ref]:
                         self.bad(sw, f"is not at a depot's road node (depot {s.ref!r})")
-                    elif s.ref != r.depot and s.ref not in stations:
+                    elif s.ref != r.depot and s.ref not in stations and s.ref != warehouse:
                         self.bad(sw, f"a van of {r.depot} has no business at {s.ref}")
                 elif s.kind is StopKind.STATION:
                     if s.ref not in stations:
@@ -531,6 +542,17 @@ class _Verifier:
             if len(lm_loads) != 1:
                 # on board when a re-plan started: loaded at the START stop, nowhere else
                 if not lm_loads and not self.loaded_at.get(pid):
+                    continue
+                # a direct trip: loaded at the warehouse by the van that delivers it, and
+                # never unloaded at a station
+                loads = self.loaded_at.get(pid, [])
+                if (
+                    not lm_loads
+                    and len(loads) == 1
+                    and loads[0][3] == self.door_of[pid][1]
+                    and not drops
+                    and pid not in self.at_station
+                ):
                     continue
                 self.bad(f"parcel {pid}", f"is loaded for the last mile {len(lm_loads)} times")
                 continue

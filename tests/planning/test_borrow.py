@@ -9,6 +9,7 @@ import pytest
 
 from fleet.model import Parcel, Plan, Site, StopKind, VanRoute, VanSpec
 from fleet.planning import verify_plan
+from fleet.planning.borrow import Sharing
 from fleet.roads import RoadNetwork
 from tests.planning.conftest import PlanFn
 
@@ -101,3 +102,22 @@ def test_loading_a_parcel_before_it_is_at_its_station_is_caught(
         *args, at_station={pid: route.depot}, at_station_from_s={pid: 19.5 * 3600}
     )
     assert any(f"parcel {pid}" in p and "before it is there (19:30" in p for p in problems)
+
+
+def test_without_a_line_haul_van_station_vans_take_parcels_straight_from_the_warehouse(
+    plan: PlanFn, day40: list[Parcel]
+) -> None:
+    day = day40[:6]
+    result = plan(day, vans={"WH-POA": 0})  # no line haul at all
+    assert result.unserved == ()
+    loads = {pid: s.ref for r in result.routes for s in r.stops() for pid in s.parcels_loaded}
+    assert set(loads) == {p.id for p in day} and set(loads.values()) == {"WH-POA"}
+    assert not [s for r in result.routes for s in r.stops() if s.kind is StopKind.STATION]
+
+
+def test_per_depot_sharing_leaves_them_for_want_of_a_line_haul(
+    plan: PlanFn, day40: list[Parcel]
+) -> None:
+    result = plan(day40[:6], vans={"WH-POA": 0}, sharing=Sharing.DEPOT)
+    assert {u.reason.value for u in result.unserved} == {"not_enough_vans"}
+    assert len(result.unserved) == 6
