@@ -440,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{time.monotonic() - t0:.0f}",
                 ]
             )
-            console.print(f"[dim]{spec.name} ({sharing.value}): {rows[-1][3]} delivered[/dim]")
+            console.print(" | ".join(rows[-1]))  # each run as it ends
     # a sample of the days in the full stack
     agree: list[bool] = []
     full_rows: list[list[str]] = []

@@ -262,6 +262,9 @@ class FullRun:
             replan_time_limit_s=sc.run.replan_time_limit_s,
             seed=sc.seed,
             sharing=sc.run.sharing,
+            # one search in the controller's worker thread: a process pool started from this
+            # busy threaded process hung (no worker ever started) in benchmarks/disruption.py
+            workers=1,
         )
         self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
         self.master = MasterKey(secrets.token_bytes(32), 1)

@@ -40,16 +40,19 @@ class SitePlanning:
         replan_time_limit_s: float = 10.0,
         seed: int = 1,
         sharing: Sharing = Sharing.FLEET,
+        workers: int | None = None,
     ) -> None:
         """``sharing``: whether a re-plan may lend any van to a station short of vans
         (``fleet``) or keeps each station to its own (``depot``); see
-        :mod:`fleet.planning.borrow`."""
+        :mod:`fleet.planning.borrow`. ``workers``: parallel searches per re-plan (default:
+        every core, in worker processes; 1: one search in the calling thread)."""
         self.site = site
         self.van = van
         self.net = net
         self.replan_time_limit_s = replan_time_limit_s
         self.seed = seed
         self.sharing = sharing
+        self.workers = workers
 
     def load_dispatch(self, body: DispatchBody) -> CheckedPlan:
         plan = plan_from_json(body.plan, Path("plan.json"))
@@ -96,6 +99,7 @@ class SitePlanning:
             day=request.day,
             created_utc=format_timestamp(request.now_s),
             sharing=self.sharing,
+            workers=self.workers,
         )
         return CheckedPlan(
             plan, request.parcels, request.replan_id, _canonical(plan_to_json(plan)), ()
