@@ -76,6 +76,7 @@ def prepare_day(
         max_iterations=max_iterations,
         workers=workers,
         progress=lambda stage, f: report(f"planning: {stage}", 0.25 + 0.75 * f),
+        sharing=scenario.run.sharing,
     )
     wall = time.monotonic() - t0
     report("planned", 1.0)

@@ -184,7 +184,12 @@ class FastRun:
         self.config = fast_controller_config(base)
         self.roster = site_roster(sc.site)
         self.planning = SitePlanning(
-            sc.site, sc.van, day.net, replan_time_limit_s=sc.run.replan_time_limit_s, seed=sc.seed
+            sc.site,
+            sc.van,
+            day.net,
+            replan_time_limit_s=sc.run.replan_time_limit_s,
+            seed=sc.seed,
+            sharing=sc.run.sharing,
         )
         self._store_dir = store_dir
         self.use_store = (
@@ -666,6 +671,8 @@ class FastRun:
                 self.trace.incidents.append(
                     Incident(self._day_s(self._now()), "road_reopened", None, "closure lifted")
                 )
+                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
+                self._request_replan(f"road closure lifted ({closure_reason(ev, applied)})")
 
             self.loop.at(self.daytime.epoch_s(ev.until_s), reopen)
 

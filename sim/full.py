@@ -104,6 +104,10 @@ KEEP_PATHS_UP_TO_VANS = 300
 MAX_HEARTBEAT_S = 60.0
 STOP_WALL_S = 5.0  # a part still running this long after being asked to stop is left behind
 MAX_VCU_TICK_S = 10.0  # an arrival is noticed within one VCU tick: keep that short
+# A state on its way from a bridge through the broker to the controller may take this long of
+# wall time on a loaded machine (other processes, a verifier run): the controller's silence
+# bound must cover it, or vans are taken for stale (and out of re-plans) for a busy moment.
+STATE_WALL_LATENCY_S = 1.0
 
 FullProgress = Callable[[float, int, int], None]
 
@@ -178,7 +182,10 @@ class Timing:
         return replace(
             base,
             tick_s=max(base.tick_s, CONTROLLER_WALL_TICK_S * self.factor),
-            stale_after_s=max(base.stale_after_s, 3 * self.state_period_s),
+            stale_after_s=max(
+                base.stale_after_s,
+                3 * self.state_period_s + self.stretch(STATE_WALL_LATENCY_S),
+            ),
             resend_first_s=self.stretch(base.resend_first_s / 2),
             resend_max_s=max(base.resend_max_s, self.stretch(base.resend_max_s / 3)),
             resend_give_up_s=max(base.resend_give_up_s, self.stretch(base.resend_give_up_s / 5)),
@@ -249,7 +256,15 @@ class FullRun:
             self.trace.depots[d.id] = (d.lon, d.lat)
         keep = keep_paths if keep_paths is not None else len(self.roster) <= KEEP_PATHS_UP_TO_VANS
         self.planning = SitePlanning(
-            sc.site, sc.van, day.net, replan_time_limit_s=sc.run.replan_time_limit_s, seed=sc.seed
+            sc.site,
+            sc.van,
+            day.net,
+            replan_time_limit_s=sc.run.replan_time_limit_s,
+            seed=sc.seed,
+            sharing=sc.run.sharing,
+            # one search in the controller's worker thread: a process pool started from this
+            # busy threaded process hung (no worker ever started) in benchmarks/disruption.py
+            workers=1,
         )
         self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
         self.master = MasterKey(secrets.token_bytes(32), 1)
@@ -888,6 +903,9 @@ class FullRun:
                 self.trace.incidents.append(
                     Incident(self._now_day_s(), "road_reopened", None, "closure lifted")
                 )
+                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
+                reason = f"road closure lifted ({closure_reason(ev, applied)})"
+                self._spawn(self._request_replan(reason), "replan")
 
             self._spawn(self._at(ev.until_s, reopen), "reopen")
 

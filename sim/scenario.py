@@ -23,6 +23,7 @@ from fleet.errors import ConfigError
 from fleet.model import DepotId, NodeId, Site, VanId, VanSpec, load_site, load_van_spec
 from fleet.model.site import MAX_VANS_PER_DEPOT
 from fleet.model.toml_table import Table, parse_clock
+from fleet.planning.borrow import Sharing
 
 DistributionKind = Literal["fixed", "uniform", "lognormal", "triangular"]
 _KINDS: tuple[DistributionKind, ...] = ("fixed", "uniform", "lognormal", "triangular")
@@ -222,6 +223,9 @@ class RunSettings:
     speedup: float  # full stack: simulated seconds per wall second
     state_period_s: float  # simulated seconds between a van's state reports (full stack)
     order_batch_s: int  # orders arriving during the day are handed in at this period
+    # which vans may serve a station's doors (fleet.planning.borrow.Sharing): "fleet" (any
+    # van with time) or "depot" (the station's own); the morning plan and every re-plan
+    sharing: Sharing = Sharing.FLEET
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +522,9 @@ def _run(t: Table, site: Site) -> RunSettings:
         speedup=t.number("speedup", "simulated s per wall s", gt=0, le=100_000, default=60.0),
         state_period_s=t.number("state_period_s", "simulated s", gt=0, le=600, default=30.0),
         order_batch_s=t.integer("order_batch_s", "simulated s", ge=60, le=4 * 3600, default=900),
+        sharing=Sharing(
+            t.choice("sharing", tuple(x.value for x in Sharing), default=Sharing.FLEET.value)
+        ),
     )
     t.finish()
     return run

@@ -59,7 +59,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Leg, Plan, StopKind
 from fleet.model.plan import Stop as PlanStop
 from fleet.model.van import VanSpec
-from fleet.planning.replan import VanNow
+from fleet.planning.replan import RECOVERY_S, VanNow
 from fleet.protocol import (
     ActionStatus,
     Connection,
@@ -193,6 +193,12 @@ class ReplanRequest:
     # of those, vans in service counted out only because they are not reachable now (never
     # reported, offline, stale): a re-plan when they are back gives them work again
     unreachable: frozenset[str] = frozenset()
+    # parcels aboard those vans: not re-planned (they are aboard, not at a depot), they stay
+    # with their van until it is heard from again
+    held: frozenset[str] = frozenset()
+    # parcels aboard a van out of service for good: when they are taken as back at its depot
+    # (epoch s), fixed when the van was declared lost so that every later re-plan agrees
+    recovered_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -302,6 +308,8 @@ class ControllerCore:
         # vans in service the last applied re-plan counted out as unreachable, and parcels
         # it left unplanned that wait for them to be back
         self._counted_out: set[str] = set()
+        # parcels stranded on a van out of service: when they are due back at its depot
+        self._recovery_due: dict[str, float] = {}
         self._wait_for_vans: set[str] = set()
         self._urgent_unmet: set[str] = set()  # urgent parcels already reported unmet
         # silence is counted from here at most: a van is not stale for the time this
@@ -537,37 +545,43 @@ class ControllerCore:
 
     def _assign_parcels(self, plan: Plan, source: str) -> None:
         for route in plan.routes:
-            for stop in route.stops():
-                for pid in stop.parcels_delivered:
-                    rec = self._parcels.get(pid)
-                    if rec is None:
-                        continue
-                    # a parcel at a station (or back at the warehouse) keeps naming where it
-                    # lies until a van loads it: a load elsewhere waits for its line haul
-                    lies = rec.station if rec.status is ParcelStatus.AT_STATION else None
-                    if route.leg is Leg.LINE_HAUL and stop.kind is StopKind.DOOR:
-                        # a direct trip: the warehouse van loads it and takes it to the door
-                        self._set_parcel(
-                            rec,
-                            line_haul_van=route.van_id,
-                            last_mile_van=route.van_id,
-                            source=source,
-                            station=lies,
-                        )
-                    elif route.leg is Leg.LINE_HAUL or stop.kind is StopKind.STATION:
-                        self._set_parcel(
-                            rec,
-                            line_haul_van=route.van_id,
-                            source=source,
-                            station=lies or stop.ref,
-                        )
-                    else:
-                        self._set_parcel(
-                            rec,
-                            last_mile_van=route.van_id,
-                            source=source,
-                            station=lies or route.depot,
-                        )
+            for trip in route.trips:
+                # the depot the trip loads at: the van's own, or a station it is lent to
+                base = trip.stops[0].ref if trip.stops[0].kind is not StopKind.START else ""
+                for stop in trip.stops:
+                    for pid in stop.parcels_delivered:
+                        rec = self._parcels.get(pid)
+                        if rec is None:
+                            continue
+                        # a parcel at a station (or back at the warehouse) keeps naming where
+                        # it lies until a van loads it: a load elsewhere waits for its line haul
+                        lies = rec.station if rec.status is ParcelStatus.AT_STATION else None
+                        if stop.kind is StopKind.STATION or (
+                            route.leg is Leg.LINE_HAUL and stop.kind is not StopKind.DOOR
+                        ):
+                            self._set_parcel(
+                                rec,
+                                line_haul_van=route.van_id,
+                                source=source,
+                                station=lies or stop.ref,
+                            )
+                        elif route.leg is Leg.LINE_HAUL and base in ("", route.depot):
+                            # a warehouse van takes it straight to its door (a direct trip)
+                            self._set_parcel(
+                                rec,
+                                line_haul_van=route.van_id,
+                                last_mile_van=route.van_id,
+                                source=source,
+                                station=lies,
+                            )
+                        else:
+                            lent = stop.kind is StopKind.DOOR and base
+                            self._set_parcel(
+                                rec,
+                                last_mile_van=route.van_id,
+                                source=source,
+                                station=lies or (base if lent else route.depot),
+                            )
 
     # ------------------------------------------------------------------ orders
     def _new_order(
@@ -2150,6 +2164,7 @@ class ControllerCore:
         for rec in list(self._parcels.values()):
             pid = rec.parcel.id
             if rec.status is ParcelStatus.LOADED and rec.holder == v.van_id and pid not in kept:
+                self._recovery_due.setdefault(pid, now_s + RECOVERY_S)
                 self._event(
                     "parcel_stranded",
                     now_s,
@@ -2292,14 +2307,36 @@ class ControllerCore:
             )
             for van_id in van_list
         ]
-        on_board = {p for ps in boards.values() for p in ps}
+        # A van in service that is only out of reach (stale, offline, never heard from) still
+        # has what it carries: those parcels are not at its depot, so no other van may be
+        # sent to load them there; they stay with it, out of this re-plan.
+        unreachable = frozenset(
+            v.van_id
+            for v in vans
+            if not v.in_service and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
+        )
+        held = frozenset(p for van_id in unreachable for p in boards[van_id])
+        vans = [
+            VanNow(v.van_id, v.lon, v.lat, v.soc_pct, (), False, v.free_from_s)
+            if v.van_id in unreachable
+            else v
+            for v in vans
+        ]
+        on_board = {p for ps in boards.values() for p in ps} - held
+        recovered_at = {
+            p: self._recovery_due[p]
+            for v in vans
+            if not v.in_service and v.van_id not in unreachable
+            for p in v.parcels_on_board
+            if p in self._recovery_due
+        }
         location: dict[str, str] = {}
         at_station: dict[str, str] = {}
         ready_at: dict[str, float] = {}
         parcels: list[Parcel] = []
         for rec in self._parcels.values():
             pid = rec.parcel.id
-            if rec.status in TERMINAL_STATUSES or pid in committed:
+            if rec.status in TERMINAL_STATUSES or pid in committed or pid in held:
                 continue
             if id_problem(pid) is not None:  # stored before ids were checked: never blocks others
                 continue
@@ -2327,12 +2364,9 @@ class ControllerCore:
             at_station,
             ready_at,
             frozenset(v.van_id for v in vans if not v.in_service),
-            frozenset(
-                v.van_id
-                for v in vans
-                if not v.in_service
-                and ((w := self._vans.get(v.van_id)) is None or w.rec.in_service)
-            ),
+            unreachable,
+            held,
+            recovered_at,
         )
 
     def _walk_base(

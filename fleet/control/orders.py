@@ -108,7 +108,8 @@ def _actions(
     if stop.parcels_delivered:
         # a station's consignment, or what a van brings back to its own depot (a re-plan's
         # first trip returns what it cannot deliver in time): handed over, not delivered
-        # (a line-haul van's door stop is a direct trip: delivered there)
+        # (a door is a delivery whichever van serves it: a warehouse van lent to a station
+        # after its line haul delivers too)
         unload = stop.kind is not PlanStopKind.DOOR
         add(NodeActionType.UNLOAD if unload else NodeActionType.DELIVER, stop.parcels_delivered)
     if stop.parcels_loaded:

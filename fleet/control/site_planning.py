@@ -15,6 +15,7 @@ from fleet.control.core import CheckedPlan, ReplanRequest, check_plan
 from fleet.control.orders import epoch_to_local
 from fleet.errors import InputError
 from fleet.model import Parcel, Site, VanSpec
+from fleet.planning.borrow import Sharing
 from fleet.planning.engine import van_ids
 from fleet.planning.orders import parse_orders
 from fleet.planning.plan_io import plan_from_json, plan_to_json
@@ -38,12 +39,20 @@ class SitePlanning:
         *,
         replan_time_limit_s: float = 10.0,
         seed: int = 1,
+        sharing: Sharing = Sharing.FLEET,
+        workers: int | None = None,
     ) -> None:
+        """``sharing``: whether a re-plan may lend any van to a station short of vans
+        (``fleet``) or keeps each station to its own (``depot``); see
+        :mod:`fleet.planning.borrow`. ``workers``: parallel searches per re-plan (default:
+        every core, in worker processes; 1: one search in the calling thread)."""
         self.site = site
         self.van = van
         self.net = net
         self.replan_time_limit_s = replan_time_limit_s
         self.seed = seed
+        self.sharing = sharing
+        self.workers = workers
 
     def load_dispatch(self, body: DispatchBody) -> CheckedPlan:
         plan = plan_from_json(body.plan, Path("plan.json"))
@@ -84,10 +93,13 @@ class SitePlanning:
             parcel_location=request.parcel_location,
             at_station=request.at_station,
             ready_at={pid: to_local(t) for pid, t in request.ready_at.items()},
+            recovered_at={pid: to_local(t) for pid, t in request.recovered_at.items()},
             time_limit_s=self.replan_time_limit_s,
             seed=self.seed,
             day=request.day,
             created_utc=format_timestamp(request.now_s),
+            sharing=self.sharing,
+            workers=self.workers,
         )
         return CheckedPlan(
             plan, request.parcels, request.replan_id, _canonical(plan_to_json(plan)), ()

@@ -163,10 +163,10 @@ class Plan:
         raise KeyError(van_id)
 
     def delivered(self) -> Iterator[tuple[VanId, ParcelId]]:
-        """Every door delivery as (van, parcel): the last mile's, and a warehouse van's
-        direct trips."""
+        """Every door delivery as (van, parcel): the last mile, by a station's own vans or by
+        vans lent to it (a warehouse van after its line haul, too)."""
         for r in self.routes:
             for stop in r.stops():
-                if r.leg is Leg.LAST_MILE or stop.kind is StopKind.DOOR:
+                if stop.kind is StopKind.DOOR:
                     for pid in stop.parcels_delivered:
                         yield r.van_id, pid

@@ -11,6 +11,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Plan, Unserved
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
+from fleet.planning.borrow import Sharing
 from fleet.planning.engine import Progress, VanState, plan_fleet, van_ids
 from fleet.roads import RoadNetwork
 
@@ -46,6 +47,7 @@ def plan_day(
     already_unserved: Sequence[Unserved] = (),
     verify: bool = True,
     minimise_vans: bool = False,
+    sharing: Sharing = Sharing.FLEET,
 ) -> Plan:
     """Plan both legs of a day for ``parcels``: a plan the independent verifier accepts.
 
@@ -58,6 +60,9 @@ def plan_day(
     ``max_iterations`` caps each search, for reproducible tests. ``minimise_vans`` has each
     depot use as few of its vans as serve every parcel it can (fleet sizing). Raises
     :class:`~fleet.errors.VerificationError` if the verifier rejects the result (a bug).
+    ``sharing``: where a station's own vans cannot take all its doors, vans of other depots
+    with time left help (``"fleet"``, the default) or not (``"depot"``); see
+    :mod:`fleet.planning.borrow`.
     """
     sizes = fleet_sizes(site, vans)
     fleet = [
@@ -83,5 +88,6 @@ def plan_day(
         already_unserved=already_unserved,
         verify=verify,
         minimise_vans=minimise_vans,
+        sharing=sharing,
     )
     return plan

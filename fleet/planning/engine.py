@@ -15,7 +15,9 @@ stations. The steps:
    m³ together, the most urgent first); the warehouse vans carry them in as many trips as
    needed; a consignment must arrive early enough for its most urgent parcel.
 5. **Leg 2**: each station's door stops, released when their parcels are at the station, are
-   routed for that station's vans; stations are solved in parallel.
+   routed for that station's vans; stations are solved in parallel. With whole-fleet sharing
+   (:class:`~fleet.planning.borrow.Sharing`), stops a station's vans could not take are then
+   offered to every other van that has time left after its own day (``_Day.lend_vans``).
 6. Each van's day is replayed with exact road times and its battery (see
    :mod:`fleet.planning.schedule`); a van whose day would break its range is re-planned with
    a tighter distance bound until it does not (one charge for the day at worst).
@@ -42,6 +44,7 @@ from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanR
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
 from fleet.planning import scaling, vrp
+from fleet.planning.borrow import Drive, Lend, Sharing, join_day, lead_in, lent_slot, then
 from fleet.planning.demand import (
     DepotPoint,
     LegMatrix,
@@ -75,6 +78,8 @@ REQUIRED_SHARE = 0.6  # of a leg's budget for the first search with every visit 
 # then the station's last mile) could meet with less than this to spare is offered to the
 # warehouse vans as a direct trip to its door instead.
 DIRECT_MARGIN_S = 1800.0
+RESCUE_WAIT_S = 1800.0  # a rescue van there this soon after the parcels counts as "at once"
+RESCUE_TRIES = 3  # vans tried in turn for a rescue
 
 
 class Where(StrEnum):
@@ -109,6 +114,7 @@ class StartingState:
 
     at_station: dict[ParcelId, DepotId]
     start_soc_pct: dict[VanId, float]
+    at_station_from_s: dict[ParcelId, float] = field(default_factory=dict)
 
 
 def van_ids(depot: DepotId, count: int) -> list[VanId]:
@@ -161,7 +167,9 @@ class _Engine:
         workers: int | None,
         max_iterations: int | None,
         now_s: float,
+        sharing: Sharing = Sharing.FLEET,
     ) -> None:
+        self.sharing = sharing
         self.site = site
         self.van = van
         self.net = net
@@ -314,6 +322,7 @@ class _Engine:
                     self.site,
                     start_s=s.start_s,
                     start_soc_pct=s.soc_pct,
+                    leave_early=s.one_trip,
                 )
             else:
                 routes[s.van_id] = build_route(
@@ -546,9 +555,38 @@ class _Day:
         self.direct_earliest: dict[ParcelId, float] = {}  # a warehouse van there, alone
         self.direct_board: dict[VanId, list[Placed]] = defaultdict(list)
         self.earliest: dict[ParcelId, float] = {}  # at the warehouse: a van alone at its door
+        self.lh_matrix: LegMatrix | None = None  # every depot (and line-haul vans' positions)
+        self.recovered: dict[DepotId, list[ParcelId]] = defaultdict(list)  # from broken vans
+        self.lead: dict[VanId, VanRoute] = {}  # a rescue a van drives before its own work
+        self.lent: set[VanId] = set()  # vans lent to another depot after their own day
+        self.lh_left: dict[ParcelId, str] = {}  # what the line haul could not bring, and why
 
     # -- 1. where every parcel is and where it goes -------------------------------------------
+    def cut_off(self) -> set[VanId]:
+        """Vans on the road with no drivable way back to their depot (a road closure around
+        them): they get no work, and what they carry waits aboard them (``unreachable``)."""
+        away = [(v, v.away[0]) for v in self.vans if v.in_service and v.away is not None]
+        if not away:
+            return set()
+        starts = _unique([node for _, node in away])
+        homes = _unique([self.depots[v.depot].node for v, _ in away])
+        m = self.net.matrix(starts, homes)
+        src = {n: i for i, n in enumerate(starts)}
+        dst = {n: j for j, n in enumerate(homes)}
+        return {
+            v.van_id
+            for v, node in away
+            if not math.isfinite(float(m.dist_m[src[node], dst[self.depots[v.depot].node]]))
+        }
+
     def locate(self) -> None:
+        trapped = self.cut_off()
+        if trapped:
+            log.warning("%s: no drivable way back to the depot", ", ".join(sorted(trapped)))
+            self.vans = [
+                replace(v, in_service=False) if v.van_id in trapped else v for v in self.vans
+            ]
+            self.live = {v.van_id: v for v in self.vans if v.in_service}
         carrier: dict[ParcelId, VanState] = {}
         for pid, state in self.states.items():
             if state.where is Where.ON_BOARD and state.van in self.live:
@@ -562,6 +600,16 @@ class _Day:
             state = self.states.get(parcel.id, ParcelState(Where.WAREHOUSE))
             pl = self.placed.get(parcel.id)
             vs = carrier.get(parcel.id)
+            if state.where is Where.ON_BOARD and state.van in trapped:
+                if pl is not None:  # (else check_alone listed it already)
+                    self.out.append(
+                        unserved(
+                            parcel,
+                            UnservedReason.UNREACHABLE,
+                            f"aboard {state.van}, which a road closure cuts off from its depot",
+                        )
+                    )
+                continue
             if vs is not None:
                 if pl is None:
                     self.returned[vs.van_id].append(parcel.id)  # unservable: back to its depot
@@ -584,6 +632,7 @@ class _Day:
                 # on a last-mile van out of service: recovered to its station
                 self.to_station[parcel.id] = owner.depot
                 self.st_ready[parcel.id] = ready
+                self.recovered[owner.depot].append(parcel.id)
             elif state.where is Where.STATION:
                 sid = state.station or parcel.station
                 if sid is None:
@@ -625,7 +674,7 @@ class _Day:
             [wh.node, *(s.node for s in self.stations)]
             + [v.away[0] for v in self.away(wh.depot.id) if v.away is not None]
         )
-        lh_matrix = LegMatrix.between(lh_nodes, self.net)
+        lh_matrix = self.lh_matrix = LegMatrix.between(lh_nodes, self.net)
         lh_at = lh_matrix.index()
         cons: list[Visit] = []
         candidates: list[tuple[DepotPoint, Placed, float, float]] = []  # maybe direct
@@ -855,16 +904,12 @@ class _Day:
         )
         if not slots:
             for c in [*cons, *direct]:
-                self.out += [
-                    unserved(
-                        p,
-                        UnservedReason.NOT_ENOUGH_VANS,
-                        f"no line-haul van is in service to bring it to {c.ref}"
-                        if c.kind is StopKind.STATION
-                        else "no warehouse van is in service to take it direct to its door",
-                    )
-                    for p in c.parcels
-                ]
+                self.line_haul_left(
+                    c.parcels,
+                    f"no line-haul van is in service to bring it to {c.ref}"
+                    if c.kind is StopKind.STATION
+                    else "no warehouse van is in service to take it direct to its door",
+                )
             return
         lp = build_problem(
             Leg.LINE_HAUL,
@@ -880,19 +925,15 @@ class _Day:
         self.engine.solve_parts([part], self.report.span("line haul", 0.2, 0.4))
         shift = f"shift {clock(site.shift_start_s)}–{clock(site.shift_end_s)}"
         for c in part.dropped:
-            self.out += [
-                unserved(
-                    p,
-                    UnservedReason.NOT_ENOUGH_VANS,
-                    f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
-                    f"warehouse vans, {shift})"
-                    if c.kind is StopKind.STATION
-                    else f"no warehouse van was free to take it direct to its door in time "
-                    f"({len(slots)} warehouse vans, {shift}); the earliest one alone could "
-                    f"have been there is {clock(self.direct_earliest[p.id])}",
-                )
-                for p in c.parcels
-            ]
+            self.line_haul_left(
+                c.parcels,
+                f"the line haul could not bring it to {c.ref} in time ({len(slots)} "
+                f"warehouse vans, {shift})"
+                if c.kind is StopKind.STATION
+                else f"no warehouse van was free to take it direct to its door in time "
+                f"({len(slots)} warehouse vans, {shift}); the earliest one alone could "
+                f"have been there is {clock(self.direct_earliest[c.parcels[0].id])}",
+            )
         for b in part.routes.values():
             self.routes.append(b.route)
             for stop in b.route.stops():
@@ -905,6 +946,9 @@ class _Day:
         van, site = self.van, self.site
         lh_board = {pl.parcel.id for group in self.lh_board.values() for pl in group}
         self.release.update(self.st_ready)
+        if self.engine.sharing is Sharing.FLEET:
+            for sid in sorted(self.recovered):
+                self.rescue(sid)
         parts: list[_Part] = []
         for st in self.stations:
             sid = st.depot.id
@@ -963,6 +1007,16 @@ class _Day:
             part.time_limit_s = budgets[part.lp.depot.depot.id]
         if parts:
             self.engine.solve_parts(parts, self.report.span("last mile", 0.4, 0.85))
+        own = {vid: b.route for part in parts for vid, b in part.routes.items()}
+        for vid, lead in self.lead.items():
+            if vid in own:
+                own[vid] = then(lead, own.pop(vid))
+            elif not any(r.van_id == vid for r in self.routes):
+                own[vid] = lead
+        self.routes += list(own.values())
+        if self.engine.sharing is Sharing.FLEET:
+            self.lend_vans(parts)
+            self.direct_trips()
         for part in parts:
             sid = part.lp.depot.depot.id
             for v in part.dropped:
@@ -975,7 +1029,205 @@ class _Day:
                     )
                     for p in v.parcels
                 ]
-            self.routes += [b.route for b in part.routes.values()]
+
+    def line_haul_left(self, parcels: Sequence[Parcel], detail: str) -> None:
+        """Parcels the line haul cannot bring to their station: with whole-fleet sharing a
+        van with time may still take them straight from the warehouse to the door
+        (:meth:`direct_trips`); else they are not served."""
+        for p in parcels:
+            if self.engine.sharing is Sharing.FLEET and p.id in self.placed:
+                self.lh_left[p.id] = detail
+            else:
+                self.out.append(unserved(p, UnservedReason.NOT_ENOUGH_VANS, detail))
+
+    def direct_trips(self) -> None:
+        """What the line haul could not bring, offered to every van with time left after its
+        own day (any depot's, the warehouse's too): it loads at the warehouse and delivers
+        straight to the doors (:mod:`fleet.planning.borrow`); what is left is not served."""
+        left, self.lh_left = self.lh_left, {}
+        if not left or self.lh_matrix is None:
+            self.out += [
+                unserved(self.by_id[pid], UnservedReason.NOT_ENOUGH_VANS, d)
+                for pid, d in left.items()
+            ]
+            return
+        wh = self.wh
+        placed = [self.placed[pid] for pid in left]
+        mat = LegMatrix.between(_unique([wh.node, *(pl.node for pl in placed)]), self.net)
+        release = {pid: self.wh_ready.get(pid, self.start) for pid in left}
+        visits = door_visits(placed, self.van, self.site, release)
+        served = self.lend_to(wh, mat, visits, 1.0)
+        self.out += [
+            unserved(self.by_id[pid], UnservedReason.NOT_ENOUGH_VANS, d)
+            for pid, d in left.items()
+            if pid not in served
+        ]
+
+    def rescue(self, sid: DepotId) -> None:
+        """The parcels of broken-down vans, back at station ``sid``, taken in one load by
+        the van that can be there soonest among those with the least work of their own
+        (:mod:`fleet.planning.borrow`); what that load cannot take stays with the station."""
+        mat = self.mats.get(sid)
+        if mat is None or self.lh_matrix is None:
+            return
+        wanted = set(self.recovered[sid])
+        keep = [pl for pl in self.keep[sid] if pl.parcel.id in wanted]
+        if not keep:
+            return
+        visits = door_visits(keep, self.van, self.site, self.st_ready)
+        ready = min(v.release_s for v in visits)
+        st = self.depots[sid]
+        at = self.lh_matrix.index()
+        bound = range_m(self.van, 100.0) * (1 + vrp.MAX_RELOADS_DEFAULT)
+        busy: dict[DepotId, float] = {}  # parcels per van in service of each station
+        for depot in {v.depot for v in self.vans}:
+            n = sum(1 for v in self.vans if v.in_service and v.depot == depot)
+            busy[depot] = len(self.keep.get(depot, [])) / max(1, n)
+        by_van = {r.van_id: r for r in self.routes}  # line-haul vans' days
+        options: list[tuple[float, float, VanId, Lend]] = []
+        for vs in self.vans:
+            if not vs.in_service or vs.away is not None or vs.on_board or vs.van_id in self.lead:
+                continue
+            home = self.depots[vs.depot]
+            own = by_van.get(vs.van_id)
+            if own is not None:
+                continue  # a line-haul van with work: it may still be lent after it
+            i, j = at[home.node], at[st.node]
+            lend = lent_slot(
+                vs.van_id,
+                home,
+                st,
+                None,
+                max(self.start, vs.free_s),
+                vs.soc_pct,
+                Drive(float(self.lh_matrix.dist_m[i, j]), float(self.lh_matrix.time_s[i, j])),
+                Drive(float(self.lh_matrix.dist_m[j, i]), float(self.lh_matrix.time_s[j, i])),
+                self.van,
+                self.site,
+                bound,
+            )
+            if lend is None:
+                continue
+            there = max(ready, lend.slot.start_s)
+            soon = there <= ready + RESCUE_WAIT_S
+            options.append((0.0 if soon else there, busy.get(vs.depot, 0.0), vs.van_id, lend))
+        options.sort(key=lambda o: (o[0], o[1], o[3].slot.start_s, o[2]))
+        for _, _, vid, lend in options[:RESCUE_TRIES]:
+            slot = replace(lend.slot, one_trip=True)
+            lp = build_problem(Leg.LAST_MILE, st, mat, visits, [slot], self.van, self.site)
+            part = _Part(lp, 0.5)
+            self.engine.solve_parts([part], None)
+            built = part.routes.get(vid)
+            if built is None:
+                continue
+            leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
+            lead = lead_in(lend, built.route, leg, self.van, self.site)
+            if lead is None:
+                continue
+            taken = {
+                pid for s in lead.stops() if s.kind is StopKind.DOOR for pid in s.parcels_delivered
+            }
+            self.keep[sid] = [pl for pl in self.keep[sid] if pl.parcel.id not in taken]
+            self.lead[vid] = lead
+            end = lead.trips[-1].stops[-1]
+            self.vans = [
+                replace(v, free_s=end.arrival_s, soc_pct=end.soc_pct) if v.van_id == vid else v
+                for v in self.vans
+            ]
+            log.info(
+                "%s: %d recovered parcels taken in one load by %s from %s",
+                sid,
+                len(taken),
+                vid,
+                clock(built.route.trips[0].stops[0].departure_s),
+            )
+            return
+
+    def lend_vans(self, parts: Sequence[_Part]) -> None:
+        """Door stops a station's own vans could not take, offered to every other van in
+        service once its own day is done (:mod:`fleet.planning.borrow`), the station with the
+        most parcels left first; a van is lent to one depot at most."""
+        short = sorted(
+            (p for p in parts if p.dropped),
+            key=lambda p: (-sum(len(v.parcels) for v in p.dropped), p.lp.depot.depot.id),
+        )
+        for part in short:
+            served = self.lend_to(
+                part.lp.depot, part.lp.matrix, part.dropped, max(0.3, part.time_limit_s / 2)
+            )
+            part.dropped = [v for v in part.dropped if not served.intersection(v.parcel_ids)]
+
+    def lend_to(
+        self, target: DepotPoint, matrix: LegMatrix, visits: Sequence[Visit], time_s: float
+    ) -> set[ParcelId]:
+        """``visits`` (door stops from ``target``) for vans of other depots — or, at the
+        warehouse, its own vans too — after their own day; returns the parcels they take."""
+        if not visits or self.lh_matrix is None:
+            return set()
+        mat = self.lh_matrix
+        at = mat.index()
+        bound = range_m(self.van, 100.0) * (1 + vrp.MAX_RELOADS_DEFAULT)
+        tid = target.depot.id
+        by_van = {r.van_id: k for k, r in enumerate(self.routes)}
+        lends: dict[VanId, Lend] = {}
+        for vs in self.vans:
+            if not vs.in_service or vs.van_id in self.lent:
+                continue
+            if vs.depot == tid and tid != self.wh.depot.id:
+                continue  # a station's own vans had their chance
+            home = self.depots[vs.depot]
+            k = by_van.get(vs.van_id)
+            own = self.routes[k] if k is not None else None
+            if own is not None:
+                last = own.trips[-1].stops[-1]
+                free_s, soc = last.arrival_s, last.soc_pct
+            elif vs.away is None:
+                free_s, soc = max(self.start, vs.free_s), vs.soc_pct
+            else:  # pragma: no cover - a van on the road always has a trip 0
+                continue
+            i, j = at[home.node], at[target.node]
+            there = Drive(float(mat.dist_m[i, j]), float(mat.time_s[i, j]))
+            back = Drive(float(mat.dist_m[j, i]), float(mat.time_s[j, i]))
+            lend = lent_slot(
+                vs.van_id, home, target, own, free_s, soc, there, back, self.van, self.site, bound
+            )
+            if lend is not None:
+                lends[vs.van_id] = lend
+        if not lends:
+            return set()
+        log.info("%s: %d door stops left; %d vans could help", tid, len(visits), len(lends))
+        lp = build_problem(
+            Leg.LAST_MILE,
+            target,
+            matrix,
+            visits,
+            [x.slot for x in lends.values()],
+            self.van,
+            self.site,
+        )
+        extra = _Part(lp, time_s)
+        self.engine.solve_parts([extra], None)
+        served: set[ParcelId] = set()
+        for vid, built in sorted(extra.routes.items()):
+            lend = lends[vid]
+            leg = Leg.LINE_HAUL if lend.home.depot.id == self.wh.depot.id else Leg.LAST_MILE
+            day = join_day(lend, built.route, leg, self.van, self.site)
+            if day is None:
+                log.info("%s: lent to %s, but its way home does not fit; not lent", vid, tid)
+                continue
+            k = by_van.get(vid)
+            if k is None:
+                self.routes.append(day)
+            else:
+                self.routes[k] = day
+            self.lent.add(vid)
+            served.update(
+                pid
+                for s in built.route.stops()
+                if s.kind is StopKind.DOOR
+                for pid in s.parcels_delivered
+            )
+        return served
 
     def leftovers(self) -> None:
         """Anything neither delivered nor yet listed (e.g. brought back and not re-sent)."""
@@ -1026,6 +1278,7 @@ def plan_fleet(
     already_unserved: Sequence[Unserved],
     verify: bool,
     minimise_vans: bool = False,
+    sharing: Sharing = Sharing.FLEET,
 ) -> tuple[Plan, StartingState]:
     """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
 
@@ -1041,7 +1294,14 @@ def plan_fleet(
         seen.add(p.id)
     report("snapping depots and parcels", 0.0)
     engine = _Engine(
-        site, van, net, seed=seed, workers=workers, max_iterations=max_iterations, now_s=now_s
+        site,
+        van,
+        net,
+        seed=seed,
+        workers=workers,
+        max_iterations=max_iterations,
+        now_s=now_s,
+        sharing=sharing,
     )
     engine.start_soc = {v.van_id: v.soc_pct for v in vans}
     engine.minimise_vans = minimise_vans
@@ -1079,6 +1339,7 @@ def plan_fleet(
     starting = StartingState(
         at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
         start_soc_pct={v.van_id: v.soc_pct for v in vans},
+        at_station_from_s={pid: t for pid, t in run.st_ready.items() if pid in run.to_station},
     )
     if verify:
         report("verifying", 0.92)
@@ -1090,6 +1351,7 @@ def plan_fleet(
             net,
             at_station=starting.at_station,
             start_soc_pct=starting.start_soc_pct,
+            at_station_from_s=starting.at_station_from_s,
         )
         if problems:
             raise VerificationError(problems)

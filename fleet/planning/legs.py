@@ -30,6 +30,12 @@ class VanSlot:
     start_s: float  # free at its depot from
     soc_pct: float  # state of charge then
     max_dist_m: float  # distance bound for its whole day (see day.py for how it tightens)
+    # A van of another depot lent to this one (fleet/planning/borrow.py): what the drive here
+    # and back home costs (metres, so the optimiser uses it only where it saves a parcel),
+    # and when it must be back here at the latest to still reach home in the shift.
+    fixed_cost_m: float = 0.0
+    end_s: float | None = None
+    one_trip: bool = False  # no reload: a rescue takes what it can in one load
 
 
 def range_m(van: VanSpec, soc_pct: float) -> float:
@@ -94,11 +100,14 @@ def build_problem(
         )
         for v in visits
     )
-    groups: dict[tuple[int, int], list[VanId]] = {}
+    groups: dict[tuple[int, int, int, int, bool], list[VanId]] = {}
     for s in slots:
         key = (
             scaling.earliest(max(s.start_s, site.shift_start_s)),
             scaling.dist_limit(s.max_dist_m),
+            scaling.dist_need(s.fixed_cost_m),
+            shift_late if s.end_s is None else scaling.latest(min(s.end_s, site.shift_end_s)),
+            s.one_trip,
         )
         groups.setdefault(key, []).append(s.van_id)
     capacity = (scaling.weight_limit(van.payload_kg), scaling.volume_limit(van.cargo_volume_m3))
@@ -108,14 +117,14 @@ def build_problem(
             capacity=capacity,
             start_depot=0,
             end_depot=0,
-            reload_depots=(0,),
+            reload_depots=() if one else (0,),
             tw_early=start,
-            tw_late=shift_late,
+            tw_late=max(start, late),
             max_distance=max(0, bound),
-            fixed_cost=prize // 4 if minimise_vans else 0,
+            fixed_cost=fixed + (prize // 4 if minimise_vans else 0),
             name=",".join(ids),
         )
-        for (start, bound), ids in groups.items()
+        for (start, bound, fixed, late, one), ids in groups.items()
     )
     coords = np.array([[depot.lon, depot.lat]] + [[0.0, 0.0]] * (len(nodes) - 1))
     for v in visits:

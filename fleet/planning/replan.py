@@ -16,7 +16,10 @@ with where each one is. The new plan:
 * a parcel still on its way to a station (a line-haul van's released base unloads it there)
   is given as at that station from ``ready_at`` (when the unload is due), so no van is
   planned to load it before it is there; a parcel said to be "at the station" of the
-  warehouse's id is back at the warehouse.
+  warehouse's id is back at the warehouse;
+* with ``sharing="fleet"`` (the default) door stops a station's own vans cannot take go to
+  vans of other depots, warehouse vans included, that have time after their own work
+  (:mod:`fleet.planning.borrow`); ``sharing="depot"`` keeps each station to its own vans.
 
 Vans of the site that ``vans`` does not mention are taken as idle at their depot, full, from
 ``now_s``. Every plan returned has passed the verifier (with the same starting state).
@@ -34,6 +37,7 @@ from fleet.model.parcel import Parcel
 from fleet.model.plan import Plan
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
+from fleet.planning.borrow import Sharing
 from fleet.planning.engine import (
     ParcelState,
     Progress,
@@ -129,6 +133,7 @@ def replan(
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
     ready_at: Mapping[str, float] | None = None,
+    recovered_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -137,6 +142,7 @@ def replan(
     workers: int | None = None,
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
+    sharing: Sharing = Sharing.FLEET,
 ) -> Plan:
     """A new verified plan for ``parcels`` (all not yet delivered) from the fleet as it is.
 
@@ -146,7 +152,9 @@ def replan(
     ``at_station`` names the station of parcels at one (default: the parcel's configured
     station, else the nearest by road, as the day plan chose); ``ready_at`` gives, for
     parcels not yet where they are said to be, when they will be (seconds after local
-    midnight; default ``now_s``). See
+    midnight; default ``now_s``); ``recovered_at``, for parcels aboard a van out of service,
+    when they are back at its depot (default ``now_s + recovery_s``: a controller passes the
+    time it assumed when the van was declared lost, so later re-plans agree). See
     :func:`replan_with_state` for the starting state to verify the plan again with.
     """
     return replan_with_state(
@@ -159,6 +167,7 @@ def replan(
         parcel_location=parcel_location,
         at_station=at_station,
         ready_at=ready_at,
+        recovered_at=recovered_at,
         time_limit_s=time_limit_s,
         seed=seed,
         progress=progress,
@@ -167,6 +176,7 @@ def replan(
         workers=workers,
         max_iterations=max_iterations,
         recovery_s=recovery_s,
+        sharing=sharing,
     )[0]
 
 
@@ -181,6 +191,7 @@ def replan_with_state(
     parcel_location: Mapping[str, str] | None = None,
     at_station: Mapping[str, str] | None = None,
     ready_at: Mapping[str, float] | None = None,
+    recovered_at: Mapping[str, float] | None = None,
     time_limit_s: float = 10.0,
     seed: int = 1,
     progress: Progress | None = None,
@@ -189,6 +200,7 @@ def replan_with_state(
     workers: int | None = None,
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
+    sharing: Sharing = Sharing.FLEET,
 ) -> tuple[Plan, StartingState]:
     """:func:`replan`, also returning the starting state the plan was verified from:
     ``verify_plan(plan, parcels, site, van, net, at_station=state.at_station,
@@ -250,7 +262,8 @@ def replan_with_state(
             holder = carried.get(p.id)
             if holder is None:
                 raise InputError(f"parcel {p.id!r} is said to be on board, but no van carries it")
-            ready = now_s if in_service[holder] else now_s + recovery_s
+            back = (recovered_at or {}).get(p.id, now_s + recovery_s)
+            ready = now_s if in_service[holder] else max(now_s, float(back))
             states[p.id] = ParcelState(Where.ON_BOARD, ready, None, holder)
         elif loc == "station":
             if sid is not None and sid not in stations:
@@ -288,4 +301,5 @@ def replan_with_state(
         max_iterations=max_iterations,
         already_unserved=(),
         verify=True,
+        sharing=sharing,
     )

@@ -112,12 +112,14 @@ def build_route(
     start: StartPoint | None = None,
     start_loc: int | None = None,
     returned: tuple[ParcelId, ...] = (),
+    leave_early: bool = False,
 ) -> Built:
     """Replay ``trips`` (visits in order; trip 0 may start at ``start``) as a van's day.
 
     Index 0 of ``matrix`` is the depot; ``start_loc`` is the index of ``start.node``.
     ``returned`` are parcels on board at ``start`` that trip 0 brings back to the depot
-    (handed over there) instead of delivering.
+    (handed over there) instead of delivering. ``leave_early``: trips leave as soon as they
+    are loaded (a rescue), not as late as they can without ending later.
     """
     at = matrix.index()
     battery = van.battery_kwh
@@ -190,7 +192,8 @@ def build_route(
                 # whole seconds, one more for rounding: the verifier recomputes in floats
                 depart += math.ceil((need - charged) / power * 3600.0) + 1.0
                 kind = StopKind.CHARGE
-            if site.departure is Departure.LATE:
+            # a rescue leaves as soon as it is loaded; else the site's departure policy
+            if site.departure is Departure.LATE and not leave_early:
                 depart += _delay_s(depart, visits, locs, matrix)
             energy = min(battery, energy + power * (depart - t) / 3600.0)
             stops.append(

@@ -42,7 +42,7 @@ def summarise(
     van: VanSpec,
 ) -> PlanSummary:
     vans = tuple(summarise_van(r, van) for r in routes if r.trips)
-    served = sum(  # at doors: the last mile's, and a warehouse van's direct trips
+    served = sum(
         len(s.parcels_delivered) for r in routes for s in r.stops() if s.kind is StopKind.DOOR
     )
     return PlanSummary(

@@ -9,10 +9,14 @@ It shares no code with the model builder (it imports nothing from the rest of
 * the load on board after every stop (kg and m³ within the van's limits), from the parcels
   loaded and handed over;
 * the state of charge: drained by ``consumption_kwh_per_km`` on the road, refilled at
-  ``charging_power_kw`` for the whole stay at the van's own depot, up to a full battery; never
-  below the reserve;
+  ``charging_power_kw`` for the whole stay at any depot (its own, or a station it helps at:
+  every depot has a charger), up to a full battery; never below the reserve;
+* a van lent to another station (whole-fleet planning): a trip may end at a station, the next
+  one starts there; trips from a station that is not the van's own deliver to doors only,
+  load only there, and the van's day ends at its own depot;
 * service times, delivery windows, the shift, and the hand-over between the legs (a parcel
-  leaves its station only after the line haul unloaded it there);
+  leaves its station only after the line haul unloaded it there, or, for a parcel a re-plan
+  found at a station, not before the time it is there);
 * that every parcel is delivered exactly once at its own address, or listed as unserved once;
 * the figures in the plan (times, loads, distance, energy, SoC, geometry, summary).
 
@@ -128,6 +132,7 @@ class _Verifier:
         net: RoadNetwork,
         at_station: Mapping[ParcelId, DepotId],
         start_soc_pct: Mapping[VanId, float],
+        at_station_from_s: Mapping[ParcelId, float],
     ) -> None:
         self.plan = plan
         self.site = site
@@ -135,6 +140,7 @@ class _Verifier:
         self.net = net
         self.parcels = {p.id: p for p in parcels}
         self.at_station = at_station
+        self.at_station_from = at_station_from_s
         self.start_soc = start_soc_pct
         self.problems: list[str] = []
         self._legs: dict[tuple[NodeId, NodeId], _Leg | None] = {}
@@ -229,9 +235,9 @@ class _Verifier:
         if not r.trips:
             self.bad(where, "has no trips")
             return
-        home = self.depot_node[r.depot]
         battery = van.battery_kwh
         reserve = battery * van.range_reserve_pct / 100.0
+        depot_of_node = {n: d for d, n in self.depot_node.items()}
         first = r.trips[0].stops[0] if r.trips[0].stops else None
         soc0 = self.start_soc.get(r.van_id)
         if soc0 is None:
@@ -251,6 +257,21 @@ class _Verifier:
                 self.bad(tw, "needs at least a start and an end stop")
                 continue
             trip_loaded: set[ParcelId] = set()
+            # the depot the trip starts from: the van's own, or a station it is lent to
+            base = trip.stops[0].ref if trip.stops[0].kind is not StopKind.START else r.depot
+            lent = base != r.depot
+            if lent and base not in stations and base != warehouse:
+                self.bad(tw, f"starts at {base!r}, neither its depot {r.depot} nor a station")
+            # from the warehouse a trip either unloads at stations (the line haul) or
+            # delivers to doors (a direct trip, any van); from a station it delivers to doors
+            middle = {s.kind for s in trip.stops[1:-1]}
+            # (a warehouse van's own line haul may also take parcels straight to their doors
+            # on the way: a direct trip of the line haul, stations and doors mixed)
+            direct = base == warehouse and StopKind.DOOR in middle and r.leg is not Leg.LINE_HAUL
+            if direct and StopKind.STATION in middle:
+                self.bad(tw, "a trip from the warehouse unloads at stations or delivers to doors")
+            if k == len(r.trips) - 1 and trip.stops[-1].ref != r.depot:
+                self.bad(tw, f"the van's day ends at {trip.stops[-1].ref}, not its depot {r.depot}")
             for i, s in enumerate(trip.stops):
                 sw = f"{tw} stop {i} ({s.kind.value} {s.ref or s.node})"
                 if s.seq != i:
@@ -266,15 +287,28 @@ class _Verifier:
                 elif is_last:
                     if s.kind is not StopKind.DEPOT:
                         self.bad(sw, "a trip must end at the van's depot")
-                elif r.leg is Leg.LINE_HAUL and s.kind not in (StopKind.STATION, StopKind.DOOR):
+                    elif s.ref not in (r.depot, base) and not (s.ref in self.depot_node and i == 1):
+                        # a trip ends where it started, at home, or (a drive with nothing to
+                        # do between) at the station the van is lent to next
+                        self.bad(sw, f"a trip from {base} must end there or at {r.depot}")
+                elif (lent or direct) and s.kind is not StopKind.DOOR:
+                    self.bad(sw, f"a van lent to {base} stops only at doors between depot visits")
+                elif (
+                    not lent
+                    and not direct
+                    and r.leg is Leg.LINE_HAUL
+                    and s.kind not in (StopKind.STATION, StopKind.DOOR)
+                ):
                     self.bad(
                         sw, "a line-haul van stops only at stations and doors between depot visits"
                     )
-                elif r.leg is Leg.LAST_MILE and s.kind is not StopKind.DOOR:
+                elif not lent and r.leg is Leg.LAST_MILE and s.kind is not StopKind.DOOR:
                     self.bad(sw, "a last-mile van stops only at doors between depot visits")
                 if s.kind in (StopKind.DEPOT, StopKind.CHARGE):
-                    if s.ref != r.depot or s.node != home:
-                        self.bad(sw, f"is not at the van's depot {r.depot} (node {home})")
+                    if s.ref not in self.depot_node or s.node != self.depot_node[s.ref]:
+                        self.bad(sw, f"is not at a depot's road node (depot {s.ref!r})")
+                    elif s.ref != r.depot and s.ref not in stations and s.ref != warehouse:
+                        self.bad(sw, f"a van of {r.depot} has no business at {s.ref}")
                 elif s.kind is StopKind.STATION:
                     if s.ref not in stations:
                         self.bad(sw, f"{s.ref!r} is not a station of the site")
@@ -336,8 +370,8 @@ class _Verifier:
                     self.bad(sw, "the first stop of the day has no road geometry")
                 if s.departure_s + TIME_TOL_S < s.arrival_s:
                     self.bad(sw, "leaves before it arrives")
-                # -- charging at the van's depot
-                if s.kind in (StopKind.DEPOT, StopKind.CHARGE) and s.ref == r.depot:
+                # -- charging at a depot (every depot has a charger)
+                if s.kind in (StopKind.DEPOT, StopKind.CHARGE) and depot_of_node.get(s.node):
                     charge = van.charging_power_kw * max(0.0, s.departure_s - s.arrival_s) / 3600
                     energy = min(battery, energy + charge)
                 # -- parcels
@@ -348,13 +382,17 @@ class _Verifier:
                         continue
                     if s.kind not in (StopKind.DEPOT, StopKind.CHARGE, StopKind.START):
                         self.bad(sw, f"parcel {pid} is loaded away from a depot")
+                    elif s.kind is not StopKind.START and (i != 0 or s.ref != base):
+                        self.bad(sw, f"parcel {pid} is loaded at {s.ref}, not at its trip's start")
                     if pid in on_board:
                         self.bad(sw, f"parcel {pid} is loaded while already on board")
                     on_board[pid] = p
                     trip_loaded.add(pid)
                     if s.kind is not StopKind.START:
+                        # which leg a load is for follows from where it is made
+                        kind = Leg.LINE_HAUL if s.ref == warehouse else Leg.LAST_MILE
                         self.loaded_at[pid].append(
-                            (r.depot, s.departure_s - van.depot_load_s, r.leg, r.van_id)
+                            (s.ref, s.departure_s - van.depot_load_s, kind, r.van_id)
                         )
                 for pid in s.parcels_delivered:
                     p = on_board.pop(pid, None)
@@ -509,15 +547,15 @@ class _Verifier:
                 # on board when a re-plan started: loaded at the START stop, nowhere else
                 if not lm_loads and not self.loaded_at.get(pid):
                     continue
-                # a direct trip: the warehouse van that loaded it at the warehouse (once)
-                # delivers it at its door, no station in between
-                lh_loads = self.loaded_at.get(pid, [])
+                # a direct trip: loaded at the warehouse by the van that delivers it, and
+                # never unloaded at a station
+                loads = self.loaded_at.get(pid, [])
                 if (
                     not lm_loads
+                    and len(loads) == 1
+                    and loads[0][3] == self.door_of[pid][1]
                     and not drops
-                    and len(lh_loads) == 1
-                    and lh_loads[0][0] == self.site.warehouse.id
-                    and lh_loads[0][3] == self.door_of[pid][1]
+                    and pid not in self.at_station
                 ):
                     continue
                 self.bad(f"parcel {pid}", f"is loaded for the last mile {len(lm_loads)} times")
@@ -530,6 +568,13 @@ class _Verifier:
                     self.bad(
                         f"parcel {pid}",
                         f"is at {self.at_station[pid]} but {vid} loads it at {station}",
+                    )
+                there = self.at_station_from.get(pid)
+                if there is not None and load_start + TIME_TOL_S < there:
+                    self.bad(
+                        f"parcel {pid}",
+                        f"{vid} starts loading it at {station} at {_hhmm(load_start)}, before "
+                        f"it is there ({_hhmm(there)})",
                     )
                 continue
             if not drops:
@@ -585,15 +630,26 @@ def verify_plan(
     *,
     at_station: Mapping[ParcelId, DepotId] | None = None,
     start_soc_pct: Mapping[VanId, float] | None = None,
+    at_station_from_s: Mapping[ParcelId, float] | None = None,
 ) -> list[str]:
     """Every violation of ``plan`` as one line each (``[]``: the plan is valid).
 
     ``parcels`` are all the parcels the plan was made for. For a re-plan, ``at_station``
     names parcels already at a station (no line haul needed) and ``start_soc_pct`` the state
     of charge each van had when the plan was made (else a van starts full at its depot, or
-    with the state of charge its ``start`` stop states).
+    with the state of charge its ``start`` stop states); ``at_station_from_s`` when each of
+    those parcels is there (a line haul still on its way unloads it then; no load before).
     """
-    problems = _Verifier(plan, parcels, site, van, net, at_station or {}, start_soc_pct or {}).run()
+    problems = _Verifier(
+        plan,
+        parcels,
+        site,
+        van,
+        net,
+        at_station or {},
+        start_soc_pct or {},
+        at_station_from_s or {},
+    ).run()
     if len(problems) > MAX_LINES:
         problems = [*problems[:MAX_LINES], f"... and {len(problems) - MAX_LINES} more"]
     return problems

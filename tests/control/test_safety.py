@@ -10,6 +10,7 @@ import pytest
 
 from fleet.control.config import ControllerConfig
 from fleet.model import Parcel, ParcelId, Unserved, UnservedReason, VanRoute, load_van_spec
+from fleet.planning.replan import RECOVERY_S
 from fleet.protocol import (
     ActionState,
     ActionStatus,
@@ -317,6 +318,56 @@ def test_a_van_that_never_connected_or_went_stale_is_not_in_service_for_a_replan
     h.core.request_replan("test", h.now_s)
     h.pump()
     assert not {v.van_id: v for v in h.replans[-1].vans}["WH-PORTO-02"].in_service
+
+
+def test_what_a_van_out_of_reach_carries_stays_with_it_and_out_of_the_replan() -> None:
+    # issue 18: a stale van's parcels were planned as recovered to its depot, and another
+    # van was sent to load them there, where they were not
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    record = h.core.van_record("ST-A-01")
+    aboard = {
+        pid
+        for pid in (p.id for p in plans.parcels())
+        if (rec := h.core.parcel(pid)) is not None and rec.holder == "ST-A-01"
+    }
+    assert record is not None and aboard, "the scenario needs a loaded van"
+    h.connected.discard("ST-A-01")  # silent from now on
+    h.advance(h.config.stale_after_s + 1)
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    van = {v.van_id: v for v in request.vans}["ST-A-01"]
+    assert not van.in_service and van.parcels_on_board == ()
+    # what its released base delivers stays its own; what is aboard beyond it is held
+    assert request.held and request.held <= aboard
+    assert not request.held & {p.id for p in request.parcels}
+
+
+def test_a_broken_vans_parcels_are_due_at_its_depot_at_the_same_time_in_every_replan() -> None:
+    # issue 18: each later re-plan took them as back "30 min from now" again, moving them
+    # from van to van and pushing their recovery later
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=0.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    h.vans["ST-A-01"].fatal("drive unit fault")
+    h.report("ST-A-01")
+    (first,) = h.replans
+    stranded = {v.van_id: v for v in first.vans}["ST-A-01"].parcels_on_board
+    assert stranded
+    assert first.recovered_at == dict.fromkeys(stranded, first.now_s + RECOVERY_S)
+    h.replan_done(first, plans.plan([plans.line_haul_route(van="WH-PORTO-02")]))
+    h.advance(600)
+    h.core.request_replan("later", h.now_s)
+    h.pump()
+    later = h.replans[-1]
+    assert later is not first and later.now_s == first.now_s + 600
+    assert later.recovered_at == first.recovered_at
 
 
 def test_a_van_that_never_confirms_its_order_by_its_departure_is_replanned() -> None:

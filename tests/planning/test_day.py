@@ -10,6 +10,7 @@ import pytest
 from fleet.errors import ConfigError, InputError
 from fleet.model import Leg, Parcel, Plan, Site, StopKind, UnservedReason, VanSpec
 from fleet.planning import plan_day, verify_plan
+from fleet.planning.borrow import Sharing
 from fleet.roads import RoadNetwork
 from tests.planning.conftest import PlanFn, parcel
 
@@ -109,11 +110,33 @@ def test_too_few_vans_for_a_busy_window_leaves_parcels_with_not_enough_vans(
         replace(p, station="ST-CENTRO", earliest_s=10 * 3600, latest_s=10 * 3600 + 900)
         for p in day40[:12]
     ]
-    result = plan(rush, vans={"ST-CENTRO": 1})
+    result = plan(rush, vans={"ST-CENTRO": 1}, sharing=Sharing.DEPOT)
     got = reasons(result)
     assert got and set(got.values()) == {UnservedReason.NOT_ENOUGH_VANS}
     assert 0 < result.summary.served < 12
     assert "no van of station ST-CENTRO had room or time" in result.unserved[0].detail
+
+
+def test_vans_of_other_depots_serve_what_a_short_station_cannot(
+    plan: PlanFn, day40: list[Parcel]
+) -> None:
+    rush = [
+        replace(p, station="ST-CENTRO", earliest_s=10 * 3600, latest_s=10 * 3600 + 900)
+        for p in day40[:12]
+    ]
+    result = plan(rush, vans={"ST-CENTRO": 1})  # whole-fleet sharing is the default
+    assert result.unserved == ()
+    lent = [r for r in result.routes if r.depot != "ST-CENTRO" and r.leg is Leg.LAST_MILE]
+    assert lent
+    for r in lent:
+        trips = r.trips
+        # drive to the station, trips from it (loading only there), drive home
+        assert [s.ref for s in trips[0].stops] == [r.depot, "ST-CENTRO"]
+        assert trips[-1].stops[-1].ref == r.depot
+        for t in trips[1:-1]:
+            assert t.stops[0].ref == "ST-CENTRO"
+            assert all(s.kind is StopKind.DOOR for s in t.stops[1:-1])
+        assert all(not s.parcels_loaded for t in trips for s in t.stops if s.ref != "ST-CENTRO")
 
 
 def test_a_station_without_vans_serves_nothing_and_says_so(plan: PlanFn) -> None:

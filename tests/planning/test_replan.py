@@ -3,13 +3,16 @@ nothing, and the new plan passes the verifier from that starting state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from fleet.errors import InputError
 from fleet.model import Leg, Parcel, Plan, Site, StopKind, VanSpec
 from fleet.planning import VanNow, replan, replan_with_state, verify_plan
+from fleet.planning.borrow import Sharing
+from fleet.planning.engine import RESCUE_WAIT_S
+from fleet.planning.replan import RECOVERY_S
 from fleet.roads import RoadNetwork
 from tests.planning.conftest import ITERATIONS
 
@@ -101,6 +104,7 @@ def run(state: Midday, site: Site, van: VanSpec, net: RoadNetwork, **kw: object)
             net,
             at_station=start.at_station,
             start_soc_pct=start.start_soc_pct,
+            at_station_from_s=start.at_station_from_s,
         )
         == []
     )
@@ -143,15 +147,31 @@ def test_a_broken_van_gets_nothing_and_its_parcels_go_to_others(
         NOON,
     )
     vans = [broken if v.van_id == busiest.van_id else v for v in state.vans]
-    result = run(Midday(vans, state.parcels, state.location, state.at_station), site, van, net)
+    midday = Midday(vans, state.parcels, state.location, state.at_station)
+    home = busiest.van_id.rsplit("-", 1)[0]
+    # per-depot: the station's own vans take them, once they are back at the station
+    result = run(midday, site, van, net, sharing=Sharing.DEPOT)
     assert busiest.van_id not in {r.van_id for r in result.routes}
     rescued = {pid for vid, pid in result.delivered() if pid in busiest.parcels_on_board}
     assert rescued, "the recovered parcels are delivered by other vans"
-    home = busiest.van_id.rsplit("-", 1)[0]
     for r in result.routes:
         for s in r.stops():
             if set(s.parcels_delivered) & rescued and s.kind is StopKind.DOOR:
                 assert r.depot == home and r.leg is Leg.LAST_MILE
+    # whole fleet: one van takes them all in one load at the station, soon after they are back
+    result = run(midday, site, van, net)
+    loads = {
+        pid: (r.van_id, s.ref, s.departure_s - van.depot_load_s)
+        for r in result.routes
+        for s in r.stops()
+        for pid in s.parcels_loaded
+        if pid in busiest.parcels_on_board and s.kind is not StopKind.START
+    }
+    assert set(loads) == set(busiest.parcels_on_board)
+    assert len({v for v, _, _ in loads.values()}) == 1
+    for _, ref, start_s in loads.values():
+        assert ref == home
+        assert NOON + RECOVERY_S <= start_s <= NOON + RECOVERY_S + RESCUE_WAIT_S
 
 
 def test_a_van_low_on_charge_never_goes_below_its_reserve(
@@ -186,3 +206,20 @@ def test_inconsistent_states_are_refused_by_name(
         replan([p], [], site, van, net, now_s=NOON, parcel_location={p.id: "on_board"})
     with pytest.raises(InputError, match="not among the parcels"):
         replan([], twice[:1], site, van, net, now_s=NOON)
+
+
+def test_a_van_a_closure_cuts_off_keeps_its_parcels_and_the_rest_is_planned(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    carrier = next(v for v in state.vans if v.van_id.startswith("ST-") and v.parcels_on_board)
+    node = net.snap(carrier.lon, carrier.lat).node
+    closed = net.with_closures(edges=[(node, m) for m in net.graph.successors(node)])
+    extra = replace(state.parcels[0], id="EXTRA")  # a new order, at the warehouse
+    midday = Midday(state.vans, [*state.parcels, extra], {**state.location, "EXTRA": "warehouse"})
+    result = run(midday, site, van, closed)  # no error: the re-plan goes on without it
+    assert carrier.van_id not in {r.van_id for r in result.routes}
+    why = {u.parcel_id: u for u in result.unserved}
+    for pid in carrier.parcels_on_board:
+        assert why[pid].reason.value == "unreachable"
+        assert "cuts off" in why[pid].detail
+    assert "EXTRA" in {pid for _, pid in result.delivered()}, "the other vans still work"

@@ -116,7 +116,8 @@ def test_every_other_event_kind_runs(day: PreparedDay, configs_dir: Path) -> Non
     # every parcel is accounted for: delivered, or failed with a reason
     assert k.lost == 0 and k.delivered + k.failed == k.parcels
     assert k.replans_by_cause.get("link_loss") == 1  # offline past the controller's grace
-    assert k.replans_by_cause.get("road_closure") == 1  # the closure asks for a re-plan
+    # the closure asks for a re-plan, and its lifting too
+    assert k.replans_by_cause.get("road_closure") == 2
     assert (k.delivered_twice, k.loaded_unavailable) == (0, 0)
 
 

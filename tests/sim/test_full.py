@@ -156,7 +156,8 @@ def test_timing_stretches_wall_clock_guards_with_the_clock() -> None:
     assert slow.link(wire.Role.VCU).ack_timeout_s == pytest.approx(0.05)
     base = ControllerConfig()
     cfg = t.controller(base)
-    assert cfg.stale_after_s == 90.0 and cfg.tick_s == pytest.approx(60.0)
+    # three state periods plus a wall second of latency (2 × 600 simulated s)
+    assert cfg.stale_after_s == pytest.approx(90.0 + 1200.0) and cfg.tick_s == pytest.approx(60.0)
     assert cfg.resend_first_s >= base.resend_first_s
 
 

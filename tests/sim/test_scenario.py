@@ -10,6 +10,7 @@ import pytest
 
 from fleet.errors import ConfigError
 from fleet.model import DepotId
+from fleet.planning.borrow import Sharing
 from sim.scenario import (
     Breakdown,
     ControllerRestart,
@@ -128,6 +129,15 @@ def test_mistakes_name_file_table_and_key(
     with pytest.raises(ConfigError, match=expected) as info:
         load_scenario(path)
     assert str(path.parent) in str(info.value)
+
+
+def test_sharing_is_whole_fleet_unless_the_run_says_per_depot(tiny_scenario: Path) -> None:
+    assert load_scenario(tiny_scenario).run.sharing is Sharing.FLEET
+    path = _variant(tiny_scenario, r'^end = "19:00"$', 'end = "19:00"\nsharing = "depot"')
+    assert load_scenario(path).run.sharing is Sharing.DEPOT
+    _variant(path, r'^sharing = "depot"$', 'sharing = "station"')
+    with pytest.raises(ConfigError, match=r"\[run\] sharing: expected one of fleet, depot"):
+        load_scenario(path)
 
 
 def test_area_closure_reads_a_polygon(tiny_scenario: Path) -> None:
