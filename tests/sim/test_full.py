@@ -14,6 +14,7 @@ from firmware_bridge import wire
 from firmware_bridge.bridge import DEFAULT_TICK_S, DEFAULT_VCU_GRACE_S
 from fleet.control.config import ControllerConfig
 from fleet.model import StopKind
+from fleet.planning.borrow import Sharing
 from fleet.roads import RoadNetwork, load_network
 from sim.day import PreparedDay, prepare_day
 from sim.fast import FastRun
@@ -128,13 +129,15 @@ def test_full_stack_plays_every_fault(
 @pytest.mark.slow
 def test_parcels_a_replan_leaves_out_fail_with_the_controllers_reason(day: PreparedDay) -> None:
     # one van a depot: what the broken-down van carried is recovered to a station with no
-    # other van, and the re-plan leaves it out; the day's report gives the planner's reason
-    # (read from the controller before it stops), not "still at a depot"
+    # other van, and the re-plan leaves it out (per-depot sharing: with the whole fleet's,
+    # another station's van takes it); the day's report gives the planner's reason (read
+    # from the controller before it stops), not "still at a depot"
     first_door = min(
         s.arrival_s for r in day.plan.routes for s in r.stops() if s.kind is StopKind.DOOR
     )
     breakdown = Breakdown(at_s=first_door + 60.0, van="busiest", recovery_s=1800)
-    sc = dataclasses.replace(day.scenario, events=(breakdown,))
+    run = dataclasses.replace(day.scenario.run, sharing=Sharing.DEPOT)
+    sc = dataclasses.replace(day.scenario, events=(breakdown,), run=run)
     trace = FullRun(dataclasses.replace(day, scenario=sc), speedup=SPEEDUP).run()
     (b,) = trace.breakdowns
     delivered = {d.parcel for d in trace.delivered}
