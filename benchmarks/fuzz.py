@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import resource
 import signal
 import sys
@@ -152,7 +153,9 @@ def main() -> None:
         results: list[Result] = []
         started = time.perf_counter()
         for i, target in enumerate(targets):
-            examples = max(1, round(args.inputs * target.share / total_share))
+            # rounded up, so that the run is at least --inputs (Hypothesis may stop a target
+            # a few inputs short when it has tried every distinct input it can make)
+            examples = max(1, math.ceil(args.inputs * target.share / total_share))
             console.print(
                 f"[{i + 1}/{len(targets)}] {target.name}: {examples:,} inputs ...",
                 highlight=False,
