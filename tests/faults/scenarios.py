@@ -185,8 +185,9 @@ async def vcu_reboot(stack: Stack) -> float:
 async def breakdown(stack: Stack) -> float:
     """The last-mile van breaks down (a fatal VCU fault) after its first delivery, with the
     rest of its parcels aboard. The controller takes it out of service and re-plans; its
-    parcels are recovered to the station and the spare van delivers them. Recovered: the
-    re-plan applied."""
+    parcels are recovered to the station and another van (the station's spare, or with
+    whole-fleet sharing any van with time, the warehouse van too) delivers them. Recovered:
+    the re-plan applied."""
     assert stack.observer is not None
     await stack.observer.wait_for(_delivered_by(LAST_MILE))
     stack.vans[LAST_MILE].vcu.signal(signal.SIGUSR2)
@@ -351,9 +352,26 @@ async def _probe_estop(stack: Stack, scenario: str) -> None:
     """Emergency-stop a van mid-route: the spare after a breakdown, else the last-mile van.
     Not tried if that van never got going (the day stalled before: counted below)."""
     assert stack.observer is not None
-    van = SPARE if scenario == "breakdown_replan" else LAST_MILE
+    van = LAST_MILE
     try:
-        await stack.observer.wait_for(_loaded_by(van), timeout_s=DAY_TIMEOUT_S)
+        if scenario == "breakdown_replan":
+            # whichever van the re-plan sends for the broken van's parcels (the station's
+            # spare, or with whole-fleet sharing the warehouse van): the first to load after it
+            applied = await stack.observer.wait_for(
+                lambda e: e.kind == "replan_applied", timeout_s=DAY_TIMEOUT_S
+            )
+            rescuer = await stack.observer.wait_for(
+                lambda e: (
+                    e.kind == "parcel_loaded"
+                    and e.van_id not in (None, LAST_MILE)
+                    and e.event_id > applied.event_id
+                ),
+                timeout_s=DAY_TIMEOUT_S,
+            )
+            assert rescuer.van_id is not None
+            van = rescuer.van_id
+        else:
+            await stack.observer.wait_for(_loaded_by(van), timeout_s=DAY_TIMEOUT_S)
     except TimeoutError:
         return
     await _probe(stack, van)

@@ -74,7 +74,9 @@ def test_a_breakdown_is_replanned_and_its_parcels_delivered_by_another_van(
     result = run(world, "breakdown_replan", tmp_path)
     assert result.notes["modes"][LAST_MILE] == VanMode.ERROR.value  # type: ignore[index]
     assert int(result.notes["replans"]) >= 1  # type: ignore[call-overload]
-    assert int(result.notes["delivered_by"].get(SPARE, 0)) > 0  # type: ignore[attr-defined]
+    # the broken van's parcels went out on another van (whichever the re-plan chose)
+    others = {v: n for v, n in result.notes["delivered_by"].items() if v != LAST_MILE}  # type: ignore[attr-defined]
+    assert sum(others.values()) > 0
 
 
 def test_an_estop_from_a_controller_restarted_on_a_lost_store_is_obeyed(
