@@ -444,6 +444,16 @@ class BridgeService:
                     exc,
                     s.reconnect_s,
                 )
+            except Exception:  # any other failure of a broker session is retried too
+                # (seen: paho's socket closed under aiomqtt while connecting raised
+                # AttributeError); the van's link to its VCU and its order book carry on
+                log.exception(
+                    "van %s: broker session to %s failed; the van keeps its released base; "
+                    "retrying in %.1f s",
+                    s.van_id,
+                    s.broker.describe(),
+                    s.reconnect_s,
+                )
             await self.clock.sleep(s.reconnect_s)
 
     def _on_mqtt(self, topic: str, data: bytes) -> None:

@@ -744,3 +744,28 @@ async def test_a_bridge_back_after_the_vcu_made_its_link_loss_stop_resumes_it_an
             # RESUME once re-synced: no pause, no e-stop held; the van drives its route on
             await r.until(lambda: r.last.last_node_sequence_id == 4 and not r.last.load.parcel_ids)
             assert not r.vcu.vehicle.held
+
+
+@aio
+async def test_a_broker_session_that_fails_in_an_unforeseen_way_is_retried_not_fatal(
+    mosquitto: BrokerEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # seen once in CI: paho's socket closed under aiomqtt while connecting raised
+    # AttributeError out of the client, which ended the whole bridge service
+    from firmware_bridge.bridge import service
+
+    real_enter = service._CommandClient.__aenter__
+    failures = [AttributeError("'NoneType' object has no attribute 'fileno'")]
+
+    async def enter(self: service._CommandClient) -> service._CommandClient:
+        if failures:
+            raise failures.pop()
+        return await real_enter(self)
+
+    monkeypatch.setattr(service._CommandClient, "__aenter__", enter)
+    async with (
+        asyncio.timeout(60),
+        rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,
+    ):
+        await r.poll(lambda: r.bridge.mqtt_sessions == 1, 20)
+        assert not failures and r.bridge.connected.is_set()
