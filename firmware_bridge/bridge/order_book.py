@@ -16,7 +16,8 @@ What it keeps (``docs/bridge.md``, "The order book"):
   reached, in :func:`~firmware_bridge.bridge.mission.base_waypoints` numbering (what a new
   mission after a restart starts from);
 * **parcels on board**: a node's ``load`` adds its parcels when the node finishes,
-  ``deliver``/``unload`` remove theirs (a parcel that could not be handed over stays);
+  ``deliver``/``unload`` remove theirs (a parcel that could not be handed over stays; one the
+  book does not list on board is reported failed, ``not aboard``);
 * **cancel** (``cancel_order``): the order stays known (a new order_id is then accepted) but
   is no longer driven or reported as progress;
 * **instant actions**: each ``action_id`` is applied once (:meth:`OrderBook.apply_instant`
@@ -67,6 +68,9 @@ APPLIED_IDS_KEPT = 1024  # instant action ids remembered as applied (the newest)
 # farther away is not at that charger and drives there first.
 AT_FIRST_NODE_M = 100.0
 _M_PER_DEG = math.radians(1.0) * 6_371_008.8
+
+# The reason a deliver or unload gives for a parcel its book does not list on board.
+NOT_ABOARD = "not aboard: the van's order book does not list it"
 
 _SAFER = frozenset(
     {InstantActionType.EMERGENCY_STOP, InstantActionType.PAUSE, InstantActionType.CANCEL_ORDER}
@@ -220,7 +224,14 @@ class OrderBook:
     ) -> NodeDone | None:
         """Node ``seq``'s actions are done: parcels come aboard or leave. Once per node; a
         second call returns None. ``failed`` maps an action id to parcels it could not hand
-        over (they stay aboard; the action reports them, with ``why``)."""
+        over (they stay aboard; the action reports them, with ``why``).
+
+        A ``deliver`` or ``unload`` of a parcel the book does not list on board cannot hand it
+        over: that parcel is reported failed (:data:`NOT_ABOARD`), never done. The van's book
+        is what it knows of its compartments; an order from a controller whose store is lost
+        or an older copy can ask for a parcel the van unloaded or delivered long ago, and a
+        van whose bridge lost its state dir no longer knows what it carries (docs/bridge.md,
+        "The order book")."""
         if self.order is None or seq in self.finished:
             return None
         self.finished.add(seq)
@@ -229,13 +240,19 @@ class OrderBook:
         unloaded: list[str] = []
         for action in node.actions:
             kept = set((failed or {}).get(action.action_id, ()))
+            reason = why
+            if action.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                absent = {p for p in action.parcel_ids if p not in self.parcels_on_board}
+                if absent - kept:
+                    kept |= absent
+                    reason = f"{why}; {NOT_ABOARD}" if why else NOT_ABOARD
             if kept:
                 self._overrides[action.action_id] = ActionState(
                     action_id=action.action_id,
                     action_type=action.action_type.value,
                     status=ActionStatus.FINISHED,
                     failed_parcel_ids=tuple(p for p in action.parcel_ids if p in kept),
-                    result_description=why,
+                    result_description=reason[:500],
                 )
             if action.action_type is NodeActionType.LOAD:
                 for p in action.parcel_ids:

@@ -30,6 +30,7 @@ from fleet.protocol import (
     ErrorReference,
     Factsheet,
     InstantActionType,
+    NodeActionType,
     Order,
     SigningKey,
     State,
@@ -647,9 +648,29 @@ class VanKit:
         lost = done_before - _finished_order_actions(after)
         if lost:
             problems.append(f"finished actions forgotten: {sorted(lost)}")
-        if set(after.load.parcel_ids) != set(before.load.parcel_ids):
+        # a stop's work may finish between the two states (a delivery at the door it stands
+        # at): what those actions handed over or took aboard is expected to have moved
+        expected = set(before.load.parcel_ids)
+        if self.last_accepted is not None and self.last_accepted[0].order_id == after.order_id:
+            actions = {a.action_id: a for n in self.last_accepted[0].nodes for a in n.actions}
+            failed = {a.action_id: set(a.failed_parcel_ids) for a in after.action_states}
+            for action_id in sorted(_finished_order_actions(after) - done_before):
+                a = actions.get(action_id)
+                if a is None:
+                    continue
+                moved = set(a.parcel_ids) - failed.get(action_id, set())
+                if a.action_type is NodeActionType.LOAD:
+                    expected |= moved
+                elif a.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
+                    expected -= moved
+        if set(after.load.parcel_ids) != expected:
             problems.append(
                 f"on board {sorted(after.load.parcel_ids)}, was {sorted(before.load.parcel_ids)}"
+                + (
+                    f" (expected {sorted(expected)})"
+                    if expected != set(before.load.parcel_ids)
+                    else ""
+                )
             )
         if problems:
             raise KitError("the van came back without its work: " + "; ".join(problems))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from firmware_bridge.bridge.order_book import (
     AT_FIRST_NODE_M,
+    NOT_ABOARD,
     OrderBook,
     OrderBookError,
     ground_distance_m,
@@ -66,6 +67,28 @@ def test_a_parcel_that_could_not_be_handed_over_stays_aboard_and_is_reported() -
     assert book.parcels_on_board == ["P1", "P2"]
     (a1,) = [a for a in book.action_states() if a.action_id == "a1"]
     assert a1.failed_parcel_ids == ("P1",) and a1.result_description == "nobody home"
+
+
+def test_a_delivery_of_a_parcel_the_book_does_not_list_aboard_is_reported_failed() -> None:
+    """An order from a controller whose store is an older copy asks for a parcel the van
+    handed over long ago (or a bridge that lost its state dir no longer knows its load): the
+    book never reports it handed over (docs/bridge.md, "The order book")."""
+    book = OrderBook(VAN)
+    book.take_order(line_order(stops=3, released=3))
+    book.reach(0)
+    book.set_parcels(["P2"])  # P1 left before: the load at n0 is not finished here
+    book.finished.add(0)
+    book.reach(2)
+    done = book.finish(2)
+    assert done is not None and done.unloaded == ()
+    (a1,) = [a for a in book.action_states() if a.action_id == "a1"]
+    assert a1.status is ActionStatus.FINISHED and a1.failed_parcel_ids == ("P1",)
+    assert a1.result_description == NOT_ABOARD
+    book.reach(4)
+    done = book.finish(4)
+    assert done is not None and done.unloaded == ("P2",) and book.parcels_on_board == []
+    (a2,) = [a for a in book.action_states() if a.action_id == "a2"]
+    assert a2.failed_parcel_ids == ()
 
 
 def test_pause_and_estop_latch_until_a_resume_and_each_id_is_applied_once() -> None:
