@@ -83,7 +83,7 @@ class BridgeSettings:
     keys: tuple[SigningKey, ...]
     state_dir: Path
     topic_prefix: str = ""
-    client_id: str = ""  # default: fleet-van-<van_id>
+    client_id: str = ""  # default: the van id (docs/protocol.md section 1.1)
     baud: int = 115_200  # pacing of our writes; 0: none (tests, benchmarks)
     link: LinkConfig = field(default_factory=lambda: LinkConfig(wire.Role.BRIDGE))
     spool_max_messages: int = 10_000
@@ -118,7 +118,9 @@ class BridgeSettings:
 
     @property
     def mqtt_client_id(self) -> str:
-        return self.client_id or f"fleet-van-{self.van_id}"
+        """The van id unless told otherwise: a broker from `fleet broker credentials` forces
+        the client id to the login name, which for a van is its van id."""
+        return self.client_id or self.van_id
 
 
 MAX_FILE_BYTES = 1024 * 1024  # a key, login or settings file (docs/limits.md)

@@ -332,10 +332,12 @@ def status(
 
 
 STOP_GRACE_S = 3.0  # after SIGINT/SIGTERM, a long-running command is gone within this
+RECANCEL_S = 0.5  # ... and its task is cancelled again this often until it has ended
 
 
 def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
-    """Run ``main`` until it ends or SIGINT/SIGTERM arrives. A signal cancels it; if it has
+    """Run ``main`` until it ends or SIGINT/SIGTERM arrives. A signal cancels it, and again
+    every ``RECANCEL_S`` while it runs (a library may swallow one cancellation); if it has
     not wound down ``STOP_GRACE_S`` later (a broker link that will not close, a worker thread
     that will not join), or a second signal comes, the process exits at once (status 130)."""
 
@@ -348,6 +350,13 @@ def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         stopping: list[threading.Timer] = []
 
+        def cancel_until_done() -> None:
+            # a cancellation a library swallows (asyncio.wait_for on Python 3.11, e.g. inside
+            # aiomqtt, when the awaited result lands in the same turn) is asked for again
+            if not task.done():
+                task.cancel()
+                loop.call_later(RECANCEL_S, cancel_until_done)
+
         def on_signal() -> None:
             if stopping:
                 hard_stop()
@@ -355,7 +364,7 @@ def _until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
             timer.daemon = True
             timer.start()
             stopping.append(timer)
-            task.cancel()
+            cancel_until_done()
 
         loop.add_signal_handler(signal.SIGINT, on_signal)
         loop.add_signal_handler(signal.SIGTERM, on_signal)

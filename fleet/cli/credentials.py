@@ -50,9 +50,23 @@ def credentials(
             "login files, all go in the server certificate) [default: localhost, 127.0.0.1].",
         ),
     ] = None,
-    port: Annotated[int, typer.Option("--port", help="Port of the password listener.")] = 1883,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", help="Port of the operators' listener (controller, dispatcher, console)."
+        ),
+    ] = 1883,
     listen: Annotated[
-        str, typer.Option("--listen", help="Address of the password listener ('' = all).")
+        str, typer.Option("--listen", help="Address of the operators' listener ('' = all).")
+    ] = "127.0.0.1",
+    van_port: Annotated[
+        int,
+        typer.Option(
+            "--van-port", help="Port of the vans' password listener (client id = van id)."
+        ),
+    ] = 1884,
+    van_listen: Annotated[
+        str, typer.Option("--van-listen", help="Address of the vans' listener ('' = all).")
     ] = "127.0.0.1",
     tls_port: Annotated[int, typer.Option("--tls-port", help="Port of the TLS listener.")] = 8883,
     tls_listen: Annotated[
@@ -70,8 +84,9 @@ def credentials(
 ) -> None:
     """Generate per-van, controller and dispatcher broker credentials and signing keys.
 
-    Writes a Mosquitto password file and ACL (each van reaches only its own topics), a broker
-    config that uses them, one login file per identity, the controller's master signing
+    Writes Mosquitto password files and an ACL (each van reaches only its own topics), a broker
+    config that uses them (a van's client id is bound to its van id on every listener it
+    can open), one login file per identity, the controller's master signing
     secret and each van's own key, and with --tls a CA plus certificates. Every file is 0600;
     the directory carries a .gitignore so it never reaches a commit.
     """
@@ -81,6 +96,8 @@ def credentials(
         broker_hosts=tuple(host) if host else DEFAULT_BROKER_HOSTS,
         port=port,
         listen=listen,
+        van_port=van_port,
+        van_listen=van_listen,
         tls_port=tls_port,
         tls_listen=tls_listen,
         days=days,

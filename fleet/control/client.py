@@ -115,8 +115,11 @@ class ControllerClient:
                     log.warning("ignoring a message the controller should not send: %s", exc)
 
     async def _check_controller(self) -> None:
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a
+        # cancellation that arrives together with the result (see request())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._controller_heard.wait(), STATUS_GRACE_S)
+            async with asyncio.timeout(STATUS_GRACE_S):
+                await self._controller_heard.wait()
         if self._controller is None:
             login = ""
             if self.address.username:
@@ -153,7 +156,11 @@ class ControllerClient:
         await self._link.publish(self.topics.controller_request, encode(request), qos=1)
         limit_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            reply = await asyncio.wait_for(future, limit_s)
+            # Not asyncio.wait_for: on Python 3.11 it returns the reply when the reply and a
+            # cancellation (Ctrl-C) arrive in one turn of the loop, and the cancellation is
+            # lost — `fleet status --watch` then refreshed on until the 3 s backstop.
+            async with asyncio.timeout(limit_s):
+                reply = await future
         except TimeoutError as exc:
             raise ControlError(
                 f"no reply from the controller on {self.address} within {limit_s:g} s"

@@ -47,7 +47,7 @@ from fleet.security.credentials import CredentialsOptions, build_credentials, wr
 from fleet.store import SqliteStore
 from fleet.store.records import TERMINAL_STATUSES
 from tests.faults.world import World
-from tests.support.brokers import LOOPBACK, free_port, mosquitto_binary, port_open, skip_or_fail
+from tests.support.brokers import LOOPBACK, free_ports, mosquitto_binary, port_open, skip_or_fail
 from tests.support.netcut import CuttableLink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ class Stack:
         self.cuttable = cuttable  # vans whose broker link goes through a CuttableLink
         self.corrupt, self.seed = corrupt, seed
         self.anchor = 0.0
-        self.port = free_port()
+        self.port, self.van_port = free_ports(2)  # operators' listener, vans' listener
         self.secrets = workdir / "secrets"
         self.db = workdir / "fleet.db"
         self.dbs: list[Path] = [self.db]  # every store the controller ran on, in order
@@ -268,7 +268,10 @@ class Stack:
             raise AssertionError("unreachable")
         site = load_site(self.world.site_file)
         creds = build_credentials(
-            site, self.secrets, CredentialsOptions(port=self.port), now=datetime.now(UTC)
+            site,
+            self.secrets,
+            CredentialsOptions(port=self.port, van_port=self.van_port),
+            now=datetime.now(UTC),
         )
         write_credentials(creds, self.secrets)
         conf = self.secrets / "broker" / "mosquitto.conf"
@@ -319,7 +322,7 @@ class Stack:
         assert self.broker is not None
         await self.broker.start(wait_ready=False)
         async with asyncio.timeout(START_TIMEOUT_S):
-            while not port_open(LOOPBACK, self.port, 0.2):
+            while not all(port_open(LOOPBACK, p, 0.2) for p in (self.port, self.van_port)):
                 if not self.broker.running:
                     raise ProcessFailed(f"mosquitto exited:\n{self.broker.tail()}")
                 await asyncio.sleep(0.02)  # another process's port: nothing to await
@@ -351,13 +354,13 @@ class Stack:
     async def _van(self, van_id: str, vcu: Proc, serial_port: int) -> Van:
         link: CuttableLink | None = None
         if van_id in self.cuttable:
-            link = await self._exit.enter_async_context(CuttableLink(LOOPBACK, self.port))
+            link = await self._exit.enter_async_context(CuttableLink(LOOPBACK, self.van_port))
         bridge_events = self.workdir / f"bridge-{van_id}.jsonl"
         bridge = self._proc(
             f"bridge-{van_id}", "bridge", "--van-id", van_id,
             "--serial", f"socket://127.0.0.1:{serial_port}",
             "--login", str(self.secrets / "vans" / van_id / "mqtt.toml"),
-            "--broker-port", str(link.port if link is not None else self.port),
+            "--broker-port", str(link.port if link is not None else self.van_port),
             "--key", str(self.secrets / "vans" / van_id / "signing.key"),
             "--state-dir", str(self.workdir / f"bridge-{van_id}"),
             "--events", str(bridge_events),

@@ -137,3 +137,42 @@ def test_status_watch_and_events_follow_stop_on_sigint_and_sigterm(
             for p in procs:
                 if p.poll() is None:
                     p.kill()
+
+
+def test_status_watch_stops_promptly_on_sigint_each_time(
+    mosquitto: BrokerEndpoint, tmp_path: Path
+) -> None:
+    """Ctrl-C on a real `fleet status --watch` that is refreshing every 0.1 s: it exits 0 well
+    within the 3 s backstop (exit 130). Before, now and then a reply and the cancellation met
+    in one turn of the loop, `asyncio.wait_for` kept the reply, and the watch went on until
+    the backstop (`tests/control/test_client_cancel.py` pins that race down)."""
+    broker = ["--broker", f"mqtt://{mosquitto.host}:{mosquitto.port}"]
+    watch = ["status", "--watch", "--interval", "0.1", *broker]
+    watch += ["--topic-prefix", mosquitto.topics.prefix]
+    with ControllerThread(mosquitto, tmp_path / "fleet.db", PlanBook()) as controller:
+        service = controller.service
+        assert service is not None
+
+        def clients() -> set[str]:
+            return {r.request_id.rsplit(".", 1)[0] for r in list(service._replies.values())}
+
+        for delay_s in (0.0, 0.15, 0.33):
+            before = clients()
+            proc = _spawn(watch)
+            try:
+                deadline = time.monotonic() + 60
+                while not clients() - before:  # answered at least once: it is watching
+                    assert proc.poll() is None, proc.communicate()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)  # the controller's state, polled from another thread
+                time.sleep(delay_s)  # somewhere in the refresh cycle
+                started = time.monotonic()
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=10)
+                took_s = time.monotonic() - started
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert proc.returncode == 0, (proc.returncode, err)
+            assert took_s < 2.5, f"{took_s:.2f} s to stop after SIGINT"
+            assert "Traceback" not in err

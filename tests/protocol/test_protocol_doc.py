@@ -173,7 +173,7 @@ def test_the_session_table_names_the_client_ids_the_code_uses() -> None:
 
     table = section("1.1")
     bridge_config = (ROOT / "firmware_bridge" / "bridge" / "config.py").read_text("utf-8")
-    assert 'f"fleet-van-{self.van_id}"' in bridge_config
-    assert "`fleet-van-{van_id}`" in table
+    assert "return self.client_id or self.van_id" in bridge_config
+    assert "| van | `{van_id}` |" in table
     assert f"`{ControllerConfig().name}`" in table
     assert "clean session = 0" in table and "persistent" in table

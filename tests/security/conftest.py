@@ -25,7 +25,7 @@ from fleet.security.credentials import (
 from tests.security.sites import make_site
 from tests.support.brokers import (
     LOOPBACK,
-    free_port,
+    free_ports,
     mosquitto_binary,
     skip_or_fail,
     wait_for_port,
@@ -42,8 +42,9 @@ class SecureBroker:
     """A private Mosquitto started from the config `fleet broker credentials` wrote."""
 
     secrets: Path
-    port: int
+    port: int  # operators: controller, dispatcher, console
     tls_port: int
+    van_port: int  # vans with passwords
 
     def login(self, username: str) -> dict[str, object]:
         with (self.identity_dir(username) / "mqtt.toml").open("rb") as fh:
@@ -65,21 +66,35 @@ class SecureBroker:
         password: str | None = None,
         identifier: str | None = None,
         protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V311,
+        port: int | None = None,
+        clean_session: bool | None = None,
     ) -> aiomqtt.Client:
-        """A password login on the plain listener (``username=None``: anonymous)."""
+        """A password login on the listener its login file names (``username=None``:
+        anonymous, on the operator listener), or on ``port``."""
         if username is not None and password is None:
             mqtt = self.login(username)["mqtt"]
             assert isinstance(mqtt, dict)
             password = str(mqtt["password"])
+        if port is None:
+            port = self.port if username is None else self.listener_of(username)
         return aiomqtt.Client(
             LOOPBACK,
-            self.port,
+            port,
             username=username,
             password=password,
             identifier=identifier,
             protocol=protocol,
+            clean_session=clean_session,
             timeout=5,
         )
+
+    def listener_of(self, username: str) -> int:
+        """The password listener ``username``'s login file names."""
+        mqtt = self.login(username)["mqtt"]
+        assert isinstance(mqtt, dict)
+        port = mqtt["port"]
+        assert isinstance(port, int)
+        return port
 
     def tls_client(
         self,
@@ -183,11 +198,14 @@ def secure_broker(site: Site, tmp_path: Path) -> Iterator[SecureBroker]:
     if binary is None:
         skip_or_fail("the mosquitto binary is not installed (apt-get install mosquitto)")
         raise AssertionError("unreachable")
-    port, tls_port = free_port(), free_port()
-    while tls_port == port:
-        tls_port = free_port()
+    port, tls_port, van_port = free_ports(3)
     options = CredentialsOptions(
-        tls=True, port=port, tls_port=tls_port, tls_listen=LOOPBACK, days=30
+        tls=True,
+        port=port,
+        van_port=van_port,
+        tls_port=tls_port,
+        tls_listen=LOOPBACK,
+        days=30,
     )
     out = tmp_path / "secrets"
     write_credentials(build_credentials(site, out, options, now=datetime.now(UTC)), out)
@@ -198,11 +216,11 @@ def secure_broker(site: Site, tmp_path: Path) -> Iterator[SecureBroker]:
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
-            wait_for_port(LOOPBACK, port)
-            wait_for_port(LOOPBACK, tls_port)
+            for listening in (port, tls_port, van_port):
+                wait_for_port(LOOPBACK, listening)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')}") from exc
-        yield SecureBroker(out, port, tls_port)
+        yield SecureBroker(out, port, tls_port, van_port)
     finally:
         proc.terminate()
         try:

@@ -158,18 +158,25 @@ def test_van_ids_follow_the_site_config(site: Site) -> None:
     assert site_van_ids(site) == VANS
 
 
+def _passwd(built: CredentialSet, name: str) -> dict[str, str]:
+    text = built.files[f"broker/{name}"].decode()
+    return dict(line.split(":", 1) for line in text.splitlines())
+
+
 def test_every_identity_gets_a_distinct_password_that_the_password_file_accepts(
     site: Site, tmp_path: Path
 ) -> None:
     built = build(site, tmp_path / "s")
-    passwd = dict(line.split(":", 1) for line in built.files["broker/passwd"].decode().splitlines())
-    assert sorted(passwd) == sorted(
-        [CONTROLLER_USERNAME, DISPATCHER_USERNAME, CONSOLE_USERNAME, *VANS]
-    )
+    vans, operators = _passwd(built, "passwd"), _passwd(built, "passwd-operators")
+    assert sorted(vans) == sorted(VANS)  # the van listener's logins
+    assert sorted(operators) == sorted([CONTROLLER_USERNAME, DISPATCHER_USERNAME, CONSOLE_USERNAME])
     passwords = set()
     for ident in built.identities:
         login = tomllib.loads(built.files[f"{ident.directory}/mqtt.toml"].decode())["mqtt"]
         assert login["username"] == ident.identity.username
+        is_van = ident.identity.role is Role.VAN
+        assert login["port"] == (1884 if is_van else 1883)  # the listener that knows it
+        passwd = vans if is_van else operators
         assert verify_password(passwd[ident.identity.username], login["password"])
         assert len(login["password"]) >= 43  # 256 bits, base64
         passwords.add(login["password"])
@@ -218,6 +225,45 @@ def test_tls_material_names_each_identity_in_its_certificate(site: Site, tmp_pat
         "allow_anonymous false",
     ):
         assert line in conf.splitlines()
+
+
+def _listeners(conf: str) -> dict[str, list[str]]:
+    """Each listener's settings, by its ``listener`` line."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in conf.splitlines():
+        if line.startswith("listener "):
+            current = blocks.setdefault(line, [])
+        elif not line or line.startswith("#"):
+            current = None if not line else current
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_every_listener_has_its_logins_and_binds_a_vans_client_id(
+    site: Site, tmp_path: Path
+) -> None:
+    built = build(site, tmp_path / "s", tls=True, port=2883, van_port=2884, tls_port=2885)
+    conf = built.files["broker/mosquitto.conf"].decode()
+    broker = (tmp_path / "s" / "broker").absolute()
+    assert "per_listener_settings true" in conf.splitlines()
+    listeners = _listeners(conf)
+    assert list(listeners) == [
+        "listener 2883 127.0.0.1",
+        "listener 2884 127.0.0.1",
+        "listener 2885",
+    ]
+    operators, vans, tls_listener = listeners.values()
+    for block in listeners.values():
+        assert "allow_anonymous false" in block
+        assert f"acl_file {broker / 'acl'}" in block
+    assert f"password_file {broker / 'passwd-operators'}" in operators
+    assert "use_username_as_clientid true" not in operators  # concurrent CLIs, the console
+    assert f"password_file {broker / 'passwd'}" in vans
+    assert "use_username_as_clientid true" in vans
+    assert not any(line.startswith("password_file") for line in tls_listener)
+    assert "use_username_as_clientid true" in tls_listener
 
 
 def test_without_tls_no_certificate_or_ca_is_written(site: Site, tmp_path: Path) -> None:
@@ -304,8 +350,13 @@ def test_git_ignores_everything_in_the_directory(site: Site, tmp_path: Path) -> 
 def test_bad_options_are_refused_with_the_option_named() -> None:
     with pytest.raises(CredentialsError, match="--tls-port"):
         CredentialsOptions(tls_port=70000)
-    with pytest.raises(CredentialsError, match="must differ"):
+    with pytest.raises(CredentialsError, match="--port and --tls-port must differ"):
         CredentialsOptions(tls=True, port=1883, tls_port=1883)
+    with pytest.raises(CredentialsError, match="--port and --van-port must differ"):
+        CredentialsOptions(port=1883, van_port=1883)
+    with pytest.raises(CredentialsError, match="--van-port and --tls-port must differ"):
+        CredentialsOptions(tls=True, van_port=8883)
+    CredentialsOptions(van_port=8883)  # no TLS listener: its port is free
     with pytest.raises(CredentialsError, match="--days"):
         CredentialsOptions(days=0)
     with pytest.raises(CredentialsError, match="--host"):
