@@ -936,7 +936,28 @@ class ControllerCore:
                 self._refuse_progress(v, retired.order, implausible, now_s)
             elif state.action_states:
                 self._apply_actions(v, state, now_s, retired)
-        if order is not None and r.echoed and not r.finished and not r.cancelled:
+        ahead = (
+            order is not None
+            and state.order_id is not None
+            and state.order_id != order.order_id
+            and (retired is None or state.order_id != retired.order.order_id)
+            and not r.cancelled
+        )
+        if ahead:
+            # the van holds an order this controller never sent: a controller with a newer
+            # store sent it (this one's is lost or an older copy). Sending this store's order
+            # again would have the van redo, or undo, work done since; it drives its own
+            # released base and holds, out of service here, its load taken from its state
+            self._note_unknown_order(v, state, now_s)
+            if v.rec.in_service:
+                self._take_out_of_service(
+                    v,
+                    f"holds order {state.order_id}, which this controller never sent (its "
+                    "store is lost or an older copy)",
+                    now_s,
+                )
+            self._reconcile_load(v, state, now_s)
+        elif order is not None and r.echoed and not r.finished and not r.cancelled:
             self._check_order_held(v, order, state, now_s)
             if (
                 first_since_online
@@ -1320,11 +1341,22 @@ class ControllerCore:
                 set(parcel_ids) if a.status is ActionStatus.FAILED else set(a.failed_parcel_ids)
             )
             why = a.result_description or f"{kind.value} failed"
+            aboard = set(state.load.parcel_ids)
             for pid in parcel_ids:
                 rec = self._parcels.get(pid)
                 if rec is None or rec.status in TERMINAL_STATUSES:
                     continue
-                if pid in failed:
+                if (
+                    pid in failed
+                    and kind in (NodeActionType.UNLOAD, NodeActionType.DELIVER)
+                    and pid not in aboard
+                ):
+                    # the van was to hand it over and does not carry it: where it is, no
+                    # one here knows (docs/controller.md, "Parcel truth")
+                    self._parcel_missing(
+                        v, rec, f"{v.van_id} was to {kind.value} it and does not carry it", now_s
+                    )
+                elif pid in failed:
                     self._parcel_failed(v, rec, kind, why, now_s)
                 else:
                     self._parcel_done(v, rec, kind, now_s, where)
@@ -1392,6 +1424,57 @@ class ControllerCore:
         on its way home after a cancel, or cancelled and not yet stopped."""
         r = holder.rec
         return r.in_service or r.returning or r.cancel_state == CANCEL_REQUESTED
+
+    def _parcel_missing(self, v: _Van, rec: ParcelRecord, why: str, now_s: float) -> None:
+        """Where the parcel is, nothing reported to this controller says (a van that should
+        carry it does not list it aboard): it is held out of planning — no van is sent to
+        load it where it may not be — until a person finds it."""
+        detail = f"location unknown: {why} (its state lists it nowhere); a person must find it"
+        self._set_parcel(rec, status=ParcelStatus.FAILED, holder=None, detail=detail)
+        self.counters["parcels_missing"] += 1
+        self._event("parcel_missing", now_s, van_id=v.van_id, parcel_id=rec.parcel.id, detail=why)
+        for other in self._vans.values():
+            if other is not v and self._drop_from_horizon(other, rec.parcel.id):
+                self._index_actions(other)
+                self._release(other, now_s, force=other.active)
+
+    def _reconcile_load(self, v: _Van, state: State, now_s: float) -> None:
+        """``v`` drives an order this controller never sent: what its state lists aboard is
+        the truth about what it carries. A parcel it lists is on it; one this controller had
+        on it that it no longer lists was handed over under that order, somewhere unknown."""
+        aboard = set(state.load.parcel_ids)
+        for pid in sorted(aboard):
+            rec = self._parcels.get(pid)
+            if rec is None or rec.status in TERMINAL_STATUSES:
+                continue
+            if rec.status is ParcelStatus.LOADED and rec.holder == v.van_id:
+                continue
+            was = rec.holder if rec.status is ParcelStatus.LOADED else rec.status.value
+            self._set_parcel(rec, status=ParcelStatus.LOADED, holder=v.van_id)
+            self._event(
+                "parcel_relocated",
+                now_s,
+                van_id=v.van_id,
+                parcel_id=pid,
+                detail=f"the van lists it aboard; this controller had it {was}",
+            )
+            for other in self._vans.values():
+                if other is not v and self._drop_from_horizon(other, pid):
+                    self._index_actions(other)
+                    self._release(other, now_s, force=other.active)
+        for rec in list(self._parcels.values()):
+            if (
+                rec.status is ParcelStatus.LOADED
+                and rec.holder == v.van_id
+                and rec.parcel.id not in aboard
+            ):
+                self._parcel_missing(
+                    v,
+                    rec,
+                    f"{v.van_id}, under an order this controller never sent, no longer "
+                    "lists it aboard",
+                    now_s,
+                )
 
     def _parcel_failed(
         self, v: _Van, rec: ParcelRecord, kind: NodeActionType, why: str, now_s: float

@@ -883,3 +883,69 @@ def test_a_parcel_back_at_the_warehouse_is_not_loaded_at_the_station_before_its_
     assert record is not None and record.status is ParcelStatus.AT_STATION
     assert record.station == "ST-A"
     assert h.orders_for("ST-A-01")  # now it goes
+
+
+def test_a_parcel_a_van_was_to_deliver_and_does_not_carry_is_location_unknown() -> None:
+    """Found by benchmarks/chaos.py: a van's book took a delivery or unload of a parcel it
+    did not carry as done, and the controller believed it. The book now fails it (not
+    aboard); the controller holds the parcel out of planning as location unknown."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 3)  # all four parcels at the station
+    h.drive("ST-A-01", 1)  # loaded at the station
+    van = h.vans["ST-A-01"]
+    van.on_board = [p for p in van.on_board if p != "P1"]  # its book lost P1
+    h.drive("ST-A-01", 1)  # the door of P1
+    rec = h.core.parcel("P1")
+    assert rec is not None and rec.status is ParcelStatus.FAILED
+    assert rec.detail.startswith("location unknown: ST-A-01 was to deliver it")
+    assert "parcel_missing" in h.kinds() and "P1" not in [
+        e.parcel_id for e in h.events if e.kind == "parcel_delivered"
+    ]
+    h.drive("ST-A-01", 10)
+    assert {_status(h, f"P{i}") for i in range(2, 5)} == {ParcelStatus.DELIVERED}
+
+
+def test_a_van_holding_an_order_this_controller_never_sent_is_believed_on_its_load() -> None:
+    """Found by benchmarks/chaos.py: a controller restored from an older store took a van
+    driving a newer controller's order for one that lost its order, and sent it a recovery
+    order from the old store — the van unloaded at the station, and loaded at the warehouse,
+    parcels it had handed over long before. Now the van is out of service here, drives its
+    own order, and what its state lists aboard is the truth."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, order_lost_after_s=5.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 1)  # P1–P4 loaded at the warehouse
+    assert {_status(h, f"P{i}") for i in range(1, 5)} == {ParcelStatus.LOADED}
+    van = h.vans["WH-PORTO-01"]
+    ours = h.orders_for("WH-PORTO-01")[-1]
+    # a controller with a newer store sent it another order; it has handed over P3 and P4
+    van.book.order = ours.model_copy(update={"order_id": "P-newer"})
+    van.on_board = ["P1", "P2"]
+    sent_before = len(h.orders_for("WH-PORTO-01"))
+    orders_before = len(h.orders)
+    for _ in range(10):
+        h.advance(1.0, report=True)
+    assert "order_unknown" in h.kinds() and "order_recovered" not in h.kinds()
+    assert len(h.orders_for("WH-PORTO-01")) == sent_before  # nothing of the old store's
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.in_service is False
+    for pid in ("P3", "P4"):
+        rec = h.core.parcel(pid)
+        assert rec is not None and rec.status is ParcelStatus.FAILED
+        assert rec.detail.startswith("location unknown")
+    for pid in ("P1", "P2"):
+        rec = h.core.parcel(pid)
+        assert rec is not None and rec.status is ParcelStatus.LOADED
+        assert rec.holder == "WH-PORTO-01"
+    # no van is sent to load a parcel whose place is unknown
+    loads = {
+        p
+        for o in h.orders[orders_before:]
+        for n in o.nodes
+        for a in n.actions
+        if a.action_type is NodeActionType.LOAD
+        for p in a.parcel_ids
+    }
+    assert not loads & {"P3", "P4"}
