@@ -50,6 +50,7 @@ AlertKind = Literal[
     "estop",
     "late_parcel",
     "urgent_unmet",
+    "parcel_missing",
     "replan_failed",
     "order",
 ]
@@ -351,10 +352,17 @@ class FleetView:
             elif kind in ("van_offline", "van_stale"):
                 what = "offline" if kind == "van_offline" else "silent (stale)"
                 self._raise("link_lost", t, f"{van} is {what}", van_id=van)
-            elif kind in ("order_rejected", "order_gave_up", "instant_gave_up"):
+            elif kind in ("order_rejected", "order_gave_up", "instant_gave_up", "instant_overdue"):
                 self._raise(
                     "order", t, f"{van}: {kind.replace('_', ' ')} {event.detail}", van_id=van
                 )
+        if kind == "parcel_missing" and event.parcel_id:
+            self._raise(
+                "parcel_missing",
+                t,
+                f"parcel {event.parcel_id}: location unknown ({event.detail})",
+                parcel_id=event.parcel_id,
+            )
         if kind == "replan_failed":
             self._raise("replan_failed", t, f"re-plan failed: {event.detail}")
         if kind == "urgent_unmet" and event.parcel_id:

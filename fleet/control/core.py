@@ -1848,6 +1848,8 @@ class ControllerCore:
             urgent = _urgent(message)
             if urgent:
                 self._drop_pending_resumes(v, action_id, now_s)
+            elif action is InstantActionType.RESUME:
+                self._drop_pending_stops(v, action_id, now_s)
             pending = PendingInstant(
                 message,
                 now_s,
@@ -1912,6 +1914,28 @@ class ControllerCore:
                 van_id=v.van_id,
                 detail=f"resume ({action.action_id}) not confirmed: no longer sent, the "
                 f"emergency stop {estop_id} came after it",
+                action=action.action_type.value,
+                action_id=action.action_id,
+            )
+        if len(keep) != len(v.rec.pending_instants):
+            self._set(v, pending_instants=tuple(keep))
+
+    def _drop_pending_stops(self, v: _Van, resume_id: str, now_s: float) -> None:
+        """A dispatcher's resume supersedes every emergency stop, pause and cancel of that van
+        not yet confirmed: they are never given up (:meth:`_resend_instants`), and sent on after
+        the resume they would stop the van the dispatcher has just let go, again and again."""
+        keep: list[PendingInstant] = []
+        for p in v.rec.pending_instants:
+            action = p.message.actions[0]
+            if action.action_type not in _NEVER_GIVEN_UP:
+                keep.append(p)
+                continue
+            self._event(
+                "instant_superseded",
+                now_s,
+                van_id=v.van_id,
+                detail=f"{action.action_type.value} ({action.action_id}) not confirmed: no "
+                f"longer sent, the resume {resume_id} came after it",
                 action=action.action_type.value,
                 action_id=action.action_id,
             )
@@ -2004,6 +2028,32 @@ class ControllerCore:
                 continue
             changed = True
             urgent = _urgent(p.message)
+            kind = p.message.actions[0].action_type
+            if now_s - p.first_sent_s >= self.config.resend_give_up_s and kind in _NEVER_GIVEN_UP:
+                # a command that makes the van safer is never given up: it goes on being
+                # sent, every resend_max_s, until the van confirms it or a dispatcher's
+                # resume supersedes it (docs/safety.md)
+                if not p.overdue:
+                    self._event(
+                        "instant_overdue",
+                        now_s,
+                        van_id=v.van_id,
+                        detail=f"{kind.value} unconfirmed after {p.attempts} sends in "
+                        f"{now_s - p.first_sent_s:.0f} s: still sent every "
+                        f"{self.config.resend_max_s:g} s until the van confirms it",
+                        action=kind.value,
+                        action_id=p.message.actions[0].action_id,
+                    )
+                keep.append(
+                    replace(
+                        p,
+                        next_send_s=now_s + self.config.resend_max_s,
+                        attempts=p.attempts + 1,
+                        overdue=True,
+                    )
+                )
+                self._sends.append(Outgoing(v.van_id, p.message, urgent))
+                continue
             if now_s - p.first_sent_s >= self.config.resend_give_up_s:
                 self._event(
                     "instant_gave_up",
@@ -2918,6 +2968,16 @@ class LagMeter:
             "state_lag_max_ms": round(self.max_s * 1000),
             f"states_late_{self.late_s:g}s": self.late,
         }
+
+
+# Instant actions that only make a van safer: never given up (docs/safety.md).
+_NEVER_GIVEN_UP = frozenset(
+    {
+        InstantActionType.EMERGENCY_STOP,
+        InstantActionType.PAUSE,
+        InstantActionType.CANCEL_ORDER,
+    }
+)
 
 
 def _urgent(message: InstantActions) -> bool:

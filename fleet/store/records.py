@@ -48,6 +48,7 @@ class PendingInstant:
     next_send_s: float
     attempts: int
     refused: str = ""  # the van's reason, when its state listed this command as refused
+    overdue: bool = False  # a safer command unconfirmed past ``resend_give_up_s``: still sent
 
 
 @dataclass(frozen=True, slots=True)

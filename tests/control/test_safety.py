@@ -949,3 +949,35 @@ def test_a_van_holding_an_order_this_controller_never_sent_is_believed_on_its_lo
         for p in a.parcel_ids
     }
     assert not loads & {"P3", "P4"}
+
+
+def test_an_emergency_stop_is_never_given_up_and_only_a_resume_supersedes_it() -> None:
+    """Issue 14 item 1: an e-stop the van did not confirm was given up after five minutes
+    (`instant_gave_up`). A command that makes the van safer goes on being sent until the van
+    confirms it or a dispatcher's resume supersedes it."""
+    config = ControllerConfig(resend_max_s=30.0, resend_give_up_s=300.0)
+    h = Harness(config=config)
+    h.report()
+    h.core.instant(InstantActionType.EMERGENCY_STOP, ["ST-A-01"], h.now_s)
+    h.pump()
+
+    def estops() -> int:
+        return sum(
+            a.action_type is InstantActionType.EMERGENCY_STOP for m in h.instants for a in m.actions
+        )
+
+    for _ in range(30):  # 300 s, the van never reports (its states are lost)
+        h.advance(10.0)
+    before = estops()
+    for _ in range(12):  # two more minutes
+        h.advance(10.0)
+    assert estops() - before >= 4  # still sent, every resend_max_s
+    assert "instant_gave_up" not in h.kinds()
+    assert h.kinds().count("instant_overdue") == 1
+    h.core.instant(InstantActionType.RESUME, ["ST-A-01"], h.now_s)
+    h.pump()
+    assert "instant_superseded" in h.kinds()
+    after_resume = estops()
+    for _ in range(12):
+        h.advance(10.0)
+    assert estops() == after_resume  # the dispatcher let the van go: not stopped again
