@@ -67,9 +67,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000, help="rules applied in all")
     parser.add_argument("--seed", type=int, default=1, help="seed of every draw")
     parser.add_argument("--episode", type=int, default=200, help="steps of one simulated day")
+    parser.add_argument(
+        "--calm-every",
+        type=int,
+        default=2,
+        help="every N-th day is calm (time passes 40 times as often): the vans reach the doors; "
+        "0: none",
+    )
     args = parser.parse_args()
-    if args.steps < 1 or args.episode < 1:
-        parser.error("--steps and --episode must be at least 1")
+    if args.steps < 1 or args.episode < 1 or args.calm_every < 0:
+        parser.error("--steps and --episode must be at least 1, --calm-every at least 0")
     logging.basicConfig(level=logging.CRITICAL)  # the vans' warnings are the faults we inject
     console = Console(stderr=True)
     started = time.monotonic()
@@ -84,7 +91,13 @@ def main() -> None:
                 f"{now - started:.0f} s"
             )
 
-    result = run_chaos(args.seed, args.steps, episode_steps=args.episode, on_world=progress)
+    result = run_chaos(
+        args.seed,
+        args.steps,
+        episode_steps=args.episode,
+        calm_every=args.calm_every,
+        on_world=progress,
+    )
     wall_s = time.monotonic() - started
 
     out = Console()
@@ -118,6 +131,10 @@ def main() -> None:
     seen.add_column("event")
     seen.add_column("count", justify="right")
     seen.add_row("parcels delivered (vans' books)", f"{result.delivered:,} of {result.parcels:,}")
+    seen.add_row(
+        "  of which on calm days",
+        f"{result.calm_delivered:,} of {result.calm_days * 6:,} ({result.calm_days} days)",
+    )
     for kind in COVERAGE_EVENTS:
         seen.add_row(kind, f"{result.events[kind]:,}")
     out.print(seen)
@@ -139,6 +156,8 @@ def main() -> None:
                 "parcels_duplicated": result.violations["parcels_duplicated"],
                 "orders_beyond_battery": result.violations["orders_beyond_battery"],
                 "order_lost_unhandled": result.violations["order_lost_unhandled"],
+                "parcels_delivered": result.delivered,
+                "calm_days": result.calm_days,
                 "simulated_h": round(result.sim_s / 3600, 2),
                 "wall_s": round(wall_s, 1),
             }
