@@ -150,7 +150,8 @@ def _take(table: dict[str, object], key: str, kind: type[_T], where: str) -> _T:
         raise ConfigError(f"{where} {key}: missing")
     value = table.pop(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where} {key}: expected a {kind.__name__}, got {value!r}")
+        kind_name = {str: "a string", int: "an integer"}.get(kind, kind.__name__)
+        raise ConfigError(f"{where} {key}: expected {kind_name}, got {value!r}")
     return value
 
 

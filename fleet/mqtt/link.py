@@ -17,8 +17,9 @@ Incoming messages go one of two ways:
   :attr:`MqttLink.dropped`.
 
 A readiness event reads every packet that has arrived, not one: paho's ``loop_read`` reads a
-packet or so per call, so the read callback calls it until the socket has nothing left
-(``MSG_PEEK``; for TLS, what the SSL object already holds), at most ``READS_PER_EVENT`` times.
+packet or so per call, so the read callback calls it again as long as the last call
+completed a packet (for TLS, also while the SSL object holds bytes), at most
+``READS_PER_EVENT`` times.
 
 Publishing writes at once (:meth:`MqttLink.publish_soon`): the packet is on the socket before
 the caller's next line, so an order is never held up behind a batch of incoming states.
@@ -113,6 +114,7 @@ class MqttLink:
         self._lost: BrokerError | None = None
         self._closing = False
         self._misc: asyncio.Task[None] | None = None
+        self._packets_in = 0  # packets read that reached one of our callbacks
         self._inflight: deque[paho.MQTTMessageInfo] = deque()  # QoS 1, oldest first
 
     # ---- lifetime ---------------------------------------------------------------------------
@@ -200,6 +202,8 @@ class MqttLink:
 
     def _abandon(self) -> None:
         """Forget the session: stop watching the socket, close it, fail what still waits."""
+        if self._connack is not None and not self._connack.done():
+            self._connack.cancel()  # nobody waits for it any more
         if self._misc is not None:
             self._misc.cancel()
         sock = self._sock
@@ -270,11 +274,17 @@ class MqttLink:
             self._writing = False
 
     def _on_readable(self) -> None:
+        # loop_read reads about one packet a call and does not say whether the socket had
+        # more: go on while the last call completed a packet (one of our callbacks ran) or
+        # the SSL object holds decrypted bytes the kernel's readiness does not show.
         client, sock = self._client, self._sock
         for _ in range(READS_PER_EVENT):
+            handled = self._packets_in
             if client is None or client.loop_read() != paho.MQTT_ERR_SUCCESS:
                 return
-            if sock is not self._sock or not _more_to_read(sock):
+            if sock is not self._sock:  # the connection closed meanwhile
+                return
+            if self._packets_in == handled and not _tls_pending(sock):
                 return
 
     def _on_writable(self) -> None:
@@ -289,13 +299,15 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._packets_in += 1
         connack = self._connack
         if connack is None or connack.done():
             return
         if reason_code.is_failure:
             connack.set_exception(
                 BrokerError(
-                    f"the broker at {self.address} refused {self.client_id!r}: {reason_code}"
+                    f"cannot connect to the broker at {self.address}: it refused client "
+                    f"{self.client_id!r} ({reason_code})"
                 )
             )
         else:
@@ -334,6 +346,7 @@ class MqttLink:
             self._lost_event.set()
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        self._packets_in += 1
         try:
             topic = message.topic
         except UnicodeDecodeError:
@@ -365,6 +378,7 @@ class MqttLink:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
+        self._packets_in += 1
         future = self._acks.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(reason_codes)
@@ -377,6 +391,7 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._packets_in += 1  # a PUBACK (or, from loop_write, a QoS 0 publish written)
         future = self._acks.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(None)
@@ -522,14 +537,5 @@ class MqttLink:
         raise BrokerError(str(self._lost))
 
 
-def _more_to_read(sock: Any) -> bool:
-    """Whether a packet (or part of one) is waiting: the kernel's buffer or the SSL object's."""
-    if isinstance(sock, ssl.SSLSocket):
-        return sock.pending() > 0
-    try:
-        sock.recv(1, socket.MSG_PEEK)  # b"" (the broker closed) is for loop_read to see too
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # loop_read reports it
-    return True
+def _tls_pending(sock: Any) -> bool:
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
