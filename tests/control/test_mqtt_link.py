@@ -3,6 +3,7 @@ prompt writes, whole reads, commands handled before their PUBACK, lost links not
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import random
 import threading
@@ -276,3 +277,27 @@ def test_a_bad_login_file_names_the_file_table_and_key(
     with pytest.raises(ConfigError, match=message) as info:
         BrokerAddress.from_login(path, tls=None)
     assert str(path) in str(info.value)
+
+
+def test_the_mqtt_adapter_and_the_bridge_service_touch_no_private_name_of_another_object() -> None:
+    """paho is driven through its documented API only: a patch release cannot break us by
+    renaming an internal (issue 16). Only ``self``/``cls`` may have ``_names`` read."""
+    root = Path(__file__).resolve().parents[2]
+    files = [
+        *sorted((root / "fleet" / "mqtt").glob("*.py")),
+        root / "firmware_bridge/bridge/service.py",
+    ]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.ClassDef):  # no subclass of a library's client either
+                bases = [ast.unparse(b) for b in node.bases]
+                found += [f"{path.name}: class {node.name}({b})" for b in bases if "paho" in b]
+    assert not found, found
