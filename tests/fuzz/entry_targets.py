@@ -79,6 +79,13 @@ LOGIN_TEXT = '[mqtt]\nhost = "localhost"\nport = 1883\nusername = "WH-PORTO-01"\
 
 
 # -- identifiers ----------------------------------------------------------------------------
+
+
+def bridge_login(path: Path) -> BrokerAddress:
+    """The login file as ``firmware-bridge run --mqtt-config`` reads it (TLS if present)."""
+    return BrokerAddress.from_login(path, tls=None)
+
+
 def check_id_rule(value: str) -> str:
     problem = id_problem(value)
     depot = depot_id_problem(value)
@@ -424,7 +431,7 @@ def file_entry_targets(work: Workdir) -> list[Target]:
             "mqtt_login.bridge",
             [LOGIN_TEXT],
             "fz-mqtt.toml",
-            lambda p: BrokerAddress.from_login(p, tls=None),
+            bridge_login,
             (ConfigError,),
         ),
         (
