@@ -40,7 +40,7 @@ from rich.table import Table  # noqa: E402
 
 from fleet.control import intake  # noqa: E402
 from fleet.control.client import ControllerClient  # noqa: E402
-from fleet.control.mqtt import BrokerAddress  # noqa: E402
+from fleet.mqtt import BrokerAddress  # noqa: E402
 from fleet.protocol import make_header  # noqa: E402
 from fleet.protocol.control_api import StatusBody  # noqa: E402
 from tests.control.service_support import PlanBook, running_controller  # noqa: E402

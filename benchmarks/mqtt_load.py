@@ -63,7 +63,6 @@ from fleet.control.client import ControllerClient  # noqa: E402
 from fleet.control.config import ControllerConfig  # noqa: E402
 from fleet.control.core import CheckedPlan, ReplanRequest, check_plan  # noqa: E402
 from fleet.control.keys import MasterKey  # noqa: E402
-from fleet.control.mqtt import NODELAY, BrokerAddress  # noqa: E402
 from fleet.control.service import ControllerService, settle_heap  # noqa: E402
 from fleet.errors import ControlError  # noqa: E402
 from fleet.model import (  # noqa: E402
@@ -81,6 +80,7 @@ from fleet.model import (  # noqa: E402
     VanRoute,
     load_van_spec,
 )
+from fleet.mqtt import NODELAY, BrokerAddress  # noqa: E402
 from fleet.protocol import (  # noqa: E402
     Battery,
     CommandVerifier,

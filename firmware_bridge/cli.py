@@ -26,14 +26,13 @@ from firmware_bridge.bridge import (
     DEFAULT_VCU_GRACE_S,
     BridgeService,
     BridgeSettings,
-    load_mqtt_login,
     load_signing_key,
-    parse_broker_url,
 )
 from firmware_bridge.bridge.config import ConfigFileError
 from firmware_bridge.link import LinkConfig, LinkEvent, SerialLink, default_window, url_opener
 from firmware_bridge.link.health import describe_counts, fault_counts
 from fleet.errors import FleetError
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import SigningKey, check_van_id
 from fleet.protocol.clock import WallClock
 
@@ -86,7 +85,7 @@ def run(
         "socket://HOST:PORT, loop:// — any pyserial URL.",
     ),
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", help="mqtt://[USER:PASS@]HOST[:PORT]."
+        "mqtt://127.0.0.1:1883", "--broker", help="mqtt[s]://[USER:PASS@]HOST[:PORT]."
     ),
     mqtt_config: Annotated[
         Path | None,
@@ -147,7 +146,11 @@ def run(
     settings = BridgeSettings(
         van_id=van,
         serial_url=serial,
-        broker=load_mqtt_login(mqtt_config) if mqtt_config else parse_broker_url(broker),
+        broker=(
+            BrokerAddress.from_login(mqtt_config, tls=None)  # TLS if the login has it
+            if mqtt_config
+            else BrokerAddress.parse(broker)
+        ),
         keys=(_van_key(key_file, van),),
         state_dir=state_dir,
         topic_prefix=topic_prefix,
@@ -160,8 +163,7 @@ def run(
         telemetry_stale_s=telemetry_stale,
     )
     console.print(
-        f"bridge for van [bold]{van}[/]: serial {serial} ⇄ {settings.broker.describe()}; "
-        f"state in {state_dir}",
+        f"bridge for van [bold]{van}[/]: serial {serial} ⇄ {settings.broker}; state in {state_dir}",
         highlight=False,
     )
 

@@ -10,8 +10,10 @@
           ├── CommandError      an MQTT command is refused (signature, addressing, content)
           └── SpoolError        the store-and-forward spool cannot read or write
 
-Library errors (pyserial, OSError, aiomqtt) are translated at the boundary with
-``raise ... from exc``; every message names the port, topic, field or file concerned.
+Library errors (pyserial, OSError) are translated at the boundary with ``raise ... from
+exc``; every message names the port, topic, field or file concerned. The broker's side
+raises :class:`fleet.mqtt.BrokerError` (the shared MQTT adapter), and a bad login file or
+broker URL :class:`fleet.errors.ConfigError`.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from firmware_bridge import wire
-from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
+from firmware_bridge.bridge import BridgeService, BridgeSettings, VanProfile
 from firmware_bridge.bridge.config import (
     DEFAULT_TELEMETRY_STALE_S,
     DEFAULT_TICK_S,
@@ -44,11 +44,11 @@ from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
 from fleet.control.embedded_broker import EmbeddedBroker
 from fleet.control.keys import MasterKey
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
 from fleet.control.service import ControllerService
 from fleet.control.site_planning import SitePlanning, site_roster
 from fleet.errors import ControlError, FleetError
 from fleet.model import DepotId, Parcel, ParcelId, VanId
+from fleet.mqtt import BrokerAddress, BrokerError, MqttLink
 from fleet.paths import config_dir
 from fleet.planning.orders import write_orders
 from fleet.planning.plan_io import plan_to_json
@@ -469,7 +469,7 @@ class FullRun:
             settings = BridgeSettings(
                 van_id=van_id,
                 serial_url=port.path,
-                broker=BrokerSettings(
+                broker=BrokerAddress(
                     host=host, port=mqtt_port, username=address.username, password=address.password
                 ),
                 keys=(
@@ -559,7 +559,7 @@ class FullRun:
         self._hold_time()
         try:
             await self._client.request(body, timeout_s=600)
-        except ControlError as exc:
+        except (ControlError, BrokerError) as exc:
             raise WorldError(f"the controller refused the day's plan: {exc}") from exc
         finally:
             self._dispatching = False
@@ -602,7 +602,7 @@ class FullRun:
         body = AddParcelsBody(orders_csv=_orders_csv(parcels, work, name), orders_name=name)
         try:
             await self._client.request(body, timeout_s=120)
-        except ControlError as exc:
+        except (ControlError, BrokerError) as exc:
             log.warning("orders not handed in (%s); trying again after the next restart", exc)
             self._held_orders.extend(parcels)
 
@@ -678,7 +678,7 @@ class FullRun:
         while True:
             try:
                 batch = await link.receive(5000)
-            except LinkError:
+            except BrokerError:
                 return
             for topic, payload in batch:
                 try:
@@ -915,7 +915,7 @@ class FullRun:
             return
         try:
             await self._client.request(ReplanBody(reason=reason), timeout_s=120)
-        except ControlError as exc:
+        except (ControlError, BrokerError) as exc:
             log.warning("re-plan for %s not requested: %s", reason, exc)
             self.trace.incidents.append(
                 Incident(self._now_day_s(), "replan_refused", None, str(exc)[:300])

@@ -6,11 +6,8 @@ from firmware_bridge.bridge.config import (
     DEFAULT_TICK_S,
     DEFAULT_VCU_GRACE_S,
     BridgeSettings,
-    BrokerSettings,
     VanProfile,
-    load_mqtt_login,
     load_signing_key,
-    parse_broker_url,
 )
 from firmware_bridge.bridge.core import BridgeCore
 from firmware_bridge.bridge.mission import Mission, base_waypoints, cut_segments
@@ -27,7 +24,6 @@ __all__ = [
     "BridgeCore",
     "BridgeService",
     "BridgeSettings",
-    "BrokerSettings",
     "Mission",
     "NodeDone",
     "OrderBook",
@@ -36,7 +32,5 @@ __all__ = [
     "VanProfile",
     "base_waypoints",
     "cut_segments",
-    "load_mqtt_login",
     "load_signing_key",
-    "parse_broker_url",
 ]

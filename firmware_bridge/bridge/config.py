@@ -1,6 +1,8 @@
 """The bridge's settings and the files it reads: the van's signing key and MQTT login.
 
-Both files are TOML as written by ``fleet broker credentials`` (docs/security.md)::
+Both files are TOML as written by ``fleet broker credentials`` (docs/security.md); the login
+file (and a ``--broker`` URL) is read by :class:`fleet.mqtt.BrokerAddress`, the code the
+controller and the ``fleet`` command use too::
 
     # vans/<van>/signing.key                 # vans/<van>/mqtt.toml
     key_id = "WH-PORTO-01.k1"                [mqtt]
@@ -14,7 +16,8 @@ Both files are TOML as written by ``fleet broker credentials`` (docs/security.md
                                              cert_file = "client.crt"
                                              key_file = "client.key"
 
-Unknown keys, missing keys and wrong types fail with the file and key named.
+Unknown keys, missing keys and wrong types fail with the file and key named. A login file
+with a ``[tls]`` table connects with TLS, to that table's port.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.core import STATE_PERIOD_S, TELEMETRY_STALE_S, VCU_GRACE_S
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.link import LinkConfig
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import SigningKey
 
 DEFAULT_STATE_PERIOD_S = STATE_PERIOD_S  # the unprompted state: 1 Hz
@@ -38,28 +41,7 @@ DEFAULT_TELEMETRY_STALE_S = TELEMETRY_STALE_S  # older VCU telemetry is reported
 
 
 class ConfigFileError(BridgeError):
-    """A key file, MQTT login file or broker URL is wrong (file and key named)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: TlsSettings | None = None
-
-    def describe(self) -> str:
-        scheme = "mqtts" if self.tls else "mqtt"
-        who = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{who}{self.host}:{self.port}"
+    """A key file or a bridge setting is wrong (file and key named)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +61,7 @@ class VanProfile:
 class BridgeSettings:
     van_id: str
     serial_url: str
-    broker: BrokerSettings
+    broker: BrokerAddress  # fleet.mqtt: from --broker or the login file
     keys: tuple[SigningKey, ...]
     state_dir: Path
     topic_prefix: str = ""
@@ -175,48 +157,3 @@ def load_signing_key(path: Path) -> SigningKey:
         return SigningKey(key_id=key_id, secret=secret)
     except ValueError as exc:
         raise ConfigFileError(f"{where}: {exc}") from exc
-
-
-def load_mqtt_login(path: Path) -> BrokerSettings:
-    data = _read_toml(path, "MQTT login file")
-    mqtt = data.pop("mqtt", None)
-    if not isinstance(mqtt, dict):
-        raise ConfigFileError(f"{path}: missing table [mqtt]")
-    where = f"{path} [mqtt]"
-    host = _take(mqtt, "host", str, where)
-    port = _take(mqtt, "port", int, where)
-    username = _take(mqtt, "username", str, where)
-    password = _take(mqtt, "password", str, where)
-    _no_more(mqtt, where)
-    tls = None
-    tls_table = data.pop("tls", None)
-    if tls_table is not None:
-        if not isinstance(tls_table, dict):
-            raise ConfigFileError(f"{path}: [tls] must be a table")
-        where = f"{path} [tls]"
-        port = _take(tls_table, "port", int, where)
-        base = path.parent
-        tls = TlsSettings(
-            ca_file=base / _take(tls_table, "ca_file", str, where),
-            cert_file=base / _take(tls_table, "cert_file", str, where),
-            key_file=base / _take(tls_table, "key_file", str, where),
-        )
-        _no_more(tls_table, where)
-    _no_more(data, str(path))
-    if not 0 < port < 65536:
-        raise ConfigFileError(f"{path}: port {port} outside 1..65535")
-    return BrokerSettings(host=host, port=port, username=username, password=password, tls=tls)
-
-
-def parse_broker_url(url: str) -> BrokerSettings:
-    """``mqtt://[user:password@]host[:port]`` (``mqtts://`` is set up with --mqtt-config)."""
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ConfigFileError(f"broker URL {url!r}: expected mqtt://HOST[:PORT]")
-    try:
-        port = parts.port or 1883
-    except ValueError as exc:
-        raise ConfigFileError(f"broker URL {url!r}: bad port") from exc
-    return BrokerSettings(
-        host=parts.hostname, port=port, username=parts.username, password=parts.password
-    )

@@ -1,5 +1,5 @@
-"""The bridge process: the serial link, one MQTT session (aiomqtt, the only module that
-imports it), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
+"""The bridge process: the serial link, one MQTT session (:class:`fleet.mqtt.MqttLink`, the
+project's one MQTT adapter), a 1 Hz ticker and a publisher, all around :class:`BridgeCore`.
 
 ``async with BridgeService(settings, clock) as bridge: await bridge.wait_closed()`` — or
 ``await bridge.run()`` — runs until cancelled. Named tasks in one task group:
@@ -11,8 +11,8 @@ telemetry, held segments). MQTT with TCP_NODELAY, short timeouts
 will of CONNECTION_BROKEN, a retained factsheet.
 
 Commands are handled where they arrive: inside the MQTT socket's read callback, in arrival
-order, before their QoS 1 PUBACK goes out (:class:`_CommandClient`), not one queue hop and
-two task switches later. An emergency stop is on the serial line before the state that
+order, before their QoS 1 PUBACK goes out (``MqttLink(on_message=...)``), not one queue hop
+and two task switches later. An emergency stop is on the serial line before the state that
 reports it is built.
 
 The order book is restored from ``--state-dir/order-book.json`` when the service is made and
@@ -27,16 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-
-import aiomqtt
-import paho.mqtt.client as paho
 
 from firmware_bridge import wire
 from firmware_bridge.bridge.config import BridgeSettings
@@ -73,6 +67,7 @@ from firmware_bridge.link import (
     VersionMismatch,
     url_opener,
 )
+from fleet.mqtt import BrokerError, MqttLink, Will
 from fleet.protocol import (
     PROTOCOL_VERSION,
     CommandVerifier,
@@ -116,54 +111,6 @@ def merge_counters(saved: dict[str, int], counters: dict[str, int]) -> dict[str,
     return merged
 
 
-def _payload_bytes(message: aiomqtt.Message) -> bytes:
-    payload = message.payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return b""
-
-
-class _CommandClient(aiomqtt.Client):
-    """aiomqtt's client, handing every incoming message to ``on_command`` synchronously in
-    paho's read callback instead of queueing it for the ``messages`` iterator (which then only
-    reports a lost connection). Relies on aiomqtt 2.x routing paho's ``on_message`` to
-    ``Client._on_message`` (the dependency is pinned below 3). ``on_command`` must not raise:
-    paho would re-raise, and aiomqtt would drop the connection."""
-
-    def __init__(
-        self, hostname: str, *, on_command: Callable[[str, bytes], None], **kwargs: object
-    ) -> None:
-        self._on_command = on_command
-        super().__init__(hostname, **kwargs)  # type: ignore[arg-type]
-
-    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            log.warning("MQTT message on a topic that is not UTF-8: dropped")
-            return
-        self._on_command(topic, bytes(message.payload))
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: object,
-        flags: object,
-        reason_code: object,
-        properties: object = None,
-    ) -> None:
-        # A connection closed before its CONNACK: aiomqtt ignores that and lets the connect
-        # wait out its whole timeout; fail the attempt at once so that the retry comes
-        # ``reconnect_s`` later (only while ``__aenter__`` waits: it retrieves the error).
-        connected = self._connected
-        if not connected.done() and self._lock.locked():
-            connected.set_exception(aiomqtt.MqttError("connection closed before CONNACK"))
-            return
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)  # type: ignore[arg-type]
-
-
 class BridgeService:
     def __init__(self, settings: BridgeSettings, clock: Clock) -> None:
         self.settings = settings
@@ -200,9 +147,8 @@ class BridgeService:
             baud=settings.baud,
             name=f"bridge {settings.van_id}",
         )
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttLink | None = None
         self.connected = asyncio.Event()
-        self._session_ended = asyncio.Event()
         # states to publish, each with the state-file write it must wait for
         self._outbox: deque[tuple[str, bytes, Future[None] | None]] = deque()
         self._outbox_wake = asyncio.Event()
@@ -363,66 +309,35 @@ class BridgeService:
             )
         )
 
-    def _client_args(self) -> dict[str, object]:
+    def _link(self) -> MqttLink:
         s = self.settings
-        b = s.broker
-        args: dict[str, object] = {
-            "port": b.port,
-            "username": b.username,
-            "password": b.password,
-            "identifier": s.mqtt_client_id,
-            "clean_session": False,  # QoS 1 commands sent while we were away still arrive
-            "keepalive": s.keepalive_s,
-            "timeout": s.mqtt_timeout_s,
-            "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            "will": aiomqtt.Will(
+        return MqttLink(
+            s.broker,
+            client_id=s.mqtt_client_id,
+            will=Will(
                 self.topics.van(s.van_id, VanTopic.CONNECTION),
                 self._message(VanTopic.CONNECTION, ConnectionState.CONNECTION_BROKEN),
                 qos=1,
                 retain=True,
             ),
-        }
-        if b.tls is not None:
-            ctx = ssl.create_default_context(cafile=str(b.tls.ca_file))
-            if b.tls.cert_file is not None:
-                ctx.load_cert_chain(str(b.tls.cert_file), str(b.tls.key_file or b.tls.cert_file))
-            args["tls_context"] = ctx
-        return args
+            clean_session=False,  # QoS 1 commands sent while we were away still arrive
+            keepalive_s=s.keepalive_s,
+            timeout_s=s.mqtt_timeout_s,
+            on_message=self._on_mqtt,  # commands: handled in the read callback
+        )
 
     async def _mqtt_loop(self) -> None:
         s = self.settings
         conn_topic = self.topics.van(s.van_id, VanTopic.CONNECTION)
         while True:
             try:
-                async with _CommandClient(
-                    s.broker.host, on_command=self._on_mqtt, **self._client_args()
-                ) as client:
-                    await client.subscribe([(self._order_topic, 1), (self._instant_topic, 1)])
-                    await client.publish(
-                        conn_topic,
-                        self._message(VanTopic.CONNECTION, ConnectionState.ONLINE),
-                        qos=1,
-                        retain=True,
-                    )
-                    await client.publish(
-                        self.topics.van(s.van_id, VanTopic.FACTSHEET),
-                        self._message(VanTopic.FACTSHEET),
-                        qos=1,
-                        retain=True,
-                    )
-                    log.info("van %s: connected to %s", s.van_id, s.broker.describe())
-                    self._client = client
-                    self._session_ended = asyncio.Event()
-                    self.mqtt_sessions += 1
-                    self.connected.set()
-                    self._outbox_wake.set()
+                async with self._link() as client:
                     try:
-                        # commands never reach this queue (see _CommandClient); the iterator
-                        # raises MqttError when the connection is lost
-                        async for message in client.messages:
-                            self._on_mqtt(message.topic.value, _payload_bytes(message))
+                        await self._session(client)  # returns when the connection is lost
                     except asyncio.CancelledError:
-                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                        # stopped, even while still subscribing: say so rather than leave a
+                        # retained ONLINE behind (the will covers only a broken connection)
+                        with contextlib.suppress(BrokerError, TimeoutError):
                             async with asyncio.timeout(1.0):
                                 await client.publish(
                                     conn_topic,
@@ -433,28 +348,48 @@ class BridgeService:
                         raise
                     finally:
                         self._client = None
-                        self._session_ended.set()
                         self.connected.clear()
-            except aiomqtt.MqttError as exc:
+            except BrokerError as exc:
                 log.warning(
                     "van %s: broker %s unreachable (%s); the van keeps its released base; "
                     "retrying in %.1f s",
                     s.van_id,
-                    s.broker.describe(),
+                    s.broker,
                     exc,
                     s.reconnect_s,
                 )
-            except Exception:  # any other failure of a broker session is retried too
-                # (seen: paho's socket closed under aiomqtt while connecting raised
-                # AttributeError); the van's link to its VCU and its order book carry on
+            except Exception:  # any other failure of a broker session is retried too:
+                # the van's link to its VCU and its order book carry on
                 log.exception(
                     "van %s: broker session to %s failed; the van keeps its released base; "
                     "retrying in %.1f s",
                     s.van_id,
-                    s.broker.describe(),
+                    s.broker,
                     s.reconnect_s,
                 )
             await self.clock.sleep(s.reconnect_s)
+
+    async def _session(self, client: MqttLink) -> None:
+        s = self.settings
+        await client.subscribe(self._order_topic, self._instant_topic, qos=1)
+        await client.publish(
+            self.topics.van(s.van_id, VanTopic.CONNECTION),
+            self._message(VanTopic.CONNECTION, ConnectionState.ONLINE),
+            qos=1,
+            retain=True,
+        )
+        await client.publish(
+            self.topics.van(s.van_id, VanTopic.FACTSHEET),
+            self._message(VanTopic.FACTSHEET),
+            qos=1,
+            retain=True,
+        )
+        log.info("van %s: connected to %s", s.van_id, s.broker)
+        self._client = client
+        self.mqtt_sessions += 1
+        self.connected.set()
+        self._outbox_wake.set()
+        await client.wait_lost()  # raises BrokerError saying why
 
     def _on_mqtt(self, topic: str, data: bytes) -> None:
         """One command off the broker; runs in the MQTT read callback and never raises."""
@@ -495,7 +430,7 @@ class BridgeService:
                 continue
             try:
                 while (item := self.spool.peek()) is not None:
-                    await self._publish_acked(client, item[0], item[1])
+                    await client.publish(item[0], item[1], qos=1)  # fails if the link is lost
                     self.spool.pop()
                     self.states_published += 1
                 while self._outbox:
@@ -506,7 +441,7 @@ class BridgeService:
                     await client.publish(topic, payload, qos=0)
                     self._outbox.popleft()
                     self.states_published += 1
-            except aiomqtt.MqttError as exc:
+            except BrokerError as exc:
                 log.warning("van %s: publish failed (%s); spooling", self.settings.van_id, exc)
                 while self._outbox:
                     topic, payload, _ = self._outbox.popleft()
@@ -516,24 +451,6 @@ class BridgeService:
             self._outbox_wake.clear()
             if self.connected.is_set() and not self._outbox:
                 await self._outbox_wake.wait()
-
-    async def _publish_acked(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        """A QoS 1 publish that gives up as soon as its session ends (aiomqtt would wait for
-        the PUBACK until its timeout even when the connection is already gone)."""
-        ended = self._session_ended
-        if ended.is_set():
-            raise aiomqtt.MqttError("the broker connection was lost")
-        publish = asyncio.ensure_future(client.publish(topic, payload, qos=1))
-        lost = asyncio.ensure_future(ended.wait())
-        try:
-            await asyncio.wait((publish, lost), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-            if not publish.done():
-                publish.cancel()
-        if not publish.done() or publish.cancelled():
-            raise aiomqtt.MqttError("the broker connection was lost")
-        publish.result()
 
     async def _ticker(self) -> None:
         while True:

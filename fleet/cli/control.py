@@ -28,7 +28,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError, InputError
 from fleet.identifiers import (
     MAX_ORDERS_BYTES,
@@ -36,6 +35,7 @@ from fleet.identifiers import (
     MIN_WATCH_INTERVAL_S,
     check_id,
 )
+from fleet.mqtt import BrokerAddress
 from fleet.planning.orders import check_orders_size
 from fleet.planning.plan_io import read_plan_document
 from fleet.protocol import InstantActionType, Topics, parse_timestamp

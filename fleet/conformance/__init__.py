@@ -7,7 +7,7 @@ refusal, pause, resume, emergency stops (also after a controller restart), cance
 restart of the van. Each case passes, fails, or is skipped with the reason (never passed
 without evidence). ``docs/conformance.md`` says how a vendor runs it and what each case checks.
 
-The kit talks to the van only through the broker (``fleet.control.mqtt``, the MQTT adapter)
+The kit talks to the van only through the broker (``fleet.mqtt``, the MQTT adapter)
 and shares no code with our van: it builds and signs commands with ``fleet.protocol`` and
 checks what comes back against the documented rules.
 """

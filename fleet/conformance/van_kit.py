@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from fleet.conformance import van_messages as vm
 from fleet.conformance.report import CaseResult, Outcome, Report
 from fleet.conformance.van_watch import KitError, Seen, VanWatch, describe_state
-from fleet.control.mqtt import BrokerAddress, LinkError
+from fleet.mqtt import BrokerAddress, BrokerError
 from fleet.protocol import (
     PROTOCOL_VERSION,
     ActionStatus,
@@ -753,7 +753,7 @@ class VanKit:
 
     async def finish(self) -> None:
         """Leave the van without the kit's order (best effort, not a case)."""
-        with contextlib.suppress(KitError, LinkError):
+        with contextlib.suppress(KitError, BrokerError):
             _, payload = self.instant(InstantActionType.CANCEL_ORDER)
             await self.send_instant(payload)
 
@@ -827,7 +827,7 @@ async def run_van_conformance(
                     result = CaseResult(name, Outcome.PASSED, detail)
                 except Skip as exc:
                     result = CaseResult(name, Outcome.SKIPPED, str(exc))
-                except (KitError, LinkError) as exc:
+                except (KitError, BrokerError) as exc:
                     result = CaseResult(name, Outcome.FAILED, str(exc))
             result = CaseResult(
                 result.name, result.outcome, result.detail, time.monotonic() - began

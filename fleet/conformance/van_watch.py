@@ -1,5 +1,5 @@
 """The kit's view of one van on the broker: everything it publishes, recorded as it arrives,
-and a way to publish commands to it (``fleet.control.mqtt`` is the MQTT adapter).
+and a way to publish commands to it (``fleet.mqtt`` is the MQTT adapter).
 
 Every message from the van's ``state``, ``connection`` and ``factsheet`` topics is decoded
 and kept with its arrival time (a payload that does not decode is kept too, with the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
+from fleet.mqtt import BrokerAddress, BrokerError, MqttLink
 from fleet.protocol import (
     Connection,
     DecodeError,
@@ -61,7 +61,7 @@ class VanWatch:
         self.topics = topics
         self.van_id = van_id
         self.seen: list[Seen] = []
-        self.lost: LinkError | None = None
+        self.lost: BrokerError | None = None
         self._link = MqttLink(address, client_id=client_id(), keepalive_s=KEEPALIVE_S)
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -94,7 +94,7 @@ class VanWatch:
                 for topic, payload in await self._link.receive():
                     self._record(topic, payload)
                 self._changed.set()
-        except LinkError as exc:
+        except BrokerError as exc:
             self.lost = exc
             self._changed.set()
 

@@ -29,11 +29,11 @@ from fleet.console.auth import Sessions, User, Users
 from fleet.console.gate import COOKIE, Gate, Limits
 from fleet.console.live import HEARTBEAT_S, Broadcaster, Feed
 from fleet.console.view import FleetView
-from fleet.control.mqtt import LinkError
 from fleet.errors import ControlError, FleetError
 from fleet.identifiers import ID_PATTERN
 from fleet.model.parcel import Parcel
 from fleet.model.site import Site
+from fleet.mqtt import BrokerError
 from fleet.planning.orders import COLUMNS, parse_orders
 from fleet.protocol import ConnectionState, InstantActionType
 from fleet.protocol.clock import Clock
@@ -230,7 +230,7 @@ def build_app(ctx: ConsoleContext, limits: Limits) -> Gate:
             return _json({"error": f"the controller is {state}; nothing was sent"}, 503)
         try:
             result = await feed.client.request(body)
-        except LinkError as exc:
+        except BrokerError as exc:
             return _json({"error": f"the broker is unreachable: {exc}"}, 503)
         except ControlError as exc:
             log.info("console: %s asked %s: refused: %s", user.name, what, exc)

@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 from fleet.console.view import FleetView
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink
 from fleet.errors import ControlError
+from fleet.mqtt import BrokerAddress, BrokerError, MqttLink
 from fleet.protocol import (
     Connection,
     ConnectionState,
@@ -90,7 +90,7 @@ class Feed:
         while True:
             try:
                 await self._session()
-            except (LinkError, ControlError) as exc:
+            except (BrokerError, ControlError) as exc:
                 log.warning("console feed: %s; reconnecting in %.1f s", exc, backoff)
             self.connected.clear()
             self.client = None
@@ -161,7 +161,7 @@ class Feed:
                 self.connected.set()
                 log.info("console: %d event(s) of history read", self.view.last_event_id)
                 return
-            except ControlError as exc:
+            except (ControlError, BrokerError) as exc:
                 log.info("console: controller not answering yet (%s)", exc)
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)

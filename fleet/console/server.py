@@ -28,9 +28,9 @@ from fleet.console.auth import Sessions, Users
 from fleet.console.gate import Limits
 from fleet.console.live import Broadcaster, Feed
 from fleet.console.view import FleetView, ViewConfig
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ConfigError
 from fleet.model.site import Site
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import Topics
 from fleet.protocol.clock import Clock
 

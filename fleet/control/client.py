@@ -17,8 +17,8 @@ import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from fleet.control.mqtt import BrokerAddress, LinkError, MqttLink, SubscriptionRefused
 from fleet.errors import ControlError
+from fleet.mqtt import BrokerAddress, BrokerError, MqttLink, SubscriptionRefused
 from fleet.protocol import (
     ConnectionState,
     ControllerConnection,
@@ -70,7 +70,7 @@ class ControllerClient:
                 f"{exc}; a dispatcher command needs a dispatcher's login (`fleet broker "
                 "credentials` makes one per dispatcher), not a van's or the console's"
             ) from None
-        except LinkError:
+        except BrokerError:
             await self._link.__aexit__(None, None, None)
             raise
         self._reader = asyncio.create_task(self._read(), name="controller-client-reader")
@@ -84,7 +84,7 @@ class ControllerClient:
     ) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LinkError):
+            with contextlib.suppress(asyncio.CancelledError, BrokerError):
                 await self._reader
         await self._link.__aexit__(exc_type, exc, tb)
 
@@ -93,7 +93,7 @@ class ControllerClient:
         while True:
             try:
                 batch = await self._link.receive()
-            except LinkError as exc:
+            except BrokerError as exc:
                 for future in self._pending.values():
                     if not future.done():
                         future.set_exception(exc)

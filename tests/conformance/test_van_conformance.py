@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from fleet.conformance import VAN_CASES, Outcome, Report, VanKitSettings, run_van_conformance
-from fleet.control.mqtt import BrokerAddress
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import derive_van_key
 from tests.conformance.van_under_test import RunningTestVan
 from tests.support import protocol_examples as ex

@@ -154,7 +154,7 @@ def test_the_doc_lists_every_case_in_the_order_they_run() -> None:
 
 def test_the_doc_gives_the_kits_bounds() -> None:
     from fleet.conformance import VanKitSettings
-    from fleet.control.mqtt import BrokerAddress
+    from fleet.mqtt import BrokerAddress
 
     s = VanKitSettings(BrokerAddress("h", 1), "V", KEY)
     text = DOC.read_text(encoding="utf-8").replace("\n", " ")

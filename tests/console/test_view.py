@@ -248,7 +248,7 @@ def test_a_console_started_mid_day_draws_every_route_from_the_controllers_latest
     from typing import Any, cast
 
     from fleet.console.live import Feed
-    from fleet.control.mqtt import BrokerAddress
+    from fleet.mqtt import BrokerAddress
     from fleet.protocol.clock import WallClock
     from fleet.protocol.control_api import MAX_ORDERS_ASKED, OrdersBody, OrdersResult
     from fleet.protocol.topics import Topics

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from fleet.control.config import ControllerConfig
 from fleet.control.keys import MasterKey
-from fleet.control.mqtt import BrokerAddress
 from fleet.control.service import ControllerService
 from fleet.model import load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import Topics
 from fleet.protocol.clock import WallClock
 from fleet.store import SqliteStore

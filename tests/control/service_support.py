@@ -14,10 +14,10 @@ from pathlib import Path
 from fleet.control.config import ControllerConfig
 from fleet.control.core import CheckedPlan, ReplanRequest, check_plan
 from fleet.control.keys import MasterKey
-from fleet.control.mqtt import BrokerAddress
 from fleet.control.service import ControllerService
 from fleet.errors import InputError
 from fleet.model import Parcel, ParcelId, Plan, load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.protocol.clock import WallClock
 from fleet.protocol.control_api import AddParcelsBody, DispatchBody
 from fleet.store import SqliteStore

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import ConnectionState, make_header
 from fleet.protocol.control_api import Reply, StatusBody
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import OrderVerdict
 from fleet.protocol.control_api import DispatchBody, StatusBody, StatusResult
 from fleet.store import SqliteStore

@@ -12,8 +12,8 @@ import aiomqtt
 
 from fleet.control.client import ControllerClient
 from fleet.control.core import CheckedPlan, ReplanRequest
-from fleet.control.mqtt import BrokerAddress
 from fleet.model import Parcel, ParcelId
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import decode, make_header
 from fleet.protocol.control_api import (
     DispatchBody,

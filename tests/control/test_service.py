@@ -13,8 +13,8 @@ import pytest
 
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import InstantActionType, VanTopic, encode
 from fleet.protocol.control_api import (
     CancelParcelsBody,

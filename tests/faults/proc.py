@@ -79,10 +79,10 @@ def _ready() -> None:
 async def run_controller(args: argparse.Namespace) -> None:
     from fleet.control.config import load_controller_config
     from fleet.control.keys import read_master_key
-    from fleet.control.mqtt import BrokerAddress
     from fleet.control.service import ControllerService
     from fleet.control.site_planning import SitePlanning, site_roster
     from fleet.model import load_site, load_van_spec
+    from fleet.mqtt import BrokerAddress
     from fleet.protocol import Topics
     from fleet.roads import load_network
     from fleet.store import SqliteStore
@@ -115,14 +115,14 @@ async def run_bridge(args: argparse.Namespace) -> None:
     from firmware_bridge.bridge import DEFAULT_VCU_GRACE_S, BridgeService, BridgeSettings
     from firmware_bridge.bridge.config import (
         DEFAULT_TELEMETRY_STALE_S,
-        load_mqtt_login,
         load_signing_key,
     )
     from firmware_bridge.bridge.order_book import NodeDone, OrderBook
+    from fleet.mqtt import BrokerAddress
     from fleet.protocol import NodeActionType, Order, OrderVerdict, decide_order, decode
     from fleet.protocol.errors import ProtocolError
 
-    login = load_mqtt_login(args.login)
+    login = BrokerAddress.from_login(args.login, tls=None)
     settings = BridgeSettings(
         van_id=args.van_id,
         serial_url=args.serial,

@@ -30,9 +30,9 @@ from typing import Any
 import aiomqtt
 
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError
 from fleet.model import load_site
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import Topics, decode
 from fleet.protocol.control_api import (
     DispatchBody,

@@ -15,9 +15,10 @@ from typing import Any
 import aiomqtt
 
 from firmware_bridge import wire
-from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings
+from firmware_bridge.bridge import BridgeService, BridgeSettings
 from firmware_bridge.link import LinkConfig
 from fleet.model import load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import (
     Edge,
     InstantAction,
@@ -249,7 +250,7 @@ async def rig(
     settings = BridgeSettings(
         van_id=VAN,
         serial_url=port_.path,
-        broker=BrokerSettings(host=host, port=bridge_port or port),
+        broker=BrokerAddress(host=host, port=bridge_port or port),
         keys=(KEY,),
         state_dir=state_dir or tmp / "bridge-state",
         topic_prefix=prefix,

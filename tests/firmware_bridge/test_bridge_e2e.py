@@ -30,8 +30,9 @@ from bridge_fixtures import (
 )
 
 from firmware_bridge import wire
-from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, Spool
+from firmware_bridge.bridge import BridgeService, BridgeSettings, Spool
 from firmware_bridge.link import LinkConfig, PtyPair
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import (
     ActionStatus,
     ErrorLevel,
@@ -551,7 +552,7 @@ def _bare_bridge(mosquitto: BrokerEndpoint, tmp_path: Path, pair: PtyPair) -> Br
     return BridgeSettings(
         van_id=VAN,
         serial_url=pair.slave_path,
-        broker=BrokerSettings(host=mosquitto.host, port=mosquitto.port),
+        broker=BrokerAddress(host=mosquitto.host, port=mosquitto.port),
         keys=(KEY,),
         state_dir=tmp_path / "bridge-state",
         topic_prefix=mosquitto.prefix,
@@ -750,19 +751,19 @@ async def test_a_bridge_back_after_the_vcu_made_its_link_loss_stop_resumes_it_an
 async def test_a_broker_session_that_fails_in_an_unforeseen_way_is_retried_not_fatal(
     mosquitto: BrokerEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # seen once in CI: paho's socket closed under aiomqtt while connecting raised
-    # AttributeError out of the client, which ended the whole bridge service
-    from firmware_bridge.bridge import service
+    # seen once in CI (with aiomqtt): paho's socket closed under the client while connecting
+    # raised AttributeError out of it, which ended the whole bridge service
+    from fleet.mqtt import MqttLink
 
-    real_enter = service._CommandClient.__aenter__
+    real_enter = MqttLink.__aenter__
     failures = [AttributeError("'NoneType' object has no attribute 'fileno'")]
 
-    async def enter(self: service._CommandClient) -> service._CommandClient:
+    async def enter(self: MqttLink) -> MqttLink:
         if failures:
             raise failures.pop()
         return await real_enter(self)
 
-    monkeypatch.setattr(service._CommandClient, "__aenter__", enter)
+    monkeypatch.setattr(MqttLink, "__aenter__", enter)
     async with (
         asyncio.timeout(60),
         rig(mosquitto.host, mosquitto.port, tmp_path, prefix=mosquitto.prefix) as r,

@@ -18,17 +18,17 @@ from typing import Any
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from firmware_bridge.bridge.config import ConfigFileError, load_mqtt_login, load_signing_key
+from firmware_bridge.bridge.config import ConfigFileError, load_signing_key
 from fleet.cli.app import app
 from fleet.control.config import ControllerConfig, load_controller_config
 from fleet.control.core import ControllerCore, check_plan
 from fleet.control.intake import decode_request
 from fleet.control.keys import read_master_key
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ConfigError, FleetError, InputError
 from fleet.identifiers import ID_PATTERN, depot_id_problem, id_problem
 from fleet.model.site import load_site
 from fleet.model.van import load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.planning.orders import parse_orders
 from fleet.planning.plan_io import plan_and_parcels_from_json, plan_to_json, read_plan_and_parcels
 from fleet.protocol import (
@@ -79,6 +79,13 @@ LOGIN_TEXT = '[mqtt]\nhost = "localhost"\nport = 1883\nusername = "WH-PORTO-01"\
 
 
 # -- identifiers ----------------------------------------------------------------------------
+
+
+def bridge_login(path: Path) -> BrokerAddress:
+    """The login file as ``firmware-bridge run --mqtt-config`` reads it (TLS if present)."""
+    return BrokerAddress.from_login(path, tls=None)
+
+
 def check_id_rule(value: str) -> str:
     problem = id_problem(value)
     depot = depot_id_problem(value)
@@ -420,7 +427,13 @@ def file_entry_targets(work: Workdir) -> list[Target]:
         ),
         ("signing_key", [key_text], "fz-signing.key", load_signing_key, (ConfigFileError,)),
         ("master_key", [master_text], "fz-master.key", read_master_key, (ConfigError,)),
-        ("mqtt_login.bridge", [LOGIN_TEXT], "fz-mqtt.toml", load_mqtt_login, (ConfigFileError,)),
+        (
+            "mqtt_login.bridge",
+            [LOGIN_TEXT],
+            "fz-mqtt.toml",
+            bridge_login,
+            (ConfigError,),
+        ),
         (
             "mqtt_login.controller",
             [LOGIN_TEXT],

@@ -25,18 +25,18 @@ from typing import Any
 from hypothesis import strategies as st
 
 from firmware_bridge import wire
-from firmware_bridge.bridge.config import ConfigFileError, load_mqtt_login, load_signing_key
+from firmware_bridge.bridge.config import ConfigFileError, load_signing_key
 from firmware_bridge.bridge.core import BridgeCore
 from firmware_bridge.errors import WireError
 from firmware_bridge.link import LinkConfig, LinkCore
 from firmware_bridge.link.core import RX_AHEAD_MAX
 from fleet.control.config import load_controller_config
 from fleet.control.keys import read_master_key
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ConfigError, FleetError, InputError
 from fleet.model.parcel import parcel_problem
 from fleet.model.site import load_site
 from fleet.model.van import load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.planning.orders import parse_orders, read_orders
 from fleet.planning.plan_io import plan_from_json, plan_to_json
 from fleet.protocol import (
@@ -614,14 +614,16 @@ def config_targets(work: Workdir) -> list[Target]:
         ),
         Target(
             "toml.mqtt_login.bridge",
-            "firmware_bridge.bridge.config.load_mqtt_login",
+            "fleet.mqtt.BrokerAddress.from_login (tls=None, as the bridge reads it)",
             toml([login_text]),
-            _config_check(work, "mqtt.toml", load_mqtt_login, (ConfigFileError,)),
+            _config_check(
+                work, "mqtt.toml", lambda p: BrokerAddress.from_login(p, tls=None), (ConfigError,)
+            ),
             0.5,
         ),
         Target(
             "toml.mqtt_login.controller",
-            "fleet.control.mqtt.BrokerAddress.from_login",
+            "fleet.mqtt.BrokerAddress.from_login",
             toml([login_text]),
             _config_check(
                 work, "mqtt-c.toml", lambda p: BrokerAddress.from_login(p, tls=True), (ConfigError,)

@@ -16,8 +16,8 @@ import pytest
 
 from fleet.control import intake
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
 from fleet.identifiers import MAX_REQUEST_BYTES
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import DecodeError, make_header
 from fleet.protocol.control_api import EventsResult, StatusBody, StatusResult
 from tests.control.harness import Harness

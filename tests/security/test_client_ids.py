@@ -23,7 +23,7 @@ from fleet.console.view import FleetView, ViewConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig
 from fleet.control.keys import MasterKey
-from fleet.control.mqtt import BrokerAddress
+from fleet.mqtt import BrokerAddress
 from fleet.control.service import ControllerService
 from fleet.model import load_van_spec
 from fleet.protocol.clock import WallClock

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from fleet.control.client import ControllerClient
-from fleet.control.mqtt import BrokerAddress
 from fleet.errors import ControlError
+from fleet.mqtt import BrokerAddress
 from fleet.protocol import ConnectionState, ControllerConnection, Topics, encode, make_header
 from fleet.protocol.control_api import StatusBody
 from tests.security.conftest import SecureBroker

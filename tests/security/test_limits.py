@@ -17,7 +17,7 @@ from firmware_bridge.bridge.core import RECENT_ERRORS, BridgeCore, PublishState
 from firmware_bridge.errors import LinkError
 from firmware_bridge.link import LinkConfig, LinkCore
 from fleet.control.limits import RateLimiter
-from fleet.control.mqtt import BrokerAddress, MqttLink
+from fleet.mqtt import BrokerAddress, MqttLink
 from fleet.protocol import (
     MAX_PAYLOAD_BYTES,
     CommandVerifier,
