@@ -2632,6 +2632,13 @@ class ControllerCore:
                 lh = rec.line_haul_van if pid in in_transit else None
                 self._set_parcel(rec, line_haul_van=lh, last_mile_van=None)
         self._assign_parcels(plan, replan_id)
+        # parcels that ended (delivered, failed, location unknown, cancelled) while the re-plan
+        # was made: no van is sent to load or hand over one of them
+        ended = {
+            pid
+            for pid in planned
+            if (rec := self._parcels.get(pid)) is not None and rec.status in TERMINAL_STATUSES
+        }
         to_epoch = local_to_epoch(self._day, self._timezone)
         routed = {r.van_id for r in plan.routes if r.trips}
         for route in plan.routes:
@@ -2656,7 +2663,7 @@ class ControllerCore:
                     door_work_s=self._door_work_s,
                     van=self.van_spec,
                 )
-                self._replace_horizon(v, tail, replan_id, now_s)
+                self._replace_horizon(v, _without(tail, ended), replan_id, now_s)
             else:
                 path = route_path(
                     route,
@@ -2665,7 +2672,7 @@ class ControllerCore:
                     door_work_s=self._door_work_s,
                     van=self.van_spec,
                 )
-                self._new_order(v, replan_id, path, replan_id, now_s)
+                self._new_order(v, replan_id, _without(path, ended), replan_id, now_s)
         for v in self._vans.values():
             if v.van_id not in routed and v.active and v.rec.in_service and v.order is not None:
                 self._replace_horizon(v, None, replan_id, now_s)
@@ -2968,6 +2975,28 @@ class LagMeter:
             "state_lag_max_ms": round(self.max_s * 1000),
             f"states_late_{self.late_s:g}s": self.late,
         }
+
+
+def _without(path: RoutePath, parcel_ids: set[str]) -> RoutePath:
+    """``path`` with no action on any of ``parcel_ids`` (a node keeps its charge)."""
+    if not parcel_ids:
+        return path
+    nodes = []
+    for node in path.nodes:
+        if not any(p in parcel_ids for a in node.actions for p in a.parcel_ids):
+            nodes.append(node)
+            continue
+        actions = tuple(
+            a.model_copy(
+                update={"parcel_ids": tuple(p for p in a.parcel_ids if p not in parcel_ids)}
+            )
+            for a in node.actions
+        )
+        actions = tuple(
+            a for a in actions if a.parcel_ids or a.action_type is NodeActionType.CHARGE
+        )
+        nodes.append(node.model_copy(update={"actions": actions}))
+    return RoutePath(tuple(nodes), path.edges)
 
 
 # Instant actions that only make a van safer: never given up (docs/safety.md).

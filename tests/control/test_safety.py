@@ -981,3 +981,33 @@ def test_an_emergency_stop_is_never_given_up_and_only_a_resume_supersedes_it() -
     for _ in range(12):
         h.advance(10.0)
     assert estops() == after_resume  # the dispatcher let the van go: not stopped again
+
+
+def test_a_replan_made_before_a_parcel_was_found_missing_does_not_send_a_van_for_it() -> None:
+    """Found by benchmarks/chaos.py (calm days): a re-plan requested while the line-haul van
+    still counted as carrying P1 came back after P1 was found location unknown, and its
+    route sent the station van to load P1 at the station — where it never arrived."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 1)  # P1–P4 loaded at the warehouse
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    van = h.vans["WH-PORTO-01"]
+    van.on_board = [p for p in van.on_board if p != "P1"]  # its book lost P1
+    h.drive("WH-PORTO-01", 2)  # at the station: the unload of P1 fails, not aboard
+    assert _status(h, "P1") is ParcelStatus.FAILED
+    ids = ["P1", "P2", "P3", "P4"]
+    routes = [plans.last_mile_route(ids, van="ST-A-01")]
+    before = len(h.orders)
+    h.replan_done(request, plans.plan(routes, n_parcels=4))
+    sent = {
+        p
+        for o in h.orders[before:]
+        if o.van_id == "ST-A-01"
+        for n in o.nodes
+        for a in n.actions
+        for p in a.parcel_ids
+    }
+    assert sent == {"P2", "P3", "P4"}
