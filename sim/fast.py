@@ -7,7 +7,10 @@ makes every decision, with a real SQLite store behind it and the same re-planner
 between them as objects through the event loop, in order, at the instant they are sent.
 
 Time jumps from one event to the next (:class:`sim.clock.SimClock`): a van arriving, a dwell
-ending, a scenario event, orders arriving, the controller's tick. What differs from the full
+ending, a scenario event, orders arriving, the controller's tick. The scenario's events and
+late orders are played by :class:`sim.driver.ScenarioDriver`, this run being its backend: its
+processes are stepped from the event loop. The core's decisions are handled in the service's
+order, with its re-plan settling (:mod:`fleet.control.decisions`). What differs from the full
 stack, by design (``docs/simulator.md``): no message latency or loss; the controller ticks
 every :data:`FAST_TICK_S` simulated seconds; a re-plan takes no simulated time; vans report
 on events only, so the controller's silence detection is off; there is no serial line, so a
@@ -22,12 +25,20 @@ import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet.control.config import ControllerConfig, load_controller_config
-from fleet.control.core import ControllerCore, Outgoing, ReplanRequest, check_plan
+from fleet.control.core import (
+    CheckedPlan,
+    ControllerCore,
+    Outgoing,
+    ReplanRequest,
+    check_plan,
+)
+from fleet.control.decisions import send_order, settle_replan
 from fleet.control.site_planning import SitePlanning, site_roster
 from fleet.errors import FleetError
 from fleet.model import DepotId, Parcel, ParcelId, Plan, VanId
@@ -44,21 +55,13 @@ from fleet.protocol import (
 from fleet.store import Changes, SqliteStore
 from sim.clock import DayTime, SimClock
 from sim.day import PreparedDay, verifier
+from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
+from sim.errors import SimError
 from sim.fastvan import FastVan
 from sim.motion import Leg
-from sim.scenario import (
-    BUSIEST_VAN,
-    Breakdown,
-    ControllerRestart,
-    Event,
-    LinkLoss,
-    RoadClosure,
-    SerialCorruption,
-)
+from sim.scenario import ControllerRestart
 from sim.trace import (
-    BreakdownRecord,
     Charged,
-    ClosureRecord,
     Delivered,
     Departure,
     Drive,
@@ -69,15 +72,7 @@ from sim.trace import (
     Trace,
     Unloaded,
 )
-from sim.world import (
-    CHARGE_NOTICE_PCT,
-    AppliedClosure,
-    apply_closures,
-    check_depots_reachable,
-    closure_reason,
-    parcels_due,
-    replan_cause,
-)
+from sim.world import CHARGE_NOTICE_PCT, parcels_due, replan_cause
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +230,9 @@ class FastRun:
         self._unserved: dict[ParcelId, tuple[str, str]] = {}
         self._assigned: dict[str, str] = {}
         self._delivered = 0
-        self._closures: list[RoadClosure] = []
-        self._held_orders: list[Parcel] = []
         self._done = False
         self._soc_seen: dict[str, float] = {}  # each van's state of charge last recorded
+        self.driver = ScenarioDriver(self, day, self.trace, self.planning)
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -294,11 +288,7 @@ class FastRun:
         self._schedule_day()
 
     def _schedule_day(self) -> None:
-        sc = self.scenario
-        for ev in sc.events_by_time():
-            self.loop.at(self.daytime.epoch_s(ev.at_s), self._event_runner(ev))
-        for slot, parcels in self.day.demand.hand_ins(sc.run.start_s, sc.run.order_batch_s):
-            self.loop.at(self.daytime.epoch_s(slot), self._order_runner(parcels))
+        self.driver.schedule_day()
         self._tick()
         self.loop.at(self.start_epoch + END_CHECK_S, self._end_check, background=True)
 
@@ -326,7 +316,8 @@ class FastRun:
         self._flush()
 
     def _flush(self) -> None:
-        """What the core decided: write it, send it (urgent first), run its re-plans."""
+        """What the core decided, in the service's order (:mod:`fleet.control.decisions`):
+        write it, send it (urgent first), run its re-plans."""
         core = self.core
         if core is None:
             return
@@ -334,7 +325,7 @@ class FastRun:
             out = core.drain()
             if out.changes and self.store is not None:
                 _merge(self._pending, out.changes)
-            for send in sorted(out.sends, key=lambda s: not s.urgent):
+            for send in send_order(out.sends):
                 self._send(send)
             if not out.replans:
                 return
@@ -358,24 +349,23 @@ class FastRun:
         self.loop.soon(deliver)
 
     def _replan(self, core: ControllerCore, request: ReplanRequest) -> None:
+        """A re-plan takes no simulated time: planned and settled within the flush."""
         now = self._now()
+        outcome: CheckedPlan | Exception
         try:
-            checked = self.planning.replan(request)
-        except Exception as exc:  # as the service: a failed or crashed re-plan is an event
-            if not isinstance(exc, FleetError):
-                log.exception("re-plan %s crashed", request.replan_id)
-            error = str(exc) if isinstance(exc, FleetError) else f"the planner crashed: {exc!r}"
-            log.warning("re-plan %s failed: %s", request.replan_id, error)
-            core.replan_failed(request.replan_id, error, now)
+            outcome = self.planning.replan(request)
+        except Exception as exc:  # settled as a failed re-plan, as in the service
+            outcome = exc
+        error = settle_replan(core, request, outcome, now)
+        if error is not None or not isinstance(outcome, CheckedPlan):
             self.trace.incidents.append(
-                Incident(self._day_s(now), "replan_failed", None, error[:300])
+                Incident(self._day_s(now), "replan_failed", None, (error or "")[:300])
             )
             return
-        moved = self._plan_applied(checked.plan)
+        moved = self._plan_applied(outcome.plan)
         self.trace.replans.append(
             Replan(self._day_s(now), replan_cause(request.cause), request.cause[:300], moved)
         )
-        core.replan_done(checked, now)
 
     def _plan_applied(self, plan: Plan) -> int:
         """Note who delivers what and what is left out; returns how many parcels moved van."""
@@ -420,15 +410,9 @@ class FastRun:
         service has finished its order (or has none). Re-plans run to the end inside the
         event that starts them, so none is ever half done here."""
         core = self.core
-        if core is None or self.loop.pending or self._held_orders:
+        if core is None or self.loop.pending or self.driver.held:
             return False
-        for van_id in self.vans:
-            rec = core.van_record(van_id)
-            if rec is None or rec.order is None or not rec.in_service:
-                continue
-            if not (rec.finished or rec.cancelled):
-                return False
-        return True
+        return fleet_finished(core, list(self.vans))
 
     # ---- what the vans tell the world (VanObserver) ----------------------------------------------
 
@@ -512,203 +496,136 @@ class FastRun:
                 Incident(self._day_s(t_s), "battery_empty", VanId(van.van_id), "ran out of charge")
             )
 
-    # ---- scenario events -------------------------------------------------------------------------
+    # ---- the scenario driver's backend (sim.driver.Backend) -------------------------------------
 
-    def _event_runner(self, ev: Event) -> Callable[[], None]:
-        def run() -> None:
-            if isinstance(ev, Breakdown):
-                self._breakdown(ev)
-            elif isinstance(ev, LinkLoss):
-                self._link_loss(ev)
-            elif isinstance(ev, SerialCorruption):
-                self._serial_corruption(ev)
-            elif isinstance(ev, ControllerRestart):
-                self._controller_restart(ev)
-            else:
-                self._closure(ev)
+    has_serial_line = False  # no serial line: a corruption event is recorded, nothing more
 
-        return run
+    def now_day_s(self) -> float:
+        return self._day_s(self._now())
 
-    def _pick(self, name: str) -> FastVan | None:
-        if name != BUSIEST_VAN:
-            return self.vans.get(name)
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return _Wake(self._now() + seconds)
+
+    def sleep_until(self, day_s: float) -> Awaitable[None]:
+        return _Wake(self.daytime.epoch_s(day_s))
+
+    def spawn(self, at_s: float, process: Process, name: str) -> None:
+        self.loop.at(self.daytime.epoch_s(at_s), lambda: self._step(process()))
+
+    def _step(self, process: Coroutine[Any, Any, None]) -> None:
+        """Run ``process`` up to its next wait and schedule it to go on from there."""
+        try:
+            wake = process.send(None)
+        except StopIteration:
+            return
+        if not isinstance(wake, _Wake):
+            process.close()
+            raise SimError(f"a fast-mode process awaited {wake!r}: only its backend's sleeps")
+        self.loop.at(wake.epoch_s, lambda: self._step(process))
+
+    def has_van(self, van_id: str) -> bool:
+        return van_id in self.vans
+
+    def busiest_van(self) -> str | None:
         candidates = [v for v in self.vans.values() if not v.fatal]
         if not candidates:
             return None
-        return max(
+        busiest = max(
             candidates, key=lambda v: (len(v.parcels_on_board), v.move is not None, v.van_id)
         )
+        return busiest.van_id
 
-    def _breakdown(self, ev: Breakdown) -> None:
-        van = self._pick(ev.van)
+    def broken(self, van_id: str) -> bool:
+        return self.vans[van_id].fatal
+
+    def break_down(self, van_id: str) -> Broken:
+        van = self.vans[van_id]
         now = self._now()
-        if van is None or van.fatal:
-            return
         lon, lat, _ = van.position_at(now)
         due = set(van.parcels_on_board) | parcels_due(van.order, van.finished_nodes)
-        self.trace.breakdowns.append(
-            BreakdownRecord(
-                self._day_s(now),
-                VanId(van.van_id),
-                lon,
-                lat,
-                tuple(ParcelId(p) for p in sorted(due)),
-            )
-        )
         van.break_down(now)
-        home = DepotId(van.van_id.rpartition("-")[0])
+        return Broken(lon, lat, frozenset(due))
 
-        def recovered() -> None:
-            t = self._day_s(self._now())
-            for p in van.parcels_on_board:
-                self.trace.unloaded.append(
-                    Unloaded(t, VanId(van.van_id), ParcelId(p), home, "recovered after breakdown")
-                )
-            self.trace.incidents.append(
-                Incident(
-                    t,
-                    "recovery",
-                    VanId(van.van_id),
-                    f"{len(van.parcels_on_board)} parcels back at {home}",
-                )
-            )
+    def parcels_aboard(self, van_id: str) -> Sequence[str]:
+        return self.vans[van_id].parcels_on_board
 
-        self.loop.at(now + ev.recovery_s, recovered)
-
-    def _link_loss(self, ev: LinkLoss) -> None:
-        van = self._pick(ev.van)
-        if van is None:
-            return
+    def cut_link(self, van_id: str) -> None:
         now = self._now()
-        van.set_online(False, now)
-        self.trace.incidents.append(
-            Incident(
-                self._day_s(now),
-                "link_loss",
-                VanId(van.van_id),
-                f"MQTT link down {ev.duration_s} s",
-            )
-        )
+        self.vans[van_id].set_online(False, now)
         if self.core is not None:
-            self.core.on_connection(
-                van.van_id, self._connection(van.van_id, ConnectionState.CONNECTION_BROKEN), now
-            )
+            broken = self._connection(van_id, ConnectionState.CONNECTION_BROKEN)
+            self.core.on_connection(van_id, broken, now)
             self._flush()
 
-        def back() -> None:
-            t = self._now()
-            if self.core is not None:
-                self.core.on_connection(
-                    van.van_id, self._connection(van.van_id, ConnectionState.ONLINE), t
-                )
-            van.set_online(True, t)
-            self.trace.incidents.append(
-                Incident(self._day_s(t), "link_restored", VanId(van.van_id), "MQTT link up")
-            )
-            self._flush()
+    def restore_link(self, van_id: str) -> None:
+        t = self._now()
+        if self.core is not None:
+            self.core.on_connection(van_id, self._connection(van_id, ConnectionState.ONLINE), t)
+        self.vans[van_id].set_online(True, t)
+        self._flush()
 
-        self.loop.at(now + ev.duration_s, back)
+    def corrupt_serial(self, van_id: str, frame_error_share: float) -> bool:
+        return False
 
-    def _serial_corruption(self, ev: SerialCorruption) -> None:
-        van = self._pick(ev.van)
-        self.trace.incidents.append(
-            Incident(
-                self._day_s(self._now()),
-                "serial_corruption",
-                VanId(van.van_id) if van else None,
-                f"{ev.frame_error_share:.0%} of frames for {ev.duration_s} s "
-                "(fast mode: no serial line, no effect)",
-            )
-        )
+    def clean_serial(self, van_id: str) -> tuple[int, int]:
+        return 0, 0
 
-    def _controller_restart(self, ev: ControllerRestart) -> None:
-        now = self._now()
+    async def stop_controller(self) -> None:
         self._flush()
         self._commit()
         self.core = None
-        self.trace.incidents.append(
-            Incident(self._day_s(now), "controller_restart", None, f"down for {ev.down_s} s")
+
+    async def start_controller(self) -> None:
+        t = self._now()
+        assert self.store is not None
+        core = ControllerCore(
+            config=self.config,
+            van=self.spec,
+            roster=self.roster,
+            snapshot=self.store.load(),
+            now_s=t,
         )
+        self.core = core
+        # retained connection messages arrive on subscribing
+        for van_id, van in self.vans.items():
+            state = ConnectionState.ONLINE if van.online else ConnectionState.CONNECTION_BROKEN
+            core.on_connection(van_id, self._connection(van_id, state), t)
+            if van.online:  # its next periodic state (a bridge's comes within a second)
+                core.on_state(van_id, van.state(t), t)
+        core.on_link_up(t)
+        self._flush()
 
-        def back() -> None:
-            t = self._now()
-            assert self.store is not None
-            core = ControllerCore(
-                config=self.config,
-                van=self.spec,
-                roster=self.roster,
-                snapshot=self.store.load(),
-                now_s=t,
-            )
-            self.core = core
-            # retained connection messages arrive on subscribing
-            for van_id, van in self.vans.items():
-                state = ConnectionState.ONLINE if van.online else ConnectionState.CONNECTION_BROKEN
-                core.on_connection(van_id, self._connection(van_id, state), t)
-                if van.online:  # its next periodic state (a bridge's comes within a second)
-                    core.on_state(van_id, van.state(t), t)
-            core.on_link_up(t)
-            held, self._held_orders = self._held_orders, []
-            self._flush()
-            if held:
-                self._add_orders(held)
-
-        self.loop.at(now + ev.down_s, back)
-
-    def _closure(self, ev: RoadClosure) -> None:
-        now = self._now()
-        self._closures.append(ev)
-        applied = self._apply_closures()
-        self.trace.closures.append(
-            ClosureRecord(self._day_s(now), ev.until_s, applied.lines, applied.polygon)
-        )
-        self._request_replan(closure_reason(ev, applied))
-        if ev.until_s is not None:
-
-            def reopen() -> None:
-                self._closures.remove(ev)
-                self._apply_closures()
-                self.trace.incidents.append(
-                    Incident(self._day_s(self._now()), "road_reopened", None, "closure lifted")
-                )
-                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
-                self._request_replan(f"road closure lifted ({closure_reason(ev, applied)})")
-
-            self.loop.at(self.daytime.epoch_s(ev.until_s), reopen)
-
-    def _request_replan(self, reason: str) -> None:
-        """Ask the controller for a re-plan, as `fleet replan --reason` does."""
+    async def request_replan(self, reason: str) -> str | None:
         core = self.core
         if core is None:
-            return  # the controller is down: it re-plans what is due when it is back
+            return None  # the controller is down: it re-plans what is due when it is back
+        refused: str | None = None
         try:
             core.request_replan(reason, self._now())
         except FleetError as exc:
-            self.trace.incidents.append(
-                Incident(self._day_s(self._now()), "replan_refused", None, str(exc)[:300])
-            )
+            refused = str(exc)
         self._flush()
+        return refused
 
-    def _apply_closures(self) -> AppliedClosure:
-        where = f"{self.scenario.file}: [events] road_closure"
-        applied = apply_closures(self.day.net, self._closures, where)
-        check_depots_reachable(applied.net, where)
-        self.planning.net = applied.net
-        return applied
-
-    def _order_runner(self, parcels: Sequence[Parcel]) -> Callable[[], None]:
-        def run() -> None:
-            self._add_orders(list(parcels))
-
-        return run
-
-    def _add_orders(self, parcels: list[Parcel]) -> None:
+    async def hand_in(self, parcels: list[Parcel]) -> bool:
         core = self.core
         if core is None:
-            self._held_orders.extend(parcels)  # handed in when the controller is back
-            return
+            return False
         core.add_parcels(parcels, self._now())
         self._flush()
+        return True
+
+
+class _Wake:
+    """What a process of the fast mode awaits: the loop resumes it at ``epoch_s``."""
+
+    __slots__ = ("epoch_s",)
+
+    def __init__(self, epoch_s: float) -> None:
+        self.epoch_s = epoch_s
+
+    def __await__(self) -> Generator[_Wake, None, None]:
+        yield self
 
 
 def _merge(into: Changes, more: Changes) -> None:
