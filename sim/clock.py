@@ -1,10 +1,10 @@
 """Simulated time: as fast as possible (fast mode) or a fixed factor of the wall (full stack).
 
-Both modes share one clock object among all their parts, so every stamp and every wait
+Each mode shares one clock object among all its parts, so every stamp and every wait
 agrees on what time it is:
 
-* :class:`SimClock` is advanced by the discrete-event loop of the fast mode; nothing waits
-  on the wall, and nothing sleeps on it (the loop resumes what waits).
+* The fast mode's time is :class:`sim.fast.loop.SimClock`, advanced by its discrete-event
+  loop; nothing waits on the wall.
 * The full stack uses :class:`PausableClock`: :class:`fleet.protocol.clock.ScaledClock`'s
   semantics (a fixed factor of the wall), held still while the controller plans.
 
@@ -51,27 +51,6 @@ def format_day_s(t_s: float) -> str:
     """``HH:MM:SS`` of seconds after midnight (may pass 24:00 on a long run)."""
     total = max(0, round(t_s))
     return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
-
-
-class SimClock:
-    """Discrete-event time: it jumps from one event to the next, never waiting on the wall.
-
-    Only its owner, the fast mode's event loop, moves it (:meth:`advance_to`); everything
-    else reads it. Nothing in the fast mode sleeps on it: a process of the scenario driver
-    waits by handing the loop the instant to resume it at.
-    """
-
-    def __init__(self, start_epoch_s: float) -> None:
-        self._now = start_epoch_s
-
-    def time(self) -> float:
-        return self._now
-
-    def advance_to(self, epoch_s: float) -> None:
-        """Move time forward (never back)."""
-        if epoch_s < self._now:
-            raise ValueError(f"simulated time cannot go back: {epoch_s} < {self._now}")
-        self._now = epoch_s
 
 
 class PausableClock:

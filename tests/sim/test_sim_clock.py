@@ -10,7 +10,8 @@ import pytest
 
 from fleet.errors import ConfigError
 from fleet.protocol.clock import Clock
-from sim.clock import DayTime, SimClock, format_day_s
+from sim.clock import DayTime, format_day_s
+from sim.fast.loop import SimClock
 
 
 def test_simclock_moves_only_forward_when_advanced() -> None:

@@ -2,11 +2,11 @@
 
 The same controller core as the real service (:class:`fleet.control.core.ControllerCore`)
 makes every decision, with a real SQLite store behind it and the same re-planner
-(:class:`fleet.control.site_planning.SitePlanning`); the vans are :class:`sim.fastvan.FastVan`
+(:class:`fleet.control.site_planning.SitePlanning`); the vans are :class:`sim.fast.van.FastVan`
 (the bridge's order rules, the vehicle model in closed form). Commands and states pass
 between them as objects through the event loop, in order, at the instant they are sent.
 
-Time jumps from one event to the next (:class:`sim.clock.SimClock`): a van arriving, a dwell
+Time jumps from one event to the next (:class:`sim.fast.loop.SimClock`): a van arriving, a dwell
 ending, a scenario event, orders arriving, the controller's tick. The scenario's events and
 late orders are played by :class:`sim.driver.ScenarioDriver`, this run being its backend: its
 processes are stepped from the event loop. The core's decisions are handled in the service's
@@ -20,8 +20,6 @@ serial-corruption event is recorded but changes nothing.
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import itertools
 import logging
 import tempfile
 import time
@@ -53,12 +51,13 @@ from fleet.protocol import (
     make_header,
 )
 from fleet.store import Changes, SqliteStore
-from sim.clock import DayTime, SimClock
+from sim.clock import DayTime
 from sim.day import PreparedDay, verifier
 from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
 from sim.errors import SimError
-from sim.fastvan import FastVan
-from sim.motion import Leg
+from sim.fast.loop import EventLoop, SimClock
+from sim.fast.motion import Leg
+from sim.fast.van import FastVan
 from sim.scenario import ControllerRestart
 from sim.trace import (
     Charged,
@@ -89,58 +88,6 @@ def fast_controller_config(base: ControllerConfig) -> ControllerConfig:
     """The controller's tuning for the fast mode: vans report on events only, so a van
     between two stops is not silent; nothing is lost, so re-sends are rare."""
     return dataclasses.replace(base, stale_after_s=7 * 24 * 3600.0, tick_s=FAST_TICK_S)
-
-
-class EventLoop:
-    """A heap of (time, order, action); time is the shared :class:`SimClock`.
-
-    ``background`` events (the controller's tick, the end-of-day check) repeat forever and
-    do not count as something still to happen: :attr:`pending` counts only the others.
-    """
-
-    def __init__(self, clock: SimClock) -> None:
-        self.clock = clock
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._live: dict[int, bool] = {}  # scheduled, not run or cancelled → background?
-        self.pending = 0
-        self.events_run = 0
-
-    def at(
-        self, time_s: float, action: Callable[[], None], *, background: bool = False
-    ) -> Callable[[], None]:
-        n = next(self._seq)
-        heapq.heappush(self._heap, (max(time_s, self.clock.time()), n, action))
-        self._live[n] = background
-        if not background:
-            self.pending += 1
-
-        def cancel() -> None:
-            if self._live.pop(n, True) is False:
-                self.pending -= 1
-
-        return cancel
-
-    def soon(self, action: Callable[[], None]) -> None:
-        """Run ``action`` at the current instant, after what is already due now."""
-        self.at(self.clock.time(), action)
-
-    def run(self, until_s: float, stop: Callable[[], bool]) -> None:
-        heap, live, clock = self._heap, self._live, self.clock
-        while heap and heap[0][0] <= until_s:
-            t, n, action = heapq.heappop(heap)
-            background = live.pop(n, None)
-            if background is None:
-                continue  # cancelled
-            if not background:
-                self.pending -= 1
-            if t > clock.time():
-                clock.advance_to(t)
-            action()
-            self.events_run += 1
-            if stop():
-                return
-        clock.advance_to(max(clock.time(), until_s))
 
 
 @dataclass

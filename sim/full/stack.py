@@ -9,7 +9,7 @@
   broker through a link the simulator can cut;
 * the simulator as a dispatcher (:class:`fleet.control.client.ControllerClient`: it dispatches
   the morning plan and hands in the orders that arrive during the day), as an
-  :class:`~sim.observer.Observer` on the broker (the trace), and as the world: the scenario's
+  :class:`~sim.full.observer.Observer` on the broker (the trace), and as the world: the scenario's
   events are played by :class:`sim.driver.ScenarioDriver`, this run being its backend.
 
 Every part shares one clock (:class:`sim.clock.PausableClock`, a scaled clock held still
@@ -35,12 +35,6 @@ from pathlib import Path
 
 from firmware_bridge import wire
 from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
-from firmware_bridge.bridge.config import (
-    DEFAULT_TELEMETRY_STALE_S,
-    DEFAULT_TICK_S,
-    DEFAULT_VCU_GRACE_S,
-)
-from firmware_bridge.link import LinkConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
 from fleet.control.embedded_broker import EmbeddedBroker
@@ -70,30 +64,21 @@ from sim.clock import DayTime, PausableClock
 from sim.day import PreparedDay
 from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
 from sim.errors import SimError, WorldError
-from sim.netlink import CuttableLink
-from sim.observer import Observer
+from sim.full.netlink import CuttableLink
+from sim.full.observer import Observer
+from sim.full.timing import Timing
 from sim.scenario import BUSIEST_VAN, LinkLoss, SerialCorruption
 from sim.trace import Incident, SocSample, Trace
-from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuPort, vcu_port
+from sim.vcu import SimulatedVcu, VcuFaults, VcuPort, vcu_port
 from sim.vehicle import Vehicle
 from sim.world import parcels_due
 
 log = logging.getLogger(__name__)
 
-WALL_SLACK = 2.0  # wall-clock allowances are twice what a lightly loaded machine needs
-VCU_WALL_TICK_S = 0.05  # the VCU steps its vehicle this often (wall seconds)
-TELEMETRY_WALL_HZ = 2.0  # periodic VCU telemetry (events are reported at once anyway)
-CONTROLLER_WALL_TICK_S = 0.1
 END_CHECK_S = 300.0  # as in the fast mode: the day ends on this grid once nothing is left
 FRAME_BYTES = 50  # a typical serial frame, to turn a frame error share into a byte error rate
 KEEP_PATHS_UP_TO_VANS = 300
-MAX_HEARTBEAT_S = 60.0
 STOP_WALL_S = 5.0  # a part still running this long after being asked to stop is left behind
-MAX_VCU_TICK_S = 10.0  # an arrival is noticed within one VCU tick: keep that short
-# A state on its way from a bridge through the broker to the controller may take this long of
-# wall time on a loaded machine (other processes, a verifier run): the controller's silence
-# bound must cover it, or vans are taken for stale (and out of re-plans) for a busy moment.
-STATE_WALL_LATENCY_S = 1.0
 
 FullProgress = Callable[[float, int, int], None]
 
@@ -111,73 +96,6 @@ class StackInfo:
 
 # entered once the broker, the controller and the vans are up, before the day is dispatched
 Companion = Callable[[StackInfo], contextlib.AbstractAsyncContextManager[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """Every timer of the full stack, in simulated seconds, for a clock ``factor``."""
-
-    factor: float
-    state_period_s: float  # a bridge's periodic state (the scenario's state_period_s)
-
-    def stretch(self, base_s: float) -> float:
-        """``base_s`` of wall time as it must be in clock seconds (never shorter than base)."""
-        return max(base_s, base_s * self.factor * WALL_SLACK)
-
-    def link(self, role: wire.Role) -> LinkConfig:
-        d = LinkConfig(role)
-        return replace(
-            d,
-            # the heartbeat travels in HELLO as whole milliseconds in 16 bits
-            heartbeat_s=min(MAX_HEARTBEAT_S, self.stretch(d.heartbeat_s)),
-            peer_timeout_s=self.stretch(d.peer_timeout_s),
-            ack_timeout_s=self.stretch(d.ack_timeout_s),
-            hello_interval_s=self.stretch(d.hello_interval_s),
-            estop_retry_s=self.stretch(d.estop_retry_s),
-            line_baud=0,
-        )
-
-    def vcu(self) -> VcuConfig:
-        return VcuConfig(
-            baud=0,
-            telemetry_hz=min(10.0, TELEMETRY_WALL_HZ / self.factor),
-            tick_s=min(MAX_VCU_TICK_S, max(0.02, VCU_WALL_TICK_S * self.factor)),
-            link=self.link(wire.Role.VCU),
-        )
-
-    @property
-    def bridge_tick_s(self) -> float:
-        return min(self.state_period_s / 2, self.stretch(DEFAULT_TICK_S))
-
-    @property
-    def vcu_grace_s(self) -> float:
-        """How long a bridge keeps a lost VCU link a warning, in clock seconds."""
-        return self.stretch(DEFAULT_VCU_GRACE_S)
-
-    @property
-    def telemetry_stale_s(self) -> float:
-        """When a bridge reports the VCU's telemetry stale: three of its periods, in clock
-        seconds (the VCU reports at a wall-clock rate, ``TELEMETRY_WALL_HZ``)."""
-        return max(DEFAULT_TELEMETRY_STALE_S, 3.0 / self.vcu().telemetry_hz)
-
-    @property
-    def command_max_age_s(self) -> float:
-        return max(60.0, 30.0 * self.factor)
-
-    def controller(self, base: ControllerConfig) -> ControllerConfig:
-        return replace(
-            base,
-            tick_s=max(base.tick_s, CONTROLLER_WALL_TICK_S * self.factor),
-            stale_after_s=max(
-                base.stale_after_s,
-                3 * self.state_period_s + self.stretch(STATE_WALL_LATENCY_S),
-            ),
-            resend_first_s=self.stretch(base.resend_first_s / 2),
-            resend_max_s=max(base.resend_max_s, self.stretch(base.resend_max_s / 3)),
-            resend_give_up_s=max(base.resend_give_up_s, self.stretch(base.resend_give_up_s / 5)),
-            estop_resend_s=self.stretch(base.estop_resend_s / 2),
-            flush_interval_s=self.stretch(base.flush_interval_s / 4),
-        )
 
 
 @dataclass
