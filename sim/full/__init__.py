@@ -4,6 +4,7 @@
   service, a simulated VCU and a real firmware bridge per van, plays the dispatcher, and is
   the scenario driver's backend (:mod:`sim.driver`);
 * :mod:`sim.full.timing`: :class:`Timing`, every wall-clock guard stretched with the clock;
+* :mod:`sim.full.vans`: per van a simulated VCU and a real firmware bridge;
 * :mod:`sim.full.observer`: the trace, from what the fleet says on the broker;
 * :mod:`sim.full.netlink`: a van's cellular link, which the simulator can cut.
 """

@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from firmware_bridge import wire
-from firmware_bridge.bridge import BridgeService, BridgeSettings, BrokerSettings, VanProfile
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
 from fleet.control.embedded_broker import EmbeddedBroker
@@ -55,7 +54,6 @@ from fleet.protocol import (
     Topics,
     VanTopic,
     decode,
-    derive_van_key,
     parse_timestamp,
 )
 from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event, ReplanBody
@@ -64,13 +62,11 @@ from sim.clock import DayTime, PausableClock
 from sim.day import PreparedDay
 from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
 from sim.errors import SimError, WorldError
-from sim.full.netlink import CuttableLink
 from sim.full.observer import Observer
 from sim.full.timing import Timing
+from sim.full.vans import SimVan, VanKit, wait_ready
 from sim.scenario import BUSIEST_VAN, LinkLoss, SerialCorruption
 from sim.trace import Incident, SocSample, Trace
-from sim.vcu import SimulatedVcu, VcuFaults, VcuPort, vcu_port
-from sim.vehicle import Vehicle
 from sim.world import parcels_due
 
 log = logging.getLogger(__name__)
@@ -78,7 +74,6 @@ log = logging.getLogger(__name__)
 END_CHECK_S = 300.0  # as in the fast mode: the day ends on this grid once nothing is left
 FRAME_BYTES = 50  # a typical serial frame, to turn a frame error share into a byte error rate
 KEEP_PATHS_UP_TO_VANS = 300
-STOP_WALL_S = 5.0  # a part still running this long after being asked to stop is left behind
 
 FullProgress = Callable[[float, int, int], None]
 
@@ -96,16 +91,6 @@ class StackInfo:
 
 # entered once the broker, the controller and the vans are up, before the day is dispatched
 Companion = Callable[[StackInfo], contextlib.AbstractAsyncContextManager[object]]
-
-
-@dataclass
-class _Van:
-    van_id: str
-    port: VcuPort
-    vcu: SimulatedVcu
-    bridge: BridgeService | None = None
-    link: CuttableLink | None = None
-    task: asyncio.Task[None] | None = None
 
 
 def _orders_csv(parcels: Sequence[Parcel], work_dir: Path, name: str) -> str:
@@ -172,7 +157,7 @@ class FullRun:
         )
         self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
         self.master = MasterKey(secrets.token_bytes(32), 1)
-        self.vans: dict[str, _Van] = {}
+        self.vans: dict[str, SimVan] = {}
         self.service: ControllerService | None = None
         self._service_task: asyncio.Task[None] | None = None
         self._store: SqliteStore | None = None
@@ -262,7 +247,7 @@ class FullRun:
                     self.day,
                 )
                 await stack.enter_async_context(self.companion(info))
-            await self._wait_ready()
+            await wait_ready(self.vans.values())
             late = self.clock.time() - start_epoch
             if late > 0:
                 log.warning("the fleet came up %.0f simulated s after the day's start", late)
@@ -348,64 +333,6 @@ class FullRun:
             for e in self.scenario.events
         )
 
-    async def _start_vans(self, address: BrokerAddress, work: Path) -> None:
-        assert self.clock is not None
-        t = self.timing
-        profile = VanProfile(
-            top_speed_mps=self.spec.top_speed_mps,
-            payload_kg=self.spec.payload_kg,
-            cargo_volume_m3=self.spec.cargo_volume_m3,
-            battery_kwh=self.spec.battery_kwh,
-            range_m=self.spec.range_km * 1000.0,
-        )
-        for i, (van_id, (lon, lat)) in enumerate(self.roster.items()):
-            port = vcu_port("pty")
-            noisy = self._needs_noise(van_id)
-            vcu = SimulatedVcu(
-                port,
-                Vehicle(self.spec, lon=lon, lat=lat),
-                clock=self.clock,
-                config=t.vcu(),
-                faults=VcuFaults(corrupt=1e-12, seed=self.scenario.seed * 1000 + i)
-                if noisy
-                else None,
-            )
-            van = _Van(van_id, port, vcu)
-            van.task = asyncio.create_task(vcu.run(), name=f"vcu {van_id}")
-            host, mqtt_port = address.host, address.port
-            if self._needs_link(van_id):
-                van.link = CuttableLink(address.host, address.port, van_id)
-                await van.link.start()
-                host, mqtt_port = "127.0.0.1", van.link.port
-            assert port.path is not None
-            settings = BridgeSettings(
-                van_id=van_id,
-                serial_url=port.path,
-                broker=BrokerSettings(
-                    host=host, port=mqtt_port, username=address.username, password=address.password
-                ),
-                keys=(
-                    derive_van_key(self.master.secret, van_id, generation=self.master.generation),
-                ),
-                state_dir=work / "vans" / van_id,
-                topic_prefix=self.topics.prefix,
-                client_id=self._client_id(van_id),
-                baud=0,
-                link=t.link(wire.Role.BRIDGE),
-                max_command_age_s=t.command_max_age_s,
-                reconnect_s=t.stretch(0.5),
-                state_period_s=t.state_period_s,
-                tick_s=t.bridge_tick_s,
-                vcu_grace_s=t.vcu_grace_s,
-                telemetry_stale_s=t.telemetry_stale_s,
-                profile=profile,
-            )
-            van.bridge = BridgeService(settings, self.clock)
-            await van.bridge.__aenter__()
-            self.vans[van_id] = van
-            if noisy and vcu.tx_noise is not None and vcu.rx_noise is not None:
-                vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
-
     async def _drain_observer(self, limit_wall_s: float = 5.0) -> None:
         """Wait until every state the bridges published has reached the observer (or the
         limit passes: what is still missing then counts as lost)."""
@@ -414,47 +341,37 @@ class FullRun:
         while self._observer.states_seen < published and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    async def _start_vans(self, address: BrokerAddress, work: Path) -> None:
+        assert self.clock is not None
+        kit = VanKit(
+            spec=self.spec,
+            clock=self.clock,
+            timing=self.timing,
+            address=address,
+            master=self.master,
+            topics=self.topics,
+            work=work,
+            seed=self.scenario.seed,
+        )
+        for i, (van_id, (lon, lat)) in enumerate(self.roster.items()):
+            self.vans[van_id] = await kit.start(
+                i,
+                van_id,
+                lon,
+                lat,
+                client_id=self._client_id(van_id),
+                noisy=self._needs_noise(van_id),
+                cuttable=self._needs_link(van_id),
+            )
+
     async def _stop_vans(self) -> None:
         if self._vans_stopped:
             return
         self._vans_stopped = True
         if self.clock is not None:
             self.clock.resume()  # nothing may wait on a held clock to finish
-
-        async def stop(van: _Van) -> None:
-            if van.bridge is not None:
-                stopping = asyncio.ensure_future(van.bridge.__aexit__(None, None, None))
-                done, _ = await asyncio.wait({stopping}, timeout=STOP_WALL_S)
-                if not done:
-                    log.warning(
-                        "van %s: the bridge did not stop within %g s", van.van_id, STOP_WALL_S
-                    )
-            if van.task is not None:
-                await _cancel(van.task)
-            van.port.close()
-            if van.link is not None:
-                await van.link.close()
-
-        await asyncio.gather(*(stop(v) for v in self.vans.values()))
+        await asyncio.gather(*(v.stop() for v in self.vans.values()))
         log.debug("vans stopped")
-
-    async def _wait_ready(self) -> None:
-        """Every bridge connected and talking to its VCU."""
-        try:
-            async with asyncio.timeout(60 + 0.5 * len(self.vans)):
-                for van in self.vans.values():
-                    assert van.bridge is not None
-                    await van.bridge.connected.wait()
-                    await van.vcu.link_up.wait()
-        except TimeoutError as exc:
-            down = [
-                v.van_id
-                for v in self.vans.values()
-                if v.bridge is None or not v.bridge.connected.is_set() or not v.vcu.link_up.is_set()
-            ]
-            raise WorldError(
-                f"{len(down)} van(s) never came up (bridge ↔ broker ↔ VCU): {', '.join(down[:8])}"
-            ) from exc
 
     # ---- the dispatcher ------------------------------------------------------------------------
 
@@ -674,7 +591,7 @@ class FullRun:
         if vcu.tx_noise is None or vcu.rx_noise is None:
             return False
         per_byte = 1.0 - (1.0 - frame_error_share) ** (1.0 / FRAME_BYTES)
-        self._frames_before[van_id] = self._bad_frames(van)
+        self._frames_before[van_id] = van.bad_frames()
         vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = per_byte
         return True
 
@@ -684,19 +601,7 @@ class FullRun:
         if vcu.tx_noise is not None and vcu.rx_noise is not None:
             vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
         before = self._frames_before.pop(van_id, (0, 0))
-        bad, retries = (a - b for a, b in zip(self._bad_frames(van), before, strict=True))
-        return bad, retries
-
-    @staticmethod
-    def _bad_frames(van: _Van) -> tuple[int, int]:
-        bad = retries = 0
-        links = [van.vcu.link]
-        if van.bridge is not None:
-            links.append(van.bridge.link)
-        for link in links:
-            stats = link.core.stats
-            bad += stats.bad_frames
-            retries += stats.retransmits
+        bad, retries = (a - b for a, b in zip(van.bad_frames(), before, strict=True))
         return bad, retries
 
     async def stop_controller(self) -> None:
