@@ -5,6 +5,7 @@
 * :mod:`sim.fast.van`: :class:`~sim.fast.van.FastVan`, one van: the bridge's order book with
   the vehicle's motion event by event;
 * :mod:`sim.fast.motion`: a leg of that motion in closed form;
+* :mod:`sim.fast.recorder`: what the vans tell the world, written into the trace;
 * :mod:`sim.fast.loop`: the event loop and its clock.
 """
 

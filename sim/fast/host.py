@@ -24,7 +24,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ from fleet.protocol import (
     Connection,
     ConnectionState,
     InstantActions,
-    NodeActionType,
     Order,
     State,
     make_header,
@@ -56,22 +54,16 @@ from sim.day import PreparedDay, verifier
 from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
 from sim.errors import SimError
 from sim.fast.loop import EventLoop, SimClock
-from sim.fast.motion import Leg
+from sim.fast.recorder import TraceRecorder
 from sim.fast.van import FastVan
 from sim.scenario import ControllerRestart
 from sim.trace import (
-    Charged,
-    Delivered,
-    Departure,
-    Drive,
     Incident,
-    Loaded,
     Replan,
     SocSample,
     Trace,
-    Unloaded,
 )
-from sim.world import CHARGE_NOTICE_PCT, parcels_due, replan_cause
+from sim.world import parcels_due, replan_cause
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +80,6 @@ def fast_controller_config(base: ControllerConfig) -> ControllerConfig:
     """The controller's tuning for the fast mode: vans report on events only, so a van
     between two stops is not silent; nothing is lost, so re-sends are rare."""
     return dataclasses.replace(base, stale_after_s=7 * 24 * 3600.0, tick_s=FAST_TICK_S)
-
-
-@dataclass
-class _Arrival:
-    node_index: int
-    t_s: float
 
 
 class FastRun:
@@ -154,6 +140,9 @@ class FastRun:
         self.keep_paths = (
             keep_paths if keep_paths is not None else len(self.roster) <= KEEP_PATHS_UP_TO_VANS
         )
+        self.recorder = TraceRecorder(
+            self.trace, self.spec, self.daytime, self.parcels, keep_paths=self.keep_paths
+        )
         depot_of = {d.id: d for d in sc.site.depots}
         self.vans: dict[str, FastVan] = {}
         for van_id, (lon, lat) in self.roster.items():
@@ -166,19 +155,16 @@ class FastRun:
                 lat=lat,
                 soc_pct=100.0,
                 scheduler=self.loop,
-                observer=self,
+                observer=self.recorder,
                 publish=self._publisher(van_id),
             )
         for d in depot_of.values():
             self.trace.depots[d.id] = (d.lon, d.lat)
         self.core: ControllerCore | None = None
         self.store: SqliteStore | None = None
-        self._arrivals: dict[str, _Arrival] = {}
         self._unserved: dict[ParcelId, tuple[str, str]] = {}
         self._assigned: dict[str, str] = {}
-        self._delivered = 0
         self._done = False
-        self._soc_seen: dict[str, float] = {}  # each van's state of charge last recorded
         self.driver = ScenarioDriver(self, day, self.trace, self.planning)
 
     # ---- the run ---------------------------------------------------------------------------------
@@ -343,7 +329,7 @@ class FastRun:
             self._commit()
         if self.progress is not None:
             active = sum(1 for v in self.vans.values() if v.move is not None)
-            self.progress(self._day_s(now), self._delivered, active)
+            self.progress(self._day_s(now), self.recorder.delivered, active)
         self.loop.at(now + FAST_TICK_S, self._tick, background=True)
 
     def _end_check(self) -> None:
@@ -360,88 +346,6 @@ class FastRun:
         if core is None or self.loop.pending or self.driver.held:
             return False
         return fleet_finished(core, list(self.vans))
-
-    # ---- what the vans tell the world (VanObserver) ----------------------------------------------
-
-    def drove(self, van: FastVan, t0_s: float, t1_s: float, leg: Leg, dist_m: float) -> None:
-        if dist_m <= 0.0:
-            return
-        vid = VanId(van.van_id)
-        path = leg.path_until(t1_s - t0_s) if self.keep_paths else ()
-        self.trace.drives.append(
-            Drive(
-                vid,
-                self._day_s(t0_s),
-                self._day_s(t1_s),
-                dist_m,
-                dist_m * self.spec.energy_per_m_kwh,
-                len(van.parcels_on_board),
-                path,
-            )
-        )
-        self.trace.soc.append(SocSample(vid, self._day_s(t1_s), van.soc_pct))
-        self._soc_seen[van.van_id] = van.soc_pct
-
-    def node_reached(self, van: FastVan, t_s: float, order: Order, node_index: int) -> None:
-        self._arrivals[van.van_id] = _Arrival(node_index, t_s)
-
-    def node_done(
-        self,
-        van: FastVan,
-        t_s: float,
-        order: Order,
-        node_index: int,
-        loaded: tuple[str, ...],
-        unloaded: tuple[str, ...],
-    ) -> None:
-        vid = VanId(van.van_id)
-        node = order.nodes[node_index]
-        arrival = self._arrivals.get(van.van_id)
-        t_arr = arrival.t_s if arrival is not None and arrival.node_index == node_index else t_s
-        delivers = {
-            p for a in node.actions if a.action_type is NodeActionType.DELIVER for p in a.parcel_ids
-        }
-        depot = DepotId(node.ref) if node.ref else None
-        for p in unloaded:
-            pid = ParcelId(p)
-            if p in delivers:
-                self.trace.delivered.append(Delivered(self._day_s(t_arr), vid, pid))
-                self._delivered += 1
-            else:
-                self.trace.unloaded.append(
-                    Unloaded(self._day_s(t_s), vid, pid, depot, "unloaded at its station")
-                )
-        for p in loaded:
-            self.trace.loaded.append(Loaded(self._day_s(t_s), vid, ParcelId(p), depot))
-        self._note_charge(van, t_s)
-        if loaded:
-            aboard = [self.parcels[ParcelId(p)] for p in van.parcels_on_board]
-            self.trace.departures.append(
-                Departure(
-                    vid,
-                    self._day_s(t_s),
-                    sum(p.weight_kg for p in aboard),
-                    sum(p.volume_m3 for p in aboard),
-                    len(aboard),
-                )
-            )
-
-    def _note_charge(self, van: FastVan, t_s: float) -> None:
-        """A van whose charge rose at a stop charged there (a ``charge`` action)."""
-        vid = VanId(van.van_id)
-        soc = van.soc_pct
-        before = self._soc_seen.get(van.van_id)
-        self._soc_seen[van.van_id] = soc
-        if before is not None and soc > before + CHARGE_NOTICE_PCT:
-            kwh = (soc - before) / 100.0 * self.spec.battery_kwh
-            self.trace.charged.append(Charged(vid, self._day_s(t_s), kwh))
-            self.trace.soc.append(SocSample(vid, self._day_s(t_s), soc))
-
-    def stopped(self, van: FastVan, t_s: float, why: str) -> None:
-        if why == "battery empty":
-            self.trace.incidents.append(
-                Incident(self._day_s(t_s), "battery_empty", VanId(van.van_id), "ran out of charge")
-            )
 
     # ---- the scenario driver's backend (sim.driver.Backend) -------------------------------------
 
