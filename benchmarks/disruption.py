@@ -65,10 +65,9 @@ from rich.table import Table
 
 from fleet.errors import RoadError
 from fleet.model import NodeId, Parcel, ParcelId
-from fleet.planning import plan_day
 from fleet.planning.borrow import Sharing
 from fleet.roads import RoadNetwork, load_network
-from sim.day import PreparedDay, plan_document
+from sim.day import PreparedDay, prepare_day
 from sim.demand import DayDemand, day_demand
 from sim.fast import FastRun
 from sim.full import FullRun
@@ -277,19 +276,7 @@ def prepare(
     demand = day_demand(sc, net)
     if spec.double_station is not None:
         demand = doubled(demand, sc, spec.double_station)
-    t0 = time.monotonic()
-    plan = plan_day(
-        demand.known_by(sc.run.start_s),
-        sc.site,
-        sc.van,
-        net,
-        time_limit_s=sc.run.plan_time_limit_s,
-        seed=sc.seed,
-        day=sc.day,
-        max_iterations=iterations,
-        sharing=sharing,
-    )
-    return PreparedDay(sc, net, demand, plan, plan_document(plan), time.monotonic() - t0)
+    return prepare_day(sc, net=net, demand=demand, max_iterations=iterations)
 
 
 # -- the figures the KPIs do not have -----------------------------------------------------------

@@ -1,13 +1,12 @@
 """Simulated time: as fast as possible (fast mode) or a fixed factor of the wall (full stack).
 
-Both modes share one clock object among all their parts, so every stamp and every wait
+Each mode shares one clock object among all its parts, so every stamp and every wait
 agrees on what time it is:
 
-* :class:`SimClock` is advanced by the discrete-event loop of the fast mode; nothing waits
-  on the wall. It still satisfies :class:`fleet.protocol.clock.Clock`: ``await
-  clock.sleep(s)`` resumes when the loop reaches ``now + s`` (see :meth:`SimClock.settle`).
-* The full stack uses :class:`fleet.protocol.clock.ScaledClock`, built by
-  :func:`scaled_clock` from the scenario's day and the chosen speed-up.
+* The fast mode's time is :class:`sim.fast.loop.SimClock`, advanced by its discrete-event
+  loop; nothing waits on the wall.
+* The full stack uses :class:`PausableClock`: :class:`fleet.protocol.clock.ScaledClock`'s
+  semantics (a fixed factor of the wall), held still while the controller plans.
 
 Simulated times inside the simulator are seconds after local midnight of the scenario's day
 (``t_s``); clocks speak UTC epoch seconds; :class:`DayTime` converts between them.
@@ -17,15 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import heapq
-import itertools
-import math
 import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleet.errors import ConfigError
-from fleet.protocol.clock import ScaledClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,71 +51,6 @@ def format_day_s(t_s: float) -> str:
     """``HH:MM:SS`` of seconds after midnight (may pass 24:00 on a long run)."""
     total = max(0, round(t_s))
     return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
-
-
-class SimClock:
-    """Discrete-event time: it jumps from one event to the next, never waiting on the wall.
-
-    The owner (the fast-mode loop) calls :meth:`advance_to`; coroutines may ``await
-    sleep(s)`` and are woken when the clock reaches their instant. After advancing, the
-    owner awaits :meth:`settle` so that every coroutine woken at this instant has run up
-    to its next wait before time moves on. A coroutine here must wait only on this clock
-    (there is no real I/O in simulated time).
-    """
-
-    def __init__(self, start_epoch_s: float) -> None:
-        self._now = start_epoch_s
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-        self._resuming = 0
-
-    @property
-    def factor(self) -> float:
-        return math.inf
-
-    def time(self) -> float:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._now
-
-    def to_wall_s(self, seconds: float) -> float:
-        return 0.0
-
-    async def sleep(self, seconds: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + max(0.0, seconds), next(self._seq), fut))
-        try:
-            await fut
-        finally:
-            if fut.done() and not fut.cancelled():
-                self._resuming -= 1
-
-    def next_wakeup(self) -> float | None:
-        """The earliest instant a sleeping coroutine waits for, if any."""
-        while self._sleepers and self._sleepers[0][2].cancelled():
-            heapq.heappop(self._sleepers)
-        return self._sleepers[0][0] if self._sleepers else None
-
-    def advance_to(self, epoch_s: float) -> int:
-        """Move time forward (never back) and wake every sleeper due; returns how many."""
-        if epoch_s < self._now:
-            raise ValueError(f"simulated time cannot go back: {epoch_s} < {self._now}")
-        self._now = epoch_s
-        woken = 0
-        while self._sleepers and self._sleepers[0][0] <= epoch_s:
-            _, _, fut = heapq.heappop(self._sleepers)
-            if not fut.done():
-                fut.set_result(None)
-                self._resuming += 1
-                woken += 1
-        return woken
-
-    async def settle(self) -> None:
-        """Let every coroutine woken by the last :meth:`advance_to` run to its next wait."""
-        while self._resuming > 0:
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)  # one more round for tasks awaiting a woken task
 
 
 class PausableClock:
@@ -199,10 +129,3 @@ class PausableClock:
             self._paused_wall_s += time.time() - self._pause_began
             self._pause_began = None
             self._event().set()
-
-
-def scaled_clock(day: DayTime, start_s: float, speedup: float) -> ScaledClock:
-    """A wall-scaled clock whose ``time()`` is ``start_s`` of the day right now."""
-    if not speedup > 0:
-        raise ConfigError(f"speed-up must be > 0, got {speedup!r}")
-    return ScaledClock(day.epoch_s(start_s), speedup, wall_anchor_s=time.time())

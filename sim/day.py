@@ -43,11 +43,14 @@ def prepare_day(
     max_iterations: int | None = None,
     workers: int | None = None,
     net: RoadNetwork | None = None,
+    demand: DayDemand | None = None,
 ) -> PreparedDay:
     """Load the network, draw the parcels, plan those known at the start of the day.
 
     ``max_iterations`` caps the planner's search so that the plan does not depend on the
-    machine's speed (tests and the mode comparison use it).
+    machine's speed (tests and the mode comparison use it). ``net`` and ``demand`` are
+    the road network and the day's parcels when the caller already has them (a benchmark
+    that changes the drawn demand); by default they are loaded and drawn from the scenario.
     """
 
     def report(stage: str, fraction: float) -> None:
@@ -61,8 +64,9 @@ def prepare_day(
             scenario.van,
             progress=lambda stage, f: report(f"road network: {stage}", 0.2 * f),
         )
-    report("drawing the day's parcels", 0.2)
-    demand = day_demand(scenario, net)
+    if demand is None:
+        report("drawing the day's parcels", 0.2)
+        demand = day_demand(scenario, net)
     known = demand.known_by(scenario.run.start_s)
     t0 = time.monotonic()
     plan = plan_day(

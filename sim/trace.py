@@ -1,8 +1,11 @@
 """What happened during a simulated day: the facts both modes record, and KPIs are made from.
 
-Each mode writes the same kinds of record through a :class:`Recorder`; :mod:`sim.kpi` turns
-the finished :class:`Trace` into KPIs and :mod:`sim.report` into plots and a map. Times are
-seconds after local midnight of the scenario's day (``t_s``).
+Each mode writes the same kinds of record: the fast mode through
+:class:`sim.fast.recorder.TraceRecorder`, the full stack through
+:class:`sim.full.observer.Observer`, and both through :class:`sim.driver.ScenarioDriver` (the
+scenario's events). :mod:`sim.kpi` turns the finished :class:`Trace` into KPIs and
+:mod:`sim.report` into plots and a map. Times are seconds after local midnight of the
+scenario's day (``t_s``).
 """
 
 from __future__ import annotations

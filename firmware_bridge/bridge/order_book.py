@@ -1,7 +1,7 @@
 """The van's order book: what a van holds of its order, and the rules it keeps by it.
 
 One copy of these rules, used by the firmware bridge (:class:`~firmware_bridge.bridge.core.
-BridgeCore`), the simulator's fast van (:class:`sim.fastvan.FastVan`) and the tests' protocol
+BridgeCore`), the simulator's fast van (:class:`sim.fast.van.FastVan`) and the tests' protocol
 van (``tests/support/protocol_van.py``). Pure: no I/O, no clock; whoever holds a book tells it
 what happened, and the bridge persists it (:meth:`OrderBook.to_dict`, ``docs/bridge.md``,
 "Restarts").

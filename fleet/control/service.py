@@ -26,6 +26,7 @@ from typing import Protocol
 
 from fleet.control.config import ControllerConfig
 from fleet.control.core import CheckedPlan, ControllerCore, Output, ReplanRequest
+from fleet.control.decisions import send_order, settle_replan
 from fleet.control.intake import decode_request, who_asked
 from fleet.control.keys import MasterKey, Signer
 from fleet.control.limits import RateLimiter
@@ -519,7 +520,7 @@ class ControllerService:
         now_s = self.clock.time()
         if link is not None and (out.sends or events):
             async with self._send_lock:
-                for send in sorted(out.sends, key=lambda s: not s.urgent):
+                for send in send_order(out.sends):
                     kind = VanTopic.ORDER if isinstance(send.message, Order) else VanTopic.INSTANT
                     topic = self.topics.van(send.van_id, kind)
                     message_id, payload = self.signer.sign(send.message, now_s)
@@ -552,21 +553,12 @@ class ControllerService:
         )
 
     async def _replan(self, request: ReplanRequest) -> None:
+        outcome: CheckedPlan | Exception
         try:
-            checked = await asyncio.to_thread(self.planning.replan, request)
-        except FleetError as exc:
-            self.core.replan_failed(request.replan_id, str(exc), self.clock.time())
-        except Exception as exc:  # a planner defect must not leave the re-plan in flight
-            log.exception("re-plan %s crashed", request.replan_id)
-            error = f"the planner crashed: {type(exc).__name__}: {exc}"
-            self.core.replan_failed(request.replan_id, error, self.clock.time())
-        else:
-            try:
-                self.core.replan_done(checked, self.clock.time())
-            except Exception as exc:  # a plan the core cannot apply: a failed re-plan, an event
-                log.exception("re-plan %s could not be applied", request.replan_id)
-                error = f"the re-plan could not be applied: {type(exc).__name__}: {exc}"
-                self.core.replan_not_applied(request.replan_id, error, self.clock.time())
+            outcome = await asyncio.to_thread(self.planning.replan, request)
+        except Exception as exc:  # settled as a failed re-plan
+            outcome = exc
+        settle_replan(self.core, request, outcome, self.clock.time())
         await self._flush()
 
     def _spawn(self, coro: object, name: str) -> None:

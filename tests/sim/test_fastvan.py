@@ -36,8 +36,8 @@ from fleet.protocol import (
 )
 from fleet.roads import RoadNetwork, load_network
 from sim.demand import day_demand
-from sim.fastvan import FastVan
-from sim.motion import Leg
+from sim.fast.motion import Leg
+from sim.fast.van import FastVan
 from sim.scenario import Scenario, load_scenario
 from sim.vehicle import Vehicle
 

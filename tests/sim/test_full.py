@@ -19,8 +19,8 @@ from fleet.roads import RoadNetwork, load_network
 from sim.day import PreparedDay, prepare_day
 from sim.fast import FastRun
 from sim.full import MAX_HEARTBEAT_S, WALL_SLACK, FullRun, Timing
+from sim.full.netlink import CuttableLink
 from sim.kpi import Tolerance, compare_kpis, compute_kpis
-from sim.netlink import CuttableLink
 from sim.scenario import (
     Breakdown,
     ControllerRestart,

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.model import NodeId, VanSpec, load_van_spec
 from fleet.roads import RoadNetwork, load_network
-from sim.motion import Leg
+from sim.fast.motion import Leg
 from sim.scenario import load_scenario
 from sim.vehicle import EventKind, Vehicle
 

@@ -1,60 +1,25 @@
-"""Simulated time: coroutines waiting on the SimClock wake in time order, never on the wall."""
+"""Simulated time: the fast mode's clock only goes forward; the day's local time converts
+to epoch seconds in the site's timezone; the full stack's clock holds still when paused."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 
 import pytest
 
 from fleet.errors import ConfigError
 from fleet.protocol.clock import Clock
-from sim.clock import DayTime, SimClock, format_day_s, scaled_clock
+from sim.clock import DayTime, format_day_s
+from sim.fast.loop import SimClock
 
 
-def test_simclock_is_a_clock() -> None:
-    assert isinstance(SimClock(0.0), Clock)
-
-
-async def _drive(clock: SimClock, until: float) -> None:
-    while (t := clock.next_wakeup()) is not None and t <= until:
-        clock.advance_to(t)
-        await clock.settle()
-
-
-def test_sleepers_wake_in_simulated_time_order_without_waiting() -> None:
+def test_simclock_moves_only_forward_when_advanced() -> None:
     clock = SimClock(1000.0)
-    seen: list[tuple[str, float]] = []
-
-    async def worker(name: str, period: float, n: int) -> None:
-        for _ in range(n):
-            await clock.sleep(period)
-            seen.append((name, clock.time()))
-
-    async def main() -> None:
-        async with asyncio.timeout(5):
-            tasks = [
-                asyncio.create_task(worker("a", 30, 4)),
-                asyncio.create_task(worker("b", 45, 3)),
-            ]
-            await asyncio.sleep(0)
-            await _drive(clock, 10_000)
-            await asyncio.gather(*tasks)
-
-    wall = time.monotonic()
-    asyncio.run(main())
-    assert time.monotonic() - wall < 1.0  # 135 simulated seconds, no wall waiting
-    # same instant: woken in the order they went to sleep
-    assert seen == [
-        ("a", 1030.0),
-        ("b", 1045.0),
-        ("a", 1060.0),
-        ("b", 1090.0),
-        ("a", 1090.0),
-        ("a", 1120.0),
-        ("b", 1135.0),
-    ]
+    assert clock.time() == 1000.0
+    clock.advance_to(1030.0)
+    clock.advance_to(1030.0)  # an instant with several events
+    assert clock.time() == 1030.0
 
 
 def test_time_never_goes_back() -> None:
@@ -73,15 +38,6 @@ def test_day_time_follows_the_site_timezone() -> None:
     with pytest.raises(ConfigError, match="Mars/Olympus"):
         DayTime.of(dt.date(2026, 11, 24), "Mars/Olympus")
     assert format_day_s(8 * 3600 + 61) == "08:01:01"
-
-
-def test_scaled_clock_starts_at_the_day_time() -> None:
-    day = DayTime.of(dt.date(2026, 11, 24), "Europe/Lisbon")
-    clock = scaled_clock(day, 6 * 3600, 60.0)
-    assert clock.factor == 60.0
-    assert abs(day.day_s(clock.time()) - 6 * 3600) < 60.0
-    with pytest.raises(ConfigError):
-        scaled_clock(day, 0, 0.0)
 
 
 def test_pausable_clock_holds_time_and_sleepers_across_a_pause() -> None:

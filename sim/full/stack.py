@@ -9,7 +9,8 @@
   broker through a link the simulator can cut;
 * the simulator as a dispatcher (:class:`fleet.control.client.ControllerClient`: it dispatches
   the morning plan and hands in the orders that arrive during the day), as an
-  :class:`~sim.observer.Observer` on the broker (the trace), and as the world (faults).
+  :class:`~sim.full.observer.Observer` on the broker (the trace), and as the world: the scenario's
+  events are played by :class:`sim.driver.ScenarioDriver`, this run being its backend.
 
 Every part shares one clock (:class:`sim.clock.PausableClock`, a scaled clock held still
 while the controller plans: planning's wall time is no part of the simulated day). Timers
@@ -28,18 +29,11 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from firmware_bridge import wire
-from firmware_bridge.bridge import BridgeService, BridgeSettings, VanProfile
-from firmware_bridge.bridge.config import (
-    DEFAULT_TELEMETRY_STALE_S,
-    DEFAULT_TICK_S,
-    DEFAULT_VCU_GRACE_S,
-)
-from firmware_bridge.link import LinkConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig, load_controller_config
 from fleet.control.embedded_broker import EmbeddedBroker
@@ -60,54 +54,26 @@ from fleet.protocol import (
     Topics,
     VanTopic,
     decode,
-    derive_van_key,
     parse_timestamp,
 )
 from fleet.protocol.control_api import AddParcelsBody, DispatchBody, Event, ReplanBody
 from fleet.store import SqliteStore
 from sim.clock import DayTime, PausableClock
 from sim.day import PreparedDay
+from sim.driver import Broken, Process, ScenarioDriver, fleet_finished
 from sim.errors import SimError, WorldError
-from sim.netlink import CuttableLink
-from sim.observer import Observer
-from sim.scenario import (
-    BUSIEST_VAN,
-    Breakdown,
-    ControllerRestart,
-    LinkLoss,
-    RoadClosure,
-    SerialCorruption,
-)
-from sim.scenario import (
-    Event as ScenarioEvent,
-)
-from sim.trace import BreakdownRecord, ClosureRecord, Incident, SocSample, Trace, Unloaded
-from sim.vcu import SimulatedVcu, VcuConfig, VcuFaults, VcuPort, vcu_port
-from sim.vehicle import Vehicle
-from sim.world import (
-    AppliedClosure,
-    apply_closures,
-    check_depots_reachable,
-    closure_reason,
-    parcels_due,
-)
+from sim.full.observer import Observer
+from sim.full.timing import Timing
+from sim.full.vans import SimVan, VanKit, wait_ready
+from sim.scenario import BUSIEST_VAN, LinkLoss, SerialCorruption
+from sim.trace import Incident, SocSample, Trace
+from sim.world import parcels_due
 
 log = logging.getLogger(__name__)
 
-WALL_SLACK = 2.0  # wall-clock allowances are twice what a lightly loaded machine needs
-VCU_WALL_TICK_S = 0.05  # the VCU steps its vehicle this often (wall seconds)
-TELEMETRY_WALL_HZ = 2.0  # periodic VCU telemetry (events are reported at once anyway)
-CONTROLLER_WALL_TICK_S = 0.1
 END_CHECK_S = 300.0  # as in the fast mode: the day ends on this grid once nothing is left
 FRAME_BYTES = 50  # a typical serial frame, to turn a frame error share into a byte error rate
 KEEP_PATHS_UP_TO_VANS = 300
-MAX_HEARTBEAT_S = 60.0
-STOP_WALL_S = 5.0  # a part still running this long after being asked to stop is left behind
-MAX_VCU_TICK_S = 10.0  # an arrival is noticed within one VCU tick: keep that short
-# A state on its way from a bridge through the broker to the controller may take this long of
-# wall time on a loaded machine (other processes, a verifier run): the controller's silence
-# bound must cover it, or vans are taken for stale (and out of re-plans) for a busy moment.
-STATE_WALL_LATENCY_S = 1.0
 
 FullProgress = Callable[[float, int, int], None]
 
@@ -125,83 +91,6 @@ class StackInfo:
 
 # entered once the broker, the controller and the vans are up, before the day is dispatched
 Companion = Callable[[StackInfo], contextlib.AbstractAsyncContextManager[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """Every timer of the full stack, in simulated seconds, for a clock ``factor``."""
-
-    factor: float
-    state_period_s: float  # a bridge's periodic state (the scenario's state_period_s)
-
-    def stretch(self, base_s: float) -> float:
-        """``base_s`` of wall time as it must be in clock seconds (never shorter than base)."""
-        return max(base_s, base_s * self.factor * WALL_SLACK)
-
-    def link(self, role: wire.Role) -> LinkConfig:
-        d = LinkConfig(role)
-        return replace(
-            d,
-            # the heartbeat travels in HELLO as whole milliseconds in 16 bits
-            heartbeat_s=min(MAX_HEARTBEAT_S, self.stretch(d.heartbeat_s)),
-            peer_timeout_s=self.stretch(d.peer_timeout_s),
-            ack_timeout_s=self.stretch(d.ack_timeout_s),
-            hello_interval_s=self.stretch(d.hello_interval_s),
-            estop_retry_s=self.stretch(d.estop_retry_s),
-            line_baud=0,
-        )
-
-    def vcu(self) -> VcuConfig:
-        return VcuConfig(
-            baud=0,
-            telemetry_hz=min(10.0, TELEMETRY_WALL_HZ / self.factor),
-            tick_s=min(MAX_VCU_TICK_S, max(0.02, VCU_WALL_TICK_S * self.factor)),
-            link=self.link(wire.Role.VCU),
-        )
-
-    @property
-    def bridge_tick_s(self) -> float:
-        return min(self.state_period_s / 2, self.stretch(DEFAULT_TICK_S))
-
-    @property
-    def vcu_grace_s(self) -> float:
-        """How long a bridge keeps a lost VCU link a warning, in clock seconds."""
-        return self.stretch(DEFAULT_VCU_GRACE_S)
-
-    @property
-    def telemetry_stale_s(self) -> float:
-        """When a bridge reports the VCU's telemetry stale: three of its periods, in clock
-        seconds (the VCU reports at a wall-clock rate, ``TELEMETRY_WALL_HZ``)."""
-        return max(DEFAULT_TELEMETRY_STALE_S, 3.0 / self.vcu().telemetry_hz)
-
-    @property
-    def command_max_age_s(self) -> float:
-        return max(60.0, 30.0 * self.factor)
-
-    def controller(self, base: ControllerConfig) -> ControllerConfig:
-        return replace(
-            base,
-            tick_s=max(base.tick_s, CONTROLLER_WALL_TICK_S * self.factor),
-            stale_after_s=max(
-                base.stale_after_s,
-                3 * self.state_period_s + self.stretch(STATE_WALL_LATENCY_S),
-            ),
-            resend_first_s=self.stretch(base.resend_first_s / 2),
-            resend_max_s=max(base.resend_max_s, self.stretch(base.resend_max_s / 3)),
-            resend_give_up_s=max(base.resend_give_up_s, self.stretch(base.resend_give_up_s / 5)),
-            estop_resend_s=self.stretch(base.estop_resend_s / 2),
-            flush_interval_s=self.stretch(base.flush_interval_s / 4),
-        )
-
-
-@dataclass
-class _Van:
-    van_id: str
-    port: VcuPort
-    vcu: SimulatedVcu
-    bridge: BridgeService | None = None
-    link: CuttableLink | None = None
-    task: asyncio.Task[None] | None = None
 
 
 def _orders_csv(parcels: Sequence[Parcel], work_dir: Path, name: str) -> str:
@@ -268,13 +157,11 @@ class FullRun:
         )
         self.topics = Topics(f"sim-{uuid.uuid4().hex[:10]}/")
         self.master = MasterKey(secrets.token_bytes(32), 1)
-        self.vans: dict[str, _Van] = {}
+        self.vans: dict[str, SimVan] = {}
         self.service: ControllerService | None = None
         self._service_task: asyncio.Task[None] | None = None
         self._store: SqliteStore | None = None
-        self._closures: list[RoadClosure] = []
-        self._pending = 0  # scenario events and order batches still to come
-        self._held_orders: list[Parcel] = []
+        self._pending = 0  # scenario events and order batches still to come or under way
         self._client: ControllerClient | None = None
         self._observer = Observer(
             self.trace, self.daytime, self.parcels, self.spec, keep_paths=keep
@@ -287,6 +174,11 @@ class FullRun:
         self.day_wall_s = 0.0  # wall time from the dispatch to the end of the day
         self._end_day_s = float(sc.run.end_s)
         self._unserved_at_dispatch: dict[ParcelId, tuple[str, str]] = {}
+        self._work: Path | None = None
+        self._address: BrokerAddress | None = None
+        self._controller_config: ControllerConfig | None = None
+        self._frames_before: dict[str, tuple[int, int]] = {}  # serial stats when corrupted
+        self.driver = ScenarioDriver(self, day, self.trace, self.planning)
 
     # ---- lifetime ------------------------------------------------------------------------------
 
@@ -336,7 +228,11 @@ class FullRun:
             await observer_link.subscribe(self.topics.controller_events, qos=1)
             reader = asyncio.create_task(self._observe(observer_link), name="observer")
             stack.push_async_callback(_cancel, reader)
-            await self._start_controller(address, work, controller_base)
+            self._work, self._address = work, address
+            self._controller_config = replace(
+                self.timing.controller(controller_base), name=self._client_id("controller")
+            )
+            await self._start_controller()
             stack.push_async_callback(self._stop_controller)
             await self._start_vans(address, work)
             stack.push_async_callback(self._stop_vans)
@@ -351,7 +247,7 @@ class FullRun:
                     self.day,
                 )
                 await stack.enter_async_context(self.companion(info))
-            await self._wait_ready()
+            await wait_ready(self.vans.values())
             late = self.clock.time() - start_epoch
             if late > 0:
                 log.warning("the fleet came up %.0f simulated s after the day's start", late)
@@ -368,7 +264,7 @@ class FullRun:
                 self.trace.soc.append(SocSample(VanId(van_id), self._now_day_s(), 100.0))
             await self._dispatch(work)
             log.info("day dispatched at %s", self._now_day_s())
-            self._schedule_day(work)
+            self.driver.schedule_day()
             day_wall0 = time.monotonic()
             try:
                 await self._until_day_ends()
@@ -391,15 +287,16 @@ class FullRun:
         other's sessions (the broker drops the older client of an id)."""
         return f"{self.topics.prefix.rstrip('/')}-{part}"
 
-    async def _start_controller(
-        self, address: BrokerAddress, work: Path, base: ControllerConfig
-    ) -> None:
-        assert self.clock is not None
-        self._store = SqliteStore(work / "controller.db")
+    async def _start_controller(self) -> None:
+        """The controller service on the run's store: at the start of the day, and again
+        after a restart (it resumes from what its predecessor wrote)."""
+        assert self.clock is not None and self._work is not None
+        assert self._address is not None and self._controller_config is not None
+        self._store = SqliteStore(self._work / "controller.db")
         self.service = ControllerService(
-            address=address,
+            address=self._address,
             store=self._store,
-            config=replace(self.timing.controller(base), name=self._client_id("controller")),
+            config=self._controller_config,
             van=self.spec,
             roster=self.roster,
             clock=self.clock,
@@ -436,64 +333,6 @@ class FullRun:
             for e in self.scenario.events
         )
 
-    async def _start_vans(self, address: BrokerAddress, work: Path) -> None:
-        assert self.clock is not None
-        t = self.timing
-        profile = VanProfile(
-            top_speed_mps=self.spec.top_speed_mps,
-            payload_kg=self.spec.payload_kg,
-            cargo_volume_m3=self.spec.cargo_volume_m3,
-            battery_kwh=self.spec.battery_kwh,
-            range_m=self.spec.range_km * 1000.0,
-        )
-        for i, (van_id, (lon, lat)) in enumerate(self.roster.items()):
-            port = vcu_port("pty")
-            noisy = self._needs_noise(van_id)
-            vcu = SimulatedVcu(
-                port,
-                Vehicle(self.spec, lon=lon, lat=lat),
-                clock=self.clock,
-                config=t.vcu(),
-                faults=VcuFaults(corrupt=1e-12, seed=self.scenario.seed * 1000 + i)
-                if noisy
-                else None,
-            )
-            van = _Van(van_id, port, vcu)
-            van.task = asyncio.create_task(vcu.run(), name=f"vcu {van_id}")
-            host, mqtt_port = address.host, address.port
-            if self._needs_link(van_id):
-                van.link = CuttableLink(address.host, address.port, van_id)
-                await van.link.start()
-                host, mqtt_port = "127.0.0.1", van.link.port
-            assert port.path is not None
-            settings = BridgeSettings(
-                van_id=van_id,
-                serial_url=port.path,
-                broker=BrokerAddress(
-                    host=host, port=mqtt_port, username=address.username, password=address.password
-                ),
-                keys=(
-                    derive_van_key(self.master.secret, van_id, generation=self.master.generation),
-                ),
-                state_dir=work / "vans" / van_id,
-                topic_prefix=self.topics.prefix,
-                client_id=self._client_id(van_id),
-                baud=0,
-                link=t.link(wire.Role.BRIDGE),
-                max_command_age_s=t.command_max_age_s,
-                reconnect_s=t.stretch(0.5),
-                state_period_s=t.state_period_s,
-                tick_s=t.bridge_tick_s,
-                vcu_grace_s=t.vcu_grace_s,
-                telemetry_stale_s=t.telemetry_stale_s,
-                profile=profile,
-            )
-            van.bridge = BridgeService(settings, self.clock)
-            await van.bridge.__aenter__()
-            self.vans[van_id] = van
-            if noisy and vcu.tx_noise is not None and vcu.rx_noise is not None:
-                vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
-
     async def _drain_observer(self, limit_wall_s: float = 5.0) -> None:
         """Wait until every state the bridges published has reached the observer (or the
         limit passes: what is still missing then counts as lost)."""
@@ -502,47 +341,37 @@ class FullRun:
         while self._observer.states_seen < published and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    async def _start_vans(self, address: BrokerAddress, work: Path) -> None:
+        assert self.clock is not None
+        kit = VanKit(
+            spec=self.spec,
+            clock=self.clock,
+            timing=self.timing,
+            address=address,
+            master=self.master,
+            topics=self.topics,
+            work=work,
+            seed=self.scenario.seed,
+        )
+        for i, (van_id, (lon, lat)) in enumerate(self.roster.items()):
+            self.vans[van_id] = await kit.start(
+                i,
+                van_id,
+                lon,
+                lat,
+                client_id=self._client_id(van_id),
+                noisy=self._needs_noise(van_id),
+                cuttable=self._needs_link(van_id),
+            )
+
     async def _stop_vans(self) -> None:
         if self._vans_stopped:
             return
         self._vans_stopped = True
         if self.clock is not None:
             self.clock.resume()  # nothing may wait on a held clock to finish
-
-        async def stop(van: _Van) -> None:
-            if van.bridge is not None:
-                stopping = asyncio.ensure_future(van.bridge.__aexit__(None, None, None))
-                done, _ = await asyncio.wait({stopping}, timeout=STOP_WALL_S)
-                if not done:
-                    log.warning(
-                        "van %s: the bridge did not stop within %g s", van.van_id, STOP_WALL_S
-                    )
-            if van.task is not None:
-                await _cancel(van.task)
-            van.port.close()
-            if van.link is not None:
-                await van.link.close()
-
-        await asyncio.gather(*(stop(v) for v in self.vans.values()))
+        await asyncio.gather(*(v.stop() for v in self.vans.values()))
         log.debug("vans stopped")
-
-    async def _wait_ready(self) -> None:
-        """Every bridge connected and talking to its VCU."""
-        try:
-            async with asyncio.timeout(60 + 0.5 * len(self.vans)):
-                for van in self.vans.values():
-                    assert van.bridge is not None
-                    await van.bridge.connected.wait()
-                    await van.vcu.link_up.wait()
-        except TimeoutError as exc:
-            down = [
-                v.van_id
-                for v in self.vans.values()
-                if v.bridge is None or not v.bridge.connected.is_set() or not v.vcu.link_up.is_set()
-            ]
-            raise WorldError(
-                f"{len(down)} van(s) never came up (bridge ↔ broker ↔ VCU): {', '.join(down[:8])}"
-            ) from exc
 
     # ---- the dispatcher ------------------------------------------------------------------------
 
@@ -596,39 +425,12 @@ class FullRun:
                 out[pid] = (reason, detail)
         return out
 
-    async def _add_orders(self, parcels: list[Parcel], work: Path) -> None:
-        assert self._client is not None
-        name = f"late-{len(parcels)}-{int(self._now_day_s())}.csv"
-        body = AddParcelsBody(orders_csv=_orders_csv(parcels, work, name), orders_name=name)
-        try:
-            await self._client.request(body, timeout_s=120)
-        except (ControlError, BrokerError) as exc:
-            log.warning("orders not handed in (%s); trying again after the next restart", exc)
-            self._held_orders.extend(parcels)
-
     # ---- the day -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
-        self._day_tasks.append(asyncio.create_task(coro, name=name))
-
-    def _schedule_day(self, work: Path) -> None:
-        sc = self.scenario
-        for ev in sc.events_by_time():
-            self._pending += 1
-            self._spawn(self._at(ev.at_s, self._event_runner(ev, work)), ev.kind)
-        for slot, parcels in self.day.demand.hand_ins(sc.run.start_s, sc.run.order_batch_s):
-            self._pending += 1
-            self._spawn(
-                self._at(slot, lambda ps=parcels: self._add_orders(ps, work)),  # type: ignore[misc]
-                "orders",
-            )
-
-    async def _at(self, day_s: float, action: Callable[[], object]) -> None:
-        await self._sleep_until(day_s)
+    async def _at(self, day_s: float, process: Process) -> None:
         try:
-            result = action()
-            if asyncio.iscoroutine(result):
-                await result
+            await self._sleep_until(day_s)
+            await process()
         finally:
             self._pending -= 1
 
@@ -657,18 +459,11 @@ class FullRun:
 
     def _quiet(self) -> bool:
         service = self.service
-        if service is None or self._pending or self._held_orders:
+        if service is None or self._pending or self.driver.held:
             return False
         if self._observer.replans_open:
             return False
-        core = service.core
-        for van_id in self.vans:
-            rec = core.van_record(van_id)
-            if rec is None or rec.order is None or not rec.in_service:
-                continue
-            if not (rec.finished or rec.cancelled):
-                return False
-        return True
+        return fleet_finished(service.core, list(self.vans))
 
     # ---- the observer --------------------------------------------------------------------------
 
@@ -734,199 +529,107 @@ class FullRun:
             self._observer.states_seen,
         )
 
-    # ---- scenario events -----------------------------------------------------------------------
+    # ---- the scenario driver's backend (sim.driver.Backend) -----------------------------------
 
-    def _event_runner(self, ev: ScenarioEvent, work: Path) -> Callable[[], object]:
-        def run() -> object:
-            if isinstance(ev, Breakdown):
-                return self._breakdown(ev)
-            if isinstance(ev, LinkLoss):
-                return self._link_loss(ev)
-            if isinstance(ev, SerialCorruption):
-                return self._serial_corruption(ev)
-            if isinstance(ev, ControllerRestart):
-                return self._controller_restart(ev, work)
-            self._closure(ev)
-            return None
+    has_serial_line = True
 
-        return run
+    def now_day_s(self) -> float:
+        return self._now_day_s()
 
-    def _pick(self, name: str) -> _Van | None:
-        if name != BUSIEST_VAN:
-            return self.vans.get(name)
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        assert self.clock is not None
+        return self.clock.sleep(seconds)
+
+    def sleep_until(self, day_s: float) -> Awaitable[None]:
+        return self._sleep_until(day_s)
+
+    def spawn(self, at_s: float, process: Process, name: str) -> None:
+        self._pending += 1
+        self._day_tasks.append(asyncio.create_task(self._at(at_s, process), name=name))
+
+    def has_van(self, van_id: str) -> bool:
+        return van_id in self.vans
+
+    def busiest_van(self) -> str | None:
         alive = [v.van_id for v in self.vans.values() if not v.vcu.vehicle.fatal]
-        chosen = self._observer.busiest(alive)
-        return self.vans.get(chosen) if chosen else None
+        return self._observer.busiest(alive)
 
-    async def _breakdown(self, ev: Breakdown) -> None:
-        van = self._pick(ev.van)
-        if van is None or van.vcu.vehicle.fatal:
-            return
-        t = self._now_day_s()
+    def broken(self, van_id: str) -> bool:
+        return self.vans[van_id].vcu.vehicle.fatal
+
+    def break_down(self, van_id: str) -> Broken:
+        van = self.vans[van_id]
         vehicle = van.vcu.vehicle
-        view = self._observer.view(van.van_id)
+        view = self._observer.view(van_id)
         order = view.orders.get(view.order_id or "")
         reached = view.reached_seq if view.reached_seq is not None else -1
         done = {n.sequence_id for n in order.nodes if n.sequence_id < reached} if order else set()
         due = set(view.aboard) | parcels_due(order, done)
-        self.trace.breakdowns.append(
-            BreakdownRecord(
-                t,
-                VanId(van.van_id),
-                vehicle.lon,
-                vehicle.lat,
-                tuple(ParcelId(p) for p in sorted(due)),
-            )
-        )
+        broken = Broken(vehicle.lon, vehicle.lat, frozenset(due))
         vehicle.set_fatal()
         van.vcu.fault_bits |= wire.FaultBit.FATAL
         van.vcu.send_telemetry()
-        assert self.clock is not None
-        await self.clock.sleep(ev.recovery_s)
-        home = DepotId(van.van_id.rpartition("-")[0])
-        t = self._now_day_s()
-        aboard = list(self._observer.view(van.van_id).aboard)
-        for p in aboard:
-            self.trace.unloaded.append(
-                Unloaded(t, VanId(van.van_id), ParcelId(p), home, "recovered after breakdown")
-            )
-        self.trace.incidents.append(
-            Incident(t, "recovery", VanId(van.van_id), f"{len(aboard)} parcels back at {home}")
-        )
+        return broken
 
-    async def _link_loss(self, ev: LinkLoss) -> None:
-        van = self._pick(ev.van)
-        if van is None or van.link is None:
-            return
-        van.link.cut()
-        self.trace.incidents.append(
-            Incident(
-                self._now_day_s(),
-                "link_loss",
-                VanId(van.van_id),
-                f"MQTT link down {ev.duration_s} s",
-            )
-        )
-        assert self.clock is not None
-        await self.clock.sleep(ev.duration_s)
-        van.link.restore()
-        self.trace.incidents.append(
-            Incident(self._now_day_s(), "link_restored", VanId(van.van_id), "MQTT link up")
-        )
+    def parcels_aboard(self, van_id: str) -> Sequence[str]:
+        return list(self._observer.view(van_id).aboard)
 
-    async def _serial_corruption(self, ev: SerialCorruption) -> None:
-        van = self._pick(ev.van)
-        vcu = van.vcu if van is not None else None
-        if van is None or vcu is None or vcu.tx_noise is None or vcu.rx_noise is None:
-            return
-        per_byte = 1.0 - (1.0 - ev.frame_error_share) ** (1.0 / FRAME_BYTES)
-        before = self._bad_frames(van)
+    def cut_link(self, van_id: str) -> None:
+        link = self.vans[van_id].link
+        if link is None:
+            raise WorldError(f"van {van_id} has no link the simulator can cut")
+        link.cut()
+
+    def restore_link(self, van_id: str) -> None:
+        link = self.vans[van_id].link
+        if link is not None:
+            link.restore()
+
+    def corrupt_serial(self, van_id: str, frame_error_share: float) -> bool:
+        van = self.vans[van_id]
+        vcu = van.vcu
+        if vcu.tx_noise is None or vcu.rx_noise is None:
+            return False
+        per_byte = 1.0 - (1.0 - frame_error_share) ** (1.0 / FRAME_BYTES)
+        self._frames_before[van_id] = van.bad_frames()
         vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = per_byte
-        self.trace.incidents.append(
-            Incident(
-                self._now_day_s(),
-                "serial_corruption",
-                VanId(van.van_id),
-                f"{ev.frame_error_share:.0%} of frames damaged for {ev.duration_s} s",
-            )
-        )
-        assert self.clock is not None
-        await self.clock.sleep(ev.duration_s)
-        vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
-        bad, retries = (a - b for a, b in zip(self._bad_frames(van), before, strict=True))
-        self.trace.counters.serial_frames_corrupted += bad
-        self.trace.counters.serial_retries += retries
-        self.trace.incidents.append(
-            Incident(
-                self._now_day_s(),
-                "serial_clean",
-                VanId(van.van_id),
-                f"{bad} damaged frames caught by CRC, {retries} frames resent",
-            )
-        )
+        return True
 
-    @staticmethod
-    def _bad_frames(van: _Van) -> tuple[int, int]:
-        bad = retries = 0
-        links = [van.vcu.link]
-        if van.bridge is not None:
-            links.append(van.bridge.link)
-        for link in links:
-            stats = link.core.stats
-            bad += stats.bad_frames
-            retries += stats.retransmits
+    def clean_serial(self, van_id: str) -> tuple[int, int]:
+        van = self.vans[van_id]
+        vcu = van.vcu
+        if vcu.tx_noise is not None and vcu.rx_noise is not None:
+            vcu.tx_noise.corrupt = vcu.rx_noise.corrupt = 0.0
+        before = self._frames_before.pop(van_id, (0, 0))
+        bad, retries = (a - b for a, b in zip(van.bad_frames(), before, strict=True))
         return bad, retries
 
-    async def _controller_restart(self, ev: ControllerRestart, work: Path) -> None:
-        address = self.service.address if self.service is not None else None
-        assert address is not None
-        base = self.service.config if self.service is not None else None
-        self.trace.incidents.append(
-            Incident(self._now_day_s(), "controller_restart", None, f"down for {ev.down_s} s")
-        )
+    async def stop_controller(self) -> None:
         await self._stop_controller()
-        assert self.clock is not None
-        await self.clock.sleep(ev.down_s)
-        assert base is not None
-        self._store = SqliteStore(work / "controller.db")
-        self.service = ControllerService(
-            address=address,
-            store=self._store,
-            config=base,
-            van=self.spec,
-            roster=self.roster,
-            clock=self.clock,
-            master_key=self.master,
-            planning=self.planning,
-            topics=self.topics,
-        )
-        self._service_task = asyncio.create_task(self.service.run(), name="controller")
-        async with asyncio.timeout(30):
-            await self.service.ready.wait()
-        held, self._held_orders = self._held_orders, []
-        if held:
-            await self._add_orders(held, work)
 
-    def _closure(self, ev: RoadClosure) -> None:
-        self._closures.append(ev)
-        applied = self._apply_closures()
-        self.trace.closures.append(
-            ClosureRecord(self._now_day_s(), ev.until_s, applied.lines, applied.polygon)
-        )
-        self._spawn(self._request_replan(closure_reason(ev, applied)), "replan")
-        if ev.until_s is not None:
-            self._pending += 1
+    async def start_controller(self) -> None:
+        await self._start_controller()
 
-            def reopen() -> None:
-                self._closures.remove(ev)
-                self._apply_closures()
-                self.trace.incidents.append(
-                    Incident(self._now_day_s(), "road_reopened", None, "closure lifted")
-                )
-                # the dispatcher re-plans: a van the closure cut off can go on, roads are shorter
-                reason = f"road closure lifted ({closure_reason(ev, applied)})"
-                self._spawn(self._request_replan(reason), "replan")
-
-            self._spawn(self._at(ev.until_s, reopen), "reopen")
-
-    async def _request_replan(self, reason: str) -> None:
-        """Ask the controller for a re-plan through its control API (`fleet replan`)."""
+    async def request_replan(self, reason: str) -> str | None:
+        """Through the controller's control API, as `fleet replan` does."""
         if self._client is None:
-            return
+            return None
         try:
             await self._client.request(ReplanBody(reason=reason), timeout_s=120)
         except (ControlError, BrokerError) as exc:
-            log.warning("re-plan for %s not requested: %s", reason, exc)
-            self.trace.incidents.append(
-                Incident(self._now_day_s(), "replan_refused", None, str(exc)[:300])
-            )
+            return str(exc)
+        return None
 
-    def _apply_closures(self) -> AppliedClosure:
-        where = f"{self.scenario.file}: [events] road_closure"
-        applied = apply_closures(self.day.net, self._closures, where)
-        check_depots_reachable(applied.net, where)
-        self.planning.net = applied.net
-        return applied
+    async def hand_in(self, parcels: list[Parcel]) -> bool:
+        assert self._client is not None and self._work is not None
+        name = f"late-{len(parcels)}-{int(self._now_day_s())}.csv"
+        body = AddParcelsBody(orders_csv=_orders_csv(parcels, self._work, name), orders_name=name)
+        try:
+            await self._client.request(body, timeout_s=120)
+        except (ControlError, BrokerError) as exc:
+            log.warning("orders not handed in (%s); trying again after the next restart", exc)
+            return False
+        return True
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -73,7 +73,7 @@ class Observer:
         self._assigned: dict[str, str] = {}  # parcel → van delivering it (latest order)
         self._current_replan: Replan | None = None
         self._moved = 0
-        self.replans_open = 0  # started and neither applied nor failed yet
+        self.replans_open = 0  # started and not yet applied, failed or dropped
 
     def view(self, van_id: str) -> VanView:
         v = self.vans.get(van_id)
@@ -108,7 +108,9 @@ class Observer:
     # ---- controller events ------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        if event.kind in ("replan_applied", "replan_failed"):
+        if event.kind == "controller_started":
+            self.replans_open = 0  # a new controller: what its predecessor planned is gone
+        if event.kind in ("replan_applied", "replan_failed", "replan_dropped"):
             self.replans_open = max(0, self.replans_open - 1)
         if event.kind != "replan_started":
             return

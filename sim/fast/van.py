@@ -20,7 +20,7 @@ timing:
   whose first node, where the van stands, has one (a re-plan's order for a van at its depot)
   charges from the moment it is accepted, while the van waits for the planned departure;
 * the van drives from standstill to the next stop (or the end of what is released) as one
-  closed-form :class:`sim.motion.Leg`, passing nodes without actions without stopping, and
+  closed-form :class:`sim.fast.motion.Leg`, passing nodes without actions without stopping, and
   dwells at stops; a node's actions are finished when the van leaves it (or passes it), as the
   bridge reports them; the load changes then;
 * it reports a :class:`fleet.protocol.State` on every event (order accepted or refused, node
@@ -60,7 +60,7 @@ from fleet.protocol import (
     VanPosition,
     make_header,
 )
-from sim.motion import Leg
+from sim.fast.motion import Leg
 
 log = logging.getLogger(__name__)
 
