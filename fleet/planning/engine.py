@@ -60,7 +60,14 @@ from fleet.planning.demand import (
     unserved,
     window,
 )
-from fleet.planning.legs import LegProblem, VanSlot, build_problem, range_m, routes_by_van
+from fleet.planning.legs import (
+    LegProblem,
+    VanSlot,
+    build_problem,
+    range_m,
+    routes_by_van,
+    stop_and_go_s,
+)
 from fleet.planning.schedule import Built, StartPoint, add_geometry, build_route
 from fleet.planning.summary import summarise
 from fleet.planning.text import clock
@@ -437,7 +444,7 @@ class _Engine:
         vs: VanState,
     ) -> vrp.Problem:
         dist = scaling.dist_matrix(dist_m)
-        dur = scaling.duration_matrix(time_s)
+        dur = scaling.duration_matrix(time_s + stop_and_go_s(dist_m, time_s, self.van))
         prize = 10 * int(dist.max(initial=0)) + 10 * int(dur.max(initial=0)) + 100_000
         begin = scaling.earliest(start.time_s)
         back_s = float(time_s[1, 0])
@@ -474,6 +481,13 @@ class _Engine:
             ),
             name=f"{leg.value} trip 0 of {vs.van_id}",
         )
+
+
+def _drive_s(m: LegMatrix, i: int, j: int, van: VanSpec) -> float:
+    """The drive from ``m``'s node ``i`` to node ``j`` as the optimiser counts it: the road
+    time and the stop and go at either end (:func:`~fleet.planning.legs.stop_and_go_s`)."""
+    dist, time = m.dist_m[i : i + 1, j : j + 1], m.time_s[i : i + 1, j : j + 1]
+    return float((time + stop_and_go_s(dist, time, van))[0, 0])
 
 
 def _unique(nodes: Sequence[NodeId]) -> list[NodeId]:
@@ -684,7 +698,7 @@ class _Day:
             self.report(f"road matrix for {sid}", 0.06 + 0.14 * k / max(1, len(used)))
             group = self.members.get(sid, [])
             i = lh_at[st.node]
-            there_s, back_s = float(lh_matrix.time_s[0, i]), float(lh_matrix.time_s[i, 0])
+            there_s, back_s = _drive_s(lh_matrix, 0, i, van), float(lh_matrix.time_s[i, 0])
             round_m = float(lh_matrix.dist_m[0, i] + lh_matrix.dist_m[i, 0])
             starts = [v.away[0] for v in self.away(sid) if v.away is not None]
             nodes = _unique([st.node, *sorted({pl.node for pl in group}), *starts])
@@ -716,7 +730,7 @@ class _Day:
             at = mat.index()
             two_leg: list[Placed] = []
             for pl in at_wh:
-                door_s = ready + van.depot_load_s + float(mat.time_s[0, at[pl.node]])
+                door_s = ready + van.depot_load_s + _drive_s(mat, 0, at[pl.node], van)
                 self.earliest[pl.parcel.id] = door_s
                 if pl.parcel.latest_s is not None and door_s + DIRECT_MARGIN_S > pl.parcel.latest_s:
                     candidates.append((st, pl, ready, door_s))
@@ -796,7 +810,7 @@ class _Day:
         for st, pl, ready, two_leg_s in candidates:
             p, j = pl.parcel, at[pl.node]
             early, late = window(p, site)
-            arrive = self.wh_ready[p.id] + van.depot_load_s + float(time_s[0, j])
+            arrive = self.wh_ready[p.id] + van.depot_load_s + _drive_s(lh_matrix, 0, j, van)
             back = max(arrive, early) + van.door_stop_s + door_service_s(p, van) + time_s[j, 0]
             round_m = float(dist[0, j] + dist[j, 0])
             if arrive <= late and back <= site.shift_end_s and round_m <= self.full_m:

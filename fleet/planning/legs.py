@@ -21,6 +21,22 @@ from fleet.model.van import VanSpec
 from fleet.planning import scaling, vrp
 from fleet.planning.demand import DepotPoint, LegMatrix, Visit
 
+# A van brakes into every stop at its service braking, this share of ``max_decel_mps2`` (the
+# VCU's controlled stop, docs/safety.md), and pulls away at ``max_accel_mps2``.
+SERVICE_BRAKING_SHARE = 0.6
+
+
+def stop_and_go_s(dist_m: np.ndarray, time_s: np.ndarray, van: VanSpec) -> np.ndarray:
+    """What each leg takes above its road time: pulling away from the stop it starts at and
+    braking into the one it ends at, ``v/(2a) + v/(2d)`` at the leg's speed ``v`` (its length
+    over its road time, at most the top speed). 0 for a leg of no length or no road."""
+    ok = np.isfinite(dist_m) & np.isfinite(time_s) & (dist_m > 0) & (time_s > 0)
+    v = np.zeros(np.shape(time_s), dtype=np.float64)
+    np.divide(dist_m, time_s, out=v, where=ok)
+    v = np.minimum(v, van.top_speed_mps)
+    brake = van.max_decel_mps2 * SERVICE_BRAKING_SHARE
+    return v / (2.0 * van.max_accel_mps2) + v / (2.0 * brake)
+
 
 @dataclass(frozen=True, slots=True)
 class VanSlot:
@@ -82,8 +98,12 @@ def build_problem(
     nodes = list(dict.fromkeys([depot.node, *(v.node for v in visits)]))
     rows = [full_at[n] for n in nodes]
     at = {n: i for i, n in enumerate(nodes)}
-    dist = scaling.dist_matrix(matrix.dist_m[np.ix_(rows, rows)])
-    dur = scaling.duration_matrix(matrix.time_s[np.ix_(rows, rows)])
+    dist_m = matrix.dist_m[np.ix_(rows, rows)]
+    time_s = matrix.time_s[np.ix_(rows, rows)]
+    dist = scaling.dist_matrix(dist_m)
+    # the optimiser counts each stop's braking and pulling away, which road times leave out,
+    # so a window it meets is met on the road too (a plan's times stay road times)
+    dur = scaling.duration_matrix(time_s + stop_and_go_s(dist_m, time_s, van))
     prize = 10 * int(dist.max(initial=0)) + 10 * int(dur.max(initial=0)) + 100_000
     shift_early = scaling.earliest(site.shift_start_s)
     shift_late = scaling.latest(site.shift_end_s)
