@@ -39,6 +39,7 @@ from fleet.protocol import (
     NodeActionType,
     Order,
     State,
+    StopKind,
     make_header,
 )
 from fleet.store import Changes, SqliteStore
@@ -69,6 +70,7 @@ from sim.trace import (
     Trace,
     Unloaded,
 )
+from sim.vehicle import distance_m
 from sim.world import (
     CHARGE_NOTICE_PCT,
     AppliedClosure,
@@ -80,6 +82,10 @@ from sim.world import (
 )
 
 log = logging.getLogger(__name__)
+
+# a rescue trip's transfer: the rescuer stops at the road node nearest the broken-down van,
+# which may stand this far from it along a road
+TRANSFER_REACH_M = 250.0
 
 FAST_TICK_S = 10.0  # the controller's clock tick in the fast mode (simulated seconds)
 STORE_COMMIT_S = 60.0  # what the controller decided is written this often (and before a restart)
@@ -190,6 +196,9 @@ class FastRun:
             replan_time_limit_s=sc.run.replan_time_limit_s,
             seed=sc.seed,
             sharing=sc.run.sharing,
+            # rescue trips: this world moves a broken-down van's load into the rescuer
+            # (take_over); the full stack cannot yet, and plans via the depot
+            transfer=True,
         )
         self._store_dir = store_dir
         self.use_store = (
@@ -470,7 +479,9 @@ class FastRun:
         delivers = {
             p for a in node.actions if a.action_type is NodeActionType.DELIVER for p in a.parcel_ids
         }
-        depot = DepotId(node.ref) if node.ref else None
+        transfer = node.kind is StopKind.TRANSFER
+        depot = DepotId(node.ref) if node.ref and not transfer else None
+        from_van = VanId(node.ref) if transfer else None
         for p in unloaded:
             pid = ParcelId(p)
             if p in delivers:
@@ -481,7 +492,9 @@ class FastRun:
                     Unloaded(self._day_s(t_s), vid, pid, depot, "unloaded at its station")
                 )
         for p in loaded:
-            self.trace.loaded.append(Loaded(self._day_s(t_s), vid, ParcelId(p), depot))
+            self.trace.loaded.append(
+                Loaded(self._day_s(t_s), vid, ParcelId(p), depot, from_van=from_van)
+            )
         self._note_charge(van, t_s)
         if loaded:
             aboard = [self.parcels[ParcelId(p)] for p in van.parcels_on_board]
@@ -494,6 +507,19 @@ class FastRun:
                     len(aboard),
                 )
             )
+
+    def take_over(self, van: FastVan, from_van: str, parcel_ids: tuple[str, ...]) -> set[str]:
+        """A rescue trip's transfer: what ``from_van`` (standing beside ``van``) still has
+        aboard of ``parcel_ids`` moves across; nothing if it is not within reach."""
+        other = self.vans.get(from_van)
+        if other is None or other is van:
+            return set()
+        now = self._now()
+        lon, lat, _ = other.position_at(now)
+        here_lon, here_lat, _ = van.position_at(now)
+        if distance_m(lon, lat, here_lon, here_lat) > TRANSFER_REACH_M:
+            return set()
+        return set(other.book.hand_over(parcel_ids))
 
     def _note_charge(self, van: FastVan, t_s: float) -> None:
         """A van whose charge rose at a stop charged there (a ``charge`` action)."""

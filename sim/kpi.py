@@ -20,7 +20,8 @@ Definitions (``docs/simulator.md`` repeats them):
   not there** must all be 0. A parcel is at the warehouse from its order, aboard the van that
   loaded it, at the depot where it was unloaded (a line haul's station, or its van's depot
   after a breakdown's recovery); a load anywhere else is physically impossible, and such a
-  load does not count towards recovering a breakdown.
+  load does not count towards recovering a breakdown. A rescue trip's transfer takes a
+  parcel over from the broken-down van it is aboard, beside it.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _valid_loads(trace: Trace) -> tuple[set[tuple[ParcelId, VanId, float]], int]
     were not."""
     events: list[tuple[float, int, ParcelId, VanId, str | None]] = []
     events.extend((u.t_s, 0, u.parcel, u.van, u.depot) for u in trace.unloaded)
-    events.extend((ld.t_s, 1, ld.parcel, ld.van, ld.depot) for ld in trace.loaded)
+    events.extend(
+        (ld.t_s, 1, ld.parcel, ld.van, f"van:{ld.from_van}" if ld.from_van else ld.depot)
+        for ld in trace.loaded
+    )
     events.extend((d.t_s, 2, d.parcel, d.van, None) for d in trace.delivered)
     events.sort(key=lambda e: (e[0], e[1]))
     where: dict[ParcelId, str] = {pid: f"depot:{trace.warehouse}" for pid in trace.parcels}
@@ -131,7 +135,7 @@ def _valid_loads(trace: Trace) -> tuple[set[tuple[ParcelId, VanId, float]], int]
         if kind == 0:
             where[pid] = f"depot:{depot}" if depot else "unknown"
         elif kind == 1:
-            if depot is not None and where.get(pid) == f"depot:{depot}":
+            if depot is not None and where.get(pid) in (f"depot:{depot}", depot):
                 valid.add((pid, van_id, t_s))
             else:
                 invalid += 1
