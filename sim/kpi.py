@@ -14,7 +14,8 @@ Definitions (``docs/simulator.md`` repeats them):
   the van's capacity (summed over departures, then divided), in %.
 * **vans used**: vans that drove at all. **re-plans**: how many, by cause.
 * **time to recover** after a breakdown: from the breakdown until the last of its parcels
-  (aboard, or still due on its route) is aboard another van or delivered by one.
+  (aboard, or still due on its route) is aboard another van or delivered by one; how many
+  of them a rescue trip took over where the van stood (``transferred``).
 * **integrity**: parcels delivered twice, delivered by a van that never loaded them,
   parcels lost (neither delivered nor accounted as failed), and **loads of parcels that were
   not there** must all be 0. A parcel is at the warehouse from its order, aboard the van that
@@ -53,6 +54,7 @@ class Recovery:
     parcels: int
     recovered: int  # of those, on another van or delivered by one
     recovery_s: float | None  # None: not all of them got onto another van
+    transferred: int = 0  # of those, taken over where it stood by a rescue trip
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,11 @@ def _recoveries(trace: Trace, valid: set[tuple[ParcelId, VanId, float]]) -> list
             if pid in wanted and van_id != b.van and t_s >= b.t_s:
                 done[pid] = min(done.get(pid, t_s), t_s)
         complete = len(done) == len(wanted)
+        moved = {
+            ld.parcel
+            for ld in trace.loaded
+            if ld.from_van == b.van and ld.parcel in done and (ld.parcel, ld.van, ld.t_s) in valid
+        }
         out.append(
             Recovery(
                 van=b.van,
@@ -285,6 +292,7 @@ def _recoveries(trace: Trace, valid: set[tuple[ParcelId, VanId, float]]) -> list
                 parcels=len(wanted),
                 recovered=len(done),
                 recovery_s=(max(done.values(), default=b.t_s) - b.t_s) if complete else None,
+                transferred=len(moved),
             )
         )
     return out
