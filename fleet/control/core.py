@@ -1611,6 +1611,7 @@ class ControllerCore:
         """A van declared lost is back: in service again, and (if the day was re-planned
         around it) re-planned again, so that what it still carries is its own once more."""
         self._set(v, in_service=True, out_reason="", replan_cause="")
+        self._breakdowns.pop(v.van_id, None)  # what it still carries is its own again
         self._event("van_in_service", now_s, van_id=v.van_id, detail=why)
         self._start_replan(f"{v.van_id}: back in service ({why})", now_s)
 
