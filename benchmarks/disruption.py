@@ -31,7 +31,9 @@ Figures (docs/simulator.md, "Disruption benchmark", defines each precisely):
 * ``breakdown_recovered_pct``: parcels of broken-down vans that got aboard another van or
   were delivered by one; ``recovery_p95_s``: 95th percentile of the time from a breakdown
   until its last parcel is aboard another van (a breakdown not fully recovered counts as
-  never: the figure is then null if it falls in the top 5 %);
+  never: the figure is then null if it falls in the top 5 %); ``breakdowns``,
+  ``breakdowns_by_rescue_trip`` (some of its parcels taken over where the van stood, by a
+  rescue trip) and ``breakdowns_via_depot`` (recovered, none by a rescue trip);
 * ``on_time_pct``: parcels delivered on time, of all parcels of all days;
 * ``modes_agree``: every full-stack day agrees with its fast run; ``integrity_faults``:
   parcels delivered twice, delivered by a van that never loaded them, loaded where they were
@@ -110,6 +112,8 @@ class Totals:
     breakdown_parcels: int = 0
     breakdown_recovered: int = 0
     recoveries_s: list[float] = field(default_factory=list)
+    by_rescue_trip: int = 0  # breakdowns whose parcels went (some or all) by a rescue trip
+    via_depot: int = 0  # breakdowns recovered only via the depot
     integrity: int = 0
     morning_km: float = 0.0  # the morning plans' km (all vans)
     morning_served: int = 0  # and the parcels they deliver
@@ -131,6 +135,10 @@ class Totals:
             self.breakdown_parcels += b.parcels
             self.breakdown_recovered += b.recovered
             self.recoveries_s.append(b.recovery_s if b.recovery_s is not None else math.inf)
+            if b.transferred:
+                self.by_rescue_trip += 1
+            elif b.recovered:
+                self.via_depot += 1
         self.integrity += integrity_faults(k)
 
     def figures(self) -> dict[str, object]:
@@ -144,6 +152,9 @@ class Totals:
             "urgent_on_time_pct": _pct(self.urgent_on_time, self.urgent_meetable),
             "breakdown_recovered_pct": _pct(self.breakdown_recovered, self.breakdown_parcels),
             "recovery_p95_s": p95,
+            "breakdowns": len(self.recoveries_s),
+            "breakdowns_by_rescue_trip": self.by_rescue_trip,
+            "breakdowns_via_depot": self.via_depot,
             "on_time_pct": _pct(self.on_time, self.parcels),
             "on_time_pct_disrupted": _pct(self.on_time_disrupted, self.parcels_disrupted),
             "morning_plan_km": round(self.morning_km, 1),
@@ -419,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ", ".join(
                         f"{b.recovered}/{b.parcels} "
                         + (f"{b.recovery_s / 60:.0f} min" if b.recovery_s is not None else "never")
+                        + (f" ({b.transferred} by rescue trip)" if b.transferred else " (depot)")
                         for b in rec
                     )
                     or "–",

@@ -14,13 +14,15 @@ Definitions (``docs/simulator.md`` repeats them):
   the van's capacity (summed over departures, then divided), in %.
 * **vans used**: vans that drove at all. **re-plans**: how many, by cause.
 * **time to recover** after a breakdown: from the breakdown until the last of its parcels
-  (aboard, or still due on its route) is aboard another van or delivered by one.
+  (aboard, or still due on its route) is aboard another van or delivered by one; how many
+  of them a rescue trip took over where the van stood (``transferred``).
 * **integrity**: parcels delivered twice, delivered by a van that never loaded them,
   parcels lost (neither delivered nor accounted as failed), and **loads of parcels that were
   not there** must all be 0. A parcel is at the warehouse from its order, aboard the van that
   loaded it, at the depot where it was unloaded (a line haul's station, or its van's depot
   after a breakdown's recovery); a load anywhere else is physically impossible, and such a
-  load does not count towards recovering a breakdown.
+  load does not count towards recovering a breakdown. A rescue trip's transfer takes a
+  parcel over from the broken-down van it is aboard, beside it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Recovery:
     parcels: int
     recovered: int  # of those, on another van or delivered by one
     recovery_s: float | None  # None: not all of them got onto another van
+    transferred: int = 0  # of those, taken over where it stood by a rescue trip
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,10 @@ def _valid_loads(trace: Trace) -> tuple[set[tuple[ParcelId, VanId, float]], int]
     were not."""
     events: list[tuple[float, int, ParcelId, VanId, str | None]] = []
     events.extend((u.t_s, 0, u.parcel, u.van, u.depot) for u in trace.unloaded)
-    events.extend((ld.t_s, 1, ld.parcel, ld.van, ld.depot) for ld in trace.loaded)
+    events.extend(
+        (ld.t_s, 1, ld.parcel, ld.van, f"van:{ld.from_van}" if ld.from_van else ld.depot)
+        for ld in trace.loaded
+    )
     events.extend((d.t_s, 2, d.parcel, d.van, None) for d in trace.delivered)
     events.sort(key=lambda e: (e[0], e[1]))
     where: dict[ParcelId, str] = {pid: f"depot:{trace.warehouse}" for pid in trace.parcels}
@@ -131,7 +137,7 @@ def _valid_loads(trace: Trace) -> tuple[set[tuple[ParcelId, VanId, float]], int]
         if kind == 0:
             where[pid] = f"depot:{depot}" if depot else "unknown"
         elif kind == 1:
-            if depot is not None and where.get(pid) == f"depot:{depot}":
+            if depot is not None and where.get(pid) in (f"depot:{depot}", depot):
                 valid.add((pid, van_id, t_s))
             else:
                 invalid += 1
@@ -274,6 +280,11 @@ def _recoveries(trace: Trace, valid: set[tuple[ParcelId, VanId, float]]) -> list
             if pid in wanted and van_id != b.van and t_s >= b.t_s:
                 done[pid] = min(done.get(pid, t_s), t_s)
         complete = len(done) == len(wanted)
+        moved = {
+            ld.parcel
+            for ld in trace.loaded
+            if ld.from_van == b.van and ld.parcel in done and (ld.parcel, ld.van, ld.t_s) in valid
+        }
         out.append(
             Recovery(
                 van=b.van,
@@ -281,6 +292,7 @@ def _recoveries(trace: Trace, valid: set[tuple[ParcelId, VanId, float]]) -> list
                 parcels=len(wanted),
                 recovered=len(done),
                 recovery_s=(max(done.values(), default=b.t_s) - b.t_s) if complete else None,
+                transferred=len(moved),
             )
         )
     return out

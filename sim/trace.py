@@ -41,6 +41,7 @@ class Loaded:
     van: VanId
     parcel: ParcelId
     depot: DepotId | None  # where it was loaded (None: handed over elsewhere)
+    from_van: VanId | None = None  # taken over from this broken-down van beside it
 
 
 @dataclass(frozen=True, slots=True)

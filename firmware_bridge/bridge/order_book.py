@@ -254,8 +254,12 @@ class OrderBook:
                     failed_parcel_ids=tuple(p for p in action.parcel_ids if p in kept),
                     result_description=reason[:500],
                 )
-            if action.action_type is NodeActionType.LOAD:
+            if action.action_type in (NodeActionType.LOAD, NodeActionType.TRANSFER_LOAD):
+                # (a transfer_load takes a broken-down van's load over; what it could not
+                # have handed over, ``failed``, does not come aboard)
                 for p in action.parcel_ids:
+                    if action.action_type is NodeActionType.TRANSFER_LOAD and p in kept:
+                        continue
                     if p not in self.parcels_on_board:
                         self.parcels_on_board.append(p)
                         loaded.append(p)
@@ -286,6 +290,17 @@ class OrderBook:
         """The status set for ``action_id`` with :meth:`set_action` (None: none was)."""
         state = self._overrides.get(action_id)
         return None if state is None else state.status
+
+    def hand_over(self, parcel_ids: Iterable[str]) -> tuple[str, ...]:
+        """Parcels taken over by another van beside this one (a rescue trip's
+        ``transfer_load``, docs/protocol.md): they leave the load; returns those that were
+        aboard."""
+        gone = set(parcel_ids)
+        out = tuple(p for p in self.parcels_on_board if p in gone)
+        if out:
+            self.parcels_on_board = [p for p in self.parcels_on_board if p not in gone]
+            self._changed()
+        return out
 
     def set_parcels(self, parcel_ids: Iterable[str]) -> None:
         """What is on board, as counted by hand (tests); the order's rules apply from here."""

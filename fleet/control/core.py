@@ -199,6 +199,9 @@ class ReplanRequest:
     # parcels aboard a van out of service for good: when they are taken as back at its depot
     # (epoch s), fixed when the van was declared lost so that every later re-plan agrees
     recovered_at: Mapping[str, float] = field(default_factory=dict)
+    # of the vans out of service for good, those broken down where they stand (a lasting
+    # fatal error, online, with a position): a rescue trip may take their load over there
+    transfer_from: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -206,6 +209,16 @@ class Output:
     changes: Changes
     sends: list[Outgoing]
     replans: list[ReplanRequest]
+
+
+@dataclass(slots=True)
+class _Breakdown:
+    """A van taken out of service with parcels aboard: since when, which are still aboard
+    it, and how many went on by each way (``rescue_trip``, ``depot``)."""
+
+    since_s: float
+    waiting: set[str] = field(default_factory=set)
+    ways: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -310,6 +323,8 @@ class ControllerCore:
         self._counted_out: set[str] = set()
         # parcels stranded on a van out of service: when they are due back at its depot
         self._recovery_due: dict[str, float] = {}
+        # per van out of service: its stranded parcels not yet aboard another van (in memory)
+        self._breakdowns: dict[str, _Breakdown] = {}
         self._wait_for_vans: set[str] = set()
         self._urgent_unmet: set[str] = set()  # urgent parcels already reported unmet
         # silence is counted from here at most: a van is not stale for the time this
@@ -1371,12 +1386,18 @@ class ControllerCore:
     ) -> None:
         """``where``: the depot or station the action was at (an unload leaves it there)."""
         pid = rec.parcel.id
-        if kind is NodeActionType.LOAD and (
+        if kind is NodeActionType.TRANSFER_LOAD and self._recovered(rec, v.van_id):
+            # taken over from a broken-down van where it stands (a rescue trip)
+            self._set_parcel(rec, status=ParcelStatus.LOADED, holder=v.van_id)
+            self._event("parcel_loaded", now_s, van_id=v.van_id, parcel_id=pid, detail=where or "")
+            self._note_recovered(pid, "rescue_trip", now_s)
+        elif kind is NodeActionType.LOAD and (
             rec.status in (ParcelStatus.PLANNED, ParcelStatus.AT_STATION)
             or self._recovered(rec, v.van_id)
         ):
             self._set_parcel(rec, status=ParcelStatus.LOADED, holder=v.van_id)
             self._event("parcel_loaded", now_s, van_id=v.van_id, parcel_id=pid)
+            self._note_recovered(pid, "depot", now_s)
         elif (
             kind is NodeActionType.UNLOAD
             and rec.status is ParcelStatus.LOADED
@@ -1408,6 +1429,30 @@ class ControllerCore:
                 # stop after all): it leaves that van's horizon
                 self._index_actions(other)
                 self._release(other, now_s, force=other.active)
+
+    def _note_recovered(self, pid: str, way: str, now_s: float) -> None:
+        """``pid``, stranded by a breakdown, is aboard another van (``way``: ``rescue_trip``
+        or ``depot``); once the last of that breakdown's parcels is, a ``breakdown_recovered``
+        event with the time it took (from the van's being declared out of service)."""
+        for van_id, b in list(self._breakdowns.items()):
+            if pid not in b.waiting:
+                continue
+            b.waiting.discard(pid)
+            b.ways[way] = b.ways.get(way, 0) + 1
+            if not b.waiting:
+                del self._breakdowns[van_id]
+                recovery_s = round(now_s - b.since_s, 3)
+                ways = ", ".join(f"{n} by {w.replace('_', ' ')}" for w, n in sorted(b.ways.items()))
+                self._event(
+                    "breakdown_recovered",
+                    now_s,
+                    van_id=van_id,
+                    detail=f"{sum(b.ways.values())} parcels aboard other vans after "
+                    f"{recovery_s:.0f} s ({ways})",
+                    recovery_s=recovery_s,
+                    way="rescue_trip" if b.ways.get("rescue_trip") else "depot",
+                    parcels=sum(b.ways.values()),
+                )
 
     def _recovered(self, rec: ParcelRecord, van_id: str) -> bool:
         """On board a van out of service, and now loaded by another: it was recovered."""
@@ -1649,6 +1694,7 @@ class ControllerCore:
         """A van declared lost is back: in service again, and (if the day was re-planned
         around it) re-planned again, so that what it still carries is its own once more."""
         self._set(v, in_service=True, out_reason="", replan_cause="")
+        self._breakdowns.pop(v.van_id, None)  # what it still carries is its own again
         self._event("van_in_service", now_s, van_id=v.van_id, detail=why)
         self._start_replan(f"{v.van_id}: back in service ({why})", now_s)
 
@@ -2298,6 +2344,8 @@ class ControllerCore:
             pid = rec.parcel.id
             if rec.status is ParcelStatus.LOADED and rec.holder == v.van_id and pid not in kept:
                 self._recovery_due.setdefault(pid, now_s + RECOVERY_S)
+                stranded = self._breakdowns.setdefault(v.van_id, _Breakdown(now_s))
+                stranded.waiting.add(pid)
                 self._event(
                     "parcel_stranded",
                     now_s,
@@ -2500,6 +2548,18 @@ class ControllerCore:
             unreachable,
             held,
             recovered_at,
+            frozenset(
+                v.van_id
+                for v in vans
+                if not v.in_service
+                and v.van_id not in unreachable
+                and v.parcels_on_board
+                and (w := self._vans.get(v.van_id)) is not None
+                and w.rec.fatal
+                and w.rec.connection not in OFFLINE_STATES
+                and w.state is not None
+                and w.state.position is not None
+            ),
         )
 
     def _walk_base(
@@ -2525,7 +2585,7 @@ class ControllerCore:
             for a in node.actions:
                 if a.action_id in v.done_actions:
                     continue
-                if a.action_type is NodeActionType.LOAD:
+                if a.action_type in (NodeActionType.LOAD, NodeActionType.TRANSFER_LOAD):
                     board.extend(p for p in a.parcel_ids if p not in board)
                 elif a.action_type in (NodeActionType.DELIVER, NodeActionType.UNLOAD):
                     gone = set(a.parcel_ids)

@@ -87,6 +87,8 @@ def _actions(
             return dwell_s
         if kind is NodeActionType.LOAD:
             return min(dwell_s, van.depot_load_s)
+        if kind is NodeActionType.TRANSFER_LOAD:
+            return min(dwell_s, van.transfer_time_s(len(stop.parcels_loaded)))
         if kind is NodeActionType.UNLOAD:
             return min(dwell_s, van.station_unload_s)
         if kind is NodeActionType.DELIVER:
@@ -113,7 +115,9 @@ def _actions(
         unload = stop.kind is not PlanStopKind.DOOR
         add(NodeActionType.UNLOAD if unload else NodeActionType.DELIVER, stop.parcels_delivered)
     if stop.parcels_loaded:
-        add(NodeActionType.LOAD, stop.parcels_loaded)
+        # beside a broken-down van (a rescue trip): its load is taken over there
+        transfer = stop.kind is PlanStopKind.TRANSFER
+        add(NodeActionType.TRANSFER_LOAD if transfer else NodeActionType.LOAD, stop.parcels_loaded)
     charged = prev is not None and stop.soc_pct > prev.soc_pct + CHARGE_NOTICE_PCT
     # An order's first stop at a depot: the plan charged the van there from the state of
     # charge it had when planned, which this stop does not show; charging to the planned

@@ -41,11 +41,16 @@ class SitePlanning:
         seed: int = 1,
         sharing: Sharing = Sharing.FLEET,
         workers: int | None = None,
+        transfer: bool = False,
     ) -> None:
         """``sharing``: whether a re-plan may lend any van to a station short of vans
         (``fleet``) or keeps each station to its own (``depot``); see
         :mod:`fleet.planning.borrow`. ``workers``: parallel searches per re-plan (default:
-        every core, in worker processes; 1: one search in the calling thread)."""
+        every core, in worker processes; 1: one search in the calling thread). ``transfer``:
+        whether a re-plan may send a rescue trip to take a broken-down van's load over where
+        it stands (docs/plan.md, "Breakdowns"), else its load goes via its depot. Off by
+        default: only the fast simulator moves a load between two vans today (the bridge
+        has no way yet to hand a broken-down van's load over; docs/controller.md)."""
         self.site = site
         self.van = van
         self.net = net
@@ -53,6 +58,7 @@ class SitePlanning:
         self.seed = seed
         self.sharing = sharing
         self.workers = workers
+        self.transfer = transfer
 
     def load_dispatch(self, body: DispatchBody) -> CheckedPlan:
         plan = plan_from_json(body.plan, Path("plan.json"))
@@ -100,6 +106,7 @@ class SitePlanning:
             created_utc=format_timestamp(request.now_s),
             sharing=self.sharing,
             workers=self.workers,
+            transfer_from=request.transfer_from if self.transfer else (),
         )
         return CheckedPlan(
             plan, request.parcels, request.replan_id, _canonical(plan_to_json(plan)), ()

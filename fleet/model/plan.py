@@ -28,6 +28,9 @@ class StopKind(StrEnum):
     DOOR = "door"  # last mile: a delivery address
     CHARGE = "charge"  # a stop at a depot whose dwell was lengthened only to charge
     START = "start"  # re-plan only: where the van is when the plan is made (first stop)
+    # a rescue trip's second stop: where a broken-down van stands; the rescuer takes its load
+    # over there (``ref``: the broken-down van's id; docs/plan.md, "Breakdowns")
+    TRANSFER = "transfer"
 
 
 class UnservedReason(StrEnum):
@@ -47,7 +50,8 @@ class Stop:
 
     seq: int  # 0-based position in the trip
     kind: StopKind
-    ref: str  # depot or station id for depot/station/charge stops; "" otherwise
+    ref: str  # depot or station id for depot/station/charge stops; the van a transfer loads
+    # from; "" otherwise
     node: NodeId  # road node the stop is snapped to
     lon: float
     lat: float

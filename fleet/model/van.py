@@ -28,6 +28,14 @@ class VanSpec:
     per_parcel_s: float  # added per parcel handed over
     station_unload_s: float  # leg 1: unloading one consignment at a station
     depot_load_s: float  # loading the van before each trip
+    # a rescue trip (docs/plan.md, "Breakdowns"): another van meets a broken-down van where
+    # it stands and takes its load over: this fixed time, plus this per parcel moved
+    transfer_s: float = 600.0
+    transfer_per_parcel_s: float = 10.0
+
+    def transfer_time_s(self, parcels: int) -> float:
+        """Time to move ``parcels`` from a broken-down van into the rescuing van."""
+        return self.transfer_s + parcels * self.transfer_per_parcel_s
 
     @property
     def usable_range_km(self) -> float:
@@ -52,7 +60,8 @@ RANGE_CONSISTENCY_TOLERANCE = 0.02
 
 
 def load_van_spec(path: Path) -> VanSpec:
-    """Read ``[van]`` and ``[service]`` from ``path``; every wrong key fails with its name."""
+    """Read ``[van]`` and ``[service]`` from ``path``; every wrong key fails with its name
+    (``transfer_s`` and ``transfer_per_parcel_s`` may be left out: 600 s and 10 s)."""
     root = Table.root(path)
     van = root.table("van")
     service = root.table("service")
@@ -72,6 +81,8 @@ def load_van_spec(path: Path) -> VanSpec:
         per_parcel_s=service.number("per_parcel_s", "s", ge=0),
         station_unload_s=service.number("station_unload_s", "s", ge=0),
         depot_load_s=service.number("depot_load_s", "s", ge=0),
+        transfer_s=service.number("transfer_s", "s", ge=0, default=600.0),
+        transfer_per_parcel_s=service.number("transfer_per_parcel_s", "s", ge=0, default=10.0),
     )
     van.finish()
     service.finish()

@@ -19,7 +19,9 @@ parcels of a broken-down last-mile van, back at its station ``recovery_s`` after
 breakdown, are taken in one load by the van that can be there soonest among those with the
 least work of their own (any depot's, the station's own included), before its own work
 (:func:`lead_in`, :func:`then`); what that one load cannot take goes to the station's vans
-as any other parcel.
+as any other parcel. For a van broken down where it stands, the engine also weighs a rescue
+trip that takes its load over there (``_Day.transfer_option``) and keeps whichever way
+delivers sooner.
 
 This module builds those pieces (:func:`lent_slot`, :func:`join_day`, :func:`lead_in`,
 :func:`then`); the engine (:mod:`fleet.planning.engine`) decides which stations are short

@@ -40,7 +40,7 @@ import numpy as np
 from fleet.errors import InfeasibleError, InputError, VerificationError
 from fleet.model.ids import DepotId, NodeId, ParcelId, VanId
 from fleet.model.parcel import Parcel
-from fleet.model.plan import Leg, Plan, StopKind, Unserved, UnservedReason, VanRoute
+from fleet.model.plan import Leg, Plan, Stop, StopKind, Trip, Unserved, UnservedReason, VanRoute
 from fleet.model.site import Site
 from fleet.model.van import VanSpec
 from fleet.planning import scaling, vrp
@@ -122,6 +122,11 @@ class StartingState:
     at_station: dict[ParcelId, DepotId]
     start_soc_pct: dict[VanId, float]
     at_station_from_s: dict[ParcelId, float] = field(default_factory=dict)
+    # parcels aboard broken-down vans that a rescue trip may take over where the van stands:
+    # which van, until when (then they are taken to its depot), and the van's road node
+    transfer_from: dict[ParcelId, VanId] = field(default_factory=dict)
+    transfer_until_s: dict[ParcelId, float] = field(default_factory=dict)
+    transfer_node: dict[VanId, NodeId] = field(default_factory=dict)
 
 
 def van_ids(depot: DepotId, count: int) -> list[VanId]:
@@ -175,8 +180,10 @@ class _Engine:
         max_iterations: int | None,
         now_s: float,
         sharing: Sharing = Sharing.FLEET,
+        transfer_from: frozenset[VanId] = frozenset(),
     ) -> None:
         self.sharing = sharing
+        self.transfer_from = transfer_from
         self.site = site
         self.van = van
         self.net = net
@@ -488,6 +495,78 @@ def _drive_s(m: LegMatrix, i: int, j: int, van: VanSpec) -> float:
     time and the stop and go at either end (:func:`~fleet.planning.legs.stop_and_go_s`)."""
     dist, time = m.dist_m[i : i + 1, j : j + 1], m.time_s[i : i + 1, j : j + 1]
     return float((time + stop_and_go_s(dist, time, van))[0, 0])
+
+
+def _sooner(route: VanRoute, parcels: set[ParcelId]) -> tuple[int, float, float]:
+    """How well ``route`` delivers ``parcels``, smaller is better: how many it leaves out,
+    then when it has delivered the last of those it delivers (a window opening late may
+    decide that for both ways), then their mean delivery time."""
+    done = {
+        pid: s.arrival_s
+        for s in route.stops()
+        if s.kind is StopKind.DOOR
+        for pid in s.parcels_delivered
+        if pid in parcels
+    }
+    if not done:
+        return len(parcels), math.inf, math.inf
+    return len(parcels) - len(done), max(done.values()), math.fsum(done.values()) / len(done)
+
+
+def _from_home(
+    trip0: VanRoute,
+    home: DepotPoint,
+    broken: VanId,
+    free_s: float,
+    arrive_s: float,
+    soc_pct: float,
+    drive_m: float,
+    van: VanSpec,
+) -> VanRoute:
+    """A rescue trip: ``trip0`` starts where the broken-down van stands (a ``start`` stop,
+    left when the transfer is done); it becomes the van's depot (left at ``free_s`` with
+    ``soc_pct``), the drive there (``drive_m``, arriving at ``arrive_s``) and a ``transfer``
+    stop at ``broken`` loading what ``trip0`` carries, then the rest of ``trip0``, counted on."""
+    stops = trip0.trips[0].stops
+    at = stops[0]
+    used = drive_m * van.energy_per_m_kwh
+    leave = Stop(
+        seq=0,
+        kind=StopKind.DEPOT,
+        ref=home.depot.id,
+        node=home.node,
+        lon=home.lon,
+        lat=home.lat,
+        arrival_s=free_s,
+        departure_s=free_s,
+        parcels_loaded=(),
+        parcels_delivered=(),
+        load_after_kg=0.0,
+        load_after_m3=0.0,
+        dist_so_far_m=0.0,
+        energy_so_far_kwh=0.0,
+        soc_pct=soc_pct,
+        geometry_in=(),
+    )
+    meet = replace(
+        at,
+        seq=1,
+        kind=StopKind.TRANSFER,
+        ref=broken,
+        arrival_s=arrive_s,
+        dist_so_far_m=at.dist_so_far_m + drive_m,
+        energy_so_far_kwh=at.energy_so_far_kwh + used,
+    )
+    rest = tuple(
+        replace(
+            s,
+            seq=k + 2,
+            dist_so_far_m=s.dist_so_far_m + drive_m,
+            energy_so_far_kwh=s.energy_so_far_kwh + used,
+        )
+        for k, s in enumerate(stops[1:])
+    )
+    return replace(trip0, trips=(Trip(index=0, stops=(leave, meet, *rest)),))
 
 
 def _unique(nodes: Sequence[NodeId]) -> list[NodeId]:
@@ -1077,17 +1156,102 @@ class _Day:
             if pid not in served
         ]
 
+    def transferable(
+        self,
+    ) -> tuple[dict[ParcelId, VanId], dict[ParcelId, float], dict[VanId, NodeId]]:
+        """Parcels a rescue trip may take over from a broken-down van where it stands (for
+        the verifier): which van, until when, and where the van stands."""
+        holders: dict[ParcelId, VanId] = {}
+        until: dict[ParcelId, float] = {}
+        nodes: dict[VanId, NodeId] = {}
+        for vs in self.vans:
+            if vs.in_service or vs.away is None or vs.van_id not in self.engine.transfer_from:
+                continue
+            nodes[vs.van_id] = vs.away[0]
+        for pid, state in self.states.items():
+            if state.where is Where.ON_BOARD and state.van in nodes and pid in self.st_ready:
+                holders[pid] = VanId(state.van)
+                until[pid] = self.st_ready[pid]
+        return holders, until, nodes
+
     def rescue(self, sid: DepotId) -> None:
-        """The parcels of broken-down vans, back at station ``sid``, taken in one load by
-        the van that can be there soonest among those with the least work of their own
-        (:mod:`fleet.planning.borrow`); what that load cannot take stays with the station."""
+        """The parcels of broken-down vans of station ``sid``: per broken-down van, a rescue
+        trip that takes its load over where it stands (:meth:`transfer_option`) or the one
+        load from the station once they are back there (:meth:`depot_option`), whichever
+        delivers them sooner; the rest stays with the station's vans."""
         mat = self.mats.get(sid)
         if mat is None or self.lh_matrix is None:
             return
         wanted = set(self.recovered[sid])
+        depot = self.depot_option(sid, wanted)
+        holders, until, nodes = self.transferable()
+        moved = False
+        for b in sorted(nodes):
+            mine = {pid for pid in wanted if holders.get(pid) == b}
+            keep = [pl for pl in self.keep[sid] if pl.parcel.id in mine]
+            if not keep:
+                continue
+            rescue = self.transfer_option(sid, b, nodes[b], keep, min(until[p] for p in mine))
+            if rescue is None:
+                continue
+            vid, lead, taken = rescue
+            if depot is not None and _sooner(depot[1], mine) <= _sooner(lead, mine):
+                log.info(
+                    "%s: %s's load goes via its depot (%s) rather than a rescue trip (%s)",
+                    sid,
+                    b,
+                    _sooner(depot[1], mine),
+                    _sooner(lead, mine),
+                )
+                continue
+            self.commit_rescue(sid, vid, lead)
+            wanted -= taken
+            moved = True
+            log.info(
+                "%s: %d parcels of %s taken over where it stands by %s", sid, len(taken), b, vid
+            )
+        if moved:
+            depot = self.depot_option(sid, wanted)
+        if depot is not None:
+            self.commit_rescue(sid, depot[0], depot[1])
+
+    def commit_rescue(self, sid: DepotId, vid: VanId, lead: VanRoute) -> None:
+        """``vid`` drives ``lead`` before its own work: what it delivers leaves the station."""
+        taken = {
+            pid for s in lead.stops() if s.kind is StopKind.DOOR for pid in s.parcels_delivered
+        }
+        self.keep[sid] = [pl for pl in self.keep[sid] if pl.parcel.id not in taken]
+        self.lead[vid] = lead
+        end = lead.trips[-1].stops[-1]
+        self.vans = [
+            replace(v, free_s=end.arrival_s, soc_pct=end.soc_pct) if v.van_id == vid else v
+            for v in self.vans
+        ]
+
+    def rescuers(self) -> list[VanState]:
+        """Vans that may drive a rescue: in service, empty at their depot, with no rescue and
+        no line haul of their own (a line-haul van with work may still be lent after it)."""
+        by_van = {r.van_id for r in self.routes}
+        return [
+            vs
+            for vs in self.vans
+            if vs.in_service
+            and vs.away is None
+            and not vs.on_board
+            and vs.van_id not in self.lead
+            and vs.van_id not in by_van
+        ]
+
+    def depot_option(self, sid: DepotId, wanted: set[ParcelId]) -> tuple[VanId, VanRoute] | None:
+        """The parcels of broken-down vans, back at station ``sid``, taken in one load by
+        the van that can be there soonest among those with the least work of their own
+        (:mod:`fleet.planning.borrow`)."""
+        mat = self.mats.get(sid)
+        if mat is None or self.lh_matrix is None:
+            return None
         keep = [pl for pl in self.keep[sid] if pl.parcel.id in wanted]
         if not keep:
-            return
+            return None
         visits = door_visits(keep, self.van, self.site, self.st_ready)
         ready = min(v.release_s for v in visits)
         st = self.depots[sid]
@@ -1097,15 +1261,9 @@ class _Day:
         for depot in {v.depot for v in self.vans}:
             n = sum(1 for v in self.vans if v.in_service and v.depot == depot)
             busy[depot] = len(self.keep.get(depot, [])) / max(1, n)
-        by_van = {r.van_id: r for r in self.routes}  # line-haul vans' days
         options: list[tuple[float, float, VanId, Lend]] = []
-        for vs in self.vans:
-            if not vs.in_service or vs.away is not None or vs.on_board or vs.van_id in self.lead:
-                continue
+        for vs in self.rescuers():
             home = self.depots[vs.depot]
-            own = by_van.get(vs.van_id)
-            if own is not None:
-                continue  # a line-haul van with work: it may still be lent after it
             i, j = at[home.node], at[st.node]
             lend = lent_slot(
                 vs.van_id,
@@ -1138,24 +1296,114 @@ class _Day:
             lead = lead_in(lend, built.route, leg, self.van, self.site)
             if lead is None:
                 continue
-            taken = {
-                pid for s in lead.stops() if s.kind is StopKind.DOOR for pid in s.parcels_delivered
-            }
-            self.keep[sid] = [pl for pl in self.keep[sid] if pl.parcel.id not in taken]
-            self.lead[vid] = lead
-            end = lead.trips[-1].stops[-1]
-            self.vans = [
-                replace(v, free_s=end.arrival_s, soc_pct=end.soc_pct) if v.van_id == vid else v
-                for v in self.vans
-            ]
             log.info(
-                "%s: %d recovered parcels taken in one load by %s from %s",
+                "%s: recovered parcels could be taken in one load by %s from %s",
                 sid,
-                len(taken),
                 vid,
                 clock(built.route.trips[0].stops[0].departure_s),
             )
-            return
+            return vid, lead
+        return None
+
+    def transfer_option(
+        self,
+        sid: DepotId,
+        broken: VanId,
+        node: NodeId,
+        keep: Sequence[Placed],
+        until_s: float,
+    ) -> tuple[VanId, VanRoute, set[ParcelId]] | None:
+        """A rescue trip for ``broken``'s load ``keep`` (parcels of station ``sid``): a van
+        empty at its depot drives to where ``broken`` stands (at ``node``), arriving so that
+        the transfer (``VanSpec.transfer_time_s``) ends by ``until_s`` (when the load is
+        taken to the depot instead), takes over what it can deliver in one go, delivers it
+        and drives home. Of the ``RESCUE_TRIES`` vans that can be there soonest, the one
+        whose last delivery is soonest; returns it, its trip, and the parcels it takes."""
+        van = self.van
+        homes = _unique([self.depots[vs.depot].node for vs in self.rescuers()])
+        if not homes or node in homes:
+            return None
+        doors = _unique([pl.node for pl in keep])
+        nodes = _unique([*homes, node, *doors])
+        full = LegMatrix.between(nodes, self.net)
+        at = full.index()
+        b = at[node]
+        transfer_s = van.transfer_time_s(len(keep))
+        per_m = van.energy_per_m_kwh
+        reserve = van.battery_kwh * van.range_reserve_pct / 100.0
+        candidates: list[tuple[float, VanId, VanState]] = []
+        for vs in self.rescuers():
+            h = at[self.depots[vs.depot].node]
+            dist = float(full.dist_m[h, b])
+            if not (math.isfinite(dist) and math.isfinite(float(full.dist_m[b, h]))):
+                continue
+            if van.battery_kwh * vs.soc_pct / 100.0 < reserve + 2 * dist * per_m:
+                continue  # not enough charge to get there and back without charging first
+            arrive = max(self.start, vs.free_s) + float(full.time_s[h, b])
+            if arrive + transfer_s > until_s:
+                continue
+            candidates.append((arrive, vs.van_id, vs))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        best: tuple[tuple[int, float, float], VanId, VanRoute, set[ParcelId]] | None = None
+        for arrive, vid, vs in candidates[:RESCUE_TRIES]:
+            home = self.depots[vs.depot]
+            h = at[home.node]
+            order = [h, b, *(at[n] for n in doors)]
+            sub = LegMatrix(
+                tuple(full.nodes[i] for i in order),
+                full.dist_m[np.ix_(order, order)],
+                full.time_s[np.ix_(order, order)],
+            )
+            ready = arrive + transfer_s
+            visits = door_visits(keep, van, self.site, dict.fromkeys(self.st_ready, ready))
+            drive_m = float(full.dist_m[h, b])
+            soc_there = vs.soc_pct - 100.0 * drive_m * per_m / van.battery_kwh
+            aboard = tuple(pl.parcel.id for pl in keep)
+            sp = StartPoint(
+                node,
+                self.net.lonlat(node)[0],
+                self.net.lonlat(node)[1],
+                ready,
+                aboard,
+                math.fsum(pl.parcel.weight_kg for pl in keep),
+                math.fsum(pl.parcel.volume_m3 for pl in keep),
+            )
+            moved = replace(vs, soc_pct=soc_there, away=(node, sp.lon, sp.lat), on_board=aboard)
+            leg = Leg.LINE_HAUL if vs.depot == self.wh.depot.id else Leg.LAST_MILE
+            first = self.engine.first_trips(leg, home, sub, [(moved, visits, (), sp)])[vid]
+            if not first.visits:
+                continue
+            taken = {pid for v in first.visits for pid in v.parcel_ids}
+            sp = replace(
+                sp,
+                parcels=tuple(p for p in aboard if p in taken),
+                load_kg=math.fsum(v.weight_kg for v in first.visits),
+                load_m3=math.fsum(v.volume_m3 for v in first.visits),
+            )
+            built = build_route(
+                vid,
+                leg,
+                home,
+                [first.visits],
+                sub,
+                van,
+                self.site,
+                start_s=ready,
+                start_soc_pct=soc_there,
+                start=sp,
+                start_loc=1,
+                leave_early=True,
+            )
+            if built.shortfalls:
+                continue
+            free = max(self.start, vs.free_s)
+            lead = _from_home(built.route, home, broken, free, arrive, vs.soc_pct, drive_m, van)
+            score = _sooner(lead, set(aboard))
+            if best is None or score < best[0]:
+                best = (score, vid, lead, taken)
+        if best is None:
+            return None
+        return best[1], best[2], best[3]
 
     def lend_vans(self, parts: Sequence[_Part]) -> None:
         """Door stops a station's own vans could not take, offered to every other van in
@@ -1293,6 +1541,7 @@ def plan_fleet(
     verify: bool,
     minimise_vans: bool = False,
     sharing: Sharing = Sharing.FLEET,
+    transfer_from: frozenset[VanId] = frozenset(),
 ) -> tuple[Plan, StartingState]:
     """Plan both legs for ``vans`` as they are and ``parcels`` where ``states`` says they are.
 
@@ -1316,6 +1565,7 @@ def plan_fleet(
         max_iterations=max_iterations,
         now_s=now_s,
         sharing=sharing,
+        transfer_from=transfer_from,
     )
     engine.start_soc = {v.van_id: v.soc_pct for v in vans}
     engine.minimise_vans = minimise_vans
@@ -1350,10 +1600,14 @@ def plan_fleet(
             van=van,
         ),
     )
+    transfer = run.transferable()
     starting = StartingState(
         at_station={pid: run.to_station[pid] for pid in run.st_ready if pid in run.to_station},
         start_soc_pct={v.van_id: v.soc_pct for v in vans},
         at_station_from_s={pid: t for pid, t in run.st_ready.items() if pid in run.to_station},
+        transfer_from=transfer[0],
+        transfer_until_s=transfer[1],
+        transfer_node=transfer[2],
     )
     if verify:
         report("verifying", 0.92)
@@ -1366,6 +1620,9 @@ def plan_fleet(
             at_station=starting.at_station,
             start_soc_pct=starting.start_soc_pct,
             at_station_from_s=starting.at_station_from_s,
+            transfer_from=starting.transfer_from,
+            transfer_until_s=starting.transfer_until_s,
+            transfer_node=starting.transfer_node,
         )
         if problems:
             raise VerificationError(problems)

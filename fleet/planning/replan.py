@@ -10,7 +10,9 @@ with where each one is. The new plan:
   delivers what it can in time and brings the rest back to its depot;
 * gives nothing to a van out of service; what it carries is taken as recovered to its depot
   ``recovery_s`` after ``now_s`` (a station for a last-mile van, else the warehouse), and
-  planned from there on other vans;
+  planned from there on other vans; for a last-mile van named in ``transfer_from`` (broken
+  down where it stands), a rescue trip that takes its load over there is planned instead
+  when it delivers sooner (docs/plan.md, "Breakdowns");
 * plans from each van's position, time and state of charge; parcels at stations go out on
   the last mile directly, parcels at the warehouse through the line haul first;
 * a parcel still on its way to a station (a line-haul van's released base unloads it there)
@@ -27,7 +29,7 @@ Vans of the site that ``vans`` does not mention are taken as idle at their depot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 from typing import Protocol
 
@@ -143,6 +145,7 @@ def replan(
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
     sharing: Sharing = Sharing.FLEET,
+    transfer_from: Collection[str] = (),
 ) -> Plan:
     """A new verified plan for ``parcels`` (all not yet delivered) from the fleet as it is.
 
@@ -154,7 +157,9 @@ def replan(
     parcels not yet where they are said to be, when they will be (seconds after local
     midnight; default ``now_s``); ``recovered_at``, for parcels aboard a van out of service,
     when they are back at its depot (default ``now_s + recovery_s``: a controller passes the
-    time it assumed when the van was declared lost, so later re-plans agree). See
+    time it assumed when the van was declared lost, so later re-plans agree);
+    ``transfer_from`` names vans out of service (broken down where they stand, reachable)
+    whose load a rescue trip may take over there until then (with ``sharing="fleet"``). See
     :func:`replan_with_state` for the starting state to verify the plan again with.
     """
     return replan_with_state(
@@ -177,6 +182,7 @@ def replan(
         max_iterations=max_iterations,
         recovery_s=recovery_s,
         sharing=sharing,
+        transfer_from=transfer_from,
     )[0]
 
 
@@ -201,6 +207,7 @@ def replan_with_state(
     max_iterations: int | None = None,
     recovery_s: float = RECOVERY_S,
     sharing: Sharing = Sharing.FLEET,
+    transfer_from: Collection[str] = (),
 ) -> tuple[Plan, StartingState]:
     """:func:`replan`, also returning the starting state the plan was verified from:
     ``verify_plan(plan, parcels, site, van, net, at_station=state.at_station,
@@ -302,4 +309,5 @@ def replan_with_state(
         already_unserved=(),
         verify=True,
         sharing=sharing,
+        transfer_from=frozenset(VanId(v) for v in transfer_from if v in in_service),
     )

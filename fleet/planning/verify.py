@@ -17,6 +17,10 @@ It shares no code with the model builder (it imports nothing from the rest of
 * service times, delivery windows, the shift, and the hand-over between the legs (a parcel
   leaves its station only after the line haul unloaded it there, or, for a parcel a re-plan
   found at a station, not before the time it is there);
+* a rescue trip (docs/plan.md, "Breakdowns"): its ``transfer`` stop is the second of a trip
+  from the van's depot, where a broken-down van stands (as given), loads only parcels that
+  van carries, before they are taken to its depot, staying the transfer time; the trip then
+  stops only at doors;
 * that every parcel is delivered exactly once at its own address, or listed as unserved once;
 * the figures in the plan (times, loads, distance, energy, SoC, geometry, summary).
 
@@ -133,8 +137,15 @@ class _Verifier:
         at_station: Mapping[ParcelId, DepotId],
         start_soc_pct: Mapping[VanId, float],
         at_station_from_s: Mapping[ParcelId, float],
+        transfer_from: Mapping[ParcelId, VanId],
+        transfer_until_s: Mapping[ParcelId, float],
+        transfer_node: Mapping[VanId, NodeId],
     ) -> None:
         self.plan = plan
+        self.transfer_from = transfer_from
+        self.transfer_until = transfer_until_s
+        self.transfer_node = transfer_node
+        self.transferred: dict[ParcelId, list[VanId]] = defaultdict(list)  # by the rescuer
         self.site = site
         self.van = van
         self.net = net
@@ -291,6 +302,11 @@ class _Verifier:
                         # a trip ends where it started, at home, or (a drive with nothing to
                         # do between) at the station the van is lent to next
                         self.bad(sw, f"a trip from {base} must end there or at {r.depot}")
+                elif s.kind is StopKind.TRANSFER or StopKind.TRANSFER in middle:
+                    if s.kind is StopKind.TRANSFER and (i != 1 or lent):
+                        self.bad(sw, "a transfer is the first stop of a trip from the van's depot")
+                    elif s.kind not in (StopKind.TRANSFER, StopKind.DOOR):
+                        self.bad(sw, "a rescue trip stops only at doors after its transfer")
                 elif (lent or direct) and s.kind is not StopKind.DOOR:
                     self.bad(sw, f"a van lent to {base} stops only at doors between depot visits")
                 elif (
@@ -316,6 +332,14 @@ class _Verifier:
                         self.bad(sw, f"is not at station {s.ref}'s road node")
                 elif s.kind is StopKind.DOOR and s.ref:
                     self.bad(sw, "a door stop must have an empty ref")
+                elif s.kind is StopKind.TRANSFER:
+                    stands = self.transfer_node.get(VanId(s.ref))
+                    if stands is None:
+                        self.bad(sw, f"{s.ref!r} is not a broken-down van a load may be taken from")
+                    elif s.node != stands:
+                        self.bad(sw, f"is not where {s.ref} stands (node {stands})")
+                    if not s.parcels_loaded:
+                        self.bad(sw, "a transfer takes at least one parcel over")
                 try:
                     lon, lat = self.net.lonlat(s.node)
                 except RoadError:
@@ -380,7 +404,9 @@ class _Verifier:
                     if p is None:
                         self.bad(sw, f"loads unknown parcel {pid}")
                         continue
-                    if s.kind not in (StopKind.DEPOT, StopKind.CHARGE, StopKind.START):
+                    if s.kind is StopKind.TRANSFER:
+                        self.transfer(sw, s, pid, r.van_id)
+                    elif s.kind not in (StopKind.DEPOT, StopKind.CHARGE, StopKind.START):
                         self.bad(sw, f"parcel {pid} is loaded away from a depot")
                     elif s.kind is not StopKind.START and (i != 0 or s.ref != base):
                         self.bad(sw, f"parcel {pid} is loaded at {s.ref}, not at its trip's start")
@@ -388,7 +414,7 @@ class _Verifier:
                         self.bad(sw, f"parcel {pid} is loaded while already on board")
                     on_board[pid] = p
                     trip_loaded.add(pid)
-                    if s.kind is not StopKind.START:
+                    if s.kind not in (StopKind.START, StopKind.TRANSFER):
                         # which leg a load is for follows from where it is made
                         kind = Leg.LINE_HAUL if s.ref == warehouse else Leg.LAST_MILE
                         self.loaded_at[pid].append(
@@ -453,9 +479,28 @@ class _Verifier:
                     f"{_hhmm(self.site.shift_end_s)}",
                 )
 
+    def transfer(self, where: str, s: Stop, pid: ParcelId, van_id: VanId) -> None:
+        """``pid`` taken over at transfer stop ``s``: from the van that carries it, in time."""
+        holder = self.transfer_from.get(pid)
+        if holder is None or holder != s.ref:
+            self.bad(where, f"parcel {pid} is not aboard {s.ref}")
+            return
+        until = self.transfer_until.get(pid)
+        if until is not None and s.departure_s > until + TIME_TOL_S:
+            self.bad(
+                where,
+                f"takes parcel {pid} over until {_hhmm(s.departure_s)}, but it is taken to its "
+                f"depot at {_hhmm(until)}",
+            )
+        self.transferred[pid].append(van_id)
+
     def service(self, where: str, s: Stop, leg: Leg) -> None:
         van = self.van
         dwell = s.departure_s - s.arrival_s
+        if s.kind is StopKind.TRANSFER:
+            need = van.transfer_time_s(len(s.parcels_loaded))
+            if dwell + TIME_TOL_S < need:
+                self.bad(where, f"stays {dwell:.0f} s, the transfer takes {need:g} s")
         if s.kind is StopKind.STATION and dwell + TIME_TOL_S < van.station_unload_s:
             self.bad(where, f"stays {dwell:.0f} s, unloading takes {van.station_unload_s:g} s")
         if (
@@ -541,7 +586,27 @@ class _Verifier:
             if len(drops) > 1:
                 self.bad(f"parcel {pid}", f"is unloaded at stations {len(drops)} times")
             lm_loads = [x for x in self.loaded_at.get(pid, []) if x[2] is Leg.LAST_MILE]
+            rescuers = self.transferred.get(pid, [])
+            if len(rescuers) > 1:
+                self.bad(
+                    f"parcel {pid}", f"is taken over from a broken-down van {len(rescuers)} times"
+                )
+            if rescuers and self.loaded_at.get(pid):
+                self.bad(
+                    f"parcel {pid}", "is taken over from a broken-down van and loaded at a depot"
+                )
             if not n:
+                if rescuers:
+                    self.bad(
+                        f"parcel {pid}", "is taken over from a broken-down van but not delivered"
+                    )
+                continue
+            if rescuers:
+                if rescuers[0] != self.door_of[pid][1]:
+                    self.bad(
+                        f"parcel {pid}",
+                        f"is taken over by {rescuers[0]} but delivered by {self.door_of[pid][1]}",
+                    )
                 continue
             if len(lm_loads) != 1:
                 # on board when a re-plan started: loaded at the START stop, nowhere else
@@ -631,6 +696,9 @@ def verify_plan(
     at_station: Mapping[ParcelId, DepotId] | None = None,
     start_soc_pct: Mapping[VanId, float] | None = None,
     at_station_from_s: Mapping[ParcelId, float] | None = None,
+    transfer_from: Mapping[ParcelId, VanId] | None = None,
+    transfer_until_s: Mapping[ParcelId, float] | None = None,
+    transfer_node: Mapping[VanId, NodeId] | None = None,
 ) -> list[str]:
     """Every violation of ``plan`` as one line each (``[]``: the plan is valid).
 
@@ -639,6 +707,9 @@ def verify_plan(
     of charge each van had when the plan was made (else a van starts full at its depot, or
     with the state of charge its ``start`` stop states); ``at_station_from_s`` when each of
     those parcels is there (a line haul still on its way unloads it then; no load before).
+    ``transfer_from`` names, for parcels aboard broken-down vans, the van a rescue trip may
+    take each over from, ``transfer_until_s`` until when, and ``transfer_node`` where each
+    such van stands (:class:`fleet.planning.StartingState` carries all three).
     """
     problems = _Verifier(
         plan,
@@ -649,6 +720,9 @@ def verify_plan(
         at_station or {},
         start_soc_pct or {},
         at_station_from_s or {},
+        transfer_from or {},
+        transfer_until_s or {},
+        transfer_node or {},
     ).run()
     if len(problems) > MAX_LINES:
         problems = [*problems[:MAX_LINES], f"... and {len(problems) - MAX_LINES} more"]

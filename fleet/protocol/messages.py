@@ -119,6 +119,7 @@ class StopKind(StrEnum):
     DOOR = "door"
     CHARGE = "charge"
     START = "start"  # where the van was when a re-plan began (first node of such an order)
+    TRANSFER = "transfer"  # a rescue: where a broken-down van stands (``ref``: its van id)
 
 
 class NodeActionType(StrEnum):
@@ -126,6 +127,7 @@ class NodeActionType(StrEnum):
     UNLOAD = "unload"  # leg 1: hand a station its consignment
     DELIVER = "deliver"  # leg 2: hand parcels over at a door
     CHARGE = "charge"  # charge to target_soc_pct
+    TRANSFER_LOAD = "transfer_load"  # take parcels over from the van ``ref`` at a transfer node
 
 
 class NodeAction(Strict):
@@ -144,7 +146,9 @@ class Node(Strict):
     released: bool
     kind: StopKind
     ref: Annotated[str, StringConstraints(max_length=64)] = Field(
-        default="", description="Depot or station id for depot, station and charge stops."
+        default="",
+        description="Depot or station id for depot, station and charge stops; the van a "
+        "transfer stop loads from.",
     )
     lon: Lon
     lat: Lat
@@ -252,7 +256,17 @@ def order_structure_problems(order: Order) -> list[str]:
         problems.append(
             f"{len(actions)} actions in all; at most {MAX_ORDER_ACTIONS} (a state must list them)"
         )
-    loaded = {p for a in actions if a.action_type is NodeActionType.LOAD for p in a.parcel_ids}
+    for i, node in enumerate(nodes):
+        for a in node.actions:
+            if (a.action_type is NodeActionType.TRANSFER_LOAD) != (node.kind is StopKind.TRANSFER):
+                problems.append(
+                    f"nodes[{i}]: a transfer_load action belongs to a transfer node, and a "
+                    "transfer node has no other action"
+                )
+        if node.kind is StopKind.TRANSFER and not node.ref:
+            problems.append(f"nodes[{i}]: a transfer node names the van it loads from in ref")
+    loading = (NodeActionType.LOAD, NodeActionType.TRANSFER_LOAD)
+    loaded = {p for a in actions if a.action_type in loading for p in a.parcel_ids}
     if len(loaded) > MAX_ORDER_PARCELS_LOADED:
         problems.append(
             f"{len(loaded)} parcels loaded in all; at most {MAX_ORDER_PARCELS_LOADED} "

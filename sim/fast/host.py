@@ -118,6 +118,9 @@ class FastRun:
             replan_time_limit_s=sc.run.replan_time_limit_s,
             seed=sc.seed,
             sharing=sc.run.sharing,
+            # rescue trips: this world moves a broken-down van's load into the rescuer
+            # (TraceRecorder.take_over); the full stack cannot yet, and plans via the depot
+            transfer=True,
         )
         self._store_dir = store_dir
         self.use_store = (
@@ -158,6 +161,7 @@ class FastRun:
                 observer=self.recorder,
                 publish=self._publisher(van_id),
             )
+        self.recorder.vans, self.recorder.now = self.vans, self._now
         for d in depot_of.values():
             self.trace.depots[d.id] = (d.lon, d.lat)
         self.core: ControllerCore | None = None

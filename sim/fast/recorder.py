@@ -3,11 +3,11 @@ drives, arrivals, deliveries, loads and unloads, departures, charging, an empty 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fleet.model import DepotId, Parcel, ParcelId, VanId, VanSpec
-from fleet.protocol import NodeActionType, Order
+from fleet.protocol import NodeActionType, Order, StopKind
 from sim.clock import DayTime
 from sim.fast.motion import Leg
 from sim.fast.van import FastVan
@@ -22,7 +22,12 @@ from sim.trace import (
     Trace,
     Unloaded,
 )
+from sim.vehicle import distance_m
 from sim.world import CHARGE_NOTICE_PCT
+
+# a rescue trip's transfer: the rescuer stops at the road node nearest the broken-down van,
+# which may stand this far from it along a road
+TRANSFER_REACH_M = 250.0
 
 
 @dataclass
@@ -52,6 +57,8 @@ class TraceRecorder:
         self.delivered = 0  # parcels handed over so far
         self._arrivals: dict[str, _Arrival] = {}
         self._soc_seen: dict[str, float] = {}  # each van's state of charge last recorded
+        self.vans: Mapping[str, FastVan] = {}  # the fleet, for a rescue trip's transfer
+        self.now: Callable[[], float] = lambda: 0.0  # the simulated clock (epoch s)
 
     def drove(self, van: FastVan, t0_s: float, t1_s: float, leg: Leg, dist_m: float) -> None:
         if dist_m <= 0.0:
@@ -91,7 +98,9 @@ class TraceRecorder:
         delivers = {
             p for a in node.actions if a.action_type is NodeActionType.DELIVER for p in a.parcel_ids
         }
-        depot = DepotId(node.ref) if node.ref else None
+        transfer = node.kind is StopKind.TRANSFER
+        depot = DepotId(node.ref) if node.ref and not transfer else None
+        from_van = VanId(node.ref) if transfer else None
         for p in unloaded:
             pid = ParcelId(p)
             if p in delivers:
@@ -102,7 +111,9 @@ class TraceRecorder:
                     Unloaded(self.daytime.day_s(t_s), vid, pid, depot, "unloaded at its station")
                 )
         for p in loaded:
-            self.trace.loaded.append(Loaded(self.daytime.day_s(t_s), vid, ParcelId(p), depot))
+            self.trace.loaded.append(
+                Loaded(self.daytime.day_s(t_s), vid, ParcelId(p), depot, from_van=from_van)
+            )
         self._note_charge(van, t_s)
         if loaded:
             aboard = [self.parcels[ParcelId(p)] for p in van.parcels_on_board]
@@ -126,6 +137,19 @@ class TraceRecorder:
             kwh = (soc - before) / 100.0 * self.spec.battery_kwh
             self.trace.charged.append(Charged(vid, self.daytime.day_s(t_s), kwh))
             self.trace.soc.append(SocSample(vid, self.daytime.day_s(t_s), soc))
+
+    def take_over(self, van: FastVan, from_van: str, parcel_ids: tuple[str, ...]) -> set[str]:
+        """A rescue trip's transfer: what ``from_van`` (standing beside ``van``) still has
+        aboard of ``parcel_ids`` moves across; nothing if it is not within reach."""
+        other = self.vans.get(from_van)
+        if other is None or other is van:
+            return set()
+        now = self.now()
+        lon, lat, _ = other.position_at(now)
+        here_lon, here_lat, _ = van.position_at(now)
+        if distance_m(lon, lat, here_lon, here_lat) > TRANSFER_REACH_M:
+            return set()
+        return set(other.book.hand_over(parcel_ids))
 
     def stopped(self, van: FastVan, t_s: float, why: str) -> None:
         if why == "battery empty":

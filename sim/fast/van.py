@@ -53,6 +53,7 @@ from fleet.protocol import (
     InstantActions,
     InstantActionType,
     Load,
+    NodeActionType,
     Order,
     OrderVerdict,
     State,
@@ -93,6 +94,11 @@ class VanObserver(Protocol):
     ) -> None: ...
 
     def stopped(self, van: FastVan, t_s: float, why: str) -> None: ...
+
+    def take_over(self, van: FastVan, from_van: str, parcel_ids: tuple[str, ...]) -> set[str]:
+        """``van`` takes ``parcel_ids`` over from ``from_van`` beside it (a rescue trip's
+        ``transfer_load``); returns those that were there to take."""
+        ...
 
 
 @dataclass
@@ -504,7 +510,17 @@ class FastVan:
             self._finish(wp.node_seq, now_s)
 
     def _finish(self, seq: int, now_s: float) -> None:
-        done = self.book.finish(seq)
+        failed: dict[str, tuple[str, ...]] = {}
+        if self.book.order is not None and seq not in self.book.finished:
+            node = self.book.node(seq)
+            for a in node.actions:
+                if a.action_type is NodeActionType.TRANSFER_LOAD:
+                    got = self.observer.take_over(self, node.ref, a.parcel_ids)
+                    missing = tuple(p for p in a.parcel_ids if p not in got)
+                    if missing:
+                        failed[a.action_id] = missing
+        why = "not aboard the van to take over from" if failed else ""
+        done = self.book.finish(seq, failed=failed or None, why=why)
         order = self.book.order
         if done is not None and order is not None:
             self.observer.node_done(self, now_s, order, done.index, done.loaded, done.unloaded)

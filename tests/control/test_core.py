@@ -9,16 +9,29 @@ import pytest
 
 from fleet.control.config import ControllerConfig
 from fleet.errors import ControlError, VerificationError
-from fleet.model import Parcel, ParcelId, Trip, Unserved, UnservedReason
+from fleet.model import (
+    DepotId,
+    Leg,
+    Parcel,
+    ParcelId,
+    StopKind,
+    Trip,
+    Unserved,
+    UnservedReason,
+    VanId,
+    VanRoute,
+)
 from fleet.protocol import (
     ActionStatus,
     Connection,
     ConnectionState,
     InstantActionType,
+    NodeActionType,
     OrderVerdict,
     make_header,
     parse_timestamp,
 )
+from fleet.protocol import StopKind as WireStopKind
 from fleet.store import ParcelStatus
 from tests.control.harness import Harness
 from tests.support import plans
@@ -467,3 +480,82 @@ def test_a_parcel_the_line_haul_still_carries_is_not_given_up_when_its_last_mile
     h.core.request_replan("again", h.now_s)
     h.pump()
     assert "P4" in {p.id for p in h.replans[-1].parcels}
+
+
+def _rescue_route(van: str, broken: str, ids: list[str], at: tuple[float, float]) -> VanRoute:
+    """``van`` leaves ST-A, takes ``ids`` over from ``broken`` standing at ``at``, delivers."""
+    t = 10 * 3600.0
+    stops = [
+        plans._stop(0, StopKind.DEPOT, "ST-A", plans.STATION, t, 0, dist_m=0, prev=None),
+        plans._stop(
+            1,
+            StopKind.TRANSFER,
+            broken,
+            at,
+            t + 300,
+            800,
+            loaded=ids,
+            dist_m=500,
+            prev=plans.STATION,
+        ),
+    ]
+    prev, dist, t = at, 500.0, t + 1100
+    for pid in ids:
+        door = plans.DOORS[min(int(pid[1:]) - 1, 2)]
+        dist += 400.0
+        t += 120.0
+        stops.append(
+            plans._stop(
+                len(stops), StopKind.DOOR, "", door, t, 80, delivered=[pid], dist_m=dist, prev=prev
+            )
+        )
+        prev, t = door, t + 80
+    stops.append(
+        plans._stop(
+            len(stops),
+            StopKind.DEPOT,
+            "ST-A",
+            plans.STATION,
+            t + 200,
+            0,
+            dist_m=dist + 600,
+            prev=prev,
+        )
+    )
+    return VanRoute(VanId(van), Leg.LAST_MILE, DepotId("ST-A"), (Trip(0, tuple(stops)),))
+
+
+def test_a_rescue_trip_moves_the_broken_vans_parcels_and_the_breakdown_is_recovered() -> None:
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, fatal_grace_s=0.0))
+    h.dispatch(plans.plan(), plans.parcels())
+    h.report()
+    h.drive("WH-PORTO-01", 3)
+    h.drive("ST-A-01", 1)
+    h.vans["ST-A-01"].fatal("drive unit fault")
+    h.report("ST-A-01")
+    (request,) = h.replans
+    stranded = sorted({v.van_id: v for v in request.vans}["ST-A-01"].parcels_on_board)
+    assert stranded
+    # broken down where it stands, online, with a position: a rescue trip may meet it there
+    assert request.transfer_from == frozenset({"ST-A-01"})
+    h.replan_done(
+        request, plans.plan([_rescue_route("ST-A-02", "ST-A-01", stranded, plans.DOORS[0])])
+    )
+    order = h.orders_for("ST-A-02")[-1]
+    meet = order.nodes[1]
+    assert meet.kind is WireStopKind.TRANSFER and meet.ref == "ST-A-01"
+    (action,) = meet.actions
+    assert action.action_type is NodeActionType.TRANSFER_LOAD
+    assert sorted(action.parcel_ids) == stranded
+    assert action.duration_s == h.core.van_spec.transfer_time_s(len(stranded))
+    assert "breakdown_recovered" not in h.kinds()
+    h.drive("ST-A-02", 2)  # the depot, then the transfer
+    for pid in stranded:
+        rec = h.core.parcel(pid)
+        assert rec is not None and rec.status is ParcelStatus.LOADED and rec.holder == "ST-A-02"
+    (done,) = [e for e in h.events if e.kind == "breakdown_recovered"]
+    assert done.van_id == "ST-A-01" and done.data["way"] == "rescue_trip"
+    assert done.data["parcels"] == len(stranded)
+    assert done.data["recovery_s"] == pytest.approx(h.now_s - request.now_s, abs=1e-3)
+    h.drive("ST-A-02", 10)
+    assert {_status(h, pid) for pid in stranded} == {ParcelStatus.DELIVERED}

@@ -23,6 +23,7 @@ from fleet.protocol import (
     NodeActionType,
     Order,
     OrderVerdict,
+    StopKind,
 )
 from tests.support.protocol_van import ProtocolVan
 
@@ -205,3 +206,40 @@ def test_the_protocol_van_keeps_its_order_by_the_same_book() -> None:
     assert a2.failed_parcel_ids == ("P2",)
     van.actions["a2"] = a2.model_copy(update={"status": ActionStatus.RUNNING})
     assert van.actions["a2"].status is ActionStatus.RUNNING
+
+
+def _transfer_order(ref: str = "ST-B-02") -> Order:
+    """``line_order`` with its first stop a transfer beside broken-down van ``ref``."""
+    order = line_order(stops=3, released=3)
+    first = order.nodes[0]
+    action = first.actions[0].model_copy(update={"action_type": NodeActionType.TRANSFER_LOAD})
+    node = first.model_copy(update={"kind": StopKind.TRANSFER, "ref": ref, "actions": (action,)})
+    return Order.model_validate({**order.model_dump(), "nodes": (node, *order.nodes[1:])})
+
+
+def test_a_transfer_takes_over_what_the_broken_van_hands_over_and_it_leaves_that_van() -> None:
+    broken = OrderBook("ST-B-02")
+    broken.set_parcels(["P1", "P2", "P9"])
+    rescuer = OrderBook(VAN)
+    assert rescuer.take_order(_transfer_order()).verdict is OrderVerdict.NEW
+    rescuer.reach(0)
+    # the broken van still has P1 and P2 (P9 is not in the order); P2 is missing
+    assert broken.hand_over(["P1"]) == ("P1",)
+    done = rescuer.finish(0, failed={"a0": ("P2",)}, why="not aboard")
+    assert done is not None and done.loaded == ("P1",)
+    assert rescuer.parcels_on_board == ["P1"]
+    assert broken.parcels_on_board == ["P2", "P9"]
+    (a0,) = [a for a in rescuer.action_states() if a.action_id == "a0"]
+    assert a0.action_type == "transfer_load" and a0.failed_parcel_ids == ("P2",)
+
+
+def test_a_transfer_node_must_name_its_van_and_hold_only_a_transfer_load() -> None:
+    order = _transfer_order()
+    data = order.model_dump()
+    data["nodes"][0]["ref"] = ""
+    with pytest.raises(ValueError, match="names the van it loads from"):
+        Order.model_validate(data)
+    data = order.model_dump()
+    data["nodes"][1]["actions"][0]["action_type"] = NodeActionType.TRANSFER_LOAD
+    with pytest.raises(ValueError, match="transfer_load action belongs to a transfer node"):
+        Order.model_validate(data)

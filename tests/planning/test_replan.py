@@ -223,3 +223,89 @@ def test_a_van_a_closure_cuts_off_keeps_its_parcels_and_the_rest_is_planned(
         assert why[pid].reason.value == "unreachable"
         assert "cuts off" in why[pid].detail
     assert "EXTRA" in {pid for _, pid in result.delivered()}, "the other vans still work"
+
+
+def _broken_busiest(state: Midday) -> tuple[VanNow, Midday]:
+    busiest = max(
+        (v for v in state.vans if v.van_id.startswith("ST-")),
+        key=lambda v: len(v.parcels_on_board),
+    )
+    broken = VanNow(
+        busiest.van_id,
+        busiest.lon,
+        busiest.lat,
+        busiest.soc_pct,
+        busiest.parcels_on_board,
+        False,
+        NOON,
+    )
+    vans = [broken if v.van_id == busiest.van_id else v for v in state.vans]
+    return broken, Midday(vans, state.parcels, state.location, state.at_station)
+
+
+def test_a_rescue_trip_takes_the_load_over_where_the_broken_van_stands(
+    state: Midday, site: Site, van: VanSpec, net: RoadNetwork
+) -> None:
+    broken, midday = _broken_busiest(state)
+    wanted = set(broken.parcels_on_board)
+    result, start = replan_with_state(
+        midday.parcels,
+        midday.vans,
+        site,
+        van,
+        net,
+        now_s=NOON,
+        parcel_location=midday.location,
+        at_station=midday.at_station,
+        time_limit_s=30,
+        max_iterations=ITERATIONS,
+        workers=1,
+        transfer_from=[broken.van_id],
+    )
+    transfers = [(r, s) for r in result.routes for s in r.stops() if s.kind is StopKind.TRANSFER]
+    assert len(transfers) == 1, "one rescue trip meets the broken van"
+    rescuer, meet = transfers[0]
+    assert meet.ref == broken.van_id and meet.seq == 1
+    assert meet.node == net.snap(broken.lon, broken.lat).node
+    assert set(meet.parcels_loaded) <= wanted and meet.parcels_loaded
+    assert meet.dwell_s >= van.transfer_time_s(len(meet.parcels_loaded)) - 1e-6
+    assert meet.departure_s <= NOON + RECOVERY_S + 1e-6, "before the load leaves for the depot"
+    delivered_by = dict((pid, vid) for vid, pid in result.delivered())
+    assert all(delivered_by[p] == rescuer.van_id for p in meet.parcels_loaded)
+    # the verifier checks it from the starting state the plan was made from...
+    args = dict(
+        at_station=start.at_station,
+        start_soc_pct=start.start_soc_pct,
+        at_station_from_s=start.at_station_from_s,
+        transfer_from=start.transfer_from,
+        transfer_until_s=start.transfer_until_s,
+        transfer_node=start.transfer_node,
+    )
+    assert verify_plan(result, midday.parcels, site, van, net, **args) == []  # type: ignore[arg-type]
+    # ... and refuses a transfer from a van that does not carry the parcel, or too short
+    other = {**args, "transfer_from": {}}
+    problems = verify_plan(result, midday.parcels, site, van, net, **other)  # type: ignore[arg-type]
+    assert any("is not aboard" in p for p in problems)
+    short = replace(
+        result,
+        routes=tuple(
+            replace(
+                r,
+                trips=tuple(
+                    replace(
+                        t,
+                        stops=tuple(
+                            replace(s, departure_s=s.arrival_s + 1.0)
+                            if s.kind is StopKind.TRANSFER
+                            else s
+                            for s in t.stops
+                        ),
+                    )
+                    for t in r.trips
+                ),
+            )
+            for r in result.routes
+        ),
+    )
+    problems = verify_plan(short, midday.parcels, site, van, net, **args)  # type: ignore[arg-type]
+    assert any("the transfer takes" in p for p in problems)

@@ -23,9 +23,9 @@ from fleet.console.view import FleetView, ViewConfig
 from fleet.control.client import ControllerClient
 from fleet.control.config import ControllerConfig
 from fleet.control.keys import MasterKey
-from fleet.mqtt import BrokerAddress
 from fleet.control.service import ControllerService
 from fleet.model import load_van_spec
+from fleet.mqtt import BrokerAddress
 from fleet.protocol.clock import WallClock
 from fleet.protocol.control_api import StatusBody, StatusResult
 from fleet.protocol.topics import Topics, VanTopic

@@ -164,3 +164,27 @@ def test_a_planner_crash_in_a_replan_is_a_failed_replan_not_a_stalled_day(
     k = compute_kpis(trace, day.scenario.van)
     assert k.lost == 0 and k.delivered_twice == 0
     assert k.delivered > 0 and trace.end_s < day.scenario.run.end_s  # the day went on
+
+
+def test_a_rescue_trip_takes_a_broken_station_vans_load_over_where_it_stands(
+    day: PreparedDay,
+) -> None:
+    # the station van with the most parcels on its first trip breaks down after its first door
+    route = max(
+        (r for r in day.plan.routes if r.van_id.startswith("ST-")),
+        key=lambda r: sum(len(s.parcels_loaded) for s in r.trips[0].stops),
+    )
+    at = next(s.arrival_s for s in route.trips[0].stops if s.kind is StopKind.DOOR) + 60.0
+    trace = FastRun(_with_events(day, Breakdown(at_s=at, van=route.van_id, recovery_s=1800))).run()
+    k = compute_kpis(trace, day.scenario.van)
+    (b,) = trace.breakdowns
+    taken = [ld for ld in trace.loaded if ld.from_van == b.van]
+    assert taken, "another van met the broken one and took its load over"
+    assert {ld.parcel for ld in taken} == set(b.parcels)
+    assert len({ld.van for ld in taken}) == 1 and taken[0].van != b.van
+    # sooner than the 30 minutes its load would take to come back to its station
+    (rec,) = k.breakdowns
+    assert rec.recovered == rec.parcels and rec.recovery_s is not None
+    assert rec.recovery_s < 1800
+    assert (k.delivered_twice, k.delivered_unloaded, k.lost, k.loaded_unavailable) == (0, 0, 0, 0)
+    assert k.delivered == k.parcels == 40

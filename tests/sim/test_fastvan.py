@@ -127,6 +127,9 @@ class Seen:
     def stopped(self, van: FastVan, t_s: float, why: str) -> None:
         pass
 
+    def take_over(self, van: FastVan, from_van: str, parcel_ids: tuple[str, ...]) -> set[str]:
+        return set()
+
 
 def _run_fast(
     order: Order, spec: VanSpec, lon: float, lat: float, t0: float, soc_pct: float = 100.0

@@ -62,31 +62,40 @@ headers = st.builds(
 def orders(draw: st.DrawFn) -> Order:
     count = draw(st.integers(1, 6))
     released = draw(st.integers(1, count))
-    nodes = [
-        Node(
-            node_id=f"n{i}",
-            sequence_id=2 * i,
-            released=i < released,
-            kind=draw(st.sampled_from(StopKind)),
-            ref=draw(st.text(_ID_CHARS, max_size=20)),
-            lon=draw(lons),
-            lat=draw(lats),
-            allowed_deviation_m=draw(_fin(0, 1000)),
-            planned_arrival=draw(st.none() | timestamps),
-            planned_departure=draw(st.none() | timestamps),
-            actions=tuple(
-                NodeAction(
-                    action_id=f"a{i}.{k}",
-                    action_type=draw(st.sampled_from(NodeActionType)),
-                    parcel_ids=tuple(draw(st.lists(parcel_ids, max_size=3))),
-                    duration_s=draw(_fin(0, 86_400)),
-                    target_soc_pct=draw(st.none() | _fin(0, 100)),
-                )
-                for k in range(draw(st.integers(0, 2)))
-            ),
+    nodes = []
+    for i in range(count):
+        kind = draw(st.sampled_from(StopKind))
+        transfer = kind is StopKind.TRANSFER
+        # a transfer node names the van it loads from and holds only transfer_load actions
+        kinds = (
+            [NodeActionType.TRANSFER_LOAD]
+            if transfer
+            else [k for k in NodeActionType if k is not NodeActionType.TRANSFER_LOAD]
         )
-        for i in range(count)
-    ]
+        nodes.append(
+            Node(
+                node_id=f"n{i}",
+                sequence_id=2 * i,
+                released=i < released,
+                kind=kind,
+                ref=draw(st.text(_ID_CHARS, min_size=1 if transfer else 0, max_size=20)),
+                lon=draw(lons),
+                lat=draw(lats),
+                allowed_deviation_m=draw(_fin(0, 1000)),
+                planned_arrival=draw(st.none() | timestamps),
+                planned_departure=draw(st.none() | timestamps),
+                actions=tuple(
+                    NodeAction(
+                        action_id=f"a{i}.{k}",
+                        action_type=draw(st.sampled_from(kinds)),
+                        parcel_ids=tuple(draw(st.lists(parcel_ids, max_size=3))),
+                        duration_s=draw(_fin(0, 86_400)),
+                        target_soc_pct=draw(st.none() | _fin(0, 100)),
+                    )
+                    for k in range(draw(st.integers(0, 2)))
+                ),
+            )
+        )
     edges = [
         Edge(
             edge_id=f"e{i}",
