@@ -956,6 +956,7 @@ class ControllerCore:
             and state.order_id is not None
             and state.order_id != order.order_id
             and (retired is None or state.order_id != retired.order.order_id)
+            and not self._of_this_store(state.order_id)
             and not r.cancelled
         )
         if ahead:
@@ -1072,6 +1073,13 @@ class ControllerCore:
             f"releases now as update {van_update_id + 1}",
             order_id=r.order.order_id,
         )
+
+    def _of_this_store(self, order_id: str) -> bool:
+        """``order_id`` comes from a plan or re-plan this store holds (or is a recovery or
+        return order made from one): a van holding it holds an order of this controller's
+        day, an older one or one not yet replaced, not one a newer store sent."""
+        found = _DERIVED_ID.fullmatch(order_id)
+        return (found.group(1) if found else order_id) in self._plans
 
     def _note_unknown_order(self, v: _Van, state: State, now_s: float) -> None:
         """The van drives an order this controller never sent it: its store was lost or
@@ -3077,11 +3085,14 @@ def _moves_parcels(node: Node) -> bool:
     return any(a.action_type is not NodeActionType.CHARGE for a in node.actions)
 
 
+_DERIVED_ID = re.compile(r"(.*)\.([a-z])(\d+)")
+
+
 def _derived_order_id(order_id: str, kind: str) -> str:
     """``P-abc.r1`` for the first recovery (``kind`` "r") or return (``kind`` "h") order made
     from ``P-abc``, ``P-abc.r2`` for the next; at most 64 characters."""
     base, n = order_id, 1
-    found = re.fullmatch(r"(.*)\.([a-z])(\d+)", order_id)
+    found = _DERIVED_ID.fullmatch(order_id)
     if found is not None:
         base, n = found.group(1), int(found.group(3)) + 1
     suffix = f".{kind}{n}"

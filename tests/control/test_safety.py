@@ -1011,3 +1011,35 @@ def test_a_replan_made_before_a_parcel_was_found_missing_does_not_send_a_van_for
         for p in a.parcel_ids
     }
     assert sent == {"P2", "P3", "P4"}
+
+
+def test_a_van_still_reporting_its_earlier_order_of_this_day_stays_in_service() -> None:
+    """A van whose states carry an order this controller sent before the one it counts on
+    now (a re-plan gave it a new order it has not taken yet) holds nothing unknown: it is
+    not taken for one driving a newer store's order (found by benchmarks/disruption.py's
+    full-stack day, where such vans were put out of service and half the day failed)."""
+    h = Harness(config=ControllerConfig(release_ahead_stops=1, order_lost_after_s=5.0))
+    h.report()
+    h.dispatch(plans.plan(), plans.parcels())
+    h.drive("WH-PORTO-01", 4)  # its line haul done: back at the warehouse
+    h.core.request_replan("test", h.now_s)
+    h.pump()
+    request = h.replans[-1]
+    h.connected.discard("WH-PORTO-01")  # the new order does not reach it yet
+    routes = [plans.line_haul_route(["P1"], van="WH-PORTO-01")]
+    h.replan_done(request, plans.plan(routes, n_parcels=1))
+    h.core.request_replan("test again", h.now_s)  # a second new order before it took one
+    h.pump()
+    h.replan_done(h.replans[-1], plans.plan(routes, n_parcels=1))
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.order is not None
+    assert record.order.order_id != "P-test"
+    van = h.vans["WH-PORTO-01"]
+    assert van.book.order is not None and van.book.order.order_id == "P-test"
+    for _ in range(3):
+        h.advance(1.0)
+        h.core.on_state("WH-PORTO-01", van.state(h.now_s), h.now_s)
+        h.pump()
+    record = h.core.van_record("WH-PORTO-01")
+    assert record is not None and record.in_service
+    assert "order_unknown" not in h.kinds()
