@@ -1935,61 +1935,63 @@ class ControllerCore:
         """After a restart, a resume (or an open door) not yet confirmed is not sent again:
         the store may be an older copy, and an emergency stop given after it (by the
         controller before this one) would be released by it. Safer commands are re-sent."""
-        keep: list[PendingInstant] = []
-        for p in v.rec.pending_instants:
-            action = p.message.actions[0]
-            if action.action_type not in (InstantActionType.RESUME, InstantActionType.OPEN_DOOR):
-                keep.append(p)
-                continue
-            self._event(
-                "instant_superseded",
-                now_s,
-                van_id=v.van_id,
-                detail=f"{action.action_type.value} ({action.action_id}) given before the "
-                "controller restarted, not confirmed: not sent again (give it again)",
-                action=action.action_type.value,
-                action_id=action.action_id,
-            )
-        if len(keep) != len(v.rec.pending_instants):
-            self._set(v, pending_instants=tuple(keep))
+        self._supersede(
+            v,
+            frozenset({InstantActionType.RESUME, InstantActionType.OPEN_DOOR}),
+            lambda a: (
+                f"{a.action_type.value} ({a.action_id}) given before the controller "
+                "restarted, not confirmed: not sent again (give it again)"
+            ),
+            now_s,
+        )
 
     def _drop_pending_resumes(self, v: _Van, estop_id: str, now_s: float) -> None:
         """An emergency stop supersedes every resume not yet confirmed: re-sent after it (a
         fresh message id the van accepts), a resume would release the newer e-stop."""
-        keep: list[PendingInstant] = []
-        for p in v.rec.pending_instants:
-            action = p.message.actions[0]
-            if action.action_type is not InstantActionType.RESUME:
-                keep.append(p)
-                continue
-            self._event(
-                "instant_superseded",
-                now_s,
-                van_id=v.van_id,
-                detail=f"resume ({action.action_id}) not confirmed: no longer sent, the "
-                f"emergency stop {estop_id} came after it",
-                action=action.action_type.value,
-                action_id=action.action_id,
-            )
-        if len(keep) != len(v.rec.pending_instants):
-            self._set(v, pending_instants=tuple(keep))
+        self._supersede(
+            v,
+            frozenset({InstantActionType.RESUME}),
+            lambda a: (
+                f"resume ({a.action_id}) not confirmed: no longer sent, the emergency "
+                f"stop {estop_id} came after it"
+            ),
+            now_s,
+        )
 
     def _drop_pending_stops(self, v: _Van, resume_id: str, now_s: float) -> None:
         """A dispatcher's resume supersedes every emergency stop, pause and cancel of that van
         not yet confirmed: they are never given up (:meth:`_resend_instants`), and sent on after
         the resume they would stop the van the dispatcher has just let go, again and again."""
+        self._supersede(
+            v,
+            _NEVER_GIVEN_UP,
+            lambda a: (
+                f"{a.action_type.value} ({a.action_id}) not confirmed: no longer sent, "
+                f"the resume {resume_id} came after it"
+            ),
+            now_s,
+        )
+
+    def _supersede(
+        self,
+        v: _Van,
+        kinds: frozenset[InstantActionType],
+        detail: Callable[[InstantAction], str],
+        now_s: float,
+    ) -> None:
+        """Stop sending ``v``'s pending instant actions of ``kinds`` (``instant_superseded``,
+        with ``detail`` of each)."""
         keep: list[PendingInstant] = []
         for p in v.rec.pending_instants:
             action = p.message.actions[0]
-            if action.action_type not in _NEVER_GIVEN_UP:
+            if action.action_type not in kinds:
                 keep.append(p)
                 continue
             self._event(
                 "instant_superseded",
                 now_s,
                 van_id=v.van_id,
-                detail=f"{action.action_type.value} ({action.action_id}) not confirmed: no "
-                f"longer sent, the resume {resume_id} came after it",
+                detail=detail(action),
                 action=action.action_type.value,
                 action_id=action.action_id,
             )
@@ -2299,24 +2301,12 @@ class ControllerCore:
         if v.path is None or v.rec.cancelled or v.rec.finished:
             return False
         start = v.rec.released
-        nodes = list(v.path.nodes)
-        changed = False
-        for i in range(start, len(nodes)):
-            node = nodes[i]
-            if not any(pid in a.parcel_ids for a in node.actions):
-                continue
-            actions = tuple(
-                a.model_copy(update={"parcel_ids": tuple(p for p in a.parcel_ids if p != pid)})
-                for a in node.actions
-            )
-            actions = tuple(
-                a for a in actions if a.parcel_ids or a.action_type is NodeActionType.CHARGE
-            )
-            nodes[i] = node.model_copy(update={"actions": actions})
-            changed = True
-        if changed:
-            v.path = RoutePath(tuple(nodes), v.path.edges)
-        return changed
+        nodes = v.path.nodes
+        if not any(pid in a.parcel_ids for n in nodes[start:] for a in n.actions):
+            return False
+        tail = _without(RoutePath(tuple(nodes[start:]), ()), {pid}).nodes
+        v.path = RoutePath((*nodes[:start], *tail), v.path.edges)
+        return True
 
     def add_parcels(self, parcels: Sequence[Parcel], now_s: float) -> str:
         """Urgent parcels: recorded, then re-planned onto the running fleet."""
