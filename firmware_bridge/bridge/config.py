@@ -1,23 +1,15 @@
 """The bridge's settings and the files it reads: the van's signing key and MQTT login.
 
-Both files are TOML as written by ``fleet broker credentials`` (docs/security.md); the login
-file (and a ``--broker`` URL) is read by :class:`fleet.mqtt.BrokerAddress`, the code the
-controller and the ``fleet`` command use too::
+Both files are TOML as written by ``fleet broker credentials`` (docs/security.md). The login
+file ``vans/<van>/mqtt.toml`` (and a ``--broker`` URL) is read by
+:class:`fleet.mqtt.BrokerAddress`, the code the controller and the ``fleet`` command use too;
+its format is documented there. The signing key::
 
-    # vans/<van>/signing.key                 # vans/<van>/mqtt.toml
-    key_id = "WH-PORTO-01.k1"                [mqtt]
-    secret_hex = "…64 hex digits…"           host = "127.0.0.1"
-                                             port = 1883
-                                             username = "WH-PORTO-01"
-                                             password = "…"
-                                             [tls]                 # optional
-                                             port = 8883
-                                             ca_file = "ca.crt"    # relative to the file
-                                             cert_file = "client.crt"
-                                             key_file = "client.key"
+    # vans/<van>/signing.key
+    key_id = "WH-PORTO-01.k1"
+    secret_hex = "…64 hex digits…"
 
-Unknown keys, missing keys and wrong types fail with the file and key named. A login file
-with a ``[tls]`` table connects with TLS, to that table's port.
+Unknown keys, missing keys and wrong types fail with the file and key named.
 """
 
 from __future__ import annotations
